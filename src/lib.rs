@@ -1,0 +1,1 @@
+//! llq: a quantized LLM runtime for the LLaMA family.
