@@ -1,0 +1,76 @@
+//! `llq convert`: checkpoint → `.llq`.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use llq::convert::{convert, HfCheckpoint, Progress};
+use llq::quant::DType;
+use llq::{Error, Result};
+
+/// Convert a Hugging Face checkpoint directory into a .llq file.
+///
+/// The directory needs config.json (LlamaForCausalLM or MistralForCausalLM) and
+/// model.safetensors or model.safetensors.index.json with its shards (F32, F16 or BF16).
+/// tokenizer.json, tokenizer.model, tokenizer_config.json and chat_template.jinja are
+/// embedded when present. The output appears only when conversion succeeded.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory.
+    input: PathBuf,
+    /// Output .llq file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Weight type: f32, f16, q8_0 (8.5 bits/weight) or q4_0 (4.5 bits/weight). Norms stay
+    /// f32; matrices whose rows are not a multiple of 32 fall back to f16.
+    #[arg(long = "type", default_value = "q8_0", value_parser = parse_dtype)]
+    dtype: DType,
+    /// Threads used to quantize (0 = all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
+    DType::from_name(s).ok_or_else(|| format!("unknown type '{s}' (f32, f16, q8_0, q4_0)"))
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, tensor: &str, bytes: u64) {
+        self.0.set_message(tensor.to_string());
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    super::init_threads(a.threads)?;
+    let start = std::time::Instant::now();
+    if !a.input.is_dir() {
+        return Err(Error::usage(format!(
+            "{}: not a directory (expected a Hugging Face checkpoint directory)",
+            a.input.display()
+        )));
+    }
+    let ck = HfCheckpoint::open(&a.input)?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    convert(&ck, a.dtype, &a.output, &Bar(bar))?;
+    let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "llq: wrote {} ({:.1} MiB, {}) in {:.2?}",
+        a.output.display(),
+        size as f64 / (1 << 20) as f64,
+        a.dtype.name(),
+        start.elapsed()
+    );
+    Ok(())
+}

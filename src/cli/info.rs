@@ -1,0 +1,95 @@
+//! `llq info`: everything inside a `.llq` file.
+
+use std::path::PathBuf;
+
+use llq::format::{LlqFile, Value};
+use llq::Result;
+
+/// Print a .llq file's metadata, tensor table and checksum status.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .llq file.
+    model: PathBuf,
+}
+
+fn show(f: &LlqFile, v: &Value) -> String {
+    const MAX: usize = 8;
+    fn list<T: std::fmt::Debug>(a: &[T]) -> String {
+        if a.len() <= MAX {
+            format!("{a:?}")
+        } else {
+            format!("{:?}… ({} items)", &a[..MAX], a.len())
+        }
+    }
+    match v {
+        Value::Str(s) if s.len() > 80 => {
+            format!("{:?}… ({} bytes)", &s[..s.floor_char_boundary(60)], s.len())
+        }
+        Value::Str(s) => format!("{s:?}"),
+        Value::BytesAt(r) => format!(
+            "<{} bytes, crc32 {:08x}>",
+            r.len(),
+            crc32fast::hash(f.bytes_at(r.clone()))
+        ),
+        Value::Bytes(b) => format!("<{} bytes>", b.len()),
+        Value::ArrU32(a) => list(a),
+        Value::ArrF32(a) => list(a),
+        Value::ArrStr(a) => list(a),
+        Value::U32(x) => x.to_string(),
+        Value::I32(x) => x.to_string(),
+        Value::U64(x) => x.to_string(),
+        Value::F32(x) => x.to_string(),
+        Value::F64(x) => x.to_string(),
+        Value::Bool(x) => x.to_string(),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let f = LlqFile::open(&a.model)?;
+    let (major, minor) = f.version();
+    println!("file: {}", a.model.display());
+    println!("format: llq {major}.{minor}, {} bytes", f.file_size());
+    println!("header checksum: ok (crc32 over {} bytes)", f.header_size());
+    let data_ok = f.verify_data();
+    println!("data checksum: {}", if data_ok { "ok" } else { "MISMATCH" });
+    println!();
+    println!("metadata ({} keys):", f.metadata().len());
+    for (k, v) in f.metadata() {
+        println!("  {k:<44} {:<8} {}", v.type_name(), show(&f, v));
+    }
+    println!();
+    println!("tensors ({}):", f.tensors().len());
+    println!(
+        "  {:<28} {:<6} {:<14} {:>12} {:>12} {:>6}",
+        "name", "type", "shape", "offset", "bytes", "bpw"
+    );
+    let (mut elems, mut bytes) = (0u64, 0u64);
+    for t in f.tensors() {
+        let n = t.n_elements();
+        elems += n;
+        bytes += t.n_bytes as u64;
+        println!(
+            "  {:<28} {:<6} {:<14} {:>12} {:>12} {:>6.2}",
+            t.name,
+            t.dtype.name(),
+            format!("{:?}", t.shape),
+            t.offset,
+            t.n_bytes,
+            t.n_bytes as f64 * 8.0 / n as f64
+        );
+    }
+    println!();
+    println!(
+        "total: {} weights, {} bytes of tensor data, {:.3} bits per weight",
+        elems,
+        bytes,
+        bytes as f64 * 8.0 / elems.max(1) as f64
+    );
+    if !data_ok {
+        return Err(llq::Error::invalid(
+            &a.model,
+            "tensor data checksum mismatch: the file is corrupt",
+        ));
+    }
+    Ok(())
+}

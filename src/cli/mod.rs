@@ -1,0 +1,51 @@
+//! Subcommands of the `llq` binary.
+
+mod convert;
+mod info;
+mod run;
+
+use clap::{Parser, Subcommand};
+use llq::Result;
+
+#[derive(Parser)]
+#[command(
+    name = "llq",
+    version,
+    about = "A quantized LLM runtime for the LLaMA family",
+    long_about = "llq converts LLaMA-family checkpoints (Hugging Face safetensors) into one \
+self-contained, memory-mappable .llq file and runs them on the CPU.\n\n\
+Typical use:\n  llq convert ./TinyLlama-1.1B -o tinyllama.llq --type q4_0\n  \
+llq info tinyllama.llq\n  llq run -m tinyllama.llq --prompt-ids 1,450,4996 -n 32 --temp 0"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Convert(convert::Args),
+    Info(info::Args),
+    Run(run::Args),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Command::Convert(a) => convert::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Run(a) => run::run(a),
+    }
+}
+
+/// Size the global rayon pool once; 0 means one thread per available core.
+pub fn init_threads(n: usize) -> Result<()> {
+    let n = if n == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        n
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| llq::Error::usage(format!("cannot start {n} threads: {e}")))
+}

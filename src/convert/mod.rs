@@ -1,0 +1,120 @@
+//! Checkpoint → `.llq`. A [`Checkpoint`] hands out hyper-parameters and tensors as f32 one
+//! at a time (so peak memory stays near the largest tensor); [`convert`] picks each
+//! tensor's storage type, encodes it and streams it into an atomic [`LlqWriter`].
+
+mod hf;
+
+pub use hf::HfCheckpoint;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::{keys, Layout, LlqWriter, TensorPlan, Value};
+use crate::model::ModelConfig;
+use crate::quant::{quantize_row, DType};
+
+/// A source of weights in llq's canonical naming and orientation.
+pub trait Checkpoint {
+    fn config(&self) -> &ModelConfig;
+    /// Tensor `name` (canonical llq name) as f32, outermost dimension first.
+    fn load(&self, name: &str) -> Result<Vec<f32>>;
+    /// Non-weight metadata to embed (tokenizer, chat template, provenance).
+    fn extra_metadata(&self) -> Result<Vec<(String, Value)>>;
+    /// Free anything kept for tensor `name` once it has been written (e.g. mapped pages).
+    fn release(&self, _name: &str) {}
+}
+
+/// Storage type of each tensor for a requested `--type`: vectors stay f32; a matrix whose
+/// rows are not a whole number of blocks falls back to f16.
+pub fn storage_type(target: DType, shape: &[u64]) -> DType {
+    if shape.len() < 2 {
+        return DType::F32;
+    }
+    let cols = *shape.last().unwrap() as usize;
+    if target.row_bytes(cols).is_some() {
+        target
+    } else {
+        DType::F16
+    }
+}
+
+/// Progress reporting, so the library stays free of terminal concerns.
+pub trait Progress {
+    fn start(&self, total_bytes: u64);
+    fn advance(&self, tensor: &str, bytes: u64);
+    fn finish(&self);
+}
+
+/// No progress output.
+pub struct Silent;
+impl Progress for Silent {
+    fn start(&self, _: u64) {}
+    fn advance(&self, _: &str, _: u64) {}
+    fn finish(&self) {}
+}
+
+pub fn convert(
+    src: &dyn Checkpoint,
+    target: DType,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let cfg = src.config();
+    let plans: Vec<TensorPlan> = cfg
+        .expected_tensors()
+        .into_iter()
+        .map(|(name, shape)| TensorPlan {
+            dtype: storage_type(target, &shape),
+            name,
+            shape,
+            layout: Layout::RowMajor,
+        })
+        .collect();
+    let mut meta = cfg.to_metadata();
+    meta.push((
+        keys::CONVERTER.to_string(),
+        Value::Str(format!("llq {}", env!("CARGO_PKG_VERSION"))),
+    ));
+    meta.push((
+        keys::QUANTIZATION.to_string(),
+        Value::Str(target.name().to_string()),
+    ));
+    meta.extend(src.extra_metadata()?);
+
+    let total: u64 = plans.iter().map(|p| p.n_bytes().unwrap_or(0)).sum();
+    let mut w = LlqWriter::create(out, meta, plans.clone())?;
+    progress.start(total);
+    let mut buf = Vec::new();
+    for p in &plans {
+        let data = src.load(&p.name)?;
+        if data.len() as u64 != p.n_elements() {
+            return Err(Error::usage(format!(
+                "tensor '{}': checkpoint gave {} values for shape {:?}",
+                p.name,
+                data.len(),
+                p.shape
+            )));
+        }
+        let n_bytes = p.n_bytes().unwrap() as usize;
+        buf.clear();
+        buf.resize(n_bytes, 0u8);
+        // Encode row by row in parallel: the converter's time is dominated by quantization.
+        let cols = *p.shape.last().unwrap() as usize;
+        let row_bytes = p.dtype.row_bytes(cols).unwrap();
+        encode_rows(p.dtype, &data, cols, &mut buf, row_bytes);
+        drop(data);
+        w.write_tensor(&buf)?;
+        src.release(&p.name);
+        progress.advance(&p.name, n_bytes as u64);
+    }
+    w.finish()?;
+    progress.finish();
+    Ok(())
+}
+
+fn encode_rows(dtype: DType, data: &[f32], cols: usize, out: &mut [u8], row_bytes: usize) {
+    use rayon::prelude::*;
+    out.par_chunks_mut(row_bytes)
+        .zip(data.par_chunks(cols))
+        .for_each(|(o, r)| quantize_row(dtype, r, o));
+}

@@ -1,0 +1,81 @@
+//! Constants of the `.llq` format (see docs/FORMAT.md).
+
+pub const MAGIC: [u8; 4] = *b"LLQF";
+pub const VERSION_MAJOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 0;
+
+/// Size of the fixed header that starts every file.
+pub const FIXED_HEADER_LEN: usize = 64;
+/// Every tensor's data starts at a multiple of this (relative to the data section, which
+/// itself starts at a multiple of [`DATA_ALIGN`]).
+pub const TENSOR_ALIGN: u64 = 64;
+/// The data section starts at a multiple of this (page size).
+pub const DATA_ALIGN: u64 = 4096;
+
+/// Upper bounds that keep a hostile file from asking for absurd allocations.
+pub const MAX_KEY_LEN: usize = 1 << 10;
+pub const MAX_NAME_LEN: usize = 1 << 10;
+pub const MAX_DIMS: usize = 4;
+
+/// Tensor element order inside the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Layout {
+    /// Row-major; for quantized types each row is a run of whole blocks.
+    RowMajor = 0,
+}
+
+impl Layout {
+    pub fn from_u32(v: u32) -> Option<Layout> {
+        match v {
+            0 => Some(Layout::RowMajor),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::RowMajor => "row-major",
+        }
+    }
+}
+
+/// Metadata keys written by the converter and read by the runtime.
+pub mod keys {
+    pub const ARCHITECTURE: &str = "general.architecture";
+    pub const NAME: &str = "general.name";
+    pub const SOURCE: &str = "general.source";
+    pub const SOURCE_FILES: &str = "general.source_files";
+    pub const CONVERTER: &str = "general.converter";
+    pub const QUANTIZATION: &str = "general.quantization";
+
+    pub const VOCAB_SIZE: &str = "llama.vocab_size";
+    pub const CONTEXT_LENGTH: &str = "llama.context_length";
+    pub const EMBEDDING_LENGTH: &str = "llama.embedding_length";
+    pub const FEED_FORWARD_LENGTH: &str = "llama.feed_forward_length";
+    pub const BLOCK_COUNT: &str = "llama.block_count";
+    pub const HEAD_COUNT: &str = "llama.attention.head_count";
+    pub const HEAD_COUNT_KV: &str = "llama.attention.head_count_kv";
+    pub const HEAD_DIM: &str = "llama.attention.key_length";
+    pub const RMS_EPS: &str = "llama.attention.layer_norm_rms_epsilon";
+    pub const ROPE_THETA: &str = "llama.rope.freq_base";
+    pub const ROPE_SCALING_TYPE: &str = "llama.rope.scaling.type";
+    pub const ROPE_SCALING_FACTOR: &str = "llama.rope.scaling.factor";
+    pub const ROPE_SCALING_LOW_FREQ: &str = "llama.rope.scaling.low_freq_factor";
+    pub const ROPE_SCALING_HIGH_FREQ: &str = "llama.rope.scaling.high_freq_factor";
+    pub const ROPE_SCALING_ORIG_CTX: &str = "llama.rope.scaling.original_context_length";
+    pub const TIED_EMBEDDINGS: &str = "llama.tie_word_embeddings";
+
+    pub const BOS_ID: &str = "tokenizer.bos_token_id";
+    pub const EOS_IDS: &str = "tokenizer.eos_token_ids";
+    pub const TOKENIZER: &str = "tokenizer.llq";
+    pub const TOKENIZER_JSON: &str = "tokenizer.source.tokenizer_json";
+    pub const TOKENIZER_CONFIG_JSON: &str = "tokenizer.source.tokenizer_config_json";
+    pub const TOKENIZER_MODEL: &str = "tokenizer.source.tokenizer_model";
+    pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+}
+
+/// Round `v` up to a multiple of `align` (a power of two).
+pub fn align_up(v: u64, align: u64) -> u64 {
+    v.div_ceil(align) * align
+}

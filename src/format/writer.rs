@@ -1,0 +1,214 @@
+//! Streaming, atomic `.llq` writer: the header and directory are planned up front, tensor
+//! data is streamed one tensor at a time, and the file appears under its final name only
+//! after `finish` succeeds (a temporary file in the same directory is renamed).
+
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+use super::spec::*;
+use super::value::Value;
+use crate::error::{Error, Result};
+use crate::quant::DType;
+
+/// What a tensor will look like in the file; its data is written later.
+#[derive(Clone, Debug)]
+pub struct TensorPlan {
+    pub name: String,
+    pub dtype: DType,
+    /// Outermost dimension first (a weight matrix is `[rows, cols]`).
+    pub shape: Vec<u64>,
+    pub layout: Layout,
+}
+
+impl TensorPlan {
+    pub fn n_elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Byte length of the tensor's data, or `None` if the shape does not fit the type.
+    pub fn n_bytes(&self) -> Option<u64> {
+        let row = *self.shape.last()? as usize;
+        let rows: u64 = self.shape[..self.shape.len() - 1].iter().product();
+        (self.dtype.row_bytes(row)? as u64).checked_mul(rows)
+    }
+}
+
+pub struct LlqWriter {
+    path: PathBuf,
+    out: BufWriter<NamedTempFile>,
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<TensorPlan>,
+    /// Offset of each tensor relative to the data section.
+    offsets: Vec<u64>,
+    data_offset: u64,
+    next: usize,
+    written: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl LlqWriter {
+    /// Plan the file and write its provisional header. Nothing appears at `path` until
+    /// [`LlqWriter::finish`].
+    pub fn create(
+        path: &Path,
+        metadata: Vec<(String, Value)>,
+        tensors: Vec<TensorPlan>,
+    ) -> Result<LlqWriter> {
+        let mut offsets = Vec::with_capacity(tensors.len());
+        let mut end = 0u64;
+        for t in &tensors {
+            let n = t.n_bytes().ok_or_else(|| {
+                Error::usage(format!(
+                    "tensor '{}': shape {:?} cannot be stored as {}",
+                    t.name,
+                    t.shape,
+                    t.dtype.name()
+                ))
+            })?;
+            let off = align_up(end, TENSOR_ALIGN);
+            offsets.push(off);
+            end = off + n;
+        }
+        let header = encode_header(&metadata, &tensors, &offsets, 0, end, 0);
+        let data_offset = align_up(header.len() as u64, DATA_ALIGN);
+
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".llq-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(path, e))?;
+        let mut w = LlqWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, tmp),
+            metadata,
+            tensors,
+            offsets,
+            data_offset,
+            next: 0,
+            written: 0,
+            crc: crc32fast::Hasher::new(),
+        };
+        w.write_all_raw(&header)?;
+        w.write_all_raw(&vec![0u8; (data_offset as usize) - header.len()])?;
+        Ok(w)
+    }
+
+    pub fn tensors(&self) -> &[TensorPlan] {
+        &self.tensors
+    }
+
+    /// Write the data of the next tensor in plan order.
+    pub fn write_tensor(&mut self, data: &[u8]) -> Result<()> {
+        let i = self.next;
+        let plan = self
+            .tensors
+            .get(i)
+            .ok_or_else(|| Error::usage("more tensors written than planned"))?;
+        let expected = plan.n_bytes().unwrap_or(0);
+        if data.len() as u64 != expected {
+            return Err(Error::usage(format!(
+                "tensor '{}': {} bytes given, {} planned",
+                plan.name,
+                data.len(),
+                expected
+            )));
+        }
+        let pad = self.offsets[i] - self.written;
+        self.write_data(&vec![0u8; pad as usize])?;
+        self.write_data(data)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Seal the file: final header with checksums, flush to disk, rename into place.
+    pub fn finish(mut self) -> Result<()> {
+        if self.next != self.tensors.len() {
+            return Err(Error::usage(format!(
+                "{} of {} tensors written",
+                self.next,
+                self.tensors.len()
+            )));
+        }
+        let data_crc = self.crc.clone().finalize();
+        let header = encode_header(
+            &self.metadata,
+            &self.tensors,
+            &self.offsets,
+            self.data_offset,
+            self.written,
+            data_crc,
+        );
+        let path = self.path.clone();
+        let io = |e| Error::io(&path, e);
+        self.out.seek(SeekFrom::Start(0)).map_err(io)?;
+        self.out.write_all(&header).map_err(io)?;
+        let tmp = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    fn write_all_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn write_data(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc.update(bytes);
+        self.written += bytes.len() as u64;
+        self.write_all_raw(bytes)
+    }
+}
+
+/// Fixed header + metadata + directory, followed by the CRC32 of all of it.
+fn encode_header(
+    metadata: &[(String, Value)],
+    tensors: &[TensorPlan],
+    offsets: &[u64],
+    data_offset: u64,
+    data_size: u64,
+    data_crc: u32,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in metadata {
+        body.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        body.extend_from_slice(k.as_bytes());
+        v.encode(&mut body);
+    }
+    for (t, off) in tensors.iter().zip(offsets) {
+        body.extend_from_slice(&(t.name.len() as u32).to_le_bytes());
+        body.extend_from_slice(t.name.as_bytes());
+        body.extend_from_slice(&(t.dtype as u32).to_le_bytes());
+        body.extend_from_slice(&(t.layout as u32).to_le_bytes());
+        body.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+        for d in &t.shape {
+            body.extend_from_slice(&d.to_le_bytes());
+        }
+        body.extend_from_slice(&off.to_le_bytes());
+        body.extend_from_slice(&t.n_bytes().unwrap_or(0).to_le_bytes());
+    }
+    let header_size = (FIXED_HEADER_LEN + body.len()) as u64;
+    let mut h = Vec::with_capacity(header_size as usize + 4);
+    h.extend_from_slice(&MAGIC);
+    h.extend_from_slice(&VERSION_MAJOR.to_le_bytes());
+    h.extend_from_slice(&VERSION_MINOR.to_le_bytes());
+    h.extend_from_slice(&header_size.to_le_bytes());
+    h.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    h.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    h.extend_from_slice(&data_offset.to_le_bytes());
+    h.extend_from_slice(&data_size.to_le_bytes());
+    h.extend_from_slice(&data_crc.to_le_bytes());
+    h.extend_from_slice(&[0u8; 12]);
+    debug_assert_eq!(h.len(), FIXED_HEADER_LEN);
+    h.extend_from_slice(&body);
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}

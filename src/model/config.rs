@@ -1,0 +1,221 @@
+//! LLaMA hyper-parameters: what the forward pass needs, stored as `.llq` metadata.
+
+use crate::error::{Error, Result};
+use crate::format::{keys, LlqFile, Value};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor` (equivalently, frequencies divided by it).
+    Linear {
+        factor: f32,
+    },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub vocab_size: usize,
+    pub dim: usize,
+    pub ffn_dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    pub rope_scaling: RopeScaling,
+    pub context_length: usize,
+    pub tie_embeddings: bool,
+    pub bos_id: Option<u32>,
+    pub eos_ids: Vec<u32>,
+}
+
+impl ModelConfig {
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Check the relations the forward pass relies on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden size", self.dim),
+            ("intermediate size", self.ffn_dim),
+            ("layer count", self.n_layers),
+            ("head count", self.n_heads),
+            ("kv head count", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("context length", self.context_length),
+        ];
+        for (what, v) in positive {
+            if v == 0 || v > 1 << 24 {
+                return Err(format!("{what} = {v} is out of range"));
+            }
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return Err(format!(
+                "{} heads are not a multiple of {} kv heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!(
+                "head_dim {} is odd; RoPE needs pairs",
+                self.head_dim
+            ));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
+            return Err(format!(
+                "rms_norm_eps {} is not a positive number",
+                self.rms_eps
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(format!("rope theta {} is out of range", self.rope_theta));
+        }
+        match self.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => {
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(format!("rope scaling factor {factor} is out of range"));
+                }
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            } => {
+                if !(factor > 0.0 && low_freq_factor > 0.0 && high_freq_factor > low_freq_factor)
+                    || original_context == 0
+                {
+                    return Err(format!(
+                        "llama3 rope scaling parameters are inconsistent: {:?}",
+                        self.rope_scaling
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_metadata(&self) -> Vec<(String, Value)> {
+        let u = |k: &str, v: usize| (k.to_string(), Value::U32(v as u32));
+        let mut m = vec![
+            (keys::ARCHITECTURE.to_string(), Value::Str("llama".into())),
+            u(keys::VOCAB_SIZE, self.vocab_size),
+            u(keys::CONTEXT_LENGTH, self.context_length),
+            u(keys::EMBEDDING_LENGTH, self.dim),
+            u(keys::FEED_FORWARD_LENGTH, self.ffn_dim),
+            u(keys::BLOCK_COUNT, self.n_layers),
+            u(keys::HEAD_COUNT, self.n_heads),
+            u(keys::HEAD_COUNT_KV, self.n_kv_heads),
+            u(keys::HEAD_DIM, self.head_dim),
+            (keys::RMS_EPS.to_string(), Value::F32(self.rms_eps)),
+            (keys::ROPE_THETA.to_string(), Value::F32(self.rope_theta)),
+            (
+                keys::TIED_EMBEDDINGS.to_string(),
+                Value::Bool(self.tie_embeddings),
+            ),
+        ];
+        let s = |k: &str, v: &str| (k.to_string(), Value::Str(v.into()));
+        let f = |k: &str, v: f32| (k.to_string(), Value::F32(v));
+        match self.rope_scaling {
+            RopeScaling::None => m.push(s(keys::ROPE_SCALING_TYPE, "none")),
+            RopeScaling::Linear { factor } => {
+                m.push(s(keys::ROPE_SCALING_TYPE, "linear"));
+                m.push(f(keys::ROPE_SCALING_FACTOR, factor));
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            } => {
+                m.push(s(keys::ROPE_SCALING_TYPE, "llama3"));
+                m.push(f(keys::ROPE_SCALING_FACTOR, factor));
+                m.push(f(keys::ROPE_SCALING_LOW_FREQ, low_freq_factor));
+                m.push(f(keys::ROPE_SCALING_HIGH_FREQ, high_freq_factor));
+                m.push(u(keys::ROPE_SCALING_ORIG_CTX, original_context as usize));
+            }
+        }
+        if let Some(b) = self.bos_id {
+            m.push((keys::BOS_ID.to_string(), Value::U32(b)));
+        }
+        m.push((
+            keys::EOS_IDS.to_string(),
+            Value::ArrU32(self.eos_ids.clone()),
+        ));
+        m
+    }
+
+    pub fn from_file(f: &LlqFile) -> Result<ModelConfig> {
+        let bad = |msg: String| Error::invalid(f.path(), msg);
+        let arch = f.get(keys::ARCHITECTURE).and_then(Value::as_str);
+        if arch != Some("llama") {
+            return Err(bad(format!(
+                "architecture {arch:?} is not supported (llama expected)"
+            )));
+        }
+        let int = |k: &str| -> Result<usize> {
+            f.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("metadata '{k}' is missing or not an integer")))
+        };
+        let float = |k: &str| -> Result<f32> {
+            f.get(k)
+                .and_then(Value::as_f64)
+                .map(|v| v as f32)
+                .ok_or_else(|| bad(format!("metadata '{k}' is missing or not a number")))
+        };
+        let rope_scaling = match f.get(keys::ROPE_SCALING_TYPE).and_then(Value::as_str) {
+            None | Some("none") => RopeScaling::None,
+            Some("linear") => RopeScaling::Linear {
+                factor: float(keys::ROPE_SCALING_FACTOR)?,
+            },
+            Some("llama3") => RopeScaling::Llama3 {
+                factor: float(keys::ROPE_SCALING_FACTOR)?,
+                low_freq_factor: float(keys::ROPE_SCALING_LOW_FREQ)?,
+                high_freq_factor: float(keys::ROPE_SCALING_HIGH_FREQ)?,
+                original_context: int(keys::ROPE_SCALING_ORIG_CTX)? as u32,
+            },
+            Some(t) => return Err(bad(format!("rope scaling type '{t}' is not supported"))),
+        };
+        let cfg = ModelConfig {
+            vocab_size: int(keys::VOCAB_SIZE)?,
+            dim: int(keys::EMBEDDING_LENGTH)?,
+            ffn_dim: int(keys::FEED_FORWARD_LENGTH)?,
+            n_layers: int(keys::BLOCK_COUNT)?,
+            n_heads: int(keys::HEAD_COUNT)?,
+            n_kv_heads: int(keys::HEAD_COUNT_KV)?,
+            head_dim: int(keys::HEAD_DIM)?,
+            rms_eps: float(keys::RMS_EPS)?,
+            rope_theta: float(keys::ROPE_THETA)?,
+            rope_scaling,
+            context_length: int(keys::CONTEXT_LENGTH)?,
+            tie_embeddings: matches!(f.get(keys::TIED_EMBEDDINGS), Some(Value::Bool(true))),
+            bos_id: f
+                .get(keys::BOS_ID)
+                .and_then(Value::as_u64)
+                .map(|v| v as u32),
+            eos_ids: match f.get(keys::EOS_IDS) {
+                Some(Value::ArrU32(v)) => v.clone(),
+                _ => Vec::new(),
+            },
+        };
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,214 @@
+//! A LLaMA model mapped from a `.llq` file: hyper-parameters plus zero-copy weight views.
+
+mod config;
+mod forward;
+mod rope;
+
+pub use config::{ModelConfig, RopeScaling};
+pub use forward::{Logits, State};
+pub use rope::Rope;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::{LlqFile, TensorEntry};
+use crate::kernels::matmul::WeightView;
+use crate::quant::{blocks, DType};
+
+/// Where one weight matrix lives in the mapped file.
+#[derive(Clone, Debug)]
+pub struct TensorRef {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    offset: usize,
+    n_bytes: usize,
+}
+
+pub struct LayerWeights {
+    pub attn_norm: TensorRef,
+    pub wq: TensorRef,
+    pub wk: TensorRef,
+    pub wv: TensorRef,
+    pub wo: TensorRef,
+    pub ffn_norm: TensorRef,
+    pub w_gate: TensorRef,
+    pub w_up: TensorRef,
+    pub w_down: TensorRef,
+}
+
+pub struct Model {
+    pub file: LlqFile,
+    pub config: ModelConfig,
+    pub token_embd: TensorRef,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: TensorRef,
+    /// `output.weight`, or the token embedding when they are tied.
+    pub output: TensorRef,
+    pub rope: Rope,
+}
+
+/// Canonical tensor names inside a `.llq` file.
+pub mod names {
+    pub const TOKEN_EMBD: &str = "token_embd.weight";
+    pub const OUTPUT_NORM: &str = "output_norm.weight";
+    pub const OUTPUT: &str = "output.weight";
+
+    pub fn layer(i: usize, part: &str) -> String {
+        format!("blk.{i}.{part}.weight")
+    }
+
+    /// Per-layer parts in file order.
+    pub const LAYER_PARTS: [&str; 9] = [
+        "attn_norm",
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_norm",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+}
+
+impl ModelConfig {
+    /// Every tensor the model needs, with its `[rows, cols]` (or `[n]`) shape, in file order.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<u64>)> {
+        let (d, q, kv, f, v) = (
+            self.dim as u64,
+            self.q_dim() as u64,
+            self.kv_dim() as u64,
+            self.ffn_dim as u64,
+            self.vocab_size as u64,
+        );
+        let mut t = vec![(names::TOKEN_EMBD.to_string(), vec![v, d])];
+        for i in 0..self.n_layers {
+            let shapes = [
+                vec![d],
+                vec![q, d],
+                vec![kv, d],
+                vec![kv, d],
+                vec![d, q],
+                vec![d],
+                vec![f, d],
+                vec![f, d],
+                vec![d, f],
+            ];
+            for (part, shape) in names::LAYER_PARTS.iter().zip(shapes) {
+                t.push((names::layer(i, part), shape));
+            }
+        }
+        t.push((names::OUTPUT_NORM.to_string(), vec![d]));
+        if !self.tie_embeddings {
+            t.push((names::OUTPUT.to_string(), vec![v, d]));
+        }
+        t
+    }
+}
+
+impl Model {
+    pub fn open(path: &Path) -> Result<Model> {
+        let file = LlqFile::open(path)?;
+        let config = ModelConfig::from_file(&file)?;
+        let get = |name: &str, shape: &[u64]| -> Result<TensorRef> {
+            let t = file
+                .tensor(name)
+                .ok_or_else(|| Error::invalid(path, format!("tensor '{name}' is missing")))?;
+            check_tensor(path, t, shape)
+        };
+        let mut want = config.expected_tensors().into_iter();
+        let mut next = || {
+            let (name, shape) = want.next().expect("expected_tensors covers the model");
+            get(&name, &shape)
+        };
+        let token_embd = next()?;
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for _ in 0..config.n_layers {
+            layers.push(LayerWeights {
+                attn_norm: next()?,
+                wq: next()?,
+                wk: next()?,
+                wv: next()?,
+                wo: next()?,
+                ffn_norm: next()?,
+                w_gate: next()?,
+                w_up: next()?,
+                w_down: next()?,
+            });
+        }
+        let output_norm = next()?;
+        let output = if config.tie_embeddings {
+            token_embd.clone()
+        } else {
+            next()?
+        };
+        let rope = Rope::new(&config);
+        Ok(Model {
+            file,
+            config,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            rope,
+        })
+    }
+
+    pub fn weight(&self, t: &TensorRef) -> WeightView<'_> {
+        WeightView {
+            dtype: t.dtype,
+            rows: t.rows,
+            cols: t.cols,
+            data: self.bytes(t),
+        }
+    }
+
+    /// A 1-D f32 tensor (norm weights), viewed in place.
+    pub fn vector(&self, t: &TensorRef) -> &[f32] {
+        blocks::<f32>(self.bytes(t))
+    }
+
+    fn bytes(&self, t: &TensorRef) -> &[u8] {
+        self.file.bytes_at(t.offset..t.offset + t.n_bytes)
+    }
+
+    /// Total bytes of weights read for one token (each weight once).
+    pub fn weight_bytes(&self) -> usize {
+        self.file.tensors().iter().map(|t| t.n_bytes).sum()
+    }
+}
+
+fn check_tensor(path: &Path, t: &TensorEntry, shape: &[u64]) -> Result<TensorRef> {
+    if t.shape != shape {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "tensor '{}' has shape {:?}, expected {:?}",
+                t.name, t.shape, shape
+            ),
+        ));
+    }
+    if shape.len() == 1 && t.dtype != DType::F32 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "tensor '{}' is {}, vectors must be f32",
+                t.name,
+                t.dtype.name()
+            ),
+        ));
+    }
+    let (rows, cols) = match *shape {
+        [n] => (1, n as usize),
+        [r, c] => (r as usize, c as usize),
+        _ => unreachable!("expected shapes are 1-D or 2-D"),
+    };
+    Ok(TensorRef {
+        dtype: t.dtype,
+        rows,
+        cols,
+        offset: t.offset,
+        n_bytes: t.n_bytes,
+    })
+}

@@ -1,0 +1,186 @@
+//! Tensor storage types and their reference (scalar) block math.
+//!
+//! The block layouts are llama.cpp's so numbers can be compared 1:1:
+//! Q8_0 = 32 weights, one f16 scale, 32 × i8 (34 bytes);
+//! Q4_0 = 32 weights, one f16 scale, 16 bytes of nibbles offset by 8 (18 bytes).
+//! Functions here are the *reference*: SIMD kernels are tested against them.
+
+mod q4_0;
+mod q8_0;
+
+pub use q4_0::{dequantize_row_q4_0, quantize_row_q4_0, BlockQ4_0};
+pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0};
+
+use half::f16;
+
+/// Elements per quantization block (Q8_0, Q4_0).
+pub const QK: usize = 32;
+
+/// How a tensor's elements are stored in a `.llq` file. The numeric values are part of
+/// the file format (docs/FORMAT.md) and never change meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum DType {
+    F32 = 0,
+    F16 = 1,
+    Q8_0 = 2,
+    Q4_0 = 3,
+}
+
+impl DType {
+    pub const ALL: [DType; 4] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0];
+
+    pub fn from_u32(v: u32) -> Option<DType> {
+        Self::ALL.into_iter().find(|d| *d as u32 == v)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_0 => "q4_0",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<DType> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Elements per block (1 for plain floats).
+    pub fn block_elems(self) -> usize {
+        match self {
+            DType::F32 | DType::F16 => 1,
+            DType::Q8_0 | DType::Q4_0 => QK,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+            DType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
+            DType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// Bytes needed for a row of `n` elements, or `None` if `n` is not a whole number
+    /// of blocks or the size overflows.
+    pub fn row_bytes(self, n: usize) -> Option<usize> {
+        if n % self.block_elems() != 0 {
+            return None;
+        }
+        (n / self.block_elems()).checked_mul(self.block_bytes())
+    }
+
+    /// Bits per weight, scales included.
+    pub fn bits_per_weight(self) -> f64 {
+        self.block_bytes() as f64 * 8.0 / self.block_elems() as f64
+    }
+}
+
+/// Encode a row of f32 into `dtype`. `out` must be exactly `dtype.row_bytes(src.len())` long.
+pub fn quantize_row(dtype: DType, src: &[f32], out: &mut [u8]) {
+    assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
+    match dtype {
+        DType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(src) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(src) {
+                o.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        DType::Q8_0 => quantize_row_q8_0(src, blocks_mut(out)),
+        DType::Q4_0 => quantize_row_q4_0(src, blocks_mut(out)),
+    }
+}
+
+/// Decode a row stored as `dtype` into f32. `out.len()` gives the element count.
+pub fn dequantize_row(dtype: DType, src: &[u8], out: &mut [f32]) {
+    assert_eq!(Some(src.len()), dtype.row_bytes(out.len()));
+    match dtype {
+        DType::F32 => {
+            for (o, b) in out.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        DType::Q8_0 => dequantize_row_q8_0(blocks(src), out),
+        DType::Q4_0 => dequantize_row_q4_0(blocks(src), out),
+    }
+}
+
+/// A plain-old-data block type that may be viewed in place over bytes.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, contain only integer fields (every bit pattern
+/// valid), and have no padding.
+pub unsafe trait Block: Copy + 'static {}
+
+/// View bytes as blocks. Panics if the length is not a whole number of blocks or the
+/// slice is not aligned for `T` (the `.llq` reader guarantees 64-byte aligned tensors).
+pub fn blocks<T: Block>(bytes: &[u8]) -> &[T] {
+    let size = std::mem::size_of::<T>();
+    assert_eq!(
+        bytes.len() % size,
+        0,
+        "byte length is not a whole number of blocks"
+    );
+    assert_eq!(
+        bytes.as_ptr().align_offset(std::mem::align_of::<T>()),
+        0,
+        "misaligned block data"
+    );
+    // SAFETY: length and alignment were checked above, and `Block` guarantees that every
+    // bit pattern is a valid `T` with no padding.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) }
+}
+
+/// Mutable twin of [`blocks`].
+pub fn blocks_mut<T: Block>(bytes: &mut [u8]) -> &mut [T] {
+    let size = std::mem::size_of::<T>();
+    assert_eq!(
+        bytes.len() % size,
+        0,
+        "byte length is not a whole number of blocks"
+    );
+    assert_eq!(
+        bytes.as_ptr().align_offset(std::mem::align_of::<T>()),
+        0,
+        "misaligned block data"
+    );
+    // SAFETY: as in `blocks`; the exclusive borrow of `bytes` is carried over.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<T>(), bytes.len() / size) }
+}
+
+/// View blocks as their bytes (for writing them to a file).
+pub fn block_bytes<T: Block>(blocks: &[T]) -> &[u8] {
+    // SAFETY: `Block` types have no padding, so every byte is initialised.
+    unsafe {
+        std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks))
+    }
+}
+
+// SAFETY: plain IEEE floats: no padding, every bit pattern is a valid value.
+unsafe impl Block for f32 {}
+// SAFETY: `half::f16` is a transparent u16: no padding, every bit pattern valid.
+unsafe impl Block for half::f16 {}
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "llq files are little-endian and are mapped in place: big-endian targets are not supported"
+);
