@@ -1,0 +1,88 @@
+//! Shared helpers for integration tests: fixture paths, conversion into temp dirs,
+//! logit comparison metrics.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use llq::convert::{convert, HfCheckpoint, Silent};
+use llq::model::{Logits, Model, State};
+use llq::quant::DType;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Convert a fixture checkpoint and open the result (the temp dir lives as long as the model).
+pub fn convert_fixture(name: &str, dtype: DType) -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(format!("{name}.{}.llq", dtype.name()));
+    let ck = HfCheckpoint::open(&fixtures().join(name)).unwrap();
+    convert(&ck, dtype, &out, &Silent).unwrap();
+    let model = Model::open(&out).unwrap();
+    (dir, model)
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+pub fn argmax(v: &[f32]) -> u32 {
+    llq::sample::argmax(v)
+}
+
+/// Logits of every prompt position from one batched forward pass.
+pub fn all_logits(model: &Model, prompt: &[u32]) -> Vec<f32> {
+    let mut st = State::new(model, prompt.len() + 64);
+    model
+        .forward(&mut st, prompt, Logits::All)
+        .unwrap()
+        .to_vec()
+}
+
+/// Greedy continuation through the KV cache: the prompt as one batch, then token by token.
+pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut st = State::new(model, prompt.len() + n + 1);
+    let mut next = argmax(model.forward(&mut st, prompt, Logits::Last).unwrap());
+    let mut out = vec![next];
+    while out.len() < n {
+        next = argmax(model.forward(&mut st, &[next], Logits::Last).unwrap());
+        out.push(next);
+    }
+    out
+}
+
+pub fn log_softmax(v: &[f32]) -> Vec<f64> {
+    let max = v.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x)) as f64;
+    let lse = v.iter().map(|x| (*x as f64 - max).exp()).sum::<f64>().ln() + max;
+    v.iter().map(|x| *x as f64 - lse).collect()
+}
+
+/// KL(P_ref || P_test) in nats.
+pub fn kl_divergence(reference: &[f32], test: &[f32]) -> f64 {
+    let (p, q) = (log_softmax(reference), log_softmax(test));
+    p.iter().zip(&q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,251 @@
+//! Bad input to `llq convert`: one clear error line naming the file (and tensor/key), a
+//! non-zero exit, and no output file left behind.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+/// A writable copy of the tiny GQA fixture.
+fn checkpoint_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::fixtures().join("tiny-llama-gqa");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
+
+/// Rewrite model.safetensors after `edit` changes its tensors (name → (dtype, shape, bytes)).
+fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) {
+    let p = dir.join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut t: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut t);
+    let views: Vec<(String, TensorView)> = t
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &p).unwrap();
+}
+
+/// Run `llq convert` and return (success, stderr); assert no output file remains on failure.
+fn convert(input: &Path, out: &Path) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args([
+            "convert",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--type",
+            "q8_0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    if !o.status.success() {
+        assert!(!out.exists(), "failed conversion left {}", out.display());
+        if let Some(dir) = out.parent().filter(|d| d.is_dir()) {
+            let leftovers: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+                .collect();
+            assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+        }
+    }
+    (o.status.success(), stderr)
+}
+
+/// The conversion must fail with exactly one line on stderr containing every `needle`.
+fn expect_error(input: &Path, needles: &[&str]) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out.llq");
+    let (ok, stderr) = convert(input, &out);
+    assert!(!ok, "conversion unexpectedly succeeded");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
+    }
+    eprintln!("ok: {}", stderr.trim_end());
+}
+
+#[test]
+fn the_copy_converts() {
+    let dir = checkpoint_copy();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (ok, stderr) = convert(dir.path(), &out_dir.path().join("m.llq"));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn missing_config() {
+    let dir = checkpoint_copy();
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    expect_error(dir.path(), &["config.json", "No such file"]);
+}
+
+#[test]
+fn malformed_config_json() {
+    let dir = checkpoint_copy();
+    std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": 64,").unwrap();
+    expect_error(dir.path(), &["config.json", "malformed JSON"]);
+}
+
+#[test]
+fn unsupported_architecture() {
+    let dir = checkpoint_copy();
+    let p = dir.path().join("config.json");
+    let s = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("LlamaForCausalLM", "GPT2LMHeadModel");
+    std::fs::write(&p, s).unwrap();
+    expect_error(
+        dir.path(),
+        &["config.json", "GPT2LMHeadModel", "not supported"],
+    );
+}
+
+#[test]
+fn missing_tensor() {
+    let dir = checkpoint_copy();
+    edit_tensors(dir.path(), |t| {
+        t.remove("model.layers.1.mlp.up_proj.weight");
+    });
+    expect_error(
+        dir.path(),
+        &[
+            "model.safetensors",
+            "model.layers.1.mlp.up_proj.weight",
+            "missing",
+        ],
+    );
+}
+
+#[test]
+fn extra_tensor() {
+    let dir = checkpoint_copy();
+    edit_tensors(dir.path(), |t| {
+        t.insert(
+            "model.layers.0.mlp.extra.weight".into(),
+            (Dtype::F32, vec![2], vec![0; 8]),
+        );
+    });
+    expect_error(
+        dir.path(),
+        &["model.safetensors", "model.layers.0.mlp.extra.weight"],
+    );
+}
+
+#[test]
+fn extra_layer() {
+    let dir = checkpoint_copy();
+    edit_tensors(dir.path(), |t| {
+        t.insert(
+            "model.layers.7.input_layernorm.weight".into(),
+            (Dtype::F32, vec![64], vec![0; 256]),
+        );
+    });
+    expect_error(
+        dir.path(),
+        &["model.safetensors", "model.layers.7.input_layernorm.weight"],
+    );
+}
+
+#[test]
+fn wrong_shape() {
+    let dir = checkpoint_copy();
+    edit_tensors(dir.path(), |t| {
+        let e = t.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap();
+        e.1 = vec![64, 32];
+        e.2.truncate(64 * 32 * 4);
+    });
+    expect_error(
+        dir.path(),
+        &[
+            "model.safetensors",
+            "model.layers.0.self_attn.k_proj.weight",
+            "shape",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_dtype() {
+    let dir = checkpoint_copy();
+    edit_tensors(dir.path(), |t| {
+        let e = t.get_mut("model.norm.weight").unwrap();
+        e.0 = Dtype::I32;
+    });
+    expect_error(
+        dir.path(),
+        &["model.safetensors", "model.norm.weight", "I32"],
+    );
+}
+
+#[test]
+fn truncated_safetensors() {
+    let dir = checkpoint_copy();
+    let p = dir.path().join("model.safetensors");
+    let len = std::fs::metadata(&p).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(len - 100).unwrap();
+    expect_error(dir.path(), &["model.safetensors", "truncated"]);
+}
+
+#[test]
+fn header_length_beyond_file() {
+    let dir = checkpoint_copy();
+    let p = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let huge = bytes.len() as u64 * 2;
+    bytes[..8].copy_from_slice(&huge.to_le_bytes());
+    std::fs::write(&p, bytes).unwrap();
+    expect_error(dir.path(), &["model.safetensors", "header"]);
+}
+
+#[test]
+fn malformed_safetensors_header() {
+    let dir = checkpoint_copy();
+    let p = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[8] = b'[';
+    std::fs::write(&p, bytes).unwrap();
+    expect_error(dir.path(), &["model.safetensors", "JSON"]);
+}
+
+#[test]
+fn missing_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::fixtures().join("tiny-llama-tied-bf16-sharded");
+    for f in [
+        "config.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00003.safetensors",
+    ] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    expect_error(dir.path(), &["model-00002-of-00003.safetensors"]);
+}
+
+#[test]
+fn output_not_writable() {
+    let dir = checkpoint_copy();
+    let parent_is_file = dir.path().join("config.json").join("out.llq");
+    let (ok, stderr) = convert(dir.path(), &parent_is_file);
+    assert!(!ok);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("out.llq"), "{stderr}");
+}
