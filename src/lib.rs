@@ -1,1 +1,2 @@
 //! llq: a quantized LLM runtime for the LLaMA family.
+pub mod gguf;
