@@ -339,7 +339,7 @@ impl<'a> Cursor<'a> {
             _ => Err(GgufError::Invalid {
                 offset: self.offset(),
                 msg: format!(
-                    "{} {count} is impossible: each needs at least {min_size} bytes but only {} bytes remain in the file",
+                    "{} {count} is impossible: each needs at least {min_size} bytes but only {} bytes remain before the end of the file",
                     what(),
                     self.remaining()
                 ),
@@ -522,7 +522,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         return Err(GgufError::Invalid {
             offset: cur.offset(),
             msg: format!(
-                "{kv_count} metadata entries and {tensor_count} tensor infos need at least {min_tables} bytes but only {} remain in the file",
+                "{kv_count} metadata entries and {tensor_count} tensor infos need at least {min_tables} bytes but only {} remain before the end of the file",
                 cur.remaining()
             ),
         });
