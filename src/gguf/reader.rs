@@ -27,6 +27,15 @@ const MIN_KV_SIZE: u64 = 13;
 /// Minimum encoded size of one tensor info: name length (8) + n_dims (4) +
 /// type (4) + offset (8).
 const MIN_TENSOR_INFO_SIZE: u64 = 24;
+/// Upper bound on up-front `Vec` reservations driven by counts in the file.
+/// Counts are already bounded by the file size; this additionally keeps a
+/// hostile count from reserving several times the file size for entries
+/// (strings, KV pairs) that are larger in memory than on disk.
+const MAX_PREALLOC: u64 = 1 << 16;
+
+fn prealloc(count: u64) -> usize {
+    count.min(MAX_PREALLOC) as usize
+}
 
 /// One tensor's description from the tensor-info table, validated against
 /// the file.
@@ -339,7 +348,7 @@ impl<'a> Cursor<'a> {
             _ => Err(GgufError::Invalid {
                 offset: self.offset(),
                 msg: format!(
-                    "{} {count} is impossible: each needs at least {min_size} bytes but only {} bytes remain before the end of the file",
+                    "{} is {count}, which is impossible: each entry needs at least {min_size} byte(s) but only {} bytes remain before the end of the file",
                     what(),
                     self.remaining()
                 ),
@@ -458,14 +467,14 @@ fn read_array(
             GgufArray::Bool(v)
         }
         GgufValueType::String => {
-            let mut v = Vec::with_capacity(count as usize);
+            let mut v = Vec::with_capacity(prealloc(count));
             for i in 0..count {
                 v.push(cur.string(&|| format!("element {i} of {}", what()))?);
             }
             GgufArray::String(v)
         }
         GgufValueType::Array => {
-            let mut v = Vec::with_capacity(count as usize);
+            let mut v = Vec::with_capacity(prealloc(count));
             for i in 0..count {
                 v.push(read_array(cur, depth + 1, &|| {
                     format!("element {i} of {}", what())
@@ -529,8 +538,8 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     }
 
     // ---- metadata -----------------------------------------------------
-    let mut metadata = Vec::with_capacity(kv_count as usize);
-    let mut key_index = HashMap::with_capacity(kv_count as usize);
+    let mut metadata = Vec::with_capacity(prealloc(kv_count));
+    let mut key_index = HashMap::with_capacity(prealloc(kv_count));
     for i in 0..kv_count {
         let key_off = cur.offset();
         let key = cur.string(&|| format!("key of metadata entry #{i}"))?;
@@ -575,8 +584,8 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         rel_offset: u64,
         n_bytes: u64,
     }
-    let mut raw_infos: Vec<RawInfo> = Vec::with_capacity(tensor_count as usize);
-    let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+    let mut raw_infos: Vec<RawInfo> = Vec::with_capacity(prealloc(tensor_count));
+    let mut tensor_index = HashMap::with_capacity(prealloc(tensor_count));
     for i in 0..tensor_count {
         let info_off = cur.offset();
         let name = cur.string(&|| format!("name of tensor #{i}"))?;
