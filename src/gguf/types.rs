@@ -143,8 +143,8 @@ impl GgmlType {
         }
     }
 
-    /// ggml's name for the type (`"q4_K"` style is ggml's; we use the
-    /// upper-case enum spelling, e.g. `"Q4_K"`, `"BF16"`).
+    /// Upper-case type name as used by the `gguf` Python package
+    /// (e.g. `"Q4_K"`, `"BF16"`; ggml itself spells some in lower case).
     pub fn name(self) -> &'static str {
         use GgmlType::*;
         match self {
