@@ -1,12 +1,13 @@
 //! llq: a quantized LLM runtime for the LLaMA family.
 //!
-//! Data flows one way: [`convert`] reads a checkpoint and writes a `.llq` file
-//! ([`format`]); [`model::Model`] maps that file and runs the forward pass with the
-//! [`kernels`]; [`sample`] turns logits into tokens.
+//! Data flows one way: [`convert`] reads a checkpoint (Hugging Face safetensors or
+//! [`gguf`]) and writes a `.llq` file ([`format`]); [`model::Model`] maps that file and runs
+//! the forward pass with the [`kernels`]; [`sample`] turns logits into tokens.
 
 pub mod convert;
 pub mod error;
 pub mod format;
+pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod quant;
