@@ -10,6 +10,7 @@ pub mod format;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
+pub mod perplexity;
 pub mod quant;
 pub mod sample;
 

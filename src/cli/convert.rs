@@ -3,19 +3,21 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use llq::convert::{convert, HfCheckpoint, Progress};
+use llq::convert::{convert, open_checkpoint, Progress};
 use llq::quant::DType;
-use llq::{Error, Result};
+use llq::Result;
 
-/// Convert a Hugging Face checkpoint directory into a .llq file.
+/// Convert a Hugging Face checkpoint directory or a GGUF file into a .llq file.
 ///
-/// The directory needs config.json (LlamaForCausalLM or MistralForCausalLM) and
+/// A GGUF file must be of the llama architecture (any of F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+/// Q5_0, Q5_1, Q2_K..Q6_K tensors); its weights are dequantized and re-encoded at --type
+/// (--type f32 reproduces them exactly). A Hugging Face directory needs config.json (LlamaForCausalLM or MistralForCausalLM) and
 /// model.safetensors or model.safetensors.index.json with its shards (F32, F16 or BF16).
 /// tokenizer.json, tokenizer.model, tokenizer_config.json and chat_template.jinja are
 /// embedded when present. The output appears only when conversion succeeded.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory.
+    /// Checkpoint directory or .gguf file.
     input: PathBuf,
     /// Output .llq file.
     #[arg(short, long)]
@@ -51,19 +53,13 @@ impl Progress for Bar {
 pub fn run(a: Args) -> Result<()> {
     super::init_threads(a.threads)?;
     let start = std::time::Instant::now();
-    if !a.input.is_dir() {
-        return Err(Error::usage(format!(
-            "{}: not a directory (expected a Hugging Face checkpoint directory)",
-            a.input.display()
-        )));
-    }
-    let ck = HfCheckpoint::open(&a.input)?;
+    let ck = open_checkpoint(&a.input)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    convert(&ck, a.dtype, &a.output, &Bar(bar))?;
+    convert(ck.as_ref(), a.dtype, &a.output, &Bar(bar))?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "llq: wrote {} ({:.1} MiB, {}) in {:.2?}",

@@ -327,6 +327,7 @@ pub fn parse_config(p: &Path, bytes: &[u8]) -> Result<ModelConfig> {
         rms_eps: num(&j, "rms_norm_eps")?.unwrap_or(1e-6) as f32,
         rope_theta: theta as f32,
         rope_scaling,
+        rope_freq_factors: None,
         context_length,
         tie_embeddings: j
             .get("tie_word_embeddings")

@@ -2,8 +2,10 @@
 //! at a time (so peak memory stays near the largest tensor); [`convert`] picks each
 //! tensor's storage type, encodes it and streams it into an atomic [`LlqWriter`].
 
+mod gguf;
 mod hf;
 
+pub use gguf::GgufCheckpoint;
 pub use hf::HfCheckpoint;
 
 use std::path::Path;
@@ -22,6 +24,20 @@ pub trait Checkpoint {
     fn extra_metadata(&self) -> Result<Vec<(String, Value)>>;
     /// Free anything kept for tensor `name` once it has been written (e.g. mapped pages).
     fn release(&self, _name: &str) {}
+}
+
+/// Open a checkpoint: a directory is a Hugging Face checkpoint, a file a GGUF.
+pub fn open_checkpoint(path: &Path) -> Result<Box<dyn Checkpoint>> {
+    if path.is_dir() {
+        Ok(Box::new(HfCheckpoint::open(path)?))
+    } else if path.is_file() {
+        Ok(Box::new(GgufCheckpoint::open(path)?))
+    } else {
+        Err(Error::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ))
+    }
 }
 
 /// Storage type of each tensor for a requested `--type`: vectors stay f32; a matrix whose

@@ -64,6 +64,7 @@ pub mod keys {
     pub const ROPE_SCALING_LOW_FREQ: &str = "llama.rope.scaling.low_freq_factor";
     pub const ROPE_SCALING_HIGH_FREQ: &str = "llama.rope.scaling.high_freq_factor";
     pub const ROPE_SCALING_ORIG_CTX: &str = "llama.rope.scaling.original_context_length";
+    pub const ROPE_FREQ_FACTORS: &str = "llama.rope.freq_factors";
     pub const TIED_EMBEDDINGS: &str = "llama.tie_word_embeddings";
 
     pub const BOS_ID: &str = "tokenizer.bos_token_id";

@@ -31,6 +31,9 @@ pub struct ModelConfig {
     pub rms_eps: f32,
     pub rope_theta: f32,
     pub rope_scaling: RopeScaling,
+    /// Per-frequency divisors (GGUF's `rope_freqs` tensor, used by Llama 3.1 GGUFs):
+    /// inv_freq[i] /= factors[i]. Length head_dim / 2.
+    pub rope_freq_factors: Option<Vec<f32>>,
     pub context_length: usize,
     pub tie_embeddings: bool,
     pub bos_id: Option<u32>,
@@ -83,6 +86,15 @@ impl ModelConfig {
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(format!("rope theta {} is out of range", self.rope_theta));
+        }
+        if let Some(f) = &self.rope_freq_factors {
+            if f.len() != self.head_dim / 2 || !f.iter().all(|v| v.is_finite() && *v > 0.0) {
+                return Err(format!(
+                    "rope frequency factors: {} values, expected {} positive numbers",
+                    f.len(),
+                    self.head_dim / 2
+                ));
+            }
         }
         match self.rope_scaling {
             RopeScaling::None => {}
@@ -150,6 +162,12 @@ impl ModelConfig {
                 m.push(u(keys::ROPE_SCALING_ORIG_CTX, original_context as usize));
             }
         }
+        if let Some(f) = &self.rope_freq_factors {
+            m.push((
+                keys::ROPE_FREQ_FACTORS.to_string(),
+                Value::ArrF32(f.clone()),
+            ));
+        }
         if let Some(b) = self.bos_id {
             m.push((keys::BOS_ID.to_string(), Value::U32(b)));
         }
@@ -204,6 +222,10 @@ impl ModelConfig {
             rms_eps: float(keys::RMS_EPS)?,
             rope_theta: float(keys::ROPE_THETA)?,
             rope_scaling,
+            rope_freq_factors: match f.get(keys::ROPE_FREQ_FACTORS) {
+                Some(Value::ArrF32(v)) => Some(v.clone()),
+                _ => None,
+            },
             context_length: int(keys::CONTEXT_LENGTH)?,
             tie_embeddings: matches!(f.get(keys::TIED_EMBEDDINGS), Some(Value::Bool(true))),
             bos_id: f

@@ -39,6 +39,9 @@ impl Rope {
                 }
             }
         }
+        if let Some(factors) = &cfg.rope_freq_factors {
+            inv_freq.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
+        }
         Rope { inv_freq }
     }
 

@@ -1,0 +1,235 @@
+//! GGUF files (llama.cpp's format) as a conversion source, `llama` architecture.
+//!
+//! GGUF stores tensor dims innermost first and, for LLaMA, the rows of Q and K permuted so
+//! that RoPE rotates adjacent pairs (llama.cpp's convention). llq keeps Hugging Face's
+//! rotate-half order, so those rows are put back here and the forward pass needs no
+//! second RoPE variant.
+
+use std::path::{Path, PathBuf};
+
+use super::Checkpoint;
+use crate::error::{Error, Result};
+use crate::format::{keys, Value};
+use crate::gguf::GgufFile;
+use crate::model::{names, ModelConfig, RopeScaling};
+
+pub struct GgufCheckpoint {
+    path: PathBuf,
+    file: GgufFile,
+    config: ModelConfig,
+}
+
+impl GgufCheckpoint {
+    pub fn open(path: &Path) -> Result<GgufCheckpoint> {
+        let file = GgufFile::open(path).map_err(|e| Error::invalid(path, e.to_string()))?;
+        let config = config_from_gguf(path, &file)?;
+        let ck = GgufCheckpoint {
+            path: path.to_path_buf(),
+            file,
+            config,
+        };
+        for (name, shape) in ck.config.expected_tensors() {
+            ck.check(&name, &shape)?;
+        }
+        let known = |n: &str| {
+            n == "rope_freqs.weight"
+                || ck.config.expected_tensors().iter().any(|(e, _)| e == n)
+                || (ck.config.tie_embeddings && n == names::OUTPUT)
+        };
+        if let Some(t) = ck.file.tensors().iter().find(|t| !known(&t.name)) {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "unexpected tensor '{}' for a {}-layer llama model",
+                    t.name, ck.config.n_layers
+                ),
+            ));
+        }
+        Ok(ck)
+    }
+
+    fn check(&self, name: &str, shape: &[u64]) -> Result<()> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| Error::invalid(&self.path, format!("tensor '{name}' is missing")))?;
+        let got: Vec<u64> = t.dims.iter().rev().copied().collect();
+        if got != shape {
+            return Err(Error::invalid(
+                &self.path,
+                format!("tensor '{name}' has shape {got:?}, the metadata implies {shape:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Checkpoint for GgufCheckpoint {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn load(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| Error::invalid(&self.path, format!("tensor '{name}' is missing")))?;
+        let w = self
+            .file
+            .dequantize_tensor(t)
+            .map_err(|e| Error::invalid(&self.path, e.to_string()))?;
+        let cfg = &self.config;
+        Ok(if name.ends_with(".attn_q.weight") {
+            unpermute_rows(&w, cfg.n_heads, cfg.head_dim)
+        } else if name.ends_with(".attn_k.weight") {
+            unpermute_rows(&w, cfg.n_kv_heads, cfg.head_dim)
+        } else {
+            w
+        })
+    }
+
+    fn extra_metadata(&self) -> Result<Vec<(String, Value)>> {
+        let mut m = vec![
+            (keys::SOURCE.to_string(), Value::Str("gguf".into())),
+            (
+                keys::SOURCE_FILES.to_string(),
+                Value::ArrStr(vec![self
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()]),
+            ),
+        ];
+        if let Some(n) = self.file.get_str("general.name") {
+            m.push((keys::NAME.to_string(), Value::Str(n.to_string())));
+        }
+        if let Some(t) = self.file.get_str("tokenizer.chat_template") {
+            m.push((keys::CHAT_TEMPLATE.to_string(), Value::Str(t.to_string())));
+        }
+        Ok(m)
+    }
+}
+
+/// Undo llama.cpp's Q/K row permutation: within each head, GGUF row `2i + j` is Hugging
+/// Face row `j · head_dim/2 + i`.
+fn unpermute_rows(w: &[f32], n_heads: usize, head_dim: usize) -> Vec<f32> {
+    let rows = n_heads * head_dim;
+    let cols = w.len() / rows;
+    let half = head_dim / 2;
+    let mut out = vec![0.0; w.len()];
+    for h in 0..n_heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * head_dim + 2 * i + j;
+                let dst = h * head_dim + j * half + i;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
+    let bad = |msg: String| Error::invalid(path, msg);
+    let arch = f.get_str("general.architecture").unwrap_or("");
+    if arch != "llama" {
+        return Err(bad(format!(
+            "general.architecture '{arch}' is not supported (llama expected)"
+        )));
+    }
+    let need = |k: &str| -> Result<usize> {
+        f.get_u64(k)
+            .map(|v| v as usize)
+            .ok_or_else(|| bad(format!("metadata '{k}' is missing or not an integer")))
+    };
+    let opt = |k: &str| f.get_u64(k).map(|v| v as usize);
+    let dim = need("llama.embedding_length")?;
+    let n_heads = need("llama.attention.head_count")?;
+    if n_heads == 0 {
+        return Err(bad("llama.attention.head_count is 0".into()));
+    }
+    let head_dim = opt("llama.attention.key_length").unwrap_or(dim / n_heads);
+    let embd = f
+        .tensor(names::TOKEN_EMBD)
+        .ok_or_else(|| bad(format!("tensor '{}' is missing", names::TOKEN_EMBD)))?;
+    let vocab_size = opt("llama.vocab_size")
+        .or_else(|| f.get_str_array("tokenizer.ggml.tokens").map(|t| t.len()))
+        .or_else(|| embd.dims.get(1).map(|&d| d as usize))
+        .unwrap_or(0);
+    let rope_scaling = match f.get_str("llama.rope.scaling.type") {
+        None | Some("none") => RopeScaling::None,
+        Some("linear") => RopeScaling::Linear {
+            factor: f.get_f32("llama.rope.scaling.factor").ok_or_else(|| {
+                bad("linear rope scaling without llama.rope.scaling.factor".into())
+            })?,
+        },
+        Some(t) => return Err(bad(format!("rope scaling type '{t}' is not supported"))),
+    };
+    let rope_freq_factors = match f.tensor("rope_freqs.weight") {
+        None => None,
+        Some(t) => Some(f.dequantize_tensor(t).map_err(|e| bad(e.to_string()))?),
+    };
+    let mut eos_ids: Vec<u32> = Vec::new();
+    for k in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
+        if let Some(id) = f.get_u32(k) {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+    }
+    let cfg = ModelConfig {
+        vocab_size,
+        dim,
+        ffn_dim: need("llama.feed_forward_length")?,
+        n_layers: need("llama.block_count")?,
+        n_heads,
+        n_kv_heads: opt("llama.attention.head_count_kv").unwrap_or(n_heads),
+        head_dim,
+        rms_eps: f
+            .get_f32("llama.attention.layer_norm_rms_epsilon")
+            .unwrap_or(1e-5),
+        rope_theta: f.get_f32("llama.rope.freq_base").unwrap_or(10000.0),
+        rope_scaling,
+        rope_freq_factors,
+        context_length: opt("llama.context_length").unwrap_or(2048),
+        tie_embeddings: f.tensor(names::OUTPUT).is_none(),
+        bos_id: f.get_u32("tokenizer.ggml.bos_token_id"),
+        eos_ids,
+    };
+    cfg.validate().map_err(bad)?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's permutation, written as in its converter: reshape (heads, 2, half, cols),
+    /// swap axes 1 and 2.
+    fn permute(w: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+        let half = head_dim / 2;
+        let mut out = vec![0.0; w.len()];
+        for h in 0..n_heads {
+            for j in 0..2 {
+                for i in 0..half {
+                    let src = h * head_dim + j * half + i;
+                    let dst = h * head_dim + i * 2 + j;
+                    out[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&w[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permutation() {
+        let (heads, hd, cols) = (3, 8, 5);
+        let w: Vec<f32> = (0..heads * hd * cols).map(|i| i as f32).collect();
+        assert_eq!(unpermute_rows(&permute(&w, heads, hd, cols), heads, hd), w);
+    }
+}
