@@ -5,11 +5,32 @@ use std::path::PathBuf;
 use llq::format::{LlqFile, Value};
 use llq::Result;
 
-/// Print a .llq file's metadata, tensor table and checksum status.
+/// Print a .llq file's metadata, tensor table and checksum status, or (with --system)
+/// what this machine offers llq.
 #[derive(clap::Args)]
 pub struct Args {
     /// The .llq file.
-    model: PathBuf,
+    #[arg(required_unless_present_any = ["system", "kernels"])]
+    model: Option<PathBuf>,
+    /// Print the CPU's features, the kernel levels available and the one chosen.
+    #[arg(long)]
+    system: bool,
+    /// Print only the names of the kernel levels this CPU can run, space-separated.
+    #[arg(long)]
+    kernels: bool,
+}
+
+fn system() -> Result<()> {
+    let levels: Vec<&str> = llq::kernels::available().iter().map(|k| k.name).collect();
+    println!("arch: {}", std::env::consts::ARCH);
+    println!(
+        "threads available: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("kernel levels available: {}", levels.join(" "));
+    let chosen = llq::kernels::select().map_err(llq::Error::usage)?;
+    println!("kernel level chosen: {}", chosen.name);
+    Ok(())
 }
 
 fn show(f: &LlqFile, v: &Value) -> String {
@@ -45,9 +66,22 @@ fn show(f: &LlqFile, v: &Value) -> String {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let f = LlqFile::open(&a.model)?;
+    if a.kernels {
+        let levels: Vec<&str> = llq::kernels::available().iter().map(|k| k.name).collect();
+        println!("{}", levels.join(" "));
+        return Ok(());
+    }
+    if a.system {
+        system()?;
+        if a.model.is_none() {
+            return Ok(());
+        }
+        println!();
+    }
+    let path = a.model.expect("clap requires a model without --system");
+    let f = LlqFile::open(&path)?;
     let (major, minor) = f.version();
-    println!("file: {}", a.model.display());
+    println!("file: {}", path.display());
     println!("format: llq {major}.{minor}, {} bytes", f.file_size());
     println!("header checksum: ok (crc32 over {} bytes)", f.header_size());
     let data_ok = f.verify_data();
@@ -60,7 +94,7 @@ pub fn run(a: Args) -> Result<()> {
     println!();
     println!("tensors ({}):", f.tensors().len());
     println!(
-        "  {:<28} {:<6} {:<14} {:>12} {:>12} {:>6}",
+        "  {:<28} {:<6} {:<16} {:>12} {:>12} {:>6}",
         "name", "type", "shape", "offset", "bytes", "bpw"
     );
     let (mut elems, mut bytes) = (0u64, 0u64);
@@ -69,7 +103,7 @@ pub fn run(a: Args) -> Result<()> {
         elems += n;
         bytes += t.n_bytes as u64;
         println!(
-            "  {:<28} {:<6} {:<14} {:>12} {:>12} {:>6.2}",
+            "  {:<28} {:<6} {:<16} {:>12} {:>12} {:>6.2}",
             t.name,
             t.dtype.name(),
             format!("{:?}", t.shape),
@@ -87,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     if !data_ok {
         return Err(llq::Error::invalid(
-            &a.model,
+            &path,
             "tensor data checksum mismatch: the file is corrupt",
         ));
     }

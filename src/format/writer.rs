@@ -78,9 +78,12 @@ impl LlqWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".llq-")
-            .suffix(".tmp")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".llq-").suffix(".tmp");
+        // A model file is an ordinary, world-readable file (tempfile defaults to 0600).
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let tmp = builder
             .tempfile_in(&dir)
             .map_err(|e| Error::io(path, e))?;
         let mut w = LlqWriter {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what llq's tests need on a fresh Debian machine (idempotent; run as root or with
+# sudo): the AArch64 cross toolchain and qemu for the ARM kernel tests, the Rust target,
+# and SmolLM2 (downloaded once into ~/.cache/llq).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_apt=()
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
+[ -d /usr/aarch64-linux-gnu/lib ] || need_apt+=(libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}" >&2
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -q aarch64-unknown-linux-gnu; then
+  echo "setup: rustup target add aarch64-unknown-linux-gnu" >&2
+  rustup target add aarch64-unknown-linux-gnu >&2
+fi
+
+tools/fetch_smollm2.sh >/dev/null

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# llq's test suite, as CI runs it: install prerequisites, then
+#   1. every test on x86-64 with the best kernel level,
+#   2. the suite again with each other kernel level this CPU has forced (LLQ_KERNEL),
+#   3. AArch64 under qemu (Pi 4 / Pi 5 / i8mm CPUs), if tools/test-aarch64.sh exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup.sh
+
+echo "== x86-64, default kernel level" >&2
+cargo test --release --all-targets
+
+# Every level but the best one, which step 1 already ran.
+levels=$(cargo run --release --quiet -- info --kernels)
+for level in $(echo "$levels" | tr ' ' '\n' | sed '$d'); do
+  echo "== x86-64, LLQ_KERNEL=$level" >&2
+  LLQ_KERNEL=$level cargo test --release --tests
+done
+
+if [ -x tools/test-aarch64.sh ]; then
+  echo "== AArch64 under qemu" >&2
+  tools/test-aarch64.sh
+fi
