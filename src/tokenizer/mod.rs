@@ -265,6 +265,10 @@ impl Tokenizer {
     pub fn token_type(&self, id: u32) -> Option<TokenType> {
         self.types.get(id as usize).copied()
     }
+    /// The score of a token (SPM merge priority; 0 or -id elsewhere).
+    pub fn token_score(&self, id: u32) -> Option<f32> {
+        self.scores.get(id as usize).copied()
+    }
     /// True for control and unknown tokens (`<s>`, `<|im_end|>`, `<unk>`, ...).
     pub fn is_special(&self, id: u32) -> bool {
         matches!(
