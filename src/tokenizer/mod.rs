@@ -104,6 +104,8 @@ pub(crate) struct Derived {
     pub specials: specials::SpecialMatcher,
     /// SPM user-defined pieces (matched greedily while splitting into symbols).
     pub user_defined: specials::SpecialMatcher,
+    /// SPM: no piece has `▁` after another char (text can be chunked at `▁`).
+    pub spm_space_splittable: bool,
 }
 
 /// A tokenizer. Cheap to share between threads (`&Tokenizer` is `Sync`).

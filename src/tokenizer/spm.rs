@@ -88,6 +88,11 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
             _ => {}
         }
     }
+    t.d.spm_space_splittable = !piece_to_id.keys().any(|p: &Box<[u8]>| {
+        p.windows(SPACE.len())
+            .enumerate()
+            .any(|(k, w)| k > 0 && w == SPACE && !p[..k].ends_with(SPACE))
+    });
     t.d.piece_to_id = piece_to_id;
     t.d.reserved_to_id = reserved;
     t.d.byte_to_id = byte_to_id;
@@ -193,12 +198,56 @@ pub(crate) fn encode(
     if norm.is_empty() {
         return;
     }
+    if !t.d.spm_space_splittable || norm.len() < 64 {
+        encode_chunk(t, cfg, &norm, out);
+        return;
+    }
+    // No vocabulary piece contains `▁` after another character, so no merge can
+    // cross the start of a `▁` that follows a non-`▁` char: such chunks are
+    // independent, which keeps heaps small and lets repeated words be cached.
+    let use_cache = norm.len() > 256;
+    let mut cache: FxHashMap<&[u8], (u32, u32)> = FxHashMap::default();
+    let mut cache_ids: Vec<u32> = Vec::new();
+    let mut start = 0;
+    let mut i = 1;
+    let n = norm.len();
+    loop {
+        let boundary = i >= n
+            || (norm[i] == SPACE[0]
+                && norm[i..].starts_with(SPACE)
+                && !norm[..i].ends_with(SPACE));
+        if boundary {
+            let chunk = &norm[start..i.min(n)];
+            if use_cache && chunk.len() <= 64 {
+                if let Some(&(a, b)) = cache.get(chunk) {
+                    out.extend_from_slice(&cache_ids[a as usize..b as usize]);
+                } else {
+                    let before = out.len();
+                    encode_chunk(t, cfg, chunk, out);
+                    let a = cache_ids.len() as u32;
+                    cache_ids.extend_from_slice(&out[before..]);
+                    cache.insert(chunk, (a, cache_ids.len() as u32));
+                }
+            } else {
+                encode_chunk(t, cfg, chunk, out);
+            }
+            if i >= n {
+                break;
+            }
+            start = i;
+        }
+        i += 1;
+    }
+}
+
+/// BPE over one normalized chunk.
+fn encode_chunk(t: &Tokenizer, cfg: &SpmConfig, norm: &[u8], out: &mut Vec<u32>) {
     let d = &t.d;
     // Split into characters (or user-defined pieces, which are frozen).
     let mut symbols: Vec<Symbol> = Vec::with_capacity(norm.len());
     let mut i = 0;
     while i < norm.len() {
-        let (len, freeze) = match d.user_defined.match_at(&norm, i, true) {
+        let (len, freeze) = match d.user_defined.match_at(norm, i, true) {
             Some((_, len)) => (len, true),
             None => (utf8_len(norm[i]).min(norm.len() - i), false),
         };
@@ -272,7 +321,7 @@ pub(crate) fn encode(
     let mut idx: i32 = if symbols.is_empty() { -1 } else { 0 };
     while idx >= 0 {
         let s = symbols[idx as usize];
-        resegment(t, cfg, &norm, &rev_merge, (s.start, s.len), out, 0);
+        resegment(t, cfg, norm, &rev_merge, (s.start, s.len), out, 0);
         idx = s.next;
     }
 }
