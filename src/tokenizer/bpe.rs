@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
+use super::index::{ByteTable, PieceIndex};
 use super::specials::{SpecialEntry, SpecialMatcher};
 use super::{ModelKind, PreTokenizer, TokenType, Tokenizer, TokenizerError};
 
@@ -26,46 +27,39 @@ pub(crate) fn byte_to_char() -> [char; 256] {
     t
 }
 
-/// Inverse map char -> byte (for chars in the table).
-fn char_to_byte(c: char, table: &[char; 256]) -> Option<u8> {
-    let u = c as u32;
-    if u < 0x200 {
-        // All table chars are below U+0200; search is over 256 entries at most
-        // but we only call this while building the tables.
-        table.iter().position(|&x| x == c).map(|p| p as u8)
-    } else {
-        None
-    }
-}
-
 /// Decodes a byte-level token string to raw bytes: if every char is in the
 /// byte table, the mapped bytes; otherwise the raw UTF-8 of the token
 /// (as Hugging Face's ByteLevel decoder does).
-pub(crate) fn decode_piece(p: &[u8], inv: &FxHashMap<char, u8>) -> Vec<u8> {
+/// `inv[c]` = byte for table chars (all below U+0200), or u16::MAX.
+pub(crate) fn decode_piece(p: &[u8], inv: &[u16; 512], out: &mut Vec<u8>) {
+    out.clear();
     let Ok(s) = std::str::from_utf8(p) else {
-        return p.to_vec();
+        out.extend_from_slice(p);
+        return;
     };
-    let mut out = Vec::with_capacity(p.len());
     for c in s.chars() {
-        match inv.get(&c) {
-            Some(&b) => out.push(b),
-            None => return p.to_vec(),
+        match inv.get(c as usize).copied() {
+            Some(b) if b != u16::MAX => out.push(b as u8),
+            _ => {
+                out.clear();
+                out.extend_from_slice(p);
+                return;
+            }
         }
     }
-    out
 }
 
 pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
     let n = t.pieces.len();
     let table = byte_to_char();
-    let mut inv: FxHashMap<char, u8> = FxHashMap::default();
+    let mut inv = [u16::MAX; 512];
     for (b, &c) in table.iter().enumerate() {
-        inv.insert(c, b as u8);
+        inv[c as usize] = b as u16;
     }
-    debug_assert!(char_to_byte('Ġ', &table) == Some(b' '));
-    let mut piece_to_id: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
-    piece_to_id.reserve(n);
-    let mut decoded = Vec::with_capacity(n);
+    let total: usize = t.pieces.iter().map(|p| p.len()).sum();
+    let mut piece_to_id = PieceIndex::with_capacity(n, total);
+    let mut decoded = ByteTable::with_capacity(n, total);
+    let mut buf = Vec::new();
     let mut specials = Vec::new();
     for (i, (p, ty)) in t.pieces.iter().zip(&t.types).enumerate() {
         let id = i as u32;
@@ -82,14 +76,15 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
             _ => {}
         }
         if !p.is_empty() {
-            piece_to_id.entry(p.clone()).or_insert(id);
+            piece_to_id.insert(p, id);
         }
-        decoded.push(decode_piece(p, &inv).into_boxed_slice());
+        decode_piece(p, &inv, &mut buf);
+        decoded.push(&buf);
     }
     let mut byte_to_id = vec![u32::MAX; 256];
-    let mut buf = [0u8; 4];
+    let mut cbuf = [0u8; 4];
     for (b, &c) in table.iter().enumerate() {
-        if let Some(&id) = piece_to_id.get(c.encode_utf8(&mut buf).as_bytes()) {
+        if let Some(id) = piece_to_id.get(c.encode_utf8(&mut cbuf).as_bytes()) {
             byte_to_id[b] = id;
         }
     }
@@ -102,10 +97,18 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
                 "merge {rank} refers to id out of range ({a}, {b})"
             )));
         };
+        if let Some(&m) = t.merge_out.get(rank) {
+            // Known from the serialized form; must still name a real token.
+            if m as usize >= n {
+                return Err(TokenizerError::Invalid(format!("merge {rank} result {m} out of range")));
+            }
+            merges.entry((a, b)).or_insert((rank as u32, m));
+            continue;
+        }
         cat.clear();
         cat.extend_from_slice(pa);
         cat.extend_from_slice(pb);
-        let Some(&m) = piece_to_id.get(&cat[..]) else {
+        let Some(m) = piece_to_id.get(&cat[..]) else {
             return Err(TokenizerError::Invalid(format!(
                 "merge {rank} ({} + {}) produces a token missing from the vocabulary",
                 String::from_utf8_lossy(pa),
@@ -114,8 +117,23 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
         };
         merges.entry((a, b)).or_insert((rank as u32, m));
     }
+    if t.merge_out.is_empty() {
+        // Keep the computed results so that serialization can store them.
+        let mut out = vec![0u32; t.merge_list.len()];
+        for (rank, ab) in t.merge_list.iter().enumerate() {
+            if let Some(&(r, m)) = merges.get(ab) {
+                if r as usize == rank {
+                    out[rank] = m;
+                    continue;
+                }
+            }
+            // Duplicate merge rule: never applied, but keep a consistent value.
+            out[rank] = merges.get(ab).map(|x| x.1).unwrap_or(0);
+        }
+        t.merge_out = out;
+    }
     t.d.piece_to_id = piece_to_id;
-    t.d.reserved_to_id = FxHashMap::default();
+    t.d.reserved_to_id = PieceIndex::default();
     t.d.byte_to_id = byte_to_id;
     t.d.byte_value = Vec::new();
     t.d.decoded = decoded;
@@ -193,7 +211,7 @@ fn encode_word(t: &Tokenizer, w: &[u8], ignore_merges: bool, scratch: &mut Scrat
                 .bytes
                 .extend_from_slice(table[b as usize].encode_utf8(&mut buf).as_bytes());
         }
-        if let Some(&id) = d.piece_to_id.get(&scratch.bytes[..]) {
+        if let Some(id) = d.piece_to_id.get(&scratch.bytes[..]) {
             out.push(id);
             return;
         }

@@ -68,7 +68,7 @@ impl State {
     /// Feeds one id; appends completed text to `out`.
     fn push(&mut self, t: &Tokenizer, id: u32, skip_special: bool, out: &mut String) {
         let Some(&ty) = t.types.get(id as usize) else { return };
-        let dec = &t.d.decoded[id as usize];
+        let dec = t.d.decoded.get(id as usize);
         match t.kind {
             ModelKind::Spm(_) => {
                 if ty == TokenType::Control {
@@ -116,7 +116,7 @@ pub(crate) fn decode(t: &Tokenizer, ids: &[u32], skip_special: bool) -> String {
             if skip_special && ty == TokenType::Control {
                 continue;
             }
-            bytes.extend_from_slice(&t.d.decoded[id as usize]);
+            bytes.extend_from_slice(t.d.decoded.get(id as usize));
         }
         return match String::from_utf8(bytes) {
             Ok(s) => s,

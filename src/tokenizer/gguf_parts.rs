@@ -135,6 +135,7 @@ pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> 
         scores,
         types,
         merge_list,
+        merge_out: Vec::new(),
         bos: p.bos_id,
         eos: p.eos_id,
         unk: p.unk_id,

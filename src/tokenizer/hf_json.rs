@@ -255,6 +255,7 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
         scores,
         types,
         merge_list,
+        merge_out: Vec::new(),
         bos,
         eos,
         unk,

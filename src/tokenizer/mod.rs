@@ -10,6 +10,7 @@ mod bpe;
 mod decode;
 mod gguf_parts;
 mod hf_json;
+mod index;
 mod pretokenize;
 mod sentencepiece_proto;
 mod serialize;
@@ -17,6 +18,8 @@ mod specials;
 mod spm;
 
 use rustc_hash::FxHashMap;
+
+use index::{ByteTable, PieceIndex};
 
 pub use decode::StreamDecoder;
 pub use gguf_parts::GgufTokenizerParts;
@@ -90,15 +93,15 @@ pub(crate) enum ModelKind {
 pub(crate) struct Derived {
     /// SPM: pieces that take part in merging (normal, user-defined, unused).
     /// BPE: every piece of the model vocabulary.
-    pub piece_to_id: FxHashMap<Box<[u8]>, u32>,
+    pub piece_to_id: PieceIndex,
     /// SPM only: control / unknown / byte pieces (looked up first, like sentencepiece).
-    pub reserved_to_id: FxHashMap<Box<[u8]>, u32>,
+    pub reserved_to_id: PieceIndex,
     /// BPE: (left id, right id) -> (rank, merged id).
     pub merges: FxHashMap<(u32, u32), (u32, u32)>,
     /// SPM: id of `<0xNN>`; BPE: id of the byte-level symbol of the byte. u32::MAX = none.
     pub byte_to_id: Vec<u32>,
     /// Decoded bytes of each token (SPM: `▁` as space; BPE: byte-level decoded).
-    pub decoded: Vec<Box<[u8]>>,
+    pub decoded: ByteTable,
     /// SPM: for a byte token, its byte value.
     pub byte_value: Vec<Option<u8>>,
     pub specials: specials::SpecialMatcher,
@@ -118,6 +121,9 @@ pub struct Tokenizer {
     pub(crate) types: Vec<TokenType>,
     /// BPE merges in rank order, as (left id, right id).
     pub(crate) merge_list: Vec<(u32, u32)>,
+    /// Merged id of each merge, when known (from the serialized form);
+    /// empty = computed from the vocabulary in `finish`.
+    pub(crate) merge_out: Vec<u32>,
     pub(crate) bos: Option<u32>,
     pub(crate) eos: Option<u32>,
     pub(crate) unk: Option<u32>,
@@ -225,7 +231,6 @@ impl Tokenizer {
             .reserved_to_id
             .get(piece)
             .or_else(|| self.d.piece_to_id.get(piece))
-            .copied()
             .or_else(|| {
                 // Added tokens that are not part of the merge vocabulary.
                 self.pieces.iter().position(|p| &p[..] == piece).map(|i| i as u32)

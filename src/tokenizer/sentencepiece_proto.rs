@@ -281,6 +281,7 @@ pub(crate) fn build(bytes: &[u8]) -> Result<Tokenizer, TokenizerError> {
         scores,
         types,
         merge_list: Vec::new(),
+        merge_out: Vec::new(),
         bos: id(m.bos_id),
         eos: id(m.eos_id),
         unk,

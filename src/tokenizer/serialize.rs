@@ -6,7 +6,7 @@
 //! bos, eos, unk, pad: u32 each (u32::MAX = none)
 //! n_eog u32 | eog ids u32 * n_eog
 //! n_tokens u32 | types u8 * n | scores f32 * n | piece lengths u32 * n | piece bytes
-//! n_merges u32 | (left u32, right u32) * n_merges
+//! n_merges u32 | (left u32, right u32, merged u32) * n_merges
 //! ```
 //! Every count and length is checked against the remaining input.
 
@@ -27,7 +27,7 @@ const F_ADD_EOS: u8 = 128;
 
 pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
     let piece_bytes: usize = t.pieces.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(64 + t.pieces.len() * 9 + piece_bytes + t.merge_list.len() * 8);
+    let mut out = Vec::with_capacity(64 + t.pieces.len() * 9 + piece_bytes + t.merge_list.len() * 12);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     let mut flags = 0u8;
@@ -79,9 +79,10 @@ pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
         out.extend_from_slice(p);
     }
     out.extend_from_slice(&(t.merge_list.len() as u32).to_le_bytes());
-    for &(a, b) in &t.merge_list {
+    for (i, &(a, b)) in t.merge_list.iter().enumerate() {
         out.extend_from_slice(&a.to_le_bytes());
         out.extend_from_slice(&b.to_le_bytes());
+        out.extend_from_slice(&t.merge_out.get(i).copied().unwrap_or(0).to_le_bytes());
     }
     out
 }
@@ -187,15 +188,18 @@ pub(crate) fn from_bytes(b: &[u8]) -> Result<Tokenizer, TokenizerError> {
         let len = u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
         pieces.push(c.take(len, "piece bytes")?.into());
     }
-    let n_merges = c.count(8, "merge")?;
+    let n_merges = c.count(12, "merge")?;
     let mut merge_list = Vec::with_capacity(n_merges);
+    let mut merge_out = Vec::with_capacity(n_merges);
     for _ in 0..n_merges {
         let a = c.u32("merge")?;
         let b = c.u32("merge")?;
-        if a as usize >= n || b as usize >= n {
-            return Err(c.err(format!("merge ({a}, {b}) out of range")));
+        let m = c.u32("merge")?;
+        if a as usize >= n || b as usize >= n || m as usize >= n {
+            return Err(c.err(format!("merge ({a}, {b}) -> {m} out of range")));
         }
         merge_list.push((a, b));
+        merge_out.push(m);
     }
     if c.pos != b.len() {
         return Err(c.err(format!("{} trailing bytes", b.len() - c.pos)));
@@ -206,6 +210,7 @@ pub(crate) fn from_bytes(b: &[u8]) -> Result<Tokenizer, TokenizerError> {
         scores,
         types,
         merge_list,
+        merge_out,
         bos: ids[0],
         eos: ids[1],
         unk: ids[2],

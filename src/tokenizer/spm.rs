@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
+use super::index::{ByteTable, PieceIndex};
 use super::specials::{SpecialEntry, SpecialMatcher};
 use super::{SpmConfig, TokenType, Tokenizer, TokenizerError};
 
@@ -23,8 +24,8 @@ pub(crate) fn parse_byte_piece(p: &[u8]) -> Option<u8> {
 }
 
 /// Replaces every `▁` by a space.
-pub(crate) fn unescape(p: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.len());
+pub(crate) fn unescape(p: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let mut i = 0;
     while i < p.len() {
         if p[i..].starts_with(SPACE) {
@@ -35,45 +36,45 @@ pub(crate) fn unescape(p: &[u8]) -> Vec<u8> {
             i += 1;
         }
     }
-    out
 }
 
 pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
     let n = t.pieces.len();
-    let mut piece_to_id = FxHashMap::default();
-    piece_to_id.reserve(n);
-    let mut reserved = FxHashMap::default();
+    let total: usize = t.pieces.iter().map(|p| p.len()).sum();
+    let mut piece_to_id = PieceIndex::with_capacity(n, total);
+    let mut reserved = PieceIndex::with_capacity(16, 64);
     let mut byte_to_id = vec![u32::MAX; 256];
     let mut byte_value = vec![None; n];
-    let mut decoded = Vec::with_capacity(n);
+    let mut decoded = ByteTable::with_capacity(n, total);
     let mut specials = Vec::new();
     let mut user = Vec::new();
+    let mut buf = Vec::new();
     for (i, (p, ty)) in t.pieces.iter().zip(&t.types).enumerate() {
         let id = i as u32;
         match ty {
             TokenType::Normal | TokenType::UserDefined | TokenType::Unused => {
-                piece_to_id.entry(p.clone()).or_insert(id);
+                piece_to_id.insert(p, id);
             }
             TokenType::Control | TokenType::Unknown | TokenType::Byte => {
-                reserved.entry(p.clone()).or_insert(id);
+                reserved.insert(p, id);
             }
         }
-        let dec: Box<[u8]> = match ty {
-            TokenType::Control => Box::new([]),
-            TokenType::Unknown => UNK_SURFACE.into(),
-            TokenType::Byte => match parse_byte_piece(p) {
-                Some(b) => {
-                    if byte_to_id[b as usize] == u32::MAX {
-                        byte_to_id[b as usize] = id;
-                    }
-                    byte_value[i] = Some(b);
-                    Box::new([b])
+        match ty {
+            TokenType::Control => decoded.push(&[]),
+            TokenType::Unknown => decoded.push(UNK_SURFACE),
+            TokenType::Byte if parse_byte_piece(p).is_some() => {
+                let b = parse_byte_piece(p).unwrap_or(0);
+                if byte_to_id[b as usize] == u32::MAX {
+                    byte_to_id[b as usize] = id;
                 }
-                None => unescape(p).into(),
-            },
-            _ => unescape(p).into(),
-        };
-        decoded.push(dec);
+                byte_value[i] = Some(b);
+                decoded.push(&[b]);
+            }
+            _ => {
+                unescape(p, &mut buf);
+                decoded.push(&buf);
+            }
+        }
         match ty {
             TokenType::Control | TokenType::Unknown if !p.is_empty() => specials.push(SpecialEntry {
                 text: p.clone(),
@@ -88,7 +89,7 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
             _ => {}
         }
     }
-    t.d.spm_space_splittable = !piece_to_id.keys().any(|p: &Box<[u8]>| {
+    t.d.spm_space_splittable = !piece_to_id.keys().any(|p: &[u8]| {
         p.windows(SPACE.len())
             .enumerate()
             .any(|(k, w)| k > 0 && w == SPACE && !p[..k].ends_with(SPACE))
@@ -280,7 +281,7 @@ fn encode_chunk(t: &Tokenizer, cfg: &SpmConfig, norm: &[u8], out: &mut Vec<u32>)
         let start = l.start as usize;
         let size = (l.len + r.len) as usize;
         let piece = &norm[start..start + size];
-        let Some(&id) = d.piece_to_id.get(piece) else {
+        let Some(id) = d.piece_to_id.get(piece) else {
             return;
         };
         agenda.push(Pair {
@@ -330,7 +331,6 @@ fn piece_id(t: &Tokenizer, piece: &[u8]) -> Option<u32> {
     t.d.reserved_to_id
         .get(piece)
         .or_else(|| t.d.piece_to_id.get(piece))
-        .copied()
 }
 
 fn resegment(
