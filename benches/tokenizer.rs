@@ -6,7 +6,8 @@ use llq::tokenizer::Tokenizer;
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/tokenizers");
 
 fn build_text() -> String {
-    let cases = std::fs::read_to_string(format!("{FIX}/smollm2-bpe/cases.jsonl")).expect("fixtures");
+    let cases =
+        std::fs::read_to_string(format!("{FIX}/smollm2-bpe/cases.jsonl")).expect("fixtures");
     let block: Vec<String> = cases
         .lines()
         .map(|l| {
@@ -25,8 +26,15 @@ fn build_text() -> String {
 
 fn tokenizers(c: &mut Criterion) {
     let text = build_text();
-    let spm = Tokenizer::from_sentencepiece_model(&std::fs::read(format!("{FIX}/llama2-spm/tokenizer.model")).unwrap()).unwrap();
-    let bpe = Tokenizer::from_hf_json(&std::fs::read(format!("{FIX}/smollm2-bpe/tokenizer.json")).unwrap(), None).unwrap();
+    let spm = Tokenizer::from_sentencepiece_model(
+        &std::fs::read(format!("{FIX}/llama2-spm/tokenizer.model")).unwrap(),
+    )
+    .unwrap();
+    let bpe = Tokenizer::from_hf_json(
+        &std::fs::read(format!("{FIX}/smollm2-bpe/tokenizer.json")).unwrap(),
+        None,
+    )
+    .unwrap();
     let mut g = c.benchmark_group("encode_1MB");
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.sample_size(10);
@@ -34,7 +42,9 @@ fn tokenizers(c: &mut Criterion) {
     g.bench_function("smollm2-bpe", |b| b.iter(|| bpe.encode(&text, true)));
     g.finish();
     let bytes = bpe.to_bytes();
-    c.bench_function("smollm2_from_bytes", |b| b.iter(|| Tokenizer::from_bytes(&bytes).unwrap()));
+    c.bench_function("smollm2_from_bytes", |b| {
+        b.iter(|| Tokenizer::from_bytes(&bytes).unwrap())
+    });
 }
 
 criterion_group!(benches, tokenizers);

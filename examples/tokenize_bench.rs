@@ -10,7 +10,8 @@ use llq::tokenizer::Tokenizer;
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/tokenizers");
 
 fn build_text() -> String {
-    let cases = std::fs::read_to_string(format!("{FIX}/smollm2-bpe/cases.jsonl")).expect("fixtures");
+    let cases =
+        std::fs::read_to_string(format!("{FIX}/smollm2-bpe/cases.jsonl")).expect("fixtures");
     let texts: Vec<String> = cases
         .lines()
         .map(|l| {
@@ -49,7 +50,10 @@ fn main() {
         Some(p) => std::fs::read_to_string(p).expect("text file"),
         None => build_text(),
     };
-    let spm = Tokenizer::from_sentencepiece_model(&std::fs::read(format!("{FIX}/llama2-spm/tokenizer.model")).unwrap()).unwrap();
+    let spm = Tokenizer::from_sentencepiece_model(
+        &std::fs::read(format!("{FIX}/llama2-spm/tokenizer.model")).unwrap(),
+    )
+    .unwrap();
     let bpe = Tokenizer::from_hf_json(
         &std::fs::read(format!("{FIX}/smollm2-bpe/tokenizer.json")).unwrap(),
         Some(&std::fs::read(format!("{FIX}/smollm2-bpe/tokenizer_config.json")).unwrap()),

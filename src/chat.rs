@@ -187,11 +187,27 @@ pub(crate) fn from_unix(secs: i64) -> DateTime {
 }
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 const DAYS: [&str; 7] = [
-    "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
 ];
 
 /// A subset of C `strftime` (the codes chat templates use).
@@ -255,10 +271,16 @@ mod tests {
     #[test]
     fn civil_dates() {
         let t = from_unix(0);
-        assert_eq!((t.year, t.month, t.day, t.weekday, t.yday), (1970, 1, 1, 4, 1));
+        assert_eq!(
+            (t.year, t.month, t.day, t.weekday, t.yday),
+            (1970, 1, 1, 4, 1)
+        );
         // 2024-02-29 12:34:56 UTC (leap day, Thursday).
         let t = from_unix(1_709_210_096);
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second), (2024, 2, 29, 12, 34, 56));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second),
+            (2024, 2, 29, 12, 34, 56)
+        );
         assert_eq!(t.weekday, 4);
         assert_eq!(strftime("%d %b %Y", t), "29 Feb 2024");
         assert_eq!(strftime("%A, %B %-d, %Y", t), "Thursday, February 29, 2024");
@@ -267,9 +289,13 @@ mod tests {
 
     #[test]
     fn raise_exception_is_an_error() {
-        let t = ChatTemplate::new("{{ raise_exception('only user and assistant roles') }}").unwrap();
+        let t =
+            ChatTemplate::new("{{ raise_exception('only user and assistant roles') }}").unwrap();
         let e = t.render(&[], false, "", "").unwrap_err();
-        assert!(matches!(&e, ChatError::Raised(m) if m == "only user and assistant roles"), "{e}");
+        assert!(
+            matches!(&e, ChatError::Raised(m) if m == "only user and assistant roles"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -289,7 +315,10 @@ mod tests {
             ChatMessage::new("skip", "x"),
             ChatMessage::new("assistant", "yo\n"),
         ];
-        assert_eq!(t.render(&msgs, false, "<s>", "</s>").unwrap(), "[hi][yo]<s></s>");
+        assert_eq!(
+            t.render(&msgs, false, "<s>", "</s>").unwrap(),
+            "[hi][yo]<s></s>"
+        );
         let t = ChatTemplate::new("{{ strftime_now('%Y') | length }}").unwrap();
         assert_eq!(t.render(&[], false, "", "").unwrap(), "4");
     }

@@ -5,7 +5,11 @@ use llq::tokenizer::Tokenizer;
 use serde_json::Value;
 
 fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/tokenizers")).to_path_buf()
+    std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/tokenizers"
+    ))
+    .to_path_buf()
 }
 
 fn read(rel: &str) -> Vec<u8> {
@@ -23,7 +27,11 @@ fn jsonl(rel: &str) -> Vec<Value> {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 pub fn llama2() -> Tokenizer {
@@ -46,7 +54,12 @@ fn report(name: &str, total: usize, failures: Vec<String>) {
         panic!(
             "{name}: {}/{total} failed; first mismatches:\n{}",
             failures.len(),
-            failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+            failures
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }
@@ -70,7 +83,10 @@ fn check_decode(name: &str, tok: &Tokenizer, rel: &str) {
     let mut failures = Vec::new();
     for c in &cases {
         let ids = ids(&c["ids"]);
-        let skip = c.get("skip_special_tokens").and_then(Value::as_bool).unwrap_or(false);
+        let skip = c
+            .get("skip_special_tokens")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let want = c["text"].as_str().unwrap();
         let got = tok.decode(&ids, skip);
         // The streaming decoder must produce the same text.
@@ -91,22 +107,40 @@ fn check_decode(name: &str, tok: &Tokenizer, rel: &str) {
 
 #[test]
 fn llama2_spm_cases() {
-    check_encode("llama2-spm/cases", &llama2(), "llama2-spm/cases.jsonl", false);
+    check_encode(
+        "llama2-spm/cases",
+        &llama2(),
+        "llama2-spm/cases.jsonl",
+        false,
+    );
 }
 
 #[test]
 fn llama2_spm_decode_cases() {
-    check_decode("llama2-spm/decode_cases", &llama2(), "llama2-spm/decode_cases.jsonl");
+    check_decode(
+        "llama2-spm/decode_cases",
+        &llama2(),
+        "llama2-spm/decode_cases.jsonl",
+    );
 }
 
 #[test]
 fn smollm2_bpe_cases() {
-    check_encode("smollm2-bpe/cases", &smollm2(), "smollm2-bpe/cases.jsonl", true);
+    check_encode(
+        "smollm2-bpe/cases",
+        &smollm2(),
+        "smollm2-bpe/cases.jsonl",
+        true,
+    );
 }
 
 #[test]
 fn smollm2_bpe_decode_cases() {
-    check_decode("smollm2-bpe/decode_cases", &smollm2(), "smollm2-bpe/decode_cases.jsonl");
+    check_decode(
+        "smollm2-bpe/decode_cases",
+        &smollm2(),
+        "smollm2-bpe/decode_cases.jsonl",
+    );
 }
 
 #[test]
@@ -120,7 +154,9 @@ fn smollm2_chat_template_cases() {
         let messages: Vec<ChatMessage> = serde_json::from_value(c["messages"].clone()).unwrap();
         let agp = c["add_generation_prompt"].as_bool().unwrap();
         let want = c["rendered"].as_str().unwrap();
-        let got = tmpl.render(&messages, agp, "<|im_start|>", "<|im_end|>").unwrap();
+        let got = tmpl
+            .render(&messages, agp, "<|im_start|>", "<|im_end|>")
+            .unwrap();
         let want_ids = ids(&c["ids"]);
         let got_ids = tok.encode(&got, true);
         if got != want || got_ids != want_ids {
@@ -144,13 +180,20 @@ fn llamacpp_vocab_vectors_with_spm_model() {
     assert_eq!(texts.len(), expected.len());
     let mut failures = Vec::new();
     for (text, line) in texts.iter().zip(&expected) {
-        let want: Vec<u32> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let want: Vec<u32> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         let got = tok.encode(text, false);
         if got != want {
             failures.push(format!("  {text:?}\n    want {want:?}\n    got  {got:?}"));
         }
     }
-    report("llamacpp-vocab (spm from tokenizer.model)", texts.len(), failures);
+    report(
+        "llamacpp-vocab (spm from tokenizer.model)",
+        texts.len(),
+        failures,
+    );
 }
 
 /// Serialized form: encodings identical on every fixture case.
@@ -164,7 +207,11 @@ fn serialized_round_trip_matches() {
         let t0 = std::time::Instant::now();
         let back = Tokenizer::from_bytes(&bytes).unwrap();
         let dt = t0.elapsed();
-        println!("{name}: {} serialized bytes, loaded in {:.2} ms", bytes.len(), dt.as_secs_f64() * 1e3);
+        println!(
+            "{name}: {} serialized bytes, loaded in {:.2} ms",
+            bytes.len(),
+            dt.as_secs_f64() * 1e3
+        );
         assert_eq!(back.to_bytes(), bytes, "{name}: re-serialization differs");
         assert_eq!(back.vocab_size(), tok.vocab_size());
         assert_eq!(back.eog_ids(), tok.eog_ids());
@@ -196,5 +243,9 @@ fn smollm2_load_time_from_bytes() {
         best = best.min(t0.elapsed().as_secs_f64());
         assert_eq!(t.vocab_size(), 49152);
     }
-    println!("SmolLM2 tokenizer from_bytes: {:.2} ms (best of 5, {} bytes)", best * 1e3, bytes.len());
+    println!(
+        "SmolLM2 tokenizer from_bytes: {:.2} ms (best of 5, {} bytes)",
+        best * 1e3,
+        bytes.len()
+    );
 }

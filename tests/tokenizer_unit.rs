@@ -4,7 +4,12 @@ use llq::tokenizer::{GgufTokenizerParts, PreTokenizer, TokenType, Tokenizer};
 use serde_json::Value;
 
 fn read(rel: &str) -> Vec<u8> {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/tokenizers/").to_string() + rel;
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/tokenizers/"
+    )
+    .to_string()
+        + rel;
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {p}: {e}"))
 }
 
@@ -39,7 +44,10 @@ fn stream_decoder_spm_split_emoji() {
     // Leading-space rule on the first piece, BOS does not count.
     assert_eq!(stream_all(&tok, &[1, 15043, 3186]).concat(), "Hello world");
     // A truncated emoji followed by a piece: one U+FFFD per byte, like sentencepiece.
-    assert_eq!(stream_all(&tok, &[243, 162, 15043]).concat(), "\u{FFFD}\u{FFFD} Hello");
+    assert_eq!(
+        stream_all(&tok, &[243, 162, 15043]).concat(),
+        "\u{FFFD}\u{FFFD} Hello"
+    );
     // Truncated at the end of the stream.
     assert_eq!(stream_all(&tok, &[243, 162]), ["", "", "\u{FFFD}\u{FFFD}"]);
 }
@@ -64,7 +72,10 @@ fn stream_decoder_bpe_split_emoji() {
 #[test]
 fn special_ids_and_flags() {
     let l = llama2();
-    assert_eq!((l.bos_id(), l.eos_id(), l.unk_id()), (Some(1), Some(2), Some(0)));
+    assert_eq!(
+        (l.bos_id(), l.eos_id(), l.unk_id()),
+        (Some(1), Some(2), Some(0))
+    );
     assert!(l.add_bos());
     assert!(l.is_eog(2));
     assert!(l.is_special(1) && !l.is_special(15043));
@@ -75,7 +86,10 @@ fn special_ids_and_flags() {
     assert_eq!(l.encode("<s>", false), [529, 29879, 29958]);
 
     let s = smollm2();
-    assert_eq!((s.bos_id(), s.eos_id(), s.unk_id(), s.pad_id()), (Some(1), Some(2), Some(0), Some(2)));
+    assert_eq!(
+        (s.bos_id(), s.eos_id(), s.unk_id(), s.pad_id()),
+        (Some(1), Some(2), Some(0), Some(2))
+    );
     assert!(!s.add_bos());
     assert!(s.is_eog(2) && s.is_eog(0));
     assert_eq!(s.token_type(1), Some(TokenType::Control));
@@ -91,9 +105,15 @@ fn llama3_pre_tokenization_hand_checked() {
     let p = PreTokenizer::Llama3;
     let cases: &[(&str, &[&str])] = &[
         ("Hello, world!", &["Hello", ",", " world", "!"]),
-        ("I've 12345 apples", &["I", "'ve", " ", "123", "45", " apples"]),
+        (
+            "I've 12345 apples",
+            &["I", "'ve", " ", "123", "45", " apples"],
+        ),
         ("DON'T stop", &["DON", "'T", " stop"]),
-        ("  indented\n\n\tcode();", &[" ", " indented", "\n\n", "\tcode", "();"]),
+        (
+            "  indented\n\n\tcode();",
+            &[" ", " indented", "\n\n", "\tcode", "();"],
+        ),
         ("end.\r\n", &["end", ".\r\n"]),
         ("你好 世界", &["你好", " 世界"]),
         ("x   ", &["x", "   "]),
@@ -101,7 +121,10 @@ fn llama3_pre_tokenization_hand_checked() {
     for (text, want) in cases {
         assert_eq!(p.split_to_vec(text), *want, "{text:?}");
     }
-    assert_eq!(PreTokenizer::Gpt2.split_to_vec("I've 12345"), ["I", "'ve", " 12345"]);
+    assert_eq!(
+        PreTokenizer::Gpt2.split_to_vec("I've 12345"),
+        ["I", "'ve", " 12345"]
+    );
     assert_eq!(PreTokenizer::SmolLm.split_to_vec("a12"), ["a", "1", "2"]);
 }
 
@@ -110,7 +133,9 @@ fn lcg(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
@@ -124,8 +149,14 @@ fn hostile_from_bytes() {
         smollm2().to_bytes()
     };
     for bytes in [&good, &small] {
-        for cut in (0..bytes.len()).step_by(bytes.len() / 97 + 1).chain([bytes.len() - 1]) {
-            assert!(Tokenizer::from_bytes(&bytes[..cut]).is_err(), "truncated at {cut} accepted");
+        for cut in (0..bytes.len())
+            .step_by(bytes.len() / 97 + 1)
+            .chain([bytes.len() - 1])
+        {
+            assert!(
+                Tokenizer::from_bytes(&bytes[..cut]).is_err(),
+                "truncated at {cut} accepted"
+            );
         }
     }
     for seed in 0..50 {
@@ -142,7 +173,9 @@ fn hostile_from_bytes() {
         b[i] ^= 0xff;
         let _ = Tokenizer::from_bytes(&b);
     }
-    let e = Tokenizer::from_bytes(b"not a tokenizer").unwrap_err().to_string();
+    let e = Tokenizer::from_bytes(b"not a tokenizer")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("magic") || e.contains("needs"), "{e}");
 }
 
@@ -153,7 +186,9 @@ fn hostile_sentencepiece_model() {
         let r = Tokenizer::from_sentencepiece_model(&good[..cut]);
         assert!(r.is_err(), "truncated model at {cut} accepted");
     }
-    let e = Tokenizer::from_sentencepiece_model(&good[..1000]).unwrap_err().to_string();
+    let e = Tokenizer::from_sentencepiece_model(&good[..1000])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("offset"), "{e}");
     for seed in 0..100 {
         let g = lcg(seed, 200);
@@ -173,7 +208,9 @@ fn hostile_sentencepiece_model() {
 fn hostile_hf_json() {
     let good = read("smollm2-bpe/tokenizer.json");
     for cut in [0, 1, 100, 10_000, good.len() / 2, good.len() - 2] {
-        let e = Tokenizer::from_hf_json(&good[..cut], None).unwrap_err().to_string();
+        let e = Tokenizer::from_hf_json(&good[..cut], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("JSON"), "{e}");
     }
     let cases: &[&[u8]] = &[
@@ -187,9 +224,15 @@ fn hostile_hf_json() {
         b"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"added_tokens\": [{\"id\": 4294967296, \"content\": \"x\"}]}",
     ];
     for c in cases {
-        assert!(Tokenizer::from_hf_json(c, None).is_err(), "{}", String::from_utf8_lossy(c));
+        assert!(
+            Tokenizer::from_hf_json(c, None).is_err(),
+            "{}",
+            String::from_utf8_lossy(c)
+        );
     }
-    let e = Tokenizer::from_hf_json(cases[2], None).unwrap_err().to_string();
+    let e = Tokenizer::from_hf_json(cases[2], None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Unigram"), "{e}");
     assert!(Tokenizer::from_hf_json(&good, Some(b"{oops")).is_err());
 }
@@ -219,7 +262,12 @@ fn gguf_parts_reproduce_fixtures() {
     let mut total = 0;
     for line in cases.lines() {
         let c: Value = serde_json::from_str(line).unwrap();
-        let want: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         let text = c["text"].as_str().unwrap();
         assert_eq!(g.encode(text, false), want, "{text:?}");
         assert_eq!(g.decode(&want, false), l.decode(&want, false));
@@ -240,7 +288,9 @@ fn gguf_parts_reproduce_fixtures() {
         .iter()
         .map(|m| format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap()))
         .collect();
-    let types: Vec<i32> = (0..tokens.len()).map(|i| if i <= 16 { 3 } else { 1 }).collect();
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|i| if i <= 16 { 3 } else { 1 })
+        .collect();
     let g = Tokenizer::from_gguf_parts(GgufTokenizerParts {
         model: "gpt2".into(),
         pre: Some("smollm".into()),
@@ -261,7 +311,12 @@ fn gguf_parts_reproduce_fixtures() {
     let mut total = 0;
     for line in cases.lines() {
         let c: Value = serde_json::from_str(line).unwrap();
-        let want: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         let text = c["text"].as_str().unwrap();
         assert_eq!(g.encode(text, true), want, "{text:?}");
         total += 1;

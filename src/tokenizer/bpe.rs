@@ -15,7 +15,8 @@ pub(crate) fn byte_to_char() -> [char; 256] {
     let mut t = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
         t[b as usize] = if printable {
             char::from_u32(b).unwrap_or('\0')
         } else {
@@ -63,17 +64,16 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
     let mut specials = Vec::new();
     for (i, (p, ty)) in t.pieces.iter().zip(&t.types).enumerate() {
         let id = i as u32;
-        match ty {
-            TokenType::Control | TokenType::UserDefined | TokenType::Unknown => {
-                if !p.is_empty() {
-                    specials.push(SpecialEntry {
-                        text: p.clone(),
-                        id,
-                        always: *ty == TokenType::UserDefined,
-                    });
-                }
-            }
-            _ => {}
+        if matches!(
+            ty,
+            TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+        ) && !p.is_empty()
+        {
+            specials.push(SpecialEntry {
+                text: p.clone(),
+                id,
+                always: *ty == TokenType::UserDefined,
+            });
         }
         if !p.is_empty() {
             piece_to_id.insert(p, id);
@@ -100,7 +100,9 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
         if let Some(&m) = t.merge_out.get(rank) {
             // Known from the serialized form; must still name a real token.
             if m as usize >= n {
-                return Err(TokenizerError::Invalid(format!("merge {rank} result {m} out of range")));
+                return Err(TokenizerError::Invalid(format!(
+                    "merge {rank} result {m} out of range"
+                )));
             }
             merges.entry((a, b)).or_insert((rank as u32, m));
             continue;
@@ -177,7 +179,13 @@ pub(crate) fn encode(
     mut cache: Option<&mut WordCache>,
     out: &mut Vec<u32>,
 ) {
-    let ignore_merges = matches!(t.kind, ModelKind::ByteLevel { ignore_merges: true, .. });
+    let ignore_merges = matches!(
+        t.kind,
+        ModelKind::ByteLevel {
+            ignore_merges: true,
+            ..
+        }
+    );
     pre.split(text, |word| {
         let w = word.as_bytes();
         if let Some(c) = cache.as_deref_mut() {
@@ -199,7 +207,13 @@ pub(crate) fn encode(
 }
 
 /// BPE over one pre-token's bytes.
-fn encode_word(t: &Tokenizer, w: &[u8], ignore_merges: bool, scratch: &mut Scratch, out: &mut Vec<u32>) {
+fn encode_word(
+    t: &Tokenizer,
+    w: &[u8],
+    ignore_merges: bool,
+    scratch: &mut Scratch,
+    out: &mut Vec<u32>,
+) {
     let d = &t.d;
     if ignore_merges {
         // The whole word as one vocabulary entry, in byte-level form.
@@ -260,7 +274,9 @@ fn encode_word(t: &Tokenizer, w: &[u8], ignore_merges: bool, scratch: &mut Scrat
         if syms[r].id != rid {
             continue;
         }
-        let Some(&(_, m)) = d.merges.get(&(lid, rid)) else { continue };
+        let Some(&(_, m)) = d.merges.get(&(lid, rid)) else {
+            continue;
+        };
         // Merge r into p.
         syms[p].id = m;
         let rn = syms[r].next;

@@ -67,14 +67,18 @@ impl State {
 
     /// Feeds one id; appends completed text to `out`.
     fn push(&mut self, t: &Tokenizer, id: u32, skip_special: bool, out: &mut String) {
-        let Some(&ty) = t.types.get(id as usize) else { return };
+        let Some(&ty) = t.types.get(id as usize) else {
+            return;
+        };
         let dec = t.d.decoded.get(id as usize);
         match t.kind {
             ModelKind::Spm(_) => {
                 if ty == TokenType::Control {
                     return; // invisible; does not end the "start of text" state
                 }
-                if ty == TokenType::Byte && t.d.byte_value.get(id as usize).copied().flatten().is_some() {
+                if ty == TokenType::Byte
+                    && t.d.byte_value.get(id as usize).copied().flatten().is_some()
+                {
                     self.pending.extend_from_slice(dec);
                     self.at_start = false;
                     drain_utf8(&mut self.pending, out, true, false);
@@ -112,7 +116,9 @@ pub(crate) fn decode(t: &Tokenizer, ids: &[u32], skip_special: bool) -> String {
     if let ModelKind::ByteLevel { .. } = t.kind {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
-            let Some(&ty) = t.types.get(id as usize) else { continue };
+            let Some(&ty) = t.types.get(id as usize) else {
+                continue;
+            };
             if skip_special && ty == TokenType::Control {
                 continue;
             }

@@ -30,7 +30,9 @@ pub struct GgufTokenizerParts {
 pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> {
     let n = p.tokens.len();
     if n == 0 {
-        return Err(TokenizerError::Invalid("GGUF tokenizer has no tokens".into()));
+        return Err(TokenizerError::Invalid(
+            "GGUF tokenizer has no tokens".into(),
+        ));
     }
     if let Some(s) = &p.scores {
         if s.len() != n {
@@ -108,9 +110,9 @@ pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> 
         }
         merge_list.reserve(merges.len());
         for (i, m) in merges.iter().enumerate() {
-            let (a, b) = m.split_once(' ').ok_or_else(|| {
-                TokenizerError::Invalid(format!("merge {i} {m:?} has no space"))
-            })?;
+            let (a, b) = m
+                .split_once(' ')
+                .ok_or_else(|| TokenizerError::Invalid(format!("merge {i} {m:?} has no space")))?;
             match (map.get(a.as_bytes()), map.get(b.as_bytes())) {
                 (Some(&x), Some(&y)) => merge_list.push((x, y)),
                 _ => {

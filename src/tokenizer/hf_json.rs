@@ -39,7 +39,12 @@ pub(crate) fn detect_pre(pre: &Value) -> Result<PreTokenizer, TokenizerError> {
     let mut split_pattern: Option<&str> = None;
     for it in &items {
         match ty(it) {
-            "Digits" => digits |= it.get("individual_digits").and_then(Value::as_bool).unwrap_or(false),
+            "Digits" => {
+                digits |= it
+                    .get("individual_digits")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            }
             "ByteLevel" => {
                 byte_level_regex |= it.get("use_regex").and_then(Value::as_bool).unwrap_or(true)
             }
@@ -63,10 +68,16 @@ pub(crate) fn detect_pre(pre: &Value) -> Result<PreTokenizer, TokenizerError> {
         if p.contains(r"\p{L}+|\p{N}|") {
             return Ok(PreTokenizer::Qwen2);
         }
-        return Err(TokenizerError::Unsupported(format!("Split pre-tokenizer pattern {p:?}")));
+        return Err(TokenizerError::Unsupported(format!(
+            "Split pre-tokenizer pattern {p:?}"
+        )));
     }
     if byte_level_regex {
-        return Ok(if digits { PreTokenizer::SmolLm } else { PreTokenizer::Gpt2 });
+        return Ok(if digits {
+            PreTokenizer::SmolLm
+        } else {
+            PreTokenizer::Gpt2
+        });
     }
     Err(TokenizerError::Unsupported(
         "byte-level tokenizer without a recognised pre-tokenizer (expected ByteLevel regex or a Split pattern)"
@@ -77,7 +88,8 @@ pub(crate) fn detect_pre(pre: &Value) -> Result<PreTokenizer, TokenizerError> {
 /// A token name from tokenizer_config (`"<s>"` or `{"content": "<s>", ...}`).
 fn token_name(v: Option<&Value>) -> Option<&str> {
     let v = v?;
-    v.as_str().or_else(|| v.get("content").and_then(Value::as_str))
+    v.as_str()
+        .or_else(|| v.get("content").and_then(Value::as_str))
 }
 
 fn post_processor_adds_special(v: &Value) -> bool {
@@ -87,7 +99,9 @@ fn post_processor_adds_special(v: &Value) -> bool {
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(post_processor_adds_special));
     };
-    single.first().is_some_and(|x| x.get("SpecialToken").is_some())
+    single
+        .first()
+        .is_some_and(|x| x.get("SpecialToken").is_some())
 }
 
 pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, TokenizerError> {
@@ -99,10 +113,14 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
         ),
         None => None,
     };
-    let model = v.get("model").ok_or_else(|| invalid("tokenizer.json has no \"model\""))?;
+    let model = v
+        .get("model")
+        .ok_or_else(|| invalid("tokenizer.json has no \"model\""))?;
     let mtype = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
     if mtype != "BPE" {
-        return Err(TokenizerError::Unsupported(format!("model type '{mtype}' (only BPE)")));
+        return Err(TokenizerError::Unsupported(format!(
+            "model type '{mtype}' (only BPE)"
+        )));
     }
     let vocab = model
         .get("vocab")
@@ -118,7 +136,10 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
         entries.push((id as u32, k.as_str(), None));
     }
     let empty = Vec::new();
-    let added = v.get("added_tokens").and_then(Value::as_array).unwrap_or(&empty);
+    let added = v
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     for a in added {
         let id = a
             .get("id")
@@ -136,7 +157,10 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
     if n == 0 {
         return Err(invalid("empty vocabulary"));
     }
-    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false);
+    let byte_fallback = model
+        .get("byte_fallback")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let null = Value::Null;
     let pre = v.get("pre_tokenizer").unwrap_or(&null);
     let norm = v.get("normalizer").unwrap_or(&null);
@@ -147,9 +171,9 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
     let metaspace = pre_items.iter().find(|p| ty(p) == "Metaspace");
     let spm_style = byte_fallback
         || metaspace.is_some()
-        || norm_items
-            .iter()
-            .any(|n| ty(n) == "Prepend" || (ty(n) == "Replace" && n.to_string().contains('\u{2581}')));
+        || norm_items.iter().any(|n| {
+            ty(n) == "Prepend" || (ty(n) == "Replace" && n.to_string().contains('\u{2581}'))
+        });
 
     let unk_name = model.get("unk_token").and_then(Value::as_str);
     let mut pieces: Vec<Box<[u8]>> = vec![Box::default(); n];
@@ -168,7 +192,10 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
                 }
             }
             None if Some(content) == unk_name => TokenType::Unknown,
-            None if spm_style && byte_fallback && parse_byte_piece(content.as_bytes()).is_some() => {
+            None if spm_style
+                && byte_fallback
+                && parse_byte_piece(content.as_bytes()).is_some() =>
+            {
                 TokenType::Byte
             }
             None => TokenType::Normal,
@@ -185,26 +212,35 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
         }
     }
 
-    let id_of = |name: &str| -> Option<u32> {
-        entries.iter().rev().find(|e| e.1 == name).map(|e| e.0)
-    };
+    let id_of =
+        |name: &str| -> Option<u32> { entries.iter().rev().find(|e| e.1 == name).map(|e| e.0) };
     let cfgv = cfg.as_ref();
     let get_cfg = |k: &str| cfgv.and_then(|c| c.get(k));
     let bos = token_name(get_cfg("bos_token")).and_then(id_of);
     let eos = token_name(get_cfg("eos_token")).and_then(id_of);
-    let unk = token_name(get_cfg("unk_token")).or(unk_name).and_then(id_of);
+    let unk = token_name(get_cfg("unk_token"))
+        .or(unk_name)
+        .and_then(id_of);
     let pad = token_name(get_cfg("pad_token")).and_then(id_of);
-    let add_bos = get_cfg("add_bos_token").and_then(Value::as_bool).unwrap_or_else(|| {
-        v.get("post_processor").is_some_and(post_processor_adds_special)
-    });
-    let add_eos = get_cfg("add_eos_token").and_then(Value::as_bool).unwrap_or(false);
+    let add_bos = get_cfg("add_bos_token")
+        .and_then(Value::as_bool)
+        .unwrap_or_else(|| {
+            v.get("post_processor")
+                .is_some_and(post_processor_adds_special)
+        });
+    let add_eos = get_cfg("add_eos_token")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
 
     let mut merge_list = Vec::new();
     let kind = if spm_style {
         let add_dummy_prefix = match metaspace {
             Some(m) => match m.get("prepend_scheme").and_then(Value::as_str) {
                 Some(s) => s != "never",
-                None => m.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true),
+                None => m
+                    .get("add_prefix_space")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
             },
             None => norm_items.iter().any(|n| ty(n) == "Prepend"),
         };
@@ -240,13 +276,18 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
                 _ => return Err(invalid(format!("merge {i} is neither \"a b\" nor [a, b]"))),
             };
             let (Some(&ia), Some(&ib)) = (map.get(a), map.get(b)) else {
-                return Err(invalid(format!("merge {i} ({a:?}, {b:?}) uses a token missing from the vocabulary")));
+                return Err(invalid(format!(
+                    "merge {i} ({a:?}, {b:?}) uses a token missing from the vocabulary"
+                )));
             };
             merge_list.push((ia, ib));
         }
         ModelKind::ByteLevel {
             pre,
-            ignore_merges: model.get("ignore_merges").and_then(Value::as_bool).unwrap_or(false),
+            ignore_merges: model
+                .get("ignore_merges")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         }
     };
     let tok = Tokenizer {

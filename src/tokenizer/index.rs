@@ -28,7 +28,8 @@ impl ByteTable {
         self.data.extend_from_slice(b);
         // Total sizes are bounded by the (in-memory) input, far below 4 GiB for
         // any real vocabulary; saturate rather than wrap for absurd inputs.
-        self.offs.push(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
+        self.offs
+            .push(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
     }
 
     #[inline]
@@ -159,6 +160,9 @@ mod tests {
         t.push(b"ab");
         t.push(b"");
         t.push(b"c");
-        assert_eq!((t.get(0), t.get(1), t.get(2), t.get(3)), (&b"ab"[..], &b""[..], &b"c"[..], &b""[..]));
+        assert_eq!(
+            (t.get(0), t.get(1), t.get(2), t.get(3)),
+            (&b"ab"[..], &b""[..], &b"c"[..], &b""[..])
+        );
     }
 }

@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 
 use index::{ByteTable, PieceIndex};
 
+pub use bpe::bytes_to_byte_level;
 pub use decode::StreamDecoder;
 pub use gguf_parts::GgufTokenizerParts;
 pub use pretokenize::PreTokenizer;
@@ -233,7 +234,10 @@ impl Tokenizer {
             .or_else(|| self.d.piece_to_id.get(piece))
             .or_else(|| {
                 // Added tokens that are not part of the merge vocabulary.
-                self.pieces.iter().position(|p| &p[..] == piece).map(|i| i as u32)
+                self.pieces
+                    .iter()
+                    .position(|p| &p[..] == piece)
+                    .map(|i| i as u32)
             })
     }
 

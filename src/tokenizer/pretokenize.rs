@@ -294,7 +294,10 @@ mod tests {
     fn gpt2_basic() {
         let p = PreTokenizer::Gpt2;
         assert_eq!(p.split_to_vec("Hello world"), ["Hello", " world"]);
-        assert_eq!(p.split_to_vec("I'm  here\n\n x"), ["I", "'m", " ", " here", "\n\n", " x"]);
+        assert_eq!(
+            p.split_to_vec("I'm  here\n\n x"),
+            ["I", "'m", " ", " here", "\n\n", " x"]
+        );
         assert_eq!(p.split_to_vec("a   "), ["a", "   "]);
         assert_eq!(p.split_to_vec("x 123!?"), ["x", " 123", "!?"]);
     }

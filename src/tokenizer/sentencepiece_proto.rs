@@ -21,7 +21,7 @@ struct Reader<'a> {
 
 enum Value<'a> {
     Varint(u64),
-    Fixed64(u64),
+    Fixed64,
     Bytes(&'a [u8], usize),
     Fixed32(u32),
 }
@@ -68,12 +68,11 @@ impl<'a> Reader<'a> {
         let v = match key & 7 {
             0 => Value::Varint(self.varint()?),
             1 => {
-                let s = self
-                    .buf
-                    .get(self.pos..self.pos + 8)
-                    .ok_or_else(|| err(self.at(), "truncated 64-bit field"))?;
+                if self.buf.len() - self.pos < 8 {
+                    return Err(err(self.at(), "truncated 64-bit field"));
+                }
                 self.pos += 8;
-                Value::Fixed64(u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+                Value::Fixed64
             }
             2 => {
                 let len_at = self.at();
@@ -163,7 +162,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<SpModel, TokenizerError> {
         }
     }
     if m.pieces.is_empty() {
-        return Err(err(bytes.len(), "no pieces found (not a sentencepiece model?)"));
+        return Err(err(
+            bytes.len(),
+            "no pieces found (not a sentencepiece model?)",
+        ));
     }
     if !seen_trainer {
         // Older models always carry a trainer spec; keep defaults but the model
@@ -268,7 +270,12 @@ pub(crate) fn build(bytes: &[u8]) -> Result<Tokenizer, TokenizerError> {
         scores.push(s);
         types.push(t);
     }
-    let unk = id(m.unk_id).or_else(|| types.iter().position(|t| *t == TokenType::Unknown).map(|i| i as u32));
+    let unk = id(m.unk_id).or_else(|| {
+        types
+            .iter()
+            .position(|t| *t == TokenType::Unknown)
+            .map(|i| i as u32)
+    });
     let tok = Tokenizer {
         kind: ModelKind::Spm(SpmConfig {
             add_dummy_prefix: m.add_dummy_prefix,

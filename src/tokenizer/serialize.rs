@@ -27,7 +27,8 @@ const F_ADD_EOS: u8 = 128;
 
 pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
     let piece_bytes: usize = t.pieces.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(64 + t.pieces.len() * 9 + piece_bytes + t.merge_list.len() * 12);
+    let mut out =
+        Vec::with_capacity(64 + t.pieces.len() * 9 + piece_bytes + t.merge_list.len() * 12);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     let mut flags = 0u8;
@@ -139,7 +140,9 @@ pub(crate) fn from_bytes(b: &[u8]) -> Result<Tokenizer, TokenizerError> {
     }
     let version = c.u32("version")?;
     if version != VERSION {
-        return Err(c.err(format!("unsupported version {version} (expected {VERSION})")));
+        return Err(c.err(format!(
+            "unsupported version {version} (expected {VERSION})"
+        )));
     }
     let h = c.take(4, "header")?;
     let (kind, pre, flags) = (h[0], h[1], h[2]);

@@ -55,10 +55,6 @@ impl SpecialMatcher {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.empty
-    }
-
     /// Longest entry matching at `text[i..]` (entries that are not `always`
     /// only when `parse_special`). Returns (id, byte length).
     #[inline]

@@ -76,11 +76,13 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
             }
         }
         match ty {
-            TokenType::Control | TokenType::Unknown if !p.is_empty() => specials.push(SpecialEntry {
-                text: p.clone(),
-                id,
-                always: false,
-            }),
+            TokenType::Control | TokenType::Unknown if !p.is_empty() => {
+                specials.push(SpecialEntry {
+                    text: p.clone(),
+                    id,
+                    always: false,
+                })
+            }
             TokenType::UserDefined if !p.is_empty() => user.push(SpecialEntry {
                 text: p.clone(),
                 id,
@@ -103,6 +105,9 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
     t.d.user_defined = SpecialMatcher::new(user);
     Ok(())
 }
+
+/// (start, len) of a merged unused piece -> its two halves.
+type RevMerge = FxHashMap<(u32, u32), ((u32, u32), (u32, u32))>;
 
 #[derive(Clone, Copy)]
 struct Symbol {
@@ -214,9 +219,7 @@ pub(crate) fn encode(
     let n = norm.len();
     loop {
         let boundary = i >= n
-            || (norm[i] == SPACE[0]
-                && norm[i..].starts_with(SPACE)
-                && !norm[..i].ends_with(SPACE));
+            || (norm[i] == SPACE[0] && norm[i..].starts_with(SPACE) && !norm[..i].ends_with(SPACE));
         if boundary {
             let chunk = &norm[start..i.min(n)];
             if use_cache && chunk.len() <= 64 {
@@ -264,11 +267,11 @@ fn encode_chunk(t: &Tokenizer, cfg: &SpmConfig, norm: &[u8], out: &mut Vec<u32>)
     }
 
     let mut agenda: BinaryHeap<Pair> = BinaryHeap::with_capacity(symbols.len());
-    let mut rev_merge: FxHashMap<(u32, u32), ((u32, u32), (u32, u32))> = FxHashMap::default();
+    let mut rev_merge: RevMerge = FxHashMap::default();
 
     let try_add = |symbols: &[Symbol],
                    agenda: &mut BinaryHeap<Pair>,
-                   rev_merge: &mut FxHashMap<(u32, u32), ((u32, u32), (u32, u32))>,
+                   rev_merge: &mut RevMerge,
                    left: i32,
                    right: i32| {
         if left < 0 || right < 0 {
@@ -291,15 +294,18 @@ fn encode_chunk(t: &Tokenizer, cfg: &SpmConfig, norm: &[u8], out: &mut Vec<u32>)
             size: size as u32,
         });
         if t.types[id as usize] == TokenType::Unused {
-            rev_merge.insert(
-                (l.start, size as u32),
-                ((l.start, l.len), (r.start, r.len)),
-            );
+            rev_merge.insert((l.start, size as u32), ((l.start, l.len), (r.start, r.len)));
         }
     };
 
     for i in 1..symbols.len() {
-        try_add(&symbols, &mut agenda, &mut rev_merge, i as i32 - 1, i as i32);
+        try_add(
+            &symbols,
+            &mut agenda,
+            &mut rev_merge,
+            i as i32 - 1,
+            i as i32,
+        );
     }
     while let Some(top) = agenda.pop() {
         let (l, r) = (top.left as usize, top.right as usize);
@@ -337,7 +343,7 @@ fn resegment(
     t: &Tokenizer,
     cfg: &SpmConfig,
     norm: &[u8],
-    rev_merge: &FxHashMap<(u32, u32), ((u32, u32), (u32, u32))>,
+    rev_merge: &RevMerge,
     (start, len): (u32, u32),
     out: &mut Vec<u32>,
     depth: u32,
