@@ -29,6 +29,8 @@ impl ChatMessage {
 pub enum ChatError {
     #[error("chat template does not compile{}: {msg}", line_suffix(*.line))]
     Syntax { msg: String, line: Option<usize> },
+    #[error("tokenizer_config.json: {0}")]
+    Config(String),
     #[error("chat template raised an exception: {0}")]
     Raised(String),
     #[error("chat template failed to render{}: {msg}", line_suffix(*.line))]
@@ -89,6 +91,36 @@ impl ChatTemplate {
                 line: e.line(),
             })?;
         Ok(ChatTemplate { env })
+    }
+
+    /// The template stored in a `tokenizer_config.json` (`chat_template` as a
+    /// string, or the entry named `default` of a list of `{name, template}`).
+    /// `Ok(None)` when the config has no template.
+    pub fn from_tokenizer_config(config_json: &[u8]) -> Result<Option<ChatTemplate>, ChatError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(config_json).map_err(|e| ChatError::Config(e.to_string()))?;
+        let src = match v.get("chat_template") {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(serde_json::Value::Array(list)) => {
+                let named = |n: &str| {
+                    list.iter()
+                        .find(|e| e.get("name").and_then(|x| x.as_str()) == Some(n))
+                };
+                match named("default").or_else(|| list.first()) {
+                    Some(e) => e.get("template").and_then(|t| t.as_str()).ok_or_else(|| {
+                        ChatError::Config("chat_template entry without a template string".into())
+                    })?,
+                    None => return Ok(None),
+                }
+            }
+            Some(_) => {
+                return Err(ChatError::Config(
+                    "chat_template is neither a string nor a list".into(),
+                ))
+            }
+        };
+        ChatTemplate::new(src).map(Some)
     }
 
     /// Renders a conversation. `add_generation_prompt` appends the assistant
@@ -267,6 +299,17 @@ pub(crate) fn strftime(fmt: &str, t: DateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_tokenizer_config() {
+        let cfg = br#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D{{ bos_token }}"}]}"#;
+        let t = ChatTemplate::from_tokenizer_config(cfg).unwrap().unwrap();
+        assert_eq!(t.render(&[], false, "<s>", "").unwrap(), "D<s>");
+        assert!(ChatTemplate::from_tokenizer_config(b"{}")
+            .unwrap()
+            .is_none());
+        assert!(ChatTemplate::from_tokenizer_config(b"{").is_err());
+    }
 
     #[test]
     fn civil_dates() {

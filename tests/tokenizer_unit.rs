@@ -344,3 +344,64 @@ fn long_inputs_are_fast_enough() {
     assert_eq!(l.decode(&ids, false), text);
     println!("100k x 'a' both tokenizers: {:?}", t0.elapsed());
 }
+
+/// A Llama-3.1-style template (written for this test) exercising `strftime_now`,
+/// `is defined`, `trim`, `namespace`, `tojson` and `raise_exception`.
+#[test]
+fn chat_template_llama3_style() {
+    use llq::chat::{ChatError, ChatMessage, ChatTemplate};
+    let src = r#"{{- bos_token }}
+{%- if not date_string is defined %}
+    {%- set date_string = strftime_now("%d %b %Y") %}
+{%- endif %}
+{%- set ns = namespace(system="") %}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set ns.system = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{{- ns.system + "<|eot_id|>" }}
+{%- for message in messages %}
+    {%- if message.role not in ['user', 'assistant'] %}
+        {{- raise_exception("Unexpected role: " + message.role) }}
+    {%- endif %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+{{- {"k": [1, 2]} | tojson }}"#;
+    let t = ChatTemplate::new(src).unwrap();
+    let msgs = [
+        ChatMessage::new("system", "  Be brief. "),
+        ChatMessage::new("user", "Hi\n"),
+    ];
+    let out = t
+        .render(&msgs, true, "<|begin_of_text|>", "<|eot_id|>")
+        .unwrap();
+    assert!(
+        out.starts_with(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nToday Date: "
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n{\"k\":[1,2]}")
+            || out.ends_with("{\"k\": [1, 2]}"),
+        "{out}"
+    );
+    let e = t
+        .render(&[ChatMessage::new("tool", "x")], false, "", "")
+        .unwrap_err();
+    assert!(
+        matches!(&e, ChatError::Raised(m) if m == "Unexpected role: tool"),
+        "{e}"
+    );
+}
