@@ -57,7 +57,7 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
     for (b, &c) in table.iter().enumerate() {
         inv[c as usize] = b as u16;
     }
-    let total: usize = t.pieces.iter().map(|p| p.len()).sum();
+    let total = t.pieces.total_bytes();
     let mut piece_to_id = PieceIndex::with_capacity(n, total);
     let mut decoded = ByteTable::with_capacity(n, total);
     let mut buf = Vec::new();
@@ -70,7 +70,7 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
         ) && !p.is_empty()
         {
             specials.push(SpecialEntry {
-                text: p.clone(),
+                text: p.into(),
                 id,
                 always: *ty == TokenType::UserDefined,
             });
@@ -92,11 +92,12 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
     merges.reserve(t.merge_list.len());
     let mut cat = Vec::new();
     for (rank, &(a, b)) in t.merge_list.iter().enumerate() {
-        let (Some(pa), Some(pb)) = (t.pieces.get(a as usize), t.pieces.get(b as usize)) else {
+        if a as usize >= n || b as usize >= n {
             return Err(TokenizerError::Invalid(format!(
                 "merge {rank} refers to id out of range ({a}, {b})"
             )));
-        };
+        }
+        let (pa, pb) = (t.pieces.get(a as usize), t.pieces.get(b as usize));
         if let Some(&m) = t.merge_out.get(rank) {
             // Known from the serialized form; must still name a real token.
             if m as usize >= n {

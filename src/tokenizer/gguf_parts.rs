@@ -1,5 +1,6 @@
 //! Building a tokenizer from GGUF `tokenizer.ggml.*` metadata.
 
+use super::index::ByteTable;
 use super::spm::parse_byte_piece;
 use super::{ModelKind, PreTokenizer, SpmConfig, TokenType, Tokenizer, TokenizerError};
 
@@ -84,7 +85,7 @@ pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> 
         Some(s) => s,
         None => (0..n).map(|i| -(i as f32)).collect(),
     };
-    let pieces: Vec<Box<[u8]>> = p.tokens.into_iter().map(Vec::into_boxed_slice).collect();
+    let pieces: ByteTable = p.tokens.iter().collect();
     let mut merge_list = Vec::new();
     let kind = if is_spm {
         ModelKind::Spm(SpmConfig {
@@ -106,7 +107,7 @@ pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> 
         })?;
         let mut map: rustc_hash::FxHashMap<&[u8], u32> = rustc_hash::FxHashMap::default();
         for (i, t) in pieces.iter().enumerate() {
-            map.entry(&t[..]).or_insert(i as u32);
+            map.entry(t).or_insert(i as u32);
         }
         merge_list.reserve(merges.len());
         for (i, m) in merges.iter().enumerate() {

@@ -292,7 +292,7 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
     };
     let tok = Tokenizer {
         kind,
-        pieces,
+        pieces: pieces.into_iter().collect(),
         scores,
         types,
         merge_list,

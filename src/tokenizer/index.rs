@@ -43,6 +43,24 @@ impl ByteTable {
     pub fn len(&self) -> usize {
         self.offs.len().saturating_sub(1)
     }
+
+    pub fn total_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+impl<T: AsRef<[u8]>> FromIterator<T> for ByteTable {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut t = ByteTable::with_capacity(0, 0);
+        for x in iter {
+            t.push(x.as_ref());
+        }
+        t
+    }
 }
 
 #[inline]

@@ -117,7 +117,7 @@ pub(crate) struct Derived {
 pub struct Tokenizer {
     pub(crate) kind: ModelKind,
     /// Raw piece bytes as stored by the model (SPM: with `▁`; BPE: byte-level string).
-    pub(crate) pieces: Vec<Box<[u8]>>,
+    pub(crate) pieces: ByteTable,
     pub(crate) scores: Vec<f32>,
     pub(crate) types: Vec<TokenType>,
     /// BPE merges in rank order, as (left id, right id).
@@ -223,7 +223,7 @@ impl Tokenizer {
     /// The raw piece bytes of a token (SPM: with `▁`, `<0x0A>`; BPE: byte-level
     /// string like `Ġworld`). Empty for an out-of-range id.
     pub fn token_piece(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map(|p| &p[..]).unwrap_or(&[])
+        self.pieces.get(id as usize)
     }
 
     /// The id of a piece given in its raw stored form, if present.
@@ -236,7 +236,7 @@ impl Tokenizer {
                 // Added tokens that are not part of the merge vocabulary.
                 self.pieces
                     .iter()
-                    .position(|p| &p[..] == piece)
+                    .position(|p| p == piece)
                     .map(|i| i as u32)
             })
     }
@@ -337,7 +337,7 @@ impl Tokenizer {
             }
         }
         for name in EOG_NAMES {
-            if let Some(i) = self.pieces.iter().position(|p| &p[..] == name.as_bytes()) {
+            if let Some(i) = self.pieces.iter().position(|p| p == name.as_bytes()) {
                 let i = i as u32;
                 // `</s>` counts only when it is a control token (it is EOS in SPM models).
                 if self.types[i as usize] == TokenType::Control && !self.eog.contains(&i) {

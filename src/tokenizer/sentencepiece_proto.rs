@@ -2,6 +2,7 @@
 //! (`ModelProto`): pieces, scores, types, and the trainer / normalizer flags
 //! the encoder needs.
 
+use super::index::ByteTable;
 use super::{ModelKind, SpmConfig, TokenType, Tokenizer, TokenizerError};
 
 fn err(offset: usize, msg: impl Into<String>) -> TokenizerError {
@@ -262,11 +263,11 @@ pub(crate) fn build(bytes: &[u8]) -> Result<Tokenizer, TokenizerError> {
     }
     let n = m.pieces.len() as i64;
     let id = |x: i64| (x >= 0 && x < n).then_some(x as u32);
-    let mut pieces = Vec::with_capacity(m.pieces.len());
+    let mut pieces = ByteTable::with_capacity(m.pieces.len(), 0);
     let mut scores = Vec::with_capacity(m.pieces.len());
     let mut types = Vec::with_capacity(m.pieces.len());
     for (p, s, t) in m.pieces {
-        pieces.push(p.into_boxed_slice());
+        pieces.push(&p);
         scores.push(s);
         types.push(t);
     }

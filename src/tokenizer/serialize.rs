@@ -10,6 +10,7 @@
 //! ```
 //! Every count and length is checked against the remaining input.
 
+use super::index::ByteTable;
 use super::{ModelKind, PreTokenizer, SpmConfig, TokenType, Tokenizer, TokenizerError};
 
 pub(crate) const MAGIC: &[u8; 8] = b"LLQTOK\0\0";
@@ -26,7 +27,7 @@ const F_ADD_BOS: u8 = 64;
 const F_ADD_EOS: u8 = 128;
 
 pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
-    let piece_bytes: usize = t.pieces.iter().map(|p| p.len()).sum();
+    let piece_bytes = t.pieces.total_bytes();
     let mut out =
         Vec::with_capacity(64 + t.pieces.len() * 9 + piece_bytes + t.merge_list.len() * 12);
     out.extend_from_slice(MAGIC);
@@ -73,10 +74,10 @@ pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
     for s in &t.scores {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    for p in &t.pieces {
+    for p in t.pieces.iter() {
         out.extend_from_slice(&(p.len() as u32).to_le_bytes());
     }
-    for p in &t.pieces {
+    for p in t.pieces.iter() {
         out.extend_from_slice(p);
     }
     out.extend_from_slice(&(t.merge_list.len() as u32).to_le_bytes());
@@ -186,10 +187,10 @@ pub(crate) fn from_bytes(b: &[u8]) -> Result<Tokenizer, TokenizerError> {
         .map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         .collect();
     let lens = c.take(n * 4, "piece lengths")?;
-    let mut pieces = Vec::with_capacity(n);
+    let mut pieces = ByteTable::with_capacity(n, b.len() - c.pos);
     for s in lens.chunks_exact(4) {
         let len = u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
-        pieces.push(c.take(len, "piece bytes")?.into());
+        pieces.push(c.take(len, "piece bytes")?);
     }
     let n_merges = c.count(12, "merge")?;
     let mut merge_list = Vec::with_capacity(n_merges);

@@ -40,7 +40,7 @@ pub(crate) fn unescape(p: &[u8], out: &mut Vec<u8>) {
 
 pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
     let n = t.pieces.len();
-    let total: usize = t.pieces.iter().map(|p| p.len()).sum();
+    let total = t.pieces.total_bytes();
     let mut piece_to_id = PieceIndex::with_capacity(n, total);
     let mut reserved = PieceIndex::with_capacity(16, 64);
     let mut byte_to_id = vec![u32::MAX; 256];
@@ -78,13 +78,13 @@ pub(crate) fn derive(t: &mut Tokenizer) -> Result<(), TokenizerError> {
         match ty {
             TokenType::Control | TokenType::Unknown if !p.is_empty() => {
                 specials.push(SpecialEntry {
-                    text: p.clone(),
+                    text: p.into(),
                     id,
                     always: false,
                 })
             }
             TokenType::UserDefined if !p.is_empty() => user.push(SpecialEntry {
-                text: p.clone(),
+                text: p.into(),
                 id,
                 always: true,
             }),
