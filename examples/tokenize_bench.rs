@@ -43,6 +43,23 @@ fn bench(name: &str, tok: &Tokenizer, text: &str, parse_special: bool) {
         n,
         best * 1e3
     );
+    // Line by line (many short calls), as the Python script also measures.
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        n = lines
+            .iter()
+            .map(|l| tok.encode(l, parse_special).len())
+            .sum();
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    println!(
+        "llq {name} per line: {:.2} MB/s ({} tokens, best of 3: {:.1} ms)",
+        text.len() as f64 / best / 1e6,
+        n,
+        best * 1e3
+    );
 }
 
 fn main() {

@@ -57,10 +57,15 @@ def main():
     hf = Tokenizer.from_file(os.path.join(FIX, "smollm2-bpe", "tokenizer.json"))
     t, ids = best_of(lambda: hf.encode(text, add_special_tokens=False).ids)
     print(f"HF tokenizers smollm2-bpe: {nbytes / t / 1e6:.2f} MB/s ({len(ids)} tokens, {t * 1e3:.1f} ms)")
+    lines = text.split("\n")
+    t, n = best_of(lambda: sum(len(hf.encode(l, add_special_tokens=False).ids) for l in lines), 3)
+    print(f"HF tokenizers smollm2-bpe per line: {nbytes / t / 1e6:.2f} MB/s ({n} tokens, {t * 1e3:.1f} ms)")
 
     sp = spm.SentencePieceProcessor(model_file=os.path.join(FIX, "llama2-spm", "tokenizer.model"))
     t, ids = best_of(lambda: sp.encode(text))
     print(f"sentencepiece llama2-spm: {nbytes / t / 1e6:.2f} MB/s ({len(ids)} tokens, {t * 1e3:.1f} ms)")
+    t, n = best_of(lambda: sum(len(sp.encode(l)) for l in lines), 3)
+    print(f"sentencepiece llama2-spm per line: {nbytes / t / 1e6:.2f} MB/s ({n} tokens, {t * 1e3:.1f} ms)")
 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
         f.write(text)
