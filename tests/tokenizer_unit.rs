@@ -405,3 +405,27 @@ fn chat_template_llama3_style() {
         "{e}"
     );
 }
+
+/// A tiny hand-made byte-level tokenizer.json with the Qwen2 split pattern and an
+/// NFC normalizer: "e" + U+0301 (decomposed) must encode like "é" (composed).
+#[test]
+fn nfc_normalizer_and_qwen2_pattern() {
+    let json = r#"{
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "1": 2, "2": 3, "Ã": 4, "©": 5, "Ã©": 6, "Ġ": 7, "e": 8, "Ì": 9, "ģ": 10},
+                "merges": ["Ã ©"]},
+      "normalizer": {"type": "NFC"},
+      "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]},
+      "added_tokens": [{"id": 11, "content": "<|endoftext|>", "special": true}]
+    }"#;
+    let t = Tokenizer::from_hf_json(json.as_bytes(), None).unwrap();
+    assert_eq!(t.pre_tokenizer(), Some(PreTokenizer::Qwen2));
+    assert_eq!(t.encode("\u{e9}", true), [6]);
+    assert_eq!(t.encode("e\u{301}", true), [6]);
+    assert_eq!(t.encode("12<|endoftext|>", true), [2, 3, 11]);
+    let back = Tokenizer::from_bytes(&t.to_bytes()).unwrap();
+    assert_eq!(back.encode("e\u{301}", true), [6]);
+    assert_eq!(t.decode(&[6, 11], false), "\u{e9}<|endoftext|>");
+    assert_eq!(t.decode(&[6, 11], true), "\u{e9}");
+}

@@ -126,6 +126,7 @@ pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> 
         ModelKind::ByteLevel {
             pre,
             ignore_merges: pre == PreTokenizer::Llama3,
+            nfc: false,
         }
     };
     let mut eog = Vec::new();

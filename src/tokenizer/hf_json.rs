@@ -253,6 +253,17 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
         })
     } else {
         let pre = detect_pre(pre)?;
+        let mut nfc = false;
+        for n in &norm_items {
+            match ty(n) {
+                "NFC" => nfc = true,
+                other => {
+                    return Err(TokenizerError::Unsupported(format!(
+                        "normalizer '{other}' in a byte-level tokenizer (only NFC is supported)"
+                    )))
+                }
+            }
+        }
         let merges = model
             .get("merges")
             .and_then(Value::as_array)
@@ -288,6 +299,7 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
                 .get("ignore_merges")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            nfc,
         }
     };
     let tok = Tokenizer {

@@ -86,6 +86,8 @@ pub(crate) enum ModelKind {
     ByteLevel {
         pre: PreTokenizer,
         ignore_merges: bool,
+        /// Apply Unicode NFC to text segments first (Qwen2's `NFC` normalizer).
+        nfc: bool,
     },
 }
 
@@ -193,9 +195,15 @@ impl Tokenizer {
                     ModelKind::Spm(cfg) => {
                         spm::encode(self, &cfg, s, prev_special, &mut out);
                     }
-                    ModelKind::ByteLevel { pre, .. } => {
+                    ModelKind::ByteLevel { pre, nfc, .. } => {
                         let cache = if use_cache { Some(&mut cache) } else { None };
-                        bpe::encode(self, pre, s, &mut scratch, cache, &mut out);
+                        if nfc && !unicode_normalization::is_nfc(s) {
+                            use unicode_normalization::UnicodeNormalization;
+                            let n: String = s.nfc().collect();
+                            bpe::encode(self, pre, &n, &mut scratch, None, &mut out);
+                        } else {
+                            bpe::encode(self, pre, s, &mut scratch, cache, &mut out);
+                        }
                     }
                 }
                 prev_special = false;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! magic "LLQTOK\0\0" | version u32 (=1)
-//! kind u8 (0 spm, 1 byte-level) | pre u8 | flags u8 | reserved u8
+//! kind u8 (0 spm, 1 byte-level) | pre u8 | flags u8 | flags2 u8 (bit 0: NFC)
 //! bos, eos, unk, pad: u32 each (u32::MAX = none)
 //! n_eog u32 | eog ids u32 * n_eog
 //! n_tokens u32 | types u8 * n | scores f32 * n | piece lengths u32 * n | piece bytes
@@ -25,6 +25,7 @@ const F_BYTE_FALLBACK: u8 = 16;
 const F_IGNORE_MERGES: u8 = 32;
 const F_ADD_BOS: u8 = 64;
 const F_ADD_EOS: u8 = 128;
+const F2_NFC: u8 = 1;
 
 pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
     let piece_bytes = t.pieces.total_bytes();
@@ -33,6 +34,7 @@ pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     let mut flags = 0u8;
+    let mut flags2 = 0u8;
     let (kind, pre) = match t.kind {
         ModelKind::Spm(c) => {
             for (on, f) in [
@@ -48,9 +50,16 @@ pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
             }
             (0u8, 0u8)
         }
-        ModelKind::ByteLevel { pre, ignore_merges } => {
+        ModelKind::ByteLevel {
+            pre,
+            ignore_merges,
+            nfc,
+        } => {
             if ignore_merges {
                 flags |= F_IGNORE_MERGES;
+            }
+            if nfc {
+                flags2 |= F2_NFC;
             }
             (1u8, pre.to_u8())
         }
@@ -61,7 +70,7 @@ pub(crate) fn to_bytes(t: &Tokenizer) -> Vec<u8> {
     if t.add_eos {
         flags |= F_ADD_EOS;
     }
-    out.extend_from_slice(&[kind, pre, flags, 0]);
+    out.extend_from_slice(&[kind, pre, flags, flags2]);
     for id in [t.bos, t.eos, t.unk, t.pad] {
         out.extend_from_slice(&id.unwrap_or(NONE).to_le_bytes());
     }
@@ -146,7 +155,10 @@ pub(crate) fn from_bytes(b: &[u8]) -> Result<Tokenizer, TokenizerError> {
         )));
     }
     let h = c.take(4, "header")?;
-    let (kind, pre, flags) = (h[0], h[1], h[2]);
+    let (kind, pre, flags, flags2) = (h[0], h[1], h[2], h[3]);
+    if flags2 & !F2_NFC != 0 {
+        return Err(c.err(format!("unknown flags {flags2:#x}")));
+    }
     let kind = match kind {
         0 => ModelKind::Spm(SpmConfig {
             add_dummy_prefix: flags & F_DUMMY != 0,
@@ -159,6 +171,7 @@ pub(crate) fn from_bytes(b: &[u8]) -> Result<Tokenizer, TokenizerError> {
             pre: PreTokenizer::from_u8(pre)
                 .ok_or_else(|| c.err(format!("unknown pre-tokenizer {pre}")))?,
             ignore_merges: flags & F_IGNORE_MERGES != 0,
+            nfc: flags2 & F2_NFC != 0,
         },
         k => return Err(c.err(format!("unknown model kind {k}"))),
     };
