@@ -429,3 +429,79 @@ fn nfc_normalizer_and_qwen2_pattern() {
     assert_eq!(t.decode(&[6, 11], false), "\u{e9}<|endoftext|>");
     assert_eq!(t.decode(&[6, 11], true), "\u{e9}");
 }
+
+/// A Llama-2-style HF tokenizer.json (BPE + byte_fallback + Metaspace), built
+/// here from tokenizer.model's vocabulary with a merge list ordered by the
+/// merged piece's score (as HF's converter writes it), reproduces sentencepiece.
+#[test]
+fn hf_json_spm_style_matches_sentencepiece() {
+    let l = llama2();
+    let mut vocab = serde_json::Map::new();
+    let mut ids = std::collections::HashMap::new();
+    for i in 0..l.vocab_size() as u32 {
+        let p = String::from_utf8(l.token_piece(i).to_vec()).unwrap();
+        vocab.insert(p.clone(), Value::from(i));
+        ids.insert(p, i);
+    }
+    let mut rules: Vec<(f32, u32, String)> = Vec::new();
+    for i in 0..l.vocab_size() as u32 {
+        if l.token_type(i) != Some(llq::tokenizer::TokenType::Normal) {
+            continue;
+        }
+        let p = String::from_utf8(l.token_piece(i).to_vec()).unwrap();
+        for (k, _) in p.char_indices().skip(1) {
+            let (a, b) = p.split_at(k);
+            if ids.contains_key(a) && ids.contains_key(b) {
+                rules.push((l.token_score(i).unwrap(), i, format!("{a} {b}")));
+            }
+        }
+    }
+    rules.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    let merges: Vec<Value> = rules.into_iter().map(|r| Value::from(r.2)).collect();
+    let json = serde_json::json!({
+        "added_tokens": [
+            {"id": 0, "content": "<unk>", "special": true},
+            {"id": 1, "content": "<s>", "special": true},
+            {"id": 2, "content": "</s>", "special": true}
+        ],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false},
+        "decoder": {"type": "Sequence", "decoders": []},
+        "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": true, "fuse_unk": true,
+                  "vocab": vocab, "merges": merges}
+    });
+    let cfg = br#"{"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true}"#;
+    let t = Tokenizer::from_hf_json(json.to_string().as_bytes(), Some(cfg)).unwrap();
+    assert!(!t.is_byte_level());
+    assert!(t.add_bos());
+    assert_eq!(
+        (t.bos_id(), t.eos_id(), t.unk_id()),
+        (Some(1), Some(2), Some(0))
+    );
+    let cases = String::from_utf8(read("llama2-spm/cases.jsonl")).unwrap();
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for line in cases.lines() {
+        let c: Value = serde_json::from_str(line).unwrap();
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let text = c["text"].as_str().unwrap();
+        if t.encode(text, false) != want {
+            failures.push(text.to_string());
+        }
+        total += 1;
+    }
+    println!(
+        "hf-json spm-style: {}/{total} cases passed",
+        total - failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+}

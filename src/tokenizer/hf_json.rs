@@ -233,6 +233,39 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
         .unwrap_or(false);
 
     let mut merge_list = Vec::new();
+    // Merge rules as (left id, right id), in rank order.
+    let mut map = rustc_hash::FxHashMap::default();
+    for &(id, content, special) in &entries {
+        if special.is_none() {
+            map.insert(content, id);
+        }
+    }
+    let no_merges = Vec::new();
+    let merges = match model.get("merges") {
+        Some(Value::Array(m)) => m,
+        None | Some(Value::Null) if spm_style => &no_merges,
+        _ => return Err(invalid("model.merges is missing or not an array")),
+    };
+    let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(merges.len());
+    for (i, m) in merges.iter().enumerate() {
+        let (a, b) = match m {
+            Value::String(s) => s
+                .split_once(' ')
+                .ok_or_else(|| invalid(format!("merge {i} {s:?} has no space")))?,
+            Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(invalid(format!("merge {i} is not a pair of strings"))),
+            },
+            _ => return Err(invalid(format!("merge {i} is neither \"a b\" nor [a, b]"))),
+        };
+        let (Some(&ia), Some(&ib)) = (map.get(a), map.get(b)) else {
+            return Err(invalid(format!(
+                "merge {i} ({a:?}, {b:?}) uses a token missing from the vocabulary"
+            )));
+        };
+        pairs.push((ia, ib));
+    }
+
     let kind = if spm_style {
         let add_dummy_prefix = match metaspace {
             Some(m) => match m.get("prepend_scheme").and_then(Value::as_str) {
@@ -244,6 +277,28 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
             },
             None => norm_items.iter().any(|n| ty(n) == "Prepend"),
         };
+        if !pairs.is_empty() {
+            // sentencepiece merges by piece score; tokenizer.json has none, but a
+            // converted merge list is ordered by the merged piece's score: the
+            // best rank producing a piece becomes its score. Pieces that no rule
+            // produces rank after all of them (by id).
+            let n_rules = pairs.len();
+            for &(id, _, special) in &entries {
+                if special.is_none() {
+                    scores[id as usize] = -((n_rules + id as usize) as f32);
+                }
+            }
+            let mut cat = Vec::new();
+            for (rank, &(a, b)) in pairs.iter().enumerate() {
+                cat.clear();
+                cat.extend_from_slice(&pieces[a as usize]);
+                cat.extend_from_slice(&pieces[b as usize]);
+                if let Some(&m) = std::str::from_utf8(&cat).ok().and_then(|c| map.get(c)) {
+                    let s = &mut scores[m as usize];
+                    *s = s.max(-(rank as f32));
+                }
+            }
+        }
         ModelKind::Spm(SpmConfig {
             add_dummy_prefix,
             remove_extra_whitespaces: false,
@@ -264,35 +319,7 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
                 }
             }
         }
-        let merges = model
-            .get("merges")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid("model.merges is missing or not an array"))?;
-        let mut map = rustc_hash::FxHashMap::default();
-        for &(id, content, special) in &entries {
-            if special.is_none() {
-                map.insert(content, id);
-            }
-        }
-        merge_list.reserve(merges.len());
-        for (i, m) in merges.iter().enumerate() {
-            let (a, b) = match m {
-                Value::String(s) => s
-                    .split_once(' ')
-                    .ok_or_else(|| invalid(format!("merge {i} {s:?} has no space")))?,
-                Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => return Err(invalid(format!("merge {i} is not a pair of strings"))),
-                },
-                _ => return Err(invalid(format!("merge {i} is neither \"a b\" nor [a, b]"))),
-            };
-            let (Some(&ia), Some(&ib)) = (map.get(a), map.get(b)) else {
-                return Err(invalid(format!(
-                    "merge {i} ({a:?}, {b:?}) uses a token missing from the vocabulary"
-                )));
-            };
-            merge_list.push((ia, ib));
-        }
+        merge_list = pairs;
         ModelKind::ByteLevel {
             pre,
             ignore_merges: model
