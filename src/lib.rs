@@ -2,8 +2,10 @@
 //!
 //! Data flows one way: [`convert`] reads a checkpoint (Hugging Face safetensors or
 //! [`gguf`]) and writes a `.llq` file ([`format`]); [`model::Model`] maps that file and runs
-//! the forward pass with the [`kernels`]; [`sample`] turns logits into tokens.
+//! the forward pass with the [`kernels`]; [`tokenizer`] turns text into ids and back,
+//! [`chat`] renders the model's chat template, and [`sample`] turns logits into tokens.
 
+pub mod chat;
 pub mod convert;
 pub mod error;
 pub mod format;
@@ -13,5 +15,6 @@ pub mod model;
 pub mod perplexity;
 pub mod quant;
 pub mod sample;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -1,0 +1,368 @@
+//! Hugging Face style chat templates (Jinja, rendered with `minijinja`).
+//!
+//! Like transformers, templates are compiled with `trim_blocks` and
+//! `lstrip_blocks`, loop controls, Python string/dict methods (`.strip()`,
+//! `.items()`, ...), and the helpers `raise_exception(msg)` and
+//! `strftime_now(fmt)`.
+
+use minijinja::{context, Environment, Error, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Errors from compiling or rendering a chat template.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("chat template does not compile{}: {msg}", line_suffix(*.line))]
+    Syntax { msg: String, line: Option<usize> },
+    #[error("tokenizer_config.json: {0}")]
+    Config(String),
+    #[error("chat template raised an exception: {0}")]
+    Raised(String),
+    #[error("chat template failed to render{}: {msg}", line_suffix(*.line))]
+    Render { msg: String, line: Option<usize> },
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(" (line {l})")).unwrap_or_default()
+}
+
+const RAISED_PREFIX: &str = "raise_exception: ";
+
+fn describe(e: &Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles a template source (e.g. `tokenizer_config.json`'s `chat_template`).
+    pub fn new(source: &str) -> Result<ChatTemplate, ChatError> {
+        let mut env = Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(|e| ChatError::Syntax {
+                    msg: describe(&e),
+                    line: None,
+                })?,
+        );
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+            Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{RAISED_PREFIX}{msg}"),
+            ))
+        });
+        env.add_function("strftime_now", |fmt: String| -> String {
+            strftime(&fmt, now_utc())
+        });
+        env.add_template_owned("chat_template", source.to_owned())
+            .map_err(|e| ChatError::Syntax {
+                msg: describe(&e),
+                line: e.line(),
+            })?;
+        Ok(ChatTemplate { env })
+    }
+
+    /// The template stored in a `tokenizer_config.json` (`chat_template` as a
+    /// string, or the entry named `default` of a list of `{name, template}`).
+    /// `Ok(None)` when the config has no template.
+    pub fn from_tokenizer_config(config_json: &[u8]) -> Result<Option<ChatTemplate>, ChatError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(config_json).map_err(|e| ChatError::Config(e.to_string()))?;
+        let src = match v.get("chat_template") {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(serde_json::Value::Array(list)) => {
+                let named = |n: &str| {
+                    list.iter()
+                        .find(|e| e.get("name").and_then(|x| x.as_str()) == Some(n))
+                };
+                match named("default").or_else(|| list.first()) {
+                    Some(e) => e.get("template").and_then(|t| t.as_str()).ok_or_else(|| {
+                        ChatError::Config("chat_template entry without a template string".into())
+                    })?,
+                    None => return Ok(None),
+                }
+            }
+            Some(_) => {
+                return Err(ChatError::Config(
+                    "chat_template is neither a string nor a list".into(),
+                ))
+            }
+        };
+        ChatTemplate::new(src).map(Some)
+    }
+
+    /// Renders a conversation. `add_generation_prompt` appends the assistant
+    /// header; `bos_token` / `eos_token` are exposed to the template.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ChatError> {
+        let tmpl = self
+            .env
+            .get_template("chat_template")
+            .map_err(|e| ChatError::Render {
+                msg: describe(&e),
+                line: e.line(),
+            })?;
+        tmpl.render(context! {
+            messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        })
+        .map_err(|e| {
+            // Find a raise_exception() anywhere in the error chain.
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = cur {
+                if let Some(me) = err.downcast_ref::<Error>() {
+                    if let Some(d) = me.detail() {
+                        if let Some(m) = d.strip_prefix(RAISED_PREFIX) {
+                            return ChatError::Raised(m.to_string());
+                        }
+                    }
+                }
+                cur = err.source();
+            }
+            ChatError::Render {
+                msg: describe(&e),
+                line: e.line(),
+            }
+        })
+    }
+}
+
+/// Broken-down UTC time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DateTime {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    /// 0 = Sunday.
+    pub weekday: u32,
+    /// 1-based day of the year.
+    pub yday: u32,
+}
+
+fn now_utc() -> DateTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    from_unix(secs)
+}
+
+/// Converts Unix seconds to a civil UTC date (proleptic Gregorian).
+pub(crate) fn from_unix(secs: i64) -> DateTime {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of a cycle year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    const CUM: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let yday = CUM[(month - 1) as usize] + day + u32::from(leap && month > 2);
+    DateTime {
+        year,
+        month,
+        day,
+        hour: (rem / 3600) as u32,
+        minute: (rem % 3600 / 60) as u32,
+        second: (rem % 60) as u32,
+        weekday: (days + 4).rem_euclid(7) as u32,
+        yday,
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+
+/// A subset of C `strftime` (the codes chat templates use).
+pub(crate) fn strftime(fmt: &str, t: DateTime) -> String {
+    let mut out = String::new();
+    let mut it = fmt.chars();
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(code) = it.next() else {
+            out.push('%');
+            break;
+        };
+        let month = MONTHS[(t.month - 1) as usize];
+        let day = DAYS[t.weekday as usize];
+        let h12 = if t.hour % 12 == 0 { 12 } else { t.hour % 12 };
+        let s = match code {
+            'Y' => t.year.to_string(),
+            'y' => format!("{:02}", t.year.rem_euclid(100)),
+            'm' => format!("{:02}", t.month),
+            'd' => format!("{:02}", t.day),
+            'e' => format!("{:>2}", t.day),
+            '-' => match it.next() {
+                Some('d') => t.day.to_string(),
+                Some('m') => t.month.to_string(),
+                Some('H') => t.hour.to_string(),
+                Some('I') => h12.to_string(),
+                Some(o) => format!("%-{o}"),
+                None => "%-".into(),
+            },
+            'H' => format!("{:02}", t.hour),
+            'I' => format!("{h12:02}"),
+            'M' => format!("{:02}", t.minute),
+            'S' => format!("{:02}", t.second),
+            'p' => (if t.hour < 12 { "AM" } else { "PM" }).into(),
+            'B' => month.into(),
+            'b' | 'h' => month[..3].into(),
+            'A' => day.into(),
+            'a' => day[..3].into(),
+            'j' => format!("{:03}", t.yday),
+            'w' => t.weekday.to_string(),
+            'F' => format!("{}-{:02}-{:02}", t.year, t.month, t.day),
+            'T' => format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second),
+            'Z' => "UTC".into(),
+            'z' => "+0000".into(),
+            '%' => "%".into(),
+            'n' => "\n".into(),
+            o => format!("%{o}"),
+        };
+        out.push_str(&s);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_tokenizer_config() {
+        let cfg = br#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D{{ bos_token }}"}]}"#;
+        let t = ChatTemplate::from_tokenizer_config(cfg).unwrap().unwrap();
+        assert_eq!(t.render(&[], false, "<s>", "").unwrap(), "D<s>");
+        assert!(ChatTemplate::from_tokenizer_config(b"{}")
+            .unwrap()
+            .is_none());
+        assert!(ChatTemplate::from_tokenizer_config(b"{").is_err());
+    }
+
+    #[test]
+    fn civil_dates() {
+        let t = from_unix(0);
+        assert_eq!(
+            (t.year, t.month, t.day, t.weekday, t.yday),
+            (1970, 1, 1, 4, 1)
+        );
+        // 2024-02-29 12:34:56 UTC (leap day, Thursday).
+        let t = from_unix(1_709_210_096);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second),
+            (2024, 2, 29, 12, 34, 56)
+        );
+        assert_eq!(t.weekday, 4);
+        assert_eq!(strftime("%d %b %Y", t), "29 Feb 2024");
+        assert_eq!(strftime("%A, %B %-d, %Y", t), "Thursday, February 29, 2024");
+        assert_eq!(strftime("%j", t), "060");
+    }
+
+    #[test]
+    fn raise_exception_is_an_error() {
+        let t =
+            ChatTemplate::new("{{ raise_exception('only user and assistant roles') }}").unwrap();
+        let e = t.render(&[], false, "", "").unwrap_err();
+        assert!(
+            matches!(&e, ChatError::Raised(m) if m == "only user and assistant roles"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = ChatTemplate::new("ok\n{% for x in %}").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("line 2"), "{s}");
+    }
+
+    #[test]
+    fn pycompat_and_loop_controls() {
+        let src = "{% for m in messages %}{% if m.role == 'skip' %}{% continue %}{% endif %}\
+                   [{{ m.content.strip() }}]{% endfor %}{{ bos_token }}{{ eos_token }}";
+        let t = ChatTemplate::new(src).unwrap();
+        let msgs = [
+            ChatMessage::new("user", "  hi  "),
+            ChatMessage::new("skip", "x"),
+            ChatMessage::new("assistant", "yo\n"),
+        ];
+        assert_eq!(
+            t.render(&msgs, false, "<s>", "</s>").unwrap(),
+            "[hi][yo]<s></s>"
+        );
+        let t = ChatTemplate::new("{{ strftime_now('%Y') | length }}").unwrap();
+        assert_eq!(t.render(&[], false, "", "").unwrap(), "4");
+    }
+}
