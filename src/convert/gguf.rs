@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::{keys, Value};
 use crate::gguf::GgufFile;
 use crate::model::{names, ModelConfig, RopeScaling};
+use crate::tokenizer::{GgufTokenizerParts, Tokenizer};
 
 pub struct GgufCheckpoint {
     path: PathBuf,
@@ -103,11 +104,41 @@ impl Checkpoint for GgufCheckpoint {
         if let Some(n) = self.file.get_str("general.name") {
             m.push((keys::NAME.to_string(), Value::Str(n.to_string())));
         }
+        if let Some(parts) = gguf_tokenizer_parts(&self.file) {
+            let tok = Tokenizer::from_gguf_parts(parts)
+                .map_err(|e| Error::invalid(&self.path, format!("tokenizer.ggml.*: {e}")))?;
+            m.push((keys::TOKENIZER.to_string(), Value::Bytes(tok.to_bytes())));
+        }
         if let Some(t) = self.file.get_str("tokenizer.chat_template") {
             m.push((keys::CHAT_TEMPLATE.to_string(), Value::Str(t.to_string())));
         }
         Ok(m)
     }
+}
+
+/// The tokenizer described by `tokenizer.ggml.*`, if the file has one.
+pub fn gguf_tokenizer_parts(f: &GgufFile) -> Option<GgufTokenizerParts> {
+    let model = f.get_str("tokenizer.ggml.model")?.to_string();
+    let tokens = f
+        .get_str_array("tokenizer.ggml.tokens")?
+        .iter()
+        .map(|t| t.as_bytes().to_vec())
+        .collect();
+    Some(GgufTokenizerParts {
+        model,
+        pre: f.get_str("tokenizer.ggml.pre").map(str::to_string),
+        tokens,
+        scores: f.get_f32_array("tokenizer.ggml.scores"),
+        token_types: f.get_i32_array("tokenizer.ggml.token_type"),
+        merges: f.get_str_array("tokenizer.ggml.merges").map(<[String]>::to_vec),
+        bos_id: f.get_u32("tokenizer.ggml.bos_token_id"),
+        eos_id: f.get_u32("tokenizer.ggml.eos_token_id"),
+        unk_id: f.get_u32("tokenizer.ggml.unknown_token_id"),
+        pad_id: f.get_u32("tokenizer.ggml.padding_token_id"),
+        eot_id: f.get_u32("tokenizer.ggml.eot_token_id"),
+        add_bos: f.get_bool("tokenizer.ggml.add_bos_token"),
+        add_eos: f.get_bool("tokenizer.ggml.add_eos_token"),
+    })
 }
 
 /// Undo llama.cpp's Q/K row permutation: within each head, GGUF row `2i + j` is Hugging

@@ -12,6 +12,7 @@ use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{keys, Value};
 use crate::model::{names, ModelConfig, RopeScaling};
+use crate::tokenizer::Tokenizer;
 
 struct Shard {
     path: PathBuf,
@@ -143,6 +144,9 @@ impl Checkpoint for HfCheckpoint {
         files.extend(self.shards.iter().map(|s| file_name(&s.path)));
 
         let mut template = None;
+        let mut tok_json = None;
+        let mut tok_config = None;
+        let mut tok_model = None;
         for (file, key) in [
             ("tokenizer.json", keys::TOKENIZER_JSON),
             ("tokenizer_config.json", keys::TOKENIZER_CONFIG_JSON),
@@ -151,12 +155,33 @@ impl Checkpoint for HfCheckpoint {
             let p = self.dir.join(file);
             if p.is_file() {
                 let bytes = read(&p)?;
-                if file == "tokenizer_config.json" {
-                    template = chat_template_from_config(&p, &bytes)?;
+                match file {
+                    "tokenizer_config.json" => {
+                        template = chat_template_from_config(&p, &bytes)?;
+                        tok_config = Some(bytes.clone());
+                    }
+                    "tokenizer.json" => tok_json = Some((p.clone(), bytes.clone())),
+                    _ => tok_model = Some((p.clone(), bytes.clone())),
                 }
                 m.push((key.to_string(), Value::Bytes(bytes)));
                 files.push(file.to_string());
             }
+        }
+        // The runtime's tokenizer, in llq's compact form (no JSON parsing at start-up).
+        // tokenizer.json wins over tokenizer.model, as in transformers' fast tokenizers.
+        let tok = match (&tok_json, &tok_model) {
+            (Some((p, json)), _) => Some(
+                Tokenizer::from_hf_json(json, tok_config.as_deref())
+                    .map_err(|e| Error::invalid(p, e.to_string()))?,
+            ),
+            (None, Some((p, model))) => Some(
+                Tokenizer::from_sentencepiece_model(model)
+                    .map_err(|e| Error::invalid(p, e.to_string()))?,
+            ),
+            _ => None,
+        };
+        if let Some(tok) = tok {
+            m.push((keys::TOKENIZER.to_string(), Value::Bytes(tok.to_bytes())));
         }
         let jinja = self.dir.join("chat_template.jinja");
         if jinja.is_file() {

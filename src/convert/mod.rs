@@ -5,7 +5,7 @@
 mod gguf;
 mod hf;
 
-pub use gguf::GgufCheckpoint;
+pub use gguf::{gguf_tokenizer_parts, GgufCheckpoint};
 pub use hf::HfCheckpoint;
 
 use std::path::Path;

@@ -11,7 +11,8 @@ pub use rope::Rope;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{LlqFile, TensorEntry};
+use crate::format::{keys, LlqFile, TensorEntry};
+use crate::tokenizer::Tokenizer;
 use crate::kernels::matmul::WeightView;
 use crate::quant::{blocks, DType};
 
@@ -46,6 +47,10 @@ pub struct Model {
     /// `output.weight`, or the token embedding when they are tied.
     pub output: TensorRef,
     pub rope: Rope,
+    /// The tokenizer stored in the file, if the checkpoint had one.
+    pub tokenizer: Option<Tokenizer>,
+    /// The model's own Jinja chat template, if it has one.
+    pub chat_template: Option<String>,
 }
 
 /// Canonical tensor names inside a `.llq` file.
@@ -144,6 +149,16 @@ impl Model {
             next()?
         };
         let rope = Rope::new(&config);
+        let tokenizer = match file.get_bytes(keys::TOKENIZER) {
+            None => None,
+            Some(b) => Some(Tokenizer::from_bytes(b).map_err(|e| {
+                Error::invalid(path, format!("metadata '{}': {e}", keys::TOKENIZER))
+            })?),
+        };
+        let chat_template = file
+            .get(keys::CHAT_TEMPLATE)
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         Ok(Model {
             file,
             config,
@@ -152,6 +167,18 @@ impl Model {
             output_norm,
             output,
             rope,
+            tokenizer,
+            chat_template,
+        })
+    }
+
+    /// The tokenizer, or an error naming the file when it has none.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::invalid(
+                self.file.path(),
+                "has no tokenizer (its checkpoint had no tokenizer.json / tokenizer.model); use --prompt-ids",
+            )
         })
     }
 
