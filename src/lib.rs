@@ -9,6 +9,7 @@ pub mod chat;
 pub mod convert;
 pub mod error;
 pub mod format;
+pub mod generate;
 pub mod gguf;
 pub mod kernels;
 pub mod model;

@@ -90,10 +90,59 @@ fn f32_perplexity_matches_golden() {
     let p = read_json(&fixtures().join("smollm2/perplexity.json"));
     let tokens = ids(&p["token_ids"]);
     let golden = p["ppl"].as_f64().unwrap();
-    let r = llq::perplexity::perplexity(model(DType::F32), &tokens, 256, |_, _| {}).unwrap();
+    let r = llq::perplexity::perplexity(model(DType::F32), &tokens, 256, |_, _, _| {}).unwrap();
     assert_eq!(r.n_windows, p["n_windows"].as_u64().unwrap() as usize);
     assert_eq!(r.n_scored, p["n_scored"].as_u64().unwrap() as usize);
     let rel = (r.ppl - golden).abs() / golden;
     eprintln!("PPL {:.4} vs golden {golden} (rel. diff {rel:.2e})", r.ppl);
     assert!(rel < 1e-3, "PPL {} vs golden {golden}", r.ppl);
+}
+
+/// Quantized conversions of the real model: KL divergence from the f32 goldens at every
+/// prompt's last position, top-1 agreement along the golden greedy continuations
+/// (teacher-forced), and perplexity.
+#[test]
+fn quantized_models_stay_close_to_f32() {
+    let exp = expected();
+    let p = read_json(&fixtures().join("smollm2/perplexity.json"));
+    let tokens = ids(&p["token_ids"]);
+    let golden_ppl = p["ppl"].as_f64().unwrap();
+    // (type, max mean KL, min top-1 agreement, max PPL ratio). Measured 2026-11-29: see
+    // the eprintln lines; bounds leave ~3× headroom on KL.
+    for (dtype, max_kl, min_agree, max_ppl_ratio) in [
+        (DType::F16, 1e-3, 0.99, 1.002),
+        (DType::Q8_0, 1e-2, 0.95, 1.01),
+        (DType::Q4_0, 0.15, 0.80, 1.10),
+    ] {
+        let m = model(dtype);
+        let vocab = m.config.vocab_size;
+        let (mut kl, mut agree, mut total) = (0.0, 0, 0);
+        let cases = exp["cases"].as_array().unwrap();
+        for case in cases {
+            let prompt = ids(&case["prompt_ids"]);
+            let want = ids(&case["greedy_new_ids"]);
+            let mut seq = prompt.clone();
+            seq.extend_from_slice(&want[..want.len() - 1]);
+            let logits = all_logits(m, &seq);
+            kl += kl_divergence(
+                &floats(&case["last_logits"]),
+                &logits[(prompt.len() - 1) * vocab..prompt.len() * vocab],
+            );
+            for (i, w) in want.iter().enumerate() {
+                let row = &logits[(prompt.len() - 1 + i) * vocab..][..vocab];
+                agree += (argmax(row) == *w) as usize;
+                total += 1;
+            }
+        }
+        let kl = kl / cases.len() as f64;
+        let rate = agree as f64 / total as f64;
+        let ppl = llq::perplexity::perplexity(m, &tokens, 256, |_, _, _| {}).unwrap().ppl;
+        eprintln!(
+            "SmolLM2 {}: mean KL {kl:.4e}, top-1 agreement {agree}/{total}, PPL {ppl:.4} (f32 {golden_ppl:.4})",
+            dtype.name()
+        );
+        assert!(kl <= max_kl, "{}: KL {kl}", dtype.name());
+        assert!(rate >= min_agree, "{}: agreement {rate}", dtype.name());
+        assert!(ppl / golden_ppl <= max_ppl_ratio, "{}: PPL {ppl}", dtype.name());
+    }
 }

@@ -1,8 +1,12 @@
 //! Subcommands of the `llq` binary.
 
+mod chat;
+mod common;
 mod convert;
 mod info;
+mod perplexity;
 mod run;
+mod tokenize;
 
 use clap::{Parser, Subcommand};
 use llq::Result;
@@ -27,6 +31,9 @@ enum Command {
     Convert(convert::Args),
     Info(info::Args),
     Run(run::Args),
+    Chat(chat::Args),
+    Tokenize(tokenize::Args),
+    Perplexity(perplexity::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -34,6 +41,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Convert(a) => convert::run(a),
         Command::Info(a) => info::run(a),
         Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
     }
 }
 

@@ -1,118 +1,150 @@
-//! `llq run`: evaluate a prompt and stream generated tokens.
+//! `llq run`: evaluate a prompt and stream what the model generates.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use llq::model::{Logits, Model, State};
-use llq::sample::{Sampler, SamplerParams};
+use llq::chat::{ChatMessage, ChatTemplate};
+use llq::generate::Session;
 use llq::{Error, Result};
 
-/// Generate tokens from a prompt. With --prompt-ids the generated ids are printed to
-/// stdout, space-separated, as they are produced.
+use super::common::{piece_text, read_text_file, stop_ids, ModelArgs, SamplingArgs};
+
+/// Generate text from a prompt, streamed to stdout as it is produced.
+///
+/// The prompt is text (-p or -f, tokenized with the model's tokenizer, BOS added when the
+/// model wants one) or raw token ids (--prompt-ids; the generated ids are then printed,
+/// space-separated). With --chat the text is sent as a user message through the model's
+/// chat template. Generation stops after -n tokens or at an end-of-generation token.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
-    #[arg(short, long)]
-    model: PathBuf,
-    /// Prompt as comma-separated token ids (no BOS is added).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Prompt text.
+    #[arg(short = 'p', long, conflicts_with_all = ["file", "prompt_ids"])]
+    prompt: Option<String>,
+    /// Read the prompt text from a file (UTF-8).
+    #[arg(short = 'f', long, conflicts_with = "prompt_ids")]
+    file: Option<PathBuf>,
+    /// Prompt as comma-separated token ids (used as is: no BOS is added).
+    #[arg(long, value_delimiter = ',')]
     prompt_ids: Vec<u32>,
     /// Number of tokens to generate.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
-    /// Context size in tokens (0 = the model's).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
-    ctx_size: usize,
-    /// Threads (0 = all cores).
-    #[arg(short = 't', long, default_value_t = 0)]
-    threads: usize,
-    /// Temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
-    temp: f32,
-    /// Keep only the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Drop tokens less likely than min_p × the most likely one (0 = off).
-    #[arg(long, default_value_t = 0.05)]
-    min_p: f32,
-    /// Penalty for tokens among the last --repeat-last-n (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    repeat_penalty: f32,
-    #[arg(long, default_value_t = 64)]
-    repeat_last_n: usize,
-    /// Random seed.
-    #[arg(short = 's', long, default_value_t = 0x5eed)]
-    seed: u64,
-    /// Stop at the model's end-of-sequence token.
+    /// Wrap the prompt in the model's chat template as a user message.
     #[arg(long)]
-    stop_at_eos: bool,
+    chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print special tokens (e.g. <|im_end|>) in the text output.
+    #[arg(long)]
+    special: bool,
+    /// Print the prompt's token ids to stderr before generating.
+    #[arg(long)]
+    verbose_prompt: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    super::init_threads(a.threads)?;
-    llq::kernels::select().map_err(Error::usage)?;
     let t0 = Instant::now();
-    let model = Model::open(&a.model)?;
-    let n_ctx = if a.ctx_size == 0 {
-        model.config.context_length
-    } else {
-        a.ctx_size
+    let model = a.model.load()?;
+    let text = match (&a.prompt, &a.file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(read_text_file(f)?),
+        (None, None) => None,
     };
-    if a.prompt_ids.len() + a.n_predict > n_ctx {
-        return Err(Error::usage(format!(
-            "prompt ({}) + tokens to generate ({}) exceed the context size {n_ctx} (set -c)",
-            a.prompt_ids.len(),
-            a.n_predict
-        )));
+    let ids_mode = text.is_none();
+    let prompt: Vec<u32> = match text {
+        None if a.prompt_ids.is_empty() => {
+            return Err(Error::usage("give a prompt: -p TEXT, -f FILE or --prompt-ids 1,2,3"))
+        }
+        None => a.prompt_ids.clone(),
+        Some(text) => {
+            let tok = model.tokenizer()?;
+            if a.chat {
+                let src = model.chat_template.as_deref().ok_or_else(|| {
+                    Error::invalid(&a.model.model, "has no chat template; drop --chat for plain completion")
+                })?;
+                let tpl = ChatTemplate::new(src).map_err(|e| Error::usage(format!("chat template: {e}")))?;
+                let mut msgs = Vec::new();
+                if let Some(s) = &a.system {
+                    msgs.push(ChatMessage::new("system", s));
+                }
+                msgs.push(ChatMessage::new("user", &text));
+                let rendered = tpl
+                    .render(&msgs, true, &piece_text(tok, tok.bos_id()), &piece_text(tok, tok.eos_id()))
+                    .map_err(|e| Error::usage(format!("chat template: {e}")))?;
+                tok.encode(&rendered, true)
+            } else {
+                let mut ids = Vec::new();
+                if tok.add_bos() {
+                    ids.extend(tok.bos_id());
+                }
+                ids.extend(tok.encode(&text, true));
+                ids
+            }
+        }
+    };
+    if a.verbose_prompt {
+        let s: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
+        eprintln!("llq: prompt ({} tokens): {}", prompt.len(), s.join(" "));
     }
-    let mut state = State::new(&model, n_ctx);
-    let mut sampler = Sampler::new(SamplerParams {
-        temp: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repeat_penalty: a.repeat_penalty,
-        repeat_last_n: a.repeat_last_n,
-        seed: a.seed,
-    });
-    a.prompt_ids.iter().for_each(|&t| sampler.accept(t));
+    let n_ctx = a.model.n_ctx(&model);
+    let mut session = Session::new(&model, n_ctx, a.sampling.params());
     let load = t0.elapsed();
 
     let t1 = Instant::now();
-    let mut next = sampler.sample(model.forward(&mut state, &a.prompt_ids, Logits::Last)?);
+    session.set_prompt(&prompt)?;
     let prompt_time = t1.elapsed();
-    let t2 = Instant::now();
+
+    let stops = stop_ids(&model);
+    let stop = |t: u32| !a.ignore_eos && stops.contains(&t);
     let mut out = std::io::stdout().lock();
-    let mut generated: usize = 0;
-    for i in 0..a.n_predict {
-        write!(out, "{}{next}", if i == 0 { "" } else { " " })
-            .map_err(|e| Error::io("stdout", e))?;
-        out.flush().map_err(|e| Error::io("stdout", e))?;
-        generated += 1;
-        sampler.accept(next);
-        if a.stop_at_eos && model.config.eos_ids.contains(&next) {
-            break;
+    let mut decoder = model.tokenizer.as_ref().map(|t| t.stream_decoder(!a.special));
+    let mut first = true;
+    let mut io_err = None;
+    let t2 = Instant::now();
+    let n = session.generate(a.n_predict, &stop, |t| {
+        let s = if ids_mode {
+            let s = format!("{}{t}", if first { "" } else { " " });
+            first = false;
+            s
+        } else if stop(t) {
+            String::new()
+        } else {
+            decoder.as_mut().map(|d| d.push(t)).unwrap_or_default()
+        };
+        if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+            io_err = Some(e);
+            return false;
         }
-        if i + 1 < a.n_predict {
-            next = sampler.sample(model.forward(&mut state, &[next], Logits::Last)?);
-        }
+        true
+    })?;
+    if let Some(e) = io_err {
+        return Err(Error::io("stdout", e));
+    }
+    let tail = decoder.map(|mut d| d.flush()).unwrap_or_default();
+    if !ids_mode {
+        out.write_all(tail.as_bytes()).map_err(|e| Error::io("stdout", e))?;
     }
     writeln!(out).map_err(|e| Error::io("stdout", e))?;
     let gen_time = t2.elapsed();
     eprintln!(
-        "llq: load {:.2?} | prompt {} tokens in {:.2?} ({:.1} tok/s) | generated {} tokens in {:.2?} ({:.1} tok/s) | kernels {}",
+        "llq: load {:.2?} | prompt {} tokens in {:.2?} ({:.1} tok/s) | generated {n} tokens in {:.2?} ({:.1} tok/s) | kernels {} | KV cache {:.1} MiB",
         load,
-        a.prompt_ids.len(),
+        prompt.len(),
         prompt_time,
-        a.prompt_ids.len() as f64 / prompt_time.as_secs_f64(),
-        generated,
+        prompt.len() as f64 / prompt_time.as_secs_f64(),
         gen_time,
-        generated.saturating_sub(1) as f64 / gen_time.as_secs_f64().max(1e-9),
-        llq::kernels::kernels().name
+        n as f64 / gen_time.as_secs_f64().max(1e-9),
+        llq::kernels::kernels().name,
+        session.kv_cache_bytes() as f64 / (1 << 20) as f64,
     );
     Ok(())
 }

@@ -76,6 +76,11 @@ impl State {
         self.pos = 0;
     }
 
+    /// Keep only the first `n` positions (later ones are overwritten by the next call).
+    pub fn truncate(&mut self, n: usize) {
+        self.pos = self.pos.min(n);
+    }
+
     /// Bytes held by the KV cache.
     pub fn cache_bytes(&self) -> usize {
         (self.k_cache.len() + self.v_cache.len()) * 4

@@ -1,0 +1,111 @@
+//! Flags and helpers shared by the subcommands that run a model.
+
+use std::path::{Path, PathBuf};
+
+use llq::model::Model;
+use llq::sample::SamplerParams;
+use llq::tokenizer::Tokenizer;
+use llq::{Error, Result};
+
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// The .llq model file.
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// Context size in tokens (0 = the model's trained context, capped at 4096).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
+    pub ctx_size: usize,
+    /// Threads (0 = one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ModelArgs {
+    /// Start the thread pool, check the kernel choice and map the model.
+    pub fn load(&self) -> Result<Model> {
+        super::init_threads(self.threads)?;
+        llq::kernels::select().map_err(Error::usage)?;
+        Model::open(&self.model)
+    }
+
+    pub fn n_ctx(&self, model: &Model) -> usize {
+        if self.ctx_size == 0 {
+            model.config.context_length.min(4096)
+        } else {
+            self.ctx_size
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy (always the most likely token).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min_p × the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Divide the logits of recently seen tokens by this (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens --repeat-penalty looks at.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed: the same seed, model and flags give the same output.
+    #[arg(short = 's', long, default_value_t = 0x5eed)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplerParams {
+        SamplerParams {
+            temp: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Read a text file byte for byte; invalid UTF-8 is an error naming the byte offset.
+pub fn read_text_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(
+            path,
+            format!(
+                "invalid UTF-8 at byte offset {}",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// The tokens that end generation: the tokenizer's end-of-generation ids plus the
+/// config's eos ids.
+pub fn stop_ids(model: &Model) -> Vec<u32> {
+    let mut ids = model.config.eos_ids.clone();
+    if let Some(t) = &model.tokenizer {
+        for &id in t.eog_ids() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+/// A token's text as a template variable (`bos_token`, `eos_token`).
+pub fn piece_text(tok: &Tokenizer, id: Option<u32>) -> String {
+    id.map(|i| String::from_utf8_lossy(tok.token_piece(i)).into_owned())
+        .unwrap_or_default()
+}

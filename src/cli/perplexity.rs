@@ -1,0 +1,91 @@
+//! `llq perplexity`: perplexity of a text file, and KL divergence against a base model.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use llq::perplexity::{kl_divergence_vs_base, perplexity, save_base_logits};
+use llq::{Error, Result};
+
+use super::common::read_text_file;
+
+/// Perplexity of a text: the text is tokenized without BOS, cut into non-overlapping
+/// windows of -c tokens (the trailing partial window is dropped), each window is evaluated
+/// from an empty cache, and every token but the first of each window is scored. The last
+/// stdout line is `PPL = <value>`.
+///
+/// KL divergence (like llama-perplexity --kl-divergence): first run the reference model
+/// with --kl-divergence-base FILE to save its log-probabilities, then run another model
+/// (e.g. a quantization of it) with --kl-divergence-base FILE --kl-divergence.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .llq model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// The text file (UTF-8).
+    #[arg(short = 'f', long)]
+    file: PathBuf,
+    /// Window size in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    ctx_size: usize,
+    /// Threads (0 = one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    /// Base log-probabilities file: written by this run, or read with --kl-divergence.
+    #[arg(long)]
+    kl_divergence_base: Option<PathBuf>,
+    /// Compare against --kl-divergence-base instead of writing it.
+    #[arg(long, requires = "kl_divergence_base")]
+    kl_divergence: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    super::init_threads(a.threads)?;
+    llq::kernels::select().map_err(Error::usage)?;
+    let model = llq::model::Model::open(&a.model)?;
+    let text = read_text_file(&a.file)?;
+    let tokens = model.tokenizer()?.encode(&text, false);
+    let n_windows = tokens.len() / a.ctx_size.max(1);
+    eprintln!(
+        "llq: {} tokens, {n_windows} windows of {} ({} trailing tokens dropped)",
+        tokens.len(),
+        a.ctx_size,
+        tokens.len() - n_windows * a.ctx_size
+    );
+    let bar = ProgressBar::new(n_windows as u64).with_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] window {pos}/{len} {msg} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let progress = |done: usize, _total: usize, ppl: f64| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("PPL {ppl:.4}"));
+    };
+    match (&a.kl_divergence_base, a.kl_divergence) {
+        (None, _) => {
+            let r = perplexity(&model, &tokens, a.ctx_size, progress)?;
+            bar.finish_and_clear();
+            println!("windows = {}, scored tokens = {}", r.n_windows, r.n_scored);
+            println!("mean NLL = {:.6}", r.mean_nll);
+            println!("PPL = {:.4}", r.ppl);
+        }
+        (Some(base), false) => {
+            let r = save_base_logits(&model, &tokens, a.ctx_size, base, progress)?;
+            bar.finish_and_clear();
+            eprintln!("llq: saved base log-probabilities to {}", base.display());
+            println!("PPL = {:.4}", r.ppl);
+        }
+        (Some(base), true) => {
+            let r = kl_divergence_vs_base(&model, &tokens, a.ctx_size, base, progress)?;
+            bar.finish_and_clear();
+            println!("scored tokens = {}", r.n_scored);
+            println!("base PPL = {:.4}", r.base_ppl);
+            println!("mean KL divergence = {:.6}", r.mean_kl);
+            println!("median KL divergence = {:.6}", r.median_kl);
+            println!("99th percentile KL divergence = {:.6}", r.p99_kl);
+            println!("max KL divergence = {:.6}", r.max_kl);
+            println!("top-1 agreement = {:.3}%", r.top1_agreement * 100.0);
+            println!("PPL = {:.4}", r.ppl);
+        }
+    }
+    Ok(())
+}
