@@ -140,22 +140,42 @@ fn idot(w: &[int8x16_t; 2], x: &[int8x16_t; 2]) -> int32x4_t {
 
 #[target_feature(enable = "neon")]
 fn dot_q8_neon(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    let mut acc = [vdupq_n_f32(0.0); 2];
-    for (i, (a, b)) in w.iter().zip(x).enumerate() {
+    let step = |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
         let s = vcvtq_f32_s32(idot(&load_q8(a), &load_q8(b)));
-        acc[i & 1] = vfmaq_n_f32(acc[i & 1], s, h2f(a.d) * h2f(b.d));
+        vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
+    };
+    // Two named accumulators (an indexed array would live in memory).
+    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
+    let (wt, xt) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        acc0 = step(acc0, &a[0], &b[0]);
+        acc1 = step(acc1, &a[1], &b[1]);
     }
-    vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+    for (a, b) in wt.iter().zip(xt) {
+        acc0 = step(acc0, a, b);
+    }
+    vaddvq_f32(vaddq_f32(acc0, acc1))
 }
 
 #[target_feature(enable = "neon")]
 fn dot_q4_neon(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    let mut acc = [vdupq_n_f32(0.0); 2];
-    for (i, (a, b)) in w.iter().zip(x).enumerate() {
+    let step = |acc, a: &BlockQ4_0, b: &BlockQ8_0| {
         let s = vcvtq_f32_s32(idot(&load_q4(a), &load_q8(b)));
-        acc[i & 1] = vfmaq_n_f32(acc[i & 1], s, h2f(a.d) * h2f(b.d));
+        vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
+    };
+    // Two named accumulators (an indexed array would live in memory).
+    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
+    let (wt, xt) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        acc0 = step(acc0, &a[0], &b[0]);
+        acc1 = step(acc1, &a[1], &b[1]);
     }
-    vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+    for (a, b) in wt.iter().zip(xt) {
+        acc0 = step(acc0, a, b);
+    }
+    vaddvq_f32(vaddq_f32(acc0, acc1))
 }
 
 #[target_feature(enable = "neon")]
