@@ -48,23 +48,40 @@ impl Weights {
         for r in 0..rows {
             quantize_row(dtype, &src, &mut bytes[r * rb..(r + 1) * rb]);
         }
-        Weights { store, len, dtype, rows, cols }
+        Weights {
+            store,
+            len,
+            dtype,
+            rows,
+            cols,
+        }
     }
     fn view(&self) -> WeightView<'_> {
         // SAFETY (bench setup): the u64 storage viewed as bytes.
-        let data = unsafe { std::slice::from_raw_parts(self.store.as_ptr().cast::<u8>(), self.len) };
-        WeightView { dtype: self.dtype, rows: self.rows, cols: self.cols, data }
+        let data =
+            unsafe { std::slice::from_raw_parts(self.store.as_ptr().cast::<u8>(), self.len) };
+        WeightView {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
     }
 }
 
 fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
 }
 
 /// `matmul` called outside any pool uses the global pool: make it one thread so the
 /// single-thread benchmarks run inline on the bench thread.
 fn single_thread_global_pool() {
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(1).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global();
     assert_eq!(rayon::current_num_threads(), 1);
 }
 
@@ -75,7 +92,9 @@ fn run(k: &Kernels, w: &WeightView, x: &[f32], n: usize, out: &mut [f32], s: &mu
 fn matvec(c: &mut Criterion) {
     single_thread_global_pool();
     let mut g = c.benchmark_group("matvec");
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
     for &(rows, cols) in SHAPES {
         for dtype in [DType::Q8_0, DType::Q4_0] {
             let w = Weights::new(dtype, rows, cols);
@@ -84,7 +103,10 @@ fn matvec(c: &mut Criterion) {
             let mut out = vec![0.0; rows];
             g.throughput(Throughput::Bytes(w.len as u64));
             for k in available() {
-                let id = BenchmarkId::new(format!("{}/{}", k.name, dtype.name()), format!("{rows}x{cols}"));
+                let id = BenchmarkId::new(
+                    format!("{}/{}", k.name, dtype.name()),
+                    format!("{rows}x{cols}"),
+                );
                 let mut s = MatmulScratch::default();
                 g.bench_function(id, |b| b.iter(|| run(k, &wv, &x, 1, &mut out, &mut s)));
             }
@@ -96,7 +118,9 @@ fn matvec(c: &mut Criterion) {
 fn gemm(c: &mut Criterion) {
     single_thread_global_pool();
     let mut g = c.benchmark_group("gemm128");
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
     let n = 128;
     for &(rows, cols) in &[(2048, 5632), (4096, 11008)] {
         for dtype in [DType::Q8_0, DType::Q4_0] {
@@ -109,7 +133,10 @@ fn gemm(c: &mut Criterion) {
                 if k.name == "scalar" && rows > 2048 {
                     continue;
                 }
-                let id = BenchmarkId::new(format!("{}/{}", k.name, dtype.name()), format!("{rows}x{cols}"));
+                let id = BenchmarkId::new(
+                    format!("{}/{}", k.name, dtype.name()),
+                    format!("{rows}x{cols}"),
+                );
                 let mut s = MatmulScratch::default();
                 g.bench_function(id, |b| b.iter(|| run(k, &wv, &x, n, &mut out, &mut s)));
             }
@@ -121,7 +148,9 @@ fn gemm(c: &mut Criterion) {
 fn threads(c: &mut Criterion) {
     let k = *available().last().unwrap();
     let mut g = c.benchmark_group("threads");
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
     for &(rows, cols) in &[(2048, 5632), (4096, 11008)] {
         let w = Weights::new(DType::Q8_0, rows, cols);
         let wv = w.view();
@@ -132,9 +161,14 @@ fn threads(c: &mut Criterion) {
                 let mut out = vec![0.0; n * rows];
                 let mut s = MatmulScratch::default();
                 g.throughput(Throughput::Bytes(w.len as u64));
-                let id = BenchmarkId::new(format!("{threads}/{}/q8_0/n{n}", k.name), format!("{rows}x{cols}"));
+                let id = BenchmarkId::new(
+                    format!("{threads}/{}/q8_0/n{n}", k.name),
+                    format!("{rows}x{cols}"),
+                );
                 // Called from outside the pool, as the forward pass does.
-                g.bench_function(id, |b| b.iter(|| p.install(|| run(k, &wv, &x, n, &mut out, &mut s))));
+                g.bench_function(id, |b| {
+                    b.iter(|| p.install(|| run(k, &wv, &x, n, &mut out, &mut s)))
+                });
             }
         }
     }
@@ -145,7 +179,9 @@ fn membw(c: &mut Criterion) {
     let n = (1usize << 30) / 8;
     let buf: Vec<u64> = (0..n as u64).collect();
     let mut g = c.benchmark_group("membw");
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Bytes((n * 8) as u64));
     g.bench_function("read_1GiB", |b| {
         b.iter(|| {

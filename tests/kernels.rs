@@ -58,7 +58,7 @@ fn q_val(rng: &mut Rng, v: Vals, i: usize) -> i8 {
         Vals::AllMin => -128,
         Vals::AllMax => 127,
         Vals::MinMax => {
-            if (i + rng.below(2) as usize) % 2 == 0 {
+            if (i + rng.below(2) as usize).is_multiple_of(2) {
                 -128
             } else {
                 127
@@ -81,7 +81,10 @@ fn scale(rng: &mut Rng) -> u16 {
 fn q8_blocks(rng: &mut Rng, n: usize, v: Vals, unit: bool) -> Vec<BlockQ8_0> {
     (0..n)
         .map(|_| {
-            let mut b = BlockQ8_0 { d: if unit { 0x3c00 } else { scale(rng) }, qs: [0; QK] };
+            let mut b = BlockQ8_0 {
+                d: if unit { 0x3c00 } else { scale(rng) },
+                qs: [0; QK],
+            };
             for (i, q) in b.qs.iter_mut().enumerate() {
                 *q = q_val(rng, v, i);
             }
@@ -93,7 +96,10 @@ fn q8_blocks(rng: &mut Rng, n: usize, v: Vals, unit: bool) -> Vec<BlockQ8_0> {
 fn q4_blocks(rng: &mut Rng, n: usize, unit: bool) -> Vec<BlockQ4_0> {
     (0..n)
         .map(|_| {
-            let mut b = BlockQ4_0 { d: if unit { 0x3c00 } else { scale(rng) }, qs: [0; QK / 2] };
+            let mut b = BlockQ4_0 {
+                d: if unit { 0x3c00 } else { scale(rng) },
+                qs: [0; QK / 2],
+            };
             for q in b.qs.iter_mut() {
                 *q = rng.next() as u8;
             }
@@ -111,7 +117,11 @@ fn abs_q8(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f64 {
     w.iter()
         .zip(x)
         .map(|(a, b)| {
-            let s: f64 = a.qs.iter().zip(&b.qs).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum();
+            let s: f64 =
+                a.qs.iter()
+                    .zip(&b.qs)
+                    .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                    .sum();
             (scale_f(a.d) * scale_f(b.d)).abs() * s
         })
         .sum()
@@ -167,21 +177,34 @@ fn scalar_is_first_and_names_are_unique() {
 
 #[test]
 fn llq_kernel_rejects_unknown_level() {
-    let e = select_from(Some("sse9000")).err().expect("unknown level must be rejected");
+    let e = select_from(Some("sse9000"))
+        .err()
+        .expect("unknown level must be rejected");
     assert!(e.contains("unknown") && e.contains("available"), "{e}");
-    assert!(e.contains("scalar"), "message should list available levels: {e}");
+    assert!(
+        e.contains("scalar"),
+        "message should list available levels: {e}"
+    );
     // A level this binary knows but this CPU lacks.
     let lacking = ["avx2", "avx512", "avx512vnni", "neon", "dotprod", "i8mm"]
         .into_iter()
         .find(|n| available().iter().all(|k| k.name != *n))
         .unwrap();
-    let e = select_from(Some(lacking)).err().expect("missing level must be rejected");
+    let e = select_from(Some(lacking))
+        .err()
+        .expect("missing level must be rejected");
     assert!(e.contains("cannot run") && e.contains("available"), "{e}");
     for k in available() {
         assert_eq!(select_from(Some(k.name)).unwrap().name, k.name);
     }
-    assert_eq!(select_from(None).unwrap().name, available().last().unwrap().name);
-    assert_eq!(select_from(Some("")).unwrap().name, available().last().unwrap().name);
+    assert_eq!(
+        select_from(None).unwrap().name,
+        available().last().unwrap().name
+    );
+    assert_eq!(
+        select_from(Some("")).unwrap().name,
+        available().last().unwrap().name
+    );
 }
 
 /// CI sets `LLQ_EXPECT_KERNEL` (e.g. under qemu with a given `-cpu`) to prove the right
@@ -205,7 +228,13 @@ fn dot_q8_0_matches_scalar() {
                 let x = q8_blocks(&mut rng, nb, Vals::Random, false);
                 let want = (scalar().dot_q8_0)(&w, &x);
                 let got = (k.dot_q8_0)(&w, &x);
-                check(k.name, &format!("dot_q8_0 nb={nb} {v:?}"), got, want, tol(nb, abs_q8(&w, &x)));
+                check(
+                    k.name,
+                    &format!("dot_q8_0 nb={nb} {v:?}"),
+                    got,
+                    want,
+                    tol(nb, abs_q8(&w, &x)),
+                );
             }
         }
     }
@@ -221,7 +250,13 @@ fn dot_q4_0_matches_scalar() {
                 let x = q8_blocks(&mut rng, nb, v, false);
                 let want = (scalar().dot_q4_0)(&w, &x);
                 let got = (k.dot_q4_0)(&w, &x);
-                check(k.name, &format!("dot_q4_0 nb={nb} {v:?}"), got, want, tol(nb, abs_q4(&w, &x)));
+                check(
+                    k.name,
+                    &format!("dot_q4_0 nb={nb} {v:?}"),
+                    got,
+                    want,
+                    tol(nb, abs_q4(&w, &x)),
+                );
             }
         }
     }
@@ -247,10 +282,20 @@ fn integer_parts_are_exact() {
                 let w = q8_blocks(&mut rng, nb, vw, true);
                 let x = q8_blocks(&mut rng, nb, vx, true);
                 let want = (scalar().dot_q8_0)(&w, &x);
-                assert_eq!((k.dot_q8_0)(&w, &x), want, "{}: dot_q8_0 nb={nb} {vw:?}×{vx:?}", k.name);
+                assert_eq!(
+                    (k.dot_q8_0)(&w, &x),
+                    want,
+                    "{}: dot_q8_0 nb={nb} {vw:?}×{vx:?}",
+                    k.name
+                );
                 let w4 = q4_blocks(&mut rng, nb, true);
                 let want = (scalar().dot_q4_0)(&w4, &x);
-                assert_eq!((k.dot_q4_0)(&w4, &x), want, "{}: dot_q4_0 nb={nb} {vx:?}", k.name);
+                assert_eq!(
+                    (k.dot_q4_0)(&w4, &x),
+                    want,
+                    "{}: dot_q4_0 nb={nb} {vx:?}",
+                    k.name
+                );
                 // Tiles: every output of a 3 × 2 tile.
                 let w3 = q8_blocks(&mut rng, 3 * nb, vw, true);
                 let x2 = q8_blocks(&mut rng, 2 * nb, vx, true);
@@ -272,7 +317,12 @@ fn integer_parts_are_exact() {
                 let mut x = q8_blocks(&mut rng, nb, Vals::Random, true);
                 w.iter_mut().for_each(|b| b.d = pick(&mut rng));
                 x.iter_mut().for_each(|b| b.d = pick(&mut rng));
-                assert_eq!((k.dot_q8_0)(&w, &x), (scalar().dot_q8_0)(&w, &x), "{}", k.name);
+                assert_eq!(
+                    (k.dot_q8_0)(&w, &x),
+                    (scalar().dot_q8_0)(&w, &x),
+                    "{}",
+                    k.name
+                );
             }
         }
     }
@@ -300,13 +350,29 @@ fn gemm_tiles_match_scalar() {
                         let (t, r) = (i / ldo, i % ldo);
                         let what = format!("tile {rows}×{toks} nb={nb} r={r} t={t}");
                         if r >= rows {
-                            assert!(got[i].is_nan() && got4[i].is_nan(), "{}: {what}: wrote padding", k.name);
+                            assert!(
+                                got[i].is_nan() && got4[i].is_nan(),
+                                "{}: {what}: wrote padding",
+                                k.name
+                            );
                             continue;
                         }
                         let (wr, xt) = (&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
-                        check(k.name, &format!("q8_0 {what}"), got[i], want[i], tol(nb, abs_q8(wr, xt)));
+                        check(
+                            k.name,
+                            &format!("q8_0 {what}"),
+                            got[i],
+                            want[i],
+                            tol(nb, abs_q8(wr, xt)),
+                        );
                         let wr4 = &w4[r * nb..(r + 1) * nb];
-                        check(k.name, &format!("q4_0 {what}"), got4[i], want4[i], tol(nb, abs_q4(wr4, xt)));
+                        check(
+                            k.name,
+                            &format!("q4_0 {what}"),
+                            got4[i],
+                            want4[i],
+                            tol(nb, abs_q4(wr4, xt)),
+                        );
                     }
                 }
             }
@@ -323,14 +389,33 @@ fn float_dots_match_scalar() {
             let w: Vec<f32> = (0..n).map(|_| rng.f() * 4.0).collect();
             let x: Vec<f32> = (0..n).map(|_| rng.f() * 4.0).collect();
             let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
-            let a: f64 = w.iter().zip(&x).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum();
+            let a: f64 = w
+                .iter()
+                .zip(&x)
+                .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                .sum();
             // Depth of a sequential sum of n terms.
             let t = n as f64 * f32::EPSILON as f64 * a + 1e-30;
-            check(k.name, &format!("dot_f32 n={n}"), (k.dot_f32)(&w, &x), (scalar().dot_f32)(&w, &x), t);
-            let ah: f64 =
-                wh.iter().zip(&x).map(|(p, q)| (p.to_f64() * *q as f64).abs()).sum();
+            check(
+                k.name,
+                &format!("dot_f32 n={n}"),
+                (k.dot_f32)(&w, &x),
+                (scalar().dot_f32)(&w, &x),
+                t,
+            );
+            let ah: f64 = wh
+                .iter()
+                .zip(&x)
+                .map(|(p, q)| (p.to_f64() * *q as f64).abs())
+                .sum();
             let t = n as f64 * f32::EPSILON as f64 * ah + 1e-30;
-            check(k.name, &format!("dot_f16 n={n}"), (k.dot_f16)(&wh, &x), (scalar().dot_f16)(&wh, &x), t);
+            check(
+                k.name,
+                &format!("dot_f16 n={n}"),
+                (k.dot_f16)(&wh, &x),
+                (scalar().dot_f16)(&wh, &x),
+                t,
+            );
         }
     }
 }
@@ -339,13 +424,31 @@ fn quant_inputs(rng: &mut Rng, n: usize, kind: usize) -> Vec<f32> {
     (0..n)
         .map(|i| match kind {
             0 => rng.f() * 3.0,
-            1 => rng.f() * 1e-40,               // subnormal: d may be 0 or id infinite
-            2 => rng.f() * 3e38,                // near f32::MAX
+            1 => rng.f() * 1e-40, // subnormal: d may be 0 or id infinite
+            2 => rng.f() * 3e38,  // near f32::MAX
             3 => 0.0,
             // Exact ties: amax = 127 → d = 1, id = 1, values k + 0.5.
-            4 => if i % 32 == 0 { 127.0 } else { (rng.below(254) as f32 - 127.0) + 0.5 },
-            5 => if i % 3 == 0 { -0.0 } else { rng.f() * 1e-3 },
-            6 => if i % 32 == 5 { -65504.0 * 127.0 } else { rng.f() * 1e6 }, // d ≈ f16 max
+            4 => {
+                if i % 32 == 0 {
+                    127.0
+                } else {
+                    (rng.below(254) as f32 - 127.0) + 0.5
+                }
+            }
+            5 => {
+                if i % 3 == 0 {
+                    -0.0
+                } else {
+                    rng.f() * 1e-3
+                }
+            }
+            6 => {
+                if i % 32 == 5 {
+                    -65504.0 * 127.0
+                } else {
+                    rng.f() * 1e6
+                }
+            } // d ≈ f16 max
             _ => (rng.f() * 40.0).exp() * 1e-12,
         })
         .collect()
@@ -363,7 +466,11 @@ fn quantize_q8_0_is_bit_identical() {
                 quantize_row_q8_0(&x, &mut want);
                 (k.quantize_q8_0)(&x, &mut got);
                 for (b, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(g, w, "{}: quantize_q8_0 nb={nb} kind={kind} block {b}", k.name);
+                    assert_eq!(
+                        g, w,
+                        "{}: quantize_q8_0 nb={nb} kind={kind} block {b}",
+                        k.name
+                    );
                 }
             }
         }
@@ -375,10 +482,17 @@ fn weight_bytes(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u1
     let bytes: Vec<u8> = match dtype {
         DType::Q8_0 => block_bytes(&q8_blocks(rng, rows * cols / QK, Vals::Random, false)).to_vec(),
         DType::Q4_0 => block_bytes(&q4_blocks(rng, rows * cols / QK, false)).to_vec(),
-        DType::F16 => (0..rows * cols).flat_map(|_| f16::from_f32(rng.f()).to_le_bytes()).collect(),
-        DType::F32 => (0..rows * cols).flat_map(|_| rng.f().to_le_bytes()).collect(),
+        DType::F16 => (0..rows * cols)
+            .flat_map(|_| f16::from_f32(rng.f()).to_le_bytes())
+            .collect(),
+        DType::F32 => (0..rows * cols)
+            .flat_map(|_| rng.f().to_le_bytes())
+            .collect(),
     };
-    bytes.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
+    bytes
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
 }
 
 #[test]
@@ -390,20 +504,40 @@ fn matmul_matches_scalar() {
             for rows in [1, 3, 17, 40] {
                 let store = weight_bytes(&mut rng, dtype, rows, cols);
                 // SAFETY (test): u16 storage viewed as its bytes.
-                let data = unsafe { std::slice::from_raw_parts(store.as_ptr().cast::<u8>(), store.len() * 2) };
-                let w = WeightView { dtype, rows, cols, data };
+                let data = unsafe {
+                    std::slice::from_raw_parts(store.as_ptr().cast::<u8>(), store.len() * 2)
+                };
+                let w = WeightView {
+                    dtype,
+                    rows,
+                    cols,
+                    data,
+                };
                 for n in [1, 2, 3, 5, 8, 20] {
                     let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
                     let mut want = vec![0.0; n * rows];
                     let mut got = vec![0.0; n * rows];
-                    matmul(scalar(), &w, &x, n, &mut want, &mut MatmulScratch::default());
+                    matmul(
+                        scalar(),
+                        &w,
+                        &x,
+                        n,
+                        &mut want,
+                        &mut MatmulScratch::default(),
+                    );
                     matmul(k, &w, &x, n, &mut got, &mut MatmulScratch::default());
                     // Generous bound: 3 blocks of 32, |w|,|x| ≤ 1 → A ≤ 96 (f32/f16); for
                     // the quantized types the integer sums are exact and only the order
                     // of a few scaled terms differs.
                     for i in 0..n * rows {
                         let t = 1e-5 * (1.0 + want[i].abs() as f64) * 96.0;
-                        check(k.name, &format!("matmul {dtype:?} rows={rows} n={n} i={i}"), got[i], want[i], t);
+                        check(
+                            k.name,
+                            &format!("matmul {dtype:?} rows={rows} n={n} i={i}"),
+                            got[i],
+                            want[i],
+                            t,
+                        );
                     }
                 }
             }

@@ -6,8 +6,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
 use llq::kernels::kernels;
+use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
 use llq::quant::{quantize_row, DType};
 
 struct Counting;
@@ -39,13 +39,19 @@ fn matmul_steady_state_does_not_allocate() {
     let (rows, cols) = (512, 256);
     let mut store = vec![0u16; rows * DType::Q8_0.row_bytes(cols).unwrap() / 2];
     // SAFETY (test): u16 storage viewed as bytes.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), store.len() * 2) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), store.len() * 2) };
     let src: Vec<f32> = (0..cols).map(|i| (i as f32).sin()).collect();
     let rb = DType::Q8_0.row_bytes(cols).unwrap();
     for r in 0..rows {
         quantize_row(DType::Q8_0, &src, &mut bytes[r * rb..(r + 1) * rb]);
     }
-    let w = WeightView { dtype: DType::Q8_0, rows, cols, data: bytes };
+    let w = WeightView {
+        dtype: DType::Q8_0,
+        rows,
+        cols,
+        data: bytes,
+    };
     let k = kernels();
     let x: Vec<f32> = (0..8 * cols).map(|i| (i as f32 * 0.1).cos()).collect();
     let mut out = vec![0.0; 8 * rows];
@@ -56,7 +62,10 @@ fn matmul_steady_state_does_not_allocate() {
         }
     };
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             run(&mut s);
             let before = ALLOCS.load(Ordering::Relaxed);
@@ -70,7 +79,10 @@ fn matmul_steady_state_does_not_allocate() {
             if threads == 1 {
                 assert_eq!(n, 0, "one thread, inside the pool: {n} allocations");
             }
-            assert!(n <= 150 / 16, "{threads} thread(s), inside the pool: {n} allocations");
+            assert!(
+                n <= 150 / 16,
+                "{threads} thread(s), inside the pool: {n} allocations"
+            );
         });
         // From outside the pool (as the forward pass calls it).
         pool.install(|| run(&mut s));
@@ -79,7 +91,12 @@ fn matmul_steady_state_does_not_allocate() {
             pool.install(|| run(&mut s));
         }
         let n = ALLOCS.load(Ordering::Relaxed) - before;
-        eprintln!("{threads} thread(s), 150 matmuls injected from outside the pool: {n} allocations");
-        assert!(n <= 150 / 16, "{threads} thread(s), outside the pool: {n} allocations");
+        eprintln!(
+            "{threads} thread(s), 150 matmuls injected from outside the pool: {n} allocations"
+        );
+        assert!(
+            n <= 150 / 16,
+            "{threads} thread(s), outside the pool: {n} allocations"
+        );
     }
 }

@@ -48,13 +48,25 @@ pub struct Kernels {
 pub type GemmFn<W> = fn(&[W], &[BlockQ8_0], usize, &mut [f32], usize);
 
 /// Check the arguments of a tile call and return `(rows, toks)`.
-pub(crate) fn tile_dims(wlen: usize, xlen: usize, nb: usize, olen: usize, ldo: usize) -> (usize, usize) {
+pub(crate) fn tile_dims(
+    wlen: usize,
+    xlen: usize,
+    nb: usize,
+    olen: usize,
+    ldo: usize,
+) -> (usize, usize) {
     assert!(nb > 0, "gemm tile: nb must be > 0");
-    assert!(wlen % nb == 0 && xlen % nb == 0, "gemm tile: lengths are not multiples of nb");
+    assert!(
+        wlen.is_multiple_of(nb) && xlen.is_multiple_of(nb),
+        "gemm tile: lengths are not multiples of nb"
+    );
     let (rows, toks) = (wlen / nb, xlen / nb);
     assert!(ldo >= rows, "gemm tile: ldo {ldo} < rows {rows}");
     if rows > 0 && toks > 0 {
-        assert!(olen >= (toks - 1) * ldo + rows, "gemm tile: output too short");
+        assert!(
+            olen >= (toks - 1) * ldo + rows,
+            "gemm tile: output too short"
+        );
     }
     (rows, toks)
 }

@@ -146,5 +146,19 @@ macro_rules! tile_mmla {
 
 tile_mmla!(tile_q8_mmla, BlockQ8_0, load_q8);
 tile_mmla!(tile_q4_mmla, BlockQ4_0, load_q4);
-gemm_driver!(gemm_q8_mmla, "neon,dotprod,i8mm", BlockQ8_0, tile_q8_mmla, 4, 4);
-gemm_driver!(gemm_q4_mmla, "neon,dotprod,i8mm", BlockQ4_0, tile_q4_mmla, 4, 4);
+gemm_driver!(
+    gemm_q8_mmla,
+    "neon,dotprod,i8mm",
+    BlockQ8_0,
+    tile_q8_mmla,
+    4,
+    4
+);
+gemm_driver!(
+    gemm_q4_mmla,
+    "neon,dotprod,i8mm",
+    BlockQ4_0,
+    tile_q4_mmla,
+    4,
+    4
+);

@@ -198,7 +198,10 @@ fn dot_f16_neon(w: &[f16], x: &[f32]) -> f32 {
             acc[2 * k + 1] = vfmaq_f32(acc[2 * k + 1], w1, x1);
         }
     }
-    let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+    let mut s = vaddvq_f32(vaddq_f32(
+        vaddq_f32(acc[0], acc[1]),
+        vaddq_f32(acc[2], acc[3]),
+    ));
     for i in n..w.len() {
         s += h2f(w[i].to_bits()) * x[i];
     }
@@ -217,7 +220,10 @@ fn dot_f32_neon(w: &[f32], x: &[f32]) -> f32 {
             *a = vfmaq_f32(*a, wv, xv);
         }
     }
-    let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+    let mut s = vaddvq_f32(vaddq_f32(
+        vaddq_f32(acc[0], acc[1]),
+        vaddq_f32(acc[2], acc[3]),
+    ));
     for i in n..w.len() {
         s += w[i] * x[i];
     }
@@ -232,7 +238,8 @@ fn dot_f32_neon(w: &[f32], x: &[f32]) -> f32 {
 fn quantize_q8_neon(src: &[f32], out: &mut [BlockQ8_0]) {
     for (x, b) in src.chunks_exact(QK).zip(out.iter_mut()) {
         // SAFETY: `x` has exactly 32 floats.
-        let v: [float32x4_t; 8] = std::array::from_fn(|k| unsafe { vld1q_f32(x.as_ptr().add(4 * k)) });
+        let v: [float32x4_t; 8] =
+            std::array::from_fn(|k| unsafe { vld1q_f32(x.as_ptr().add(4 * k)) });
         let mut m = vabsq_f32(v[0]);
         for vk in &v[1..] {
             m = vmaxnmq_f32(m, vabsq_f32(*vk));

@@ -230,8 +230,12 @@ fn dot_f32_avx2(w: &[f32], x: &[f32]) -> f32 {
         for (k, a) in acc.iter_mut().enumerate() {
             let o = i + 8 * k;
             // SAFETY: o + 8 <= n <= len of both slices; unaligned loads.
-            let (wv, xv) =
-                unsafe { (_mm256_loadu_ps(w.as_ptr().add(o)), _mm256_loadu_ps(x.as_ptr().add(o))) };
+            let (wv, xv) = unsafe {
+                (
+                    _mm256_loadu_ps(w.as_ptr().add(o)),
+                    _mm256_loadu_ps(x.as_ptr().add(o)),
+                )
+            };
             *a = _mm256_fmadd_ps(wv, xv, *a);
         }
     }
@@ -257,7 +261,10 @@ fn dot_f32_avx2(w: &[f32], x: &[f32]) -> f32 {
 fn round_sat_i8(y: __m256) -> __m256 {
     // NaN → 0 (x·id is NaN when x = 0 and id = inf).
     let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
-    let y = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
+    let y = _mm256_min_ps(
+        _mm256_max_ps(y, _mm256_set1_ps(-128.0)),
+        _mm256_set1_ps(127.0),
+    );
     let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
     let sign = _mm256_and_ps(y, _mm256_set1_ps(-0.0));
     // y - trunc(y) is exact, so this compares the true fraction with 1/2.
@@ -291,10 +298,12 @@ fn quantize_q8_0_avx2(src: &[f32], out: &mut [BlockQ8_0]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f2h(d);
         let idv = _mm256_set1_ps(id);
-        let q: [__m256i; 4] = std::array::from_fn(|k| {
-            _mm256_cvttps_epi32(round_sat_i8(_mm256_mul_ps(v[k], idv)))
-        });
-        let p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        let q: [__m256i; 4] =
+            std::array::from_fn(|k| _mm256_cvttps_epi32(round_sat_i8(_mm256_mul_ps(v[k], idv))));
+        let p = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
         let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         // SAFETY: `b.qs` is 32 writable bytes; unaligned store.
         unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), p) };

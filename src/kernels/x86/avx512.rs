@@ -168,8 +168,12 @@ fn dot_f32_512(w: &[f32], x: &[f32]) -> f32 {
         for (k, a) in acc.iter_mut().enumerate() {
             let o = i + 16 * k;
             // SAFETY: o + 16 <= n <= len of both slices; unaligned loads.
-            let (wv, xv) =
-                unsafe { (_mm512_loadu_ps(w.as_ptr().add(o)), _mm512_loadu_ps(x.as_ptr().add(o))) };
+            let (wv, xv) = unsafe {
+                (
+                    _mm512_loadu_ps(w.as_ptr().add(o)),
+                    _mm512_loadu_ps(x.as_ptr().add(o)),
+                )
+            };
             *a = _mm512_fmadd_ps(wv, xv, *a);
         }
     }
@@ -223,8 +227,22 @@ macro_rules! tile512 {
 
 tile512!(tile_q8_512, BlockQ8_0, w16_q8);
 tile512!(tile_q4_512, BlockQ4_0, w16_q4);
-gemm_driver!(gemm_q8_512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl", BlockQ8_0, tile_q8_512, 4, 4);
-gemm_driver!(gemm_q4_512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl", BlockQ4_0, tile_q4_512, 4, 4);
+gemm_driver!(
+    gemm_q8_512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+    BlockQ8_0,
+    tile_q8_512,
+    4,
+    4
+);
+gemm_driver!(
+    gemm_q4_512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+    BlockQ4_0,
+    tile_q4_512,
+    4,
+    4
+);
 
 // ---------------------------------------------------------------------------------------
 // avx512vnni: two blocks per zmm (the second may be a zero block at an odd tail).
@@ -234,7 +252,10 @@ gemm_driver!(gemm_q4_512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl", BlockQ4_0, 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn pair_ps(a: f32, b: f32) -> __m512 {
     let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a)));
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, _mm256_castps_pd(_mm256_set1_ps(b))))
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        lo,
+        _mm256_castps_pd(_mm256_set1_ps(b)),
+    ))
 }
 
 #[inline]
@@ -251,7 +272,10 @@ fn pair_q8(row: &[BlockQ8_0], b: usize) -> (__m512i, __m512) {
     let a = &row[b];
     match row.get(b + 1) {
         Some(c) => (join(load_q8(a), load_q8(c)), pair_ps(h2f(a.d), h2f(c.d))),
-        None => (join(load_q8(a), _mm256_setzero_si256()), pair_ps(h2f(a.d), 0.0)),
+        None => (
+            join(load_q8(a), _mm256_setzero_si256()),
+            pair_ps(h2f(a.d), 0.0),
+        ),
     }
 }
 
@@ -270,7 +294,10 @@ fn pair_q4(row: &[BlockQ4_0], b: usize) -> (__m512i, __m512) {
     let v = _mm512_zextsi256_si512(_mm256_set_m128i(hi, lo));
     let idx = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
     let z = _mm512_permutex2var_epi64(v, idx, _mm512_srli_epi16::<4>(v));
-    (_mm512_and_si512(z, _mm512_set1_epi8(0x0f)), pair_ps(h2f(a.d), d1))
+    (
+        _mm512_and_si512(z, _mm512_set1_epi8(0x0f)),
+        pair_ps(h2f(a.d), d1),
+    )
 }
 
 /// Q8_0 weights → unsigned w + 128 (`vpdpbusd` wants u8 × s8).
