@@ -43,7 +43,29 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// Rows × tokens computed per call of a tile kernel when `n > 1` (the results go through a
+/// small stack buffer and are then scattered into `out`).
+const TILE_ROWS: usize = 16;
+const TILE_TOKS: usize = 16;
+
+/// Rows per parallel task: about 8 tasks per thread for load balance, at least 8 rows
+/// (the per-task overhead is ~1 µs), at most 256, and a multiple of [`TILE_ROWS`] when the
+/// tile kernels are used.
+pub fn chunk_rows(rows: usize, threads: usize, n: usize) -> usize {
+    let chunk = (rows / (threads.max(1) * 8)).clamp(8, 256);
+    if n > 1 {
+        chunk.next_multiple_of(TILE_ROWS)
+    } else {
+        chunk
+    }
+}
+
 /// `out[t * rows + r] = Σ_c W[r, c] · x[t * cols + c]` for `n` tokens.
+///
+/// One token (decode) streams every weight row once through the `dot_*` kernels; several
+/// tokens of a quantized matrix go through the `gemm_*_tile` kernels, which keep a few rows
+/// × a few tokens of accumulators in registers. Rows are split across the rayon pool; after
+/// the first call with a given `n` nothing is allocated (`scratch` keeps its capacity).
 pub fn matmul(
     k: &Kernels,
     w: &WeightView,
@@ -56,17 +78,20 @@ pub fn matmul(
     assert_eq!(x.len(), n * cols);
     assert_eq!(out.len(), n * rows);
     assert_eq!(w.data.len(), rows * w.row_bytes());
+    if rows == 0 || n == 0 {
+        return;
+    }
 
     let quantized = w.dtype.is_quantized();
+    let nb = cols / QK;
     if quantized {
-        let nb = cols / QK;
         scratch.xq.resize(n * nb, BlockQ8_0 { d: 0, qs: [0; QK] });
         for (xt, qt) in x.chunks_exact(cols).zip(scratch.xq.chunks_exact_mut(nb)) {
             (k.quantize_q8_0)(xt, qt);
         }
     }
     let xq = &scratch.xq[..];
-    let nb = cols / QK;
+    let tiled = quantized && n > 1 && nb > 0;
 
     let dot_row = |r: usize, t: usize| -> f32 {
         let row = w.row(r);
@@ -79,17 +104,44 @@ pub fn matmul(
     };
 
     let threads = rayon::current_num_threads().max(1);
-    let chunk = (rows / (threads * 8)).clamp(8, 256);
+    let chunk = chunk_rows(rows, threads, n);
     let n_chunks = rows.div_ceil(chunk);
     let ptr = OutPtr(out.as_mut_ptr());
     let body = |c: usize| {
         let p = ptr;
-        for r in c * chunk..((c + 1) * chunk).min(rows) {
-            for t in 0..n {
-                let v = dot_row(r, t);
-                // SAFETY: t < n and r < rows, so the index is inside `out`; row r belongs
-                // to chunk c only, so no other task writes this element.
-                unsafe { *p.0.add(t * rows + r) = v };
+        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+        if tiled {
+            let mut buf = [0.0f32; TILE_ROWS * TILE_TOKS];
+            for rs in (r0..r1).step_by(TILE_ROWS) {
+                let re = (rs + TILE_ROWS).min(r1);
+                let rb = re - rs;
+                for ts in (0..n).step_by(TILE_TOKS) {
+                    let te = (ts + TILE_TOKS).min(n);
+                    let xs = &xq[ts * nb..te * nb];
+                    let wb = &w.data[rs * w.row_bytes()..re * w.row_bytes()];
+                    match w.dtype {
+                        DType::Q8_0 => (k.gemm_q8_0_tile)(blocks(wb), xs, nb, &mut buf, rb),
+                        DType::Q4_0 => (k.gemm_q4_0_tile)(blocks(wb), xs, nb, &mut buf, rb),
+                        DType::F32 | DType::F16 => unreachable!("tiles are for quantized weights"),
+                    }
+                    for t in ts..te {
+                        for r in rs..re {
+                            let v = buf[(t - ts) * rb + (r - rs)];
+                            // SAFETY: t < n and r < rows, so the index is inside `out`; row
+                            // r belongs to chunk c only, so no other task writes it.
+                            unsafe { *p.0.add(t * rows + r) = v };
+                        }
+                    }
+                }
+            }
+        } else {
+            for r in r0..r1 {
+                for t in 0..n {
+                    let v = dot_row(r, t);
+                    // SAFETY: t < n and r < rows, so the index is inside `out`; row r belongs
+                    // to chunk c only, so no other task writes this element.
+                    unsafe { *p.0.add(t * rows + r) = v };
+                }
             }
         }
     };

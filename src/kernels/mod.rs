@@ -1,14 +1,25 @@
 //! Dot-product kernels behind one table of function pointers, chosen once per process.
 //!
 //! Every kernel has a scalar reference in [`scalar`]; ISA-specific versions fill the same
-//! table and are tested against it. `LLQ_KERNEL=<name>` forces a level.
+//! table and are tested against it (`tests/kernels.rs`). A level is only listed by
+//! [`available`] after run-time feature detection confirmed that this CPU can execute it,
+//! which is what makes the safe table entries of the SIMD levels sound.
+//! `LLQ_KERNEL=<name>` forces a level.
 
+pub mod cpu;
 pub mod matmul;
 pub mod scalar;
+
+#[cfg(target_arch = "aarch64")]
+mod arm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use std::sync::OnceLock;
 
 use half::f16;
+
+pub use cpu::cpu_features;
 
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 
@@ -21,14 +32,66 @@ pub struct Kernels {
     pub dot_q4_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
-    /// Quantize activations to Q8_0 (the same math as the reference quantizer).
+    /// Quantize activations to Q8_0 (bit-identical to the reference quantizer).
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
+    /// Matrix × matrix tile: `w` holds `rows` weight rows of `nb` blocks each, `x` holds
+    /// `toks` activation rows of `nb` blocks each, and
+    /// `out[t * ldo + r] = dot_q8_0(w row r, x row t)` for every `r < rows`, `t < toks`.
+    /// Panics unless `nb > 0`, both lengths are multiples of `nb`, `ldo >= rows` and `out`
+    /// is long enough.
+    pub gemm_q8_0_tile: GemmFn<BlockQ8_0>,
+    /// As [`Kernels::gemm_q8_0_tile`] with Q4_0 weights.
+    pub gemm_q4_0_tile: GemmFn<BlockQ4_0>,
 }
 
-/// Every level compiled into this binary, scalar first.
-pub fn available() -> Vec<&'static Kernels> {
-    vec![&scalar::KERNELS]
+/// `fn(w, x, nb, out, ldo)`: see [`Kernels::gemm_q8_0_tile`].
+pub type GemmFn<W> = fn(&[W], &[BlockQ8_0], usize, &mut [f32], usize);
+
+/// Check the arguments of a tile call and return `(rows, toks)`.
+pub(crate) fn tile_dims(
+    wlen: usize,
+    xlen: usize,
+    nb: usize,
+    olen: usize,
+    ldo: usize,
+) -> (usize, usize) {
+    assert!(nb > 0, "gemm tile: nb must be > 0");
+    assert!(
+        wlen.is_multiple_of(nb) && xlen.is_multiple_of(nb),
+        "gemm tile: lengths are not multiples of nb"
+    );
+    let (rows, toks) = (wlen / nb, xlen / nb);
+    assert!(ldo >= rows, "gemm tile: ldo {ldo} < rows {rows}");
+    if rows > 0 && toks > 0 {
+        assert!(
+            olen >= (toks - 1) * ldo + rows,
+            "gemm tile: output too short"
+        );
+    }
+    (rows, toks)
 }
+
+/// Every level this binary can run on this CPU, scalar first, best last.
+pub fn available() -> Vec<&'static Kernels> {
+    #[allow(unused_mut)]
+    let mut v = vec![&scalar::KERNELS];
+    #[cfg(target_arch = "x86_64")]
+    x86::push_available(&mut v);
+    #[cfg(target_arch = "aarch64")]
+    arm::push_available(&mut v);
+    v
+}
+
+/// Every level name this binary knows about (whether or not this CPU can run it).
+pub const ALL_LEVELS: &[&str] = &[
+    "scalar",
+    "avx2",
+    "avx512",
+    "avx512vnni",
+    "neon",
+    "dotprod",
+    "i8mm",
+];
 
 static SELECTED: OnceLock<&'static Kernels> = OnceLock::new();
 
@@ -41,16 +104,73 @@ pub fn kernels() -> &'static Kernels {
 
 /// Choose the kernel level from `LLQ_KERNEL` or the CPU's features.
 pub fn select() -> Result<&'static Kernels, String> {
+    select_from(std::env::var("LLQ_KERNEL").ok().as_deref())
+}
+
+/// [`select`] with the value of `LLQ_KERNEL` given explicitly (`None` or empty: best).
+pub fn select_from(want: Option<&str>) -> Result<&'static Kernels, String> {
     let all = available();
-    match std::env::var("LLQ_KERNEL") {
-        Ok(want) if !want.is_empty() => {
-            all.iter().copied().find(|k| k.name == want).ok_or_else(|| {
-                format!(
-                    "LLQ_KERNEL={want}: not available on this CPU/binary (available: {})",
-                    all.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-                )
-            })
+    let names = || all.iter().map(|k| k.name).collect::<Vec<_>>().join(", ");
+    match want.map(str::trim) {
+        Some(want) if !want.is_empty() => {
+            let want = want.to_ascii_lowercase();
+            if let Some(k) = all.iter().copied().find(|k| k.name == want) {
+                Ok(k)
+            } else if ALL_LEVELS.contains(&want.as_str()) {
+                Err(format!(
+                    "LLQ_KERNEL={want}: this CPU cannot run that level (available here: {})",
+                    names()
+                ))
+            } else {
+                Err(format!(
+                    "LLQ_KERNEL={want}: unknown kernel level (known: {}; available here: {})",
+                    ALL_LEVELS.join(", "),
+                    names()
+                ))
+            }
         }
-        _ => Ok(*all.last().unwrap()),
+        _ => Ok(*all.last().expect("scalar is always available")),
     }
 }
+
+/// Generates a safe-signature tile driver `fn $name(w, x, nb, out, ldo)` compiled with the
+/// target features `$feat`. It covers the `rows × toks` output with `$tile::<R, C>` register
+/// tiles and 1-wide tiles for the remainders. `$tile` must be a `#[target_feature]`
+/// function with the signature `(w, x, nb, r0, t0, out, ldo)` writing
+/// `out[(t0 + j) * ldo + r0 + i]` for `i < R`, `j < C`.
+#[allow(unused_macros)]
+macro_rules! gemm_driver {
+    ($name:ident, $feat:literal, $W:ty, $tile:ident, $R:literal, $C:literal) => {
+        #[target_feature(enable = $feat)]
+        fn $name(w: &[$W], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+            let (rows, toks) = $crate::kernels::tile_dims(w.len(), x.len(), nb, out.len(), ldo);
+            let mut r = 0;
+            while r + $R <= rows {
+                let mut t = 0;
+                while t + $C <= toks {
+                    $tile::<$R, $C>(w, x, nb, r, t, out, ldo);
+                    t += $C;
+                }
+                while t < toks {
+                    $tile::<$R, 1>(w, x, nb, r, t, out, ldo);
+                    t += 1;
+                }
+                r += $R;
+            }
+            while r < rows {
+                let mut t = 0;
+                while t + $C <= toks {
+                    $tile::<1, $C>(w, x, nb, r, t, out, ldo);
+                    t += $C;
+                }
+                while t < toks {
+                    $tile::<1, 1>(w, x, nb, r, t, out, ldo);
+                    t += 1;
+                }
+                r += 1;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use gemm_driver;

@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::Kernels;
+use super::{tile_dims, Kernels};
 use crate::quant::{quantize_row_q8_0, BlockQ4_0, BlockQ8_0, QK};
 
 pub static KERNELS: Kernels = Kernels {
@@ -12,6 +12,8 @@ pub static KERNELS: Kernels = Kernels {
     dot_f16,
     dot_f32,
     quantize_q8_0: quantize_row_q8_0,
+    gemm_q8_0_tile,
+    gemm_q4_0_tile,
 };
 
 /// Per block: integer dot product of the int8 values, then one float multiply by both
@@ -52,4 +54,24 @@ pub fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
 pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
     w.iter().zip(x).map(|(a, b)| a * b).sum()
+}
+
+/// Reference tile: one [`dot_q8_0`] per output (see `Kernels::gemm_q8_0_tile`).
+pub fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+    let (rows, toks) = tile_dims(w.len(), x.len(), nb, out.len(), ldo);
+    for t in 0..toks {
+        for r in 0..rows {
+            out[t * ldo + r] = dot_q8_0(&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+        }
+    }
+}
+
+/// Reference tile: one [`dot_q4_0`] per output (see `Kernels::gemm_q4_0_tile`).
+pub fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+    let (rows, toks) = tile_dims(w.len(), x.len(), nb, out.len(), ldo);
+    for t in 0..toks {
+        for r in 0..rows {
+            out[t * ldo + r] = dot_q4_0(&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+        }
+    }
 }

@@ -1,0 +1,202 @@
+//! Kernel benchmarks (single thread unless named otherwise):
+//! * `matvec/<level>/<type>/<rows>x<cols>`: one token through `matmul`, throughput in
+//!   bytes of weights streamed (compare with `membw/read_1GiB`);
+//! * `gemm128/<level>/<type>/<rows>x<cols>`: 128 tokens, throughput in elements = ops
+//!   (2 per multiply-add), i.e. read "Gelem/s" as GOPS;
+//! * `threads/<n>/...`: the best level's matvec with a pool of n threads;
+//! * `membw/read_1GiB`: sum of a 1 GiB buffer, the machine's single-thread read bandwidth.
+//!
+//! Short measurement times keep a full run to a few minutes: `cargo bench --bench kernels`.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
+use llq::kernels::{available, Kernels};
+use llq::quant::{quantize_row, DType};
+
+const SHAPES: &[(usize, usize)] = &[(576, 1536), (2048, 5632), (5632, 2048), (4096, 11008)];
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Quantized weights in 64-byte aligned storage, as in a mapped file.
+struct Weights {
+    store: Vec<[u64; 8]>,
+    len: usize,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+}
+
+impl Weights {
+    fn new(dtype: DType, rows: usize, cols: usize) -> Weights {
+        let mut rng = Rng(0x1234_5678);
+        let rb = dtype.row_bytes(cols).unwrap();
+        let len = rows * rb;
+        let mut store = vec![[0u64; 8]; len.div_ceil(64)];
+        // SAFETY (bench setup): the u64 storage viewed as bytes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), len) };
+        let src: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
+        for r in 0..rows {
+            quantize_row(dtype, &src, &mut bytes[r * rb..(r + 1) * rb]);
+        }
+        Weights {
+            store,
+            len,
+            dtype,
+            rows,
+            cols,
+        }
+    }
+    fn view(&self) -> WeightView<'_> {
+        // SAFETY (bench setup): the u64 storage viewed as bytes.
+        let data =
+            unsafe { std::slice::from_raw_parts(self.store.as_ptr().cast::<u8>(), self.len) };
+        WeightView {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
+    }
+}
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+}
+
+/// `matmul` called outside any pool uses the global pool: make it one thread so the
+/// single-thread benchmarks run inline on the bench thread.
+fn single_thread_global_pool() {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global();
+    assert_eq!(rayon::current_num_threads(), 1);
+}
+
+fn run(k: &Kernels, w: &WeightView, x: &[f32], n: usize, out: &mut [f32], s: &mut MatmulScratch) {
+    matmul(k, w, x, n, out, s);
+}
+
+fn matvec(c: &mut Criterion) {
+    single_thread_global_pool();
+    let mut g = c.benchmark_group("matvec");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for &(rows, cols) in SHAPES {
+        for dtype in [DType::Q8_0, DType::Q4_0] {
+            let w = Weights::new(dtype, rows, cols);
+            let wv = w.view();
+            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.01).sin()).collect();
+            let mut out = vec![0.0; rows];
+            g.throughput(Throughput::Bytes(w.len as u64));
+            for k in available() {
+                let id = BenchmarkId::new(
+                    format!("{}/{}", k.name, dtype.name()),
+                    format!("{rows}x{cols}"),
+                );
+                let mut s = MatmulScratch::default();
+                g.bench_function(id, |b| b.iter(|| run(k, &wv, &x, 1, &mut out, &mut s)));
+            }
+        }
+    }
+    g.finish();
+}
+
+fn gemm(c: &mut Criterion) {
+    single_thread_global_pool();
+    let mut g = c.benchmark_group("gemm128");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let n = 128;
+    for &(rows, cols) in &[(2048, 5632), (4096, 11008)] {
+        for dtype in [DType::Q8_0, DType::Q4_0] {
+            let w = Weights::new(dtype, rows, cols);
+            let wv = w.view();
+            let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.01).sin()).collect();
+            let mut out = vec![0.0; n * rows];
+            g.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
+            for k in available() {
+                if k.name == "scalar" && rows > 2048 {
+                    continue;
+                }
+                let id = BenchmarkId::new(
+                    format!("{}/{}", k.name, dtype.name()),
+                    format!("{rows}x{cols}"),
+                );
+                let mut s = MatmulScratch::default();
+                g.bench_function(id, |b| b.iter(|| run(k, &wv, &x, n, &mut out, &mut s)));
+            }
+        }
+    }
+    g.finish();
+}
+
+fn threads(c: &mut Criterion) {
+    let k = *available().last().unwrap();
+    let mut g = c.benchmark_group("threads");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for &(rows, cols) in &[(2048, 5632), (4096, 11008)] {
+        let w = Weights::new(DType::Q8_0, rows, cols);
+        let wv = w.view();
+        for threads in [1, 2] {
+            let p = pool(threads);
+            for n in [1usize, 16] {
+                let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.01).sin()).collect();
+                let mut out = vec![0.0; n * rows];
+                let mut s = MatmulScratch::default();
+                g.throughput(Throughput::Bytes(w.len as u64));
+                let id = BenchmarkId::new(
+                    format!("{threads}/{}/q8_0/n{n}", k.name),
+                    format!("{rows}x{cols}"),
+                );
+                // Called from outside the pool, as the forward pass does.
+                g.bench_function(id, |b| {
+                    b.iter(|| p.install(|| run(k, &wv, &x, n, &mut out, &mut s)))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn membw(c: &mut Criterion) {
+    let n = (1usize << 30) / 8;
+    let buf: Vec<u64> = (0..n as u64).collect();
+    let mut g = c.benchmark_group("membw");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes((n * 8) as u64));
+    g.bench_function("read_1GiB", |b| {
+        b.iter(|| {
+            // Eight independent lanes so the adds vectorize and do not limit the loads.
+            let mut acc = [0u64; 8];
+            for c in buf.chunks_exact(8) {
+                for i in 0..8 {
+                    acc[i] = acc[i].wrapping_add(c[i]);
+                }
+            }
+            std::hint::black_box(acc)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, membw, matvec, gemm, threads);
+criterion_main!(benches);

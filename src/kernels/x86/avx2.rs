@@ -1,0 +1,385 @@
+//! AVX2 + FMA + F16C kernels.
+//!
+//! Integer parts are exact for every int8 value, including -128 × -128: Q8_0 products are
+//! formed by widening to i16 and `vpmaddwd` (no saturation possible), Q4_0 products by
+//! `vpmaddubsw` on the unsigned nibbles (at most 2·15·128 per pair, far from saturation)
+//! minus 8·Σx, which gives Σ(q-8)·x exactly.
+//!
+//! Every public function here is installed in [`KERNELS`], which `x86::push_available`
+//! only hands out after `is_x86_feature_detected!` confirmed avx2, fma and f16c.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::kernels::{gemm_driver, Kernels};
+use crate::quant::{BlockQ4_0, BlockQ8_0, QK};
+
+pub(crate) static KERNELS: Kernels = Kernels {
+    name: "avx2",
+    dot_q8_0,
+    dot_q4_0,
+    dot_f16,
+    dot_f32,
+    quantize_q8_0,
+    gemm_q8_0_tile,
+    gemm_q4_0_tile,
+};
+
+fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
+    unsafe { dot_q8_0_avx2(w, x) }
+}
+
+pub(super) fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
+    unsafe { dot_q4_0_avx2(w, x) }
+}
+
+pub(super) fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
+    unsafe { dot_f16_avx2(w, x) }
+}
+
+pub(super) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
+    unsafe { dot_f32_avx2(w, x) }
+}
+
+pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
+    assert_eq!(src.len(), out.len() * QK);
+    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
+    unsafe { quantize_q8_0_avx2(src, out) }
+}
+
+fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
+    unsafe { gemm_q8_avx2(w, x, nb, out, ldo) }
+}
+
+fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
+    unsafe { gemm_q4_avx2(w, x, nb, out, ldo) }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+/// f16 bits → f32 (F16C).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn h2f(h: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// The 32 int8 values of a Q8_0 block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_q8(b: &BlockQ8_0) -> __m256i {
+    // SAFETY: `b.qs` is 32 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
+}
+
+/// The 32 nibbles of a Q4_0 block as unsigned bytes 0..=15, in element order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_q4(b: &BlockQ4_0) -> __m256i {
+    // SAFETY: `b.qs` is 16 readable bytes; loadu has no alignment requirement.
+    let v = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+    let m = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(v, m);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), m);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Sign-extend 32 int8 to two vectors of 16 int16 (elements 0..16, 16..32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn widen(v: __m256i) -> [__m256i; 2] {
+    [
+        _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
+        _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(v)),
+    ]
+}
+
+/// Exact Σ w·x of two widened Q8_0 blocks, as 8 partial int32 sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn idot16(w: &[__m256i; 2], x: &[__m256i; 2]) -> __m256i {
+    _mm256_add_epi32(_mm256_madd_epi16(w[0], x[0]), _mm256_madd_epi16(w[1], x[1]))
+}
+
+/// `8·(x[2i] + x[2i+1])` as 16 int16: the offset correction of Q4_0 products.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn x8(x: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_set1_epi8(8), x)
+}
+
+/// Exact Σ (q-8)·x for unsigned nibbles `q` and int8 `x` (with `x8v = x8(x)`), as 8
+/// partial int32 sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn idot_q4(q: __m256i, x: __m256i, x8v: __m256i) -> __m256i {
+    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, x), x8v);
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+// ---------------------------------------------------------------------------------------
+// Matrix × vector.
+
+/// Both scales of a block pair converted with one `vcvtph2ps`, multiplied, broadcast.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn scale2(a: u16, b: u16) -> __m256 {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((a as u32 | (b as u32) << 16) as i32));
+    _mm256_broadcastss_ps(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn step_q8(acc: __m256, a: &BlockQ8_0, b: &BlockQ8_0) -> __m256 {
+    let s = idot16(&widen(load_q8(a)), &widen(load_q8(b)));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale2(a.d, b.d), acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn step_q4(acc: __m256, a: &BlockQ4_0, b: &BlockQ8_0) -> __m256 {
+    let xv = load_q8(b);
+    let s = idot_q4(load_q4(a), xv, x8(xv));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale2(a.d, b.d), acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_0_avx2(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    // Two named accumulators (not an indexed array, which would live in memory).
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
+    let (wt, xt) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        acc0 = step_q8(acc0, &a[0], &b[0]);
+        acc1 = step_q8(acc1, &a[1], &b[1]);
+    }
+    for (a, b) in wt.iter().zip(xt) {
+        acc0 = step_q8(acc0, a, b);
+    }
+    hsum(_mm256_add_ps(acc0, acc1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_0_avx2(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
+    let (wt, xt) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        acc0 = step_q4(acc0, &a[0], &b[0]);
+        acc1 = step_q4(acc1, &a[1], &b[1]);
+    }
+    for (a, b) in wt.iter().zip(xt) {
+        acc0 = step_q4(acc0, a, b);
+    }
+    hsum(_mm256_add_ps(acc0, acc1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_avx2(w: &[f16], x: &[f32]) -> f32 {
+    let n = w.len() / 32 * 32;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in (0..n).step_by(32) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            // SAFETY: o + 8 <= n <= len of both slices; unaligned loads.
+            let (wv, xv) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(o).cast())),
+                    _mm256_loadu_ps(x.as_ptr().add(o)),
+                )
+            };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+    }
+    let mut s = hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    for i in n..w.len() {
+        s += h2f(w[i].to_bits()) * x[i];
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32_avx2(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len() / 32 * 32;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in (0..n).step_by(32) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            // SAFETY: o + 8 <= n <= len of both slices; unaligned loads.
+            let (wv, xv) = unsafe {
+                (
+                    _mm256_loadu_ps(w.as_ptr().add(o)),
+                    _mm256_loadu_ps(x.as_ptr().add(o)),
+                )
+            };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+    }
+    let mut s = hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    for i in n..w.len() {
+        s += w[i] * x[i];
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Activation quantization, bit-identical to `quant::quantize_row_q8_0`:
+// d = max|x| / 127 (stored as f16, round to nearest even), id = 1/d (0 if d == 0),
+// q = (x·id).round() as i8 — round half away from zero, saturating, NaN → 0.
+
+/// Round half away from zero and saturate to [-128, 127] like `f32::round() as i8`,
+/// returning integral floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_sat_i8(y: __m256) -> __m256 {
+    // NaN → 0 (x·id is NaN when x = 0 and id = inf).
+    let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+    let y = _mm256_min_ps(
+        _mm256_max_ps(y, _mm256_set1_ps(-128.0)),
+        _mm256_set1_ps(127.0),
+    );
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+    let sign = _mm256_and_ps(y, _mm256_set1_ps(-0.0));
+    // y - trunc(y) is exact, so this compares the true fraction with 1/2.
+    let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(y, t));
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let one = _mm256_or_ps(_mm256_set1_ps(1.0), sign);
+    _mm256_add_ps(t, _mm256_and_ps(up, one))
+}
+
+/// f32 → f16 bits, round to nearest even (as `half::f16::from_f32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f2h(v: f32) -> u16 {
+    _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v))) as u16
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q8_0_avx2(src: &[f32], out: &mut [BlockQ8_0]) {
+    let abs_mask = _mm256_set1_ps(-0.0);
+    for (x, b) in src.chunks_exact(QK).zip(out.iter_mut()) {
+        // SAFETY: `x` has exactly 32 floats; unaligned loads.
+        let v: [__m256; 4] =
+            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) });
+        let a: [__m256; 4] = std::array::from_fn(|k| _mm256_andnot_ps(abs_mask, v[k]));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        let amax = _mm_cvtss_f32(m);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f2h(d);
+        let idv = _mm256_set1_ps(id);
+        let q: [__m256i; 4] =
+            std::array::from_fn(|k| _mm256_cvttps_epi32(round_sat_i8(_mm256_mul_ps(v[k], idv))));
+        let p = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `b.qs` is 32 writable bytes; unaligned store.
+        unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), p) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Matrix × matrix: R weight rows × C tokens of accumulators in registers, so every block
+// loaded (and widened) is used C (or R) times.
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q8<const R: usize, const C: usize>(
+    w: &[BlockQ8_0],
+    x: &[BlockQ8_0],
+    nb: usize,
+    r0: usize,
+    t0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let wr: [&[BlockQ8_0]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
+    let xr: [&[BlockQ8_0]; C] = std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    for b in 0..nb {
+        let wv: [[__m256i; 2]; R] = std::array::from_fn(|i| widen(load_q8(&wr[i][b])));
+        let dw: [__m256; R] = std::array::from_fn(|i| _mm256_set1_ps(h2f(wr[i][b].d)));
+        for j in 0..C {
+            let xv = widen(load_q8(&xr[j][b]));
+            let dx = _mm256_set1_ps(h2f(xr[j][b].d));
+            for i in 0..R {
+                let s = _mm256_cvtepi32_ps(idot16(&wv[i], &xv));
+                acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), acc[i][j]);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate() {
+            out[(t0 + j) * ldo + r0 + i] = hsum(*v);
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4<const R: usize, const C: usize>(
+    w: &[BlockQ4_0],
+    x: &[BlockQ8_0],
+    nb: usize,
+    r0: usize,
+    t0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let wr: [&[BlockQ4_0]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
+    let xr: [&[BlockQ8_0]; C] = std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    for b in 0..nb {
+        let wv: [__m256i; R] = std::array::from_fn(|i| load_q4(&wr[i][b]));
+        let dw: [__m256; R] = std::array::from_fn(|i| _mm256_set1_ps(h2f(wr[i][b].d)));
+        for j in 0..C {
+            let xv = load_q8(&xr[j][b]);
+            let xc = x8(xv);
+            let dx = _mm256_set1_ps(h2f(xr[j][b].d));
+            for i in 0..R {
+                let s = _mm256_cvtepi32_ps(idot_q4(wv[i], xv, xc));
+                acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), acc[i][j]);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate() {
+            out[(t0 + j) * ldo + r0 + i] = hsum(*v);
+        }
+    }
+}
+
+gemm_driver!(gemm_q8_avx2, "avx2,fma,f16c", BlockQ8_0, tile_q8, 2, 2);
+gemm_driver!(gemm_q4_avx2, "avx2,fma,f16c", BlockQ4_0, tile_q4, 2, 3);

@@ -1,0 +1,546 @@
+//! Every kernel of every level this CPU can run, against its scalar twin.
+//!
+//! Integer parts must be bit-exact; this is checked by running the kernels on blocks whose
+//! scales are all 1.0 (and, in one test, 0.5/1/2) with few enough blocks that every partial
+//! sum is an integer (or a quarter-integer) below 2^24: then *any* summation order is exact
+//! in f32, so the SIMD and scalar results must be equal to the last bit, and a single
+//! wrong integer product shows.
+//!
+//! With arbitrary scales the float summation order differs between levels. Each result is a
+//! sum of (at most nb · 32) exactly-computed integer partial sums, each times a scale
+//! product, added up in a tree of depth at most about nb + 40 (per-lane accumulation,
+//! horizontal reduction, one rounding for the scale product and one for the multiply).
+//! The classic bound for that is |computed − exact| ≤ γ_m · A with m the depth,
+//! γ_m ≈ m·u (u = ε/2) and A = Σ_b |d_w·d_x| · Σ_i |w_i·x_i|; two such results differ by
+//! at most 2γ_m · A ≈ m · ε · A, which is the tolerance used ([`tol`]).
+
+use half::f16;
+use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
+use llq::kernels::{available, select_from, Kernels};
+use llq::quant::{block_bytes, quantize_row_q8_0, BlockQ4_0, BlockQ8_0, DType, QK};
+
+/// SplitMix64: small, seeded, good enough for test data.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn i8(&mut self) -> i8 {
+        self.next() as i8
+    }
+}
+
+const BLOCK_COUNTS: &[usize] = &[1, 3, 7, 33, 127, 513];
+
+/// Which int8 values a block gets.
+#[derive(Clone, Copy, Debug)]
+enum Vals {
+    Random,
+    AllMin,
+    AllMax,
+    MinMax,
+}
+
+fn q_val(rng: &mut Rng, v: Vals, i: usize) -> i8 {
+    match v {
+        Vals::Random => rng.i8(),
+        Vals::AllMin => -128,
+        Vals::AllMax => 127,
+        Vals::MinMax => {
+            if (i + rng.below(2) as usize).is_multiple_of(2) {
+                -128
+            } else {
+                127
+            }
+        }
+    }
+}
+
+/// A random f16 scale: mostly ordinary, sometimes 0, f16::MAX, or the smallest subnormal.
+fn scale(rng: &mut Rng) -> u16 {
+    match rng.below(10) {
+        0 => 0,
+        1 => f16::MAX.to_bits(),
+        2 => 0x0001,                         // 2^-24, smallest subnormal
+        3 => f16::from_f32(-0.75).to_bits(), // negative scale
+        _ => f16::from_f32(rng.f() * 0.1).to_bits(),
+    }
+}
+
+fn q8_blocks(rng: &mut Rng, n: usize, v: Vals, unit: bool) -> Vec<BlockQ8_0> {
+    (0..n)
+        .map(|_| {
+            let mut b = BlockQ8_0 {
+                d: if unit { 0x3c00 } else { scale(rng) },
+                qs: [0; QK],
+            };
+            for (i, q) in b.qs.iter_mut().enumerate() {
+                *q = q_val(rng, v, i);
+            }
+            b
+        })
+        .collect()
+}
+
+fn q4_blocks(rng: &mut Rng, n: usize, unit: bool) -> Vec<BlockQ4_0> {
+    (0..n)
+        .map(|_| {
+            let mut b = BlockQ4_0 {
+                d: if unit { 0x3c00 } else { scale(rng) },
+                qs: [0; QK / 2],
+            };
+            for q in b.qs.iter_mut() {
+                *q = rng.next() as u8;
+            }
+            b
+        })
+        .collect()
+}
+
+fn scale_f(d: u16) -> f64 {
+    f16::from_bits(d).to_f64()
+}
+
+/// A = Σ_b |d_w·d_x| · Σ_i |w_i·x_i| for Q8_0 weights.
+fn abs_q8(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f64 {
+    w.iter()
+        .zip(x)
+        .map(|(a, b)| {
+            let s: f64 =
+                a.qs.iter()
+                    .zip(&b.qs)
+                    .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                    .sum();
+            (scale_f(a.d) * scale_f(b.d)).abs() * s
+        })
+        .sum()
+}
+
+fn abs_q4(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f64 {
+    w.iter()
+        .zip(x)
+        .map(|(a, b)| {
+            let mut s = 0.0f64;
+            for j in 0..QK / 2 {
+                let lo = (a.qs[j] & 15) as f64 - 8.0;
+                let hi = (a.qs[j] >> 4) as f64 - 8.0;
+                s += (lo * b.qs[j] as f64).abs() + (hi * b.qs[j + 16] as f64).abs();
+            }
+            (scale_f(a.d) * scale_f(b.d)).abs() * s
+        })
+        .sum()
+}
+
+/// Allowed difference between two evaluations of a sum of depth ≤ `depth` (see the module
+/// comment).
+fn tol(depth: usize, a: f64) -> f64 {
+    (depth + 40) as f64 * f32::EPSILON as f64 * a
+}
+
+fn check(level: &str, what: &str, got: f32, want: f32, tol: f64) {
+    assert!(
+        ((got as f64) - (want as f64)).abs() <= tol,
+        "{level}: {what}: got {got}, scalar {want}, |diff| {} > tol {tol}",
+        ((got as f64) - (want as f64)).abs()
+    );
+}
+
+fn simd_levels() -> Vec<&'static Kernels> {
+    available()
+}
+
+fn scalar() -> &'static Kernels {
+    available()[0]
+}
+
+#[test]
+fn scalar_is_first_and_names_are_unique() {
+    let all = available();
+    assert_eq!(all[0].name, "scalar");
+    let mut names: Vec<_> = all.iter().map(|k| k.name).collect();
+    names.dedup();
+    assert_eq!(names.len(), all.len());
+    eprintln!("available kernel levels: {names:?}");
+    eprintln!("cpu features: {:?}", llq::kernels::cpu_features());
+}
+
+#[test]
+fn llq_kernel_rejects_unknown_level() {
+    let e = select_from(Some("sse9000"))
+        .err()
+        .expect("unknown level must be rejected");
+    assert!(e.contains("unknown") && e.contains("available"), "{e}");
+    assert!(
+        e.contains("scalar"),
+        "message should list available levels: {e}"
+    );
+    // A level this binary knows but this CPU lacks.
+    let lacking = ["avx2", "avx512", "avx512vnni", "neon", "dotprod", "i8mm"]
+        .into_iter()
+        .find(|n| available().iter().all(|k| k.name != *n))
+        .unwrap();
+    let e = select_from(Some(lacking))
+        .err()
+        .expect("missing level must be rejected");
+    assert!(e.contains("cannot run") && e.contains("available"), "{e}");
+    for k in available() {
+        assert_eq!(select_from(Some(k.name)).unwrap().name, k.name);
+    }
+    assert_eq!(
+        select_from(None).unwrap().name,
+        available().last().unwrap().name
+    );
+    assert_eq!(
+        select_from(Some("")).unwrap().name,
+        available().last().unwrap().name
+    );
+}
+
+/// CI sets `LLQ_EXPECT_KERNEL` (e.g. under qemu with a given `-cpu`) to prove the right
+/// level is picked by default.
+#[test]
+fn expected_kernel_is_selected() {
+    let best = select_from(None).unwrap().name;
+    eprintln!("selected kernel level: {best}");
+    if let Ok(want) = std::env::var("LLQ_EXPECT_KERNEL") {
+        assert_eq!(best, want, "LLQ_EXPECT_KERNEL");
+    }
+}
+
+#[test]
+fn dot_q8_0_matches_scalar() {
+    let mut rng = Rng(1);
+    for k in simd_levels() {
+        for &nb in BLOCK_COUNTS {
+            for v in [Vals::Random, Vals::AllMin, Vals::MinMax] {
+                let w = q8_blocks(&mut rng, nb, v, false);
+                let x = q8_blocks(&mut rng, nb, Vals::Random, false);
+                let want = (scalar().dot_q8_0)(&w, &x);
+                let got = (k.dot_q8_0)(&w, &x);
+                check(
+                    k.name,
+                    &format!("dot_q8_0 nb={nb} {v:?}"),
+                    got,
+                    want,
+                    tol(nb, abs_q8(&w, &x)),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_q4_0_matches_scalar() {
+    let mut rng = Rng(2);
+    for k in simd_levels() {
+        for &nb in BLOCK_COUNTS {
+            for v in [Vals::Random, Vals::AllMin, Vals::AllMax] {
+                let w = q4_blocks(&mut rng, nb, false);
+                let x = q8_blocks(&mut rng, nb, v, false);
+                let want = (scalar().dot_q4_0)(&w, &x);
+                let got = (k.dot_q4_0)(&w, &x);
+                check(
+                    k.name,
+                    &format!("dot_q4_0 nb={nb} {v:?}"),
+                    got,
+                    want,
+                    tol(nb, abs_q4(&w, &x)),
+                );
+            }
+        }
+    }
+}
+
+/// Unit scales and ≤ 32 blocks: every partial sum is an integer of magnitude ≤ 32·32·128²
+/// = 2^24, exact in f32 in any order, so the results must be bit-identical.
+#[test]
+fn integer_parts_are_exact() {
+    let mut rng = Rng(3);
+    let combos = [
+        (Vals::AllMin, Vals::AllMin),
+        (Vals::AllMax, Vals::AllMin),
+        (Vals::AllMax, Vals::AllMax),
+        (Vals::MinMax, Vals::MinMax),
+        (Vals::Random, Vals::Random),
+        (Vals::Random, Vals::AllMin),
+        (Vals::AllMin, Vals::Random),
+    ];
+    for k in simd_levels() {
+        for nb in [1, 2, 3, 7, 31, 32] {
+            for (vw, vx) in combos {
+                let w = q8_blocks(&mut rng, nb, vw, true);
+                let x = q8_blocks(&mut rng, nb, vx, true);
+                let want = (scalar().dot_q8_0)(&w, &x);
+                assert_eq!(
+                    (k.dot_q8_0)(&w, &x),
+                    want,
+                    "{}: dot_q8_0 nb={nb} {vw:?}×{vx:?}",
+                    k.name
+                );
+                let w4 = q4_blocks(&mut rng, nb, true);
+                let want = (scalar().dot_q4_0)(&w4, &x);
+                assert_eq!(
+                    (k.dot_q4_0)(&w4, &x),
+                    want,
+                    "{}: dot_q4_0 nb={nb} {vx:?}",
+                    k.name
+                );
+                // Tiles: every output of a 3 × 2 tile.
+                let w3 = q8_blocks(&mut rng, 3 * nb, vw, true);
+                let x2 = q8_blocks(&mut rng, 2 * nb, vx, true);
+                let (mut a, mut b) = ([0.0; 6], [0.0; 6]);
+                (scalar().gemm_q8_0_tile)(&w3, &x2, nb, &mut a, 3);
+                (k.gemm_q8_0_tile)(&w3, &x2, nb, &mut b, 3);
+                assert_eq!(a, b, "{}: gemm_q8_0_tile nb={nb} {vw:?}×{vx:?}", k.name);
+                let w43 = q4_blocks(&mut rng, 3 * nb, true);
+                (scalar().gemm_q4_0_tile)(&w43, &x2, nb, &mut a, 3);
+                (k.gemm_q4_0_tile)(&w43, &x2, nb, &mut b, 3);
+                assert_eq!(a, b, "{}: gemm_q4_0_tile nb={nb} {vx:?}", k.name);
+            }
+        }
+        // Scales 0, 0.5, 1, 2 with ≤ 2 blocks: quarter-integers below 2^22, still exact.
+        for nb in [1, 2] {
+            for _ in 0..50 {
+                let pick = |r: &mut Rng| [0u16, 0x3800, 0x3c00, 0x4000][r.below(4) as usize];
+                let mut w = q8_blocks(&mut rng, nb, Vals::MinMax, true);
+                let mut x = q8_blocks(&mut rng, nb, Vals::Random, true);
+                w.iter_mut().for_each(|b| b.d = pick(&mut rng));
+                x.iter_mut().for_each(|b| b.d = pick(&mut rng));
+                assert_eq!(
+                    (k.dot_q8_0)(&w, &x),
+                    (scalar().dot_q8_0)(&w, &x),
+                    "{}",
+                    k.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_tiles_match_scalar() {
+    let mut rng = Rng(4);
+    for k in simd_levels() {
+        for rows in [1, 2, 3, 4, 5, 17] {
+            for toks in [1, 2, 3, 5, 8] {
+                for nb in [1, 3, 7, 33] {
+                    let ldo = rows + 2;
+                    let len = (toks - 1) * ldo + rows;
+                    let w = q8_blocks(&mut rng, rows * nb, Vals::Random, false);
+                    let w4 = q4_blocks(&mut rng, rows * nb, false);
+                    let x = q8_blocks(&mut rng, toks * nb, Vals::Random, false);
+                    let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                    (scalar().gemm_q8_0_tile)(&w, &x, nb, &mut want, ldo);
+                    (k.gemm_q8_0_tile)(&w, &x, nb, &mut got, ldo);
+                    let (mut want4, mut got4) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                    (scalar().gemm_q4_0_tile)(&w4, &x, nb, &mut want4, ldo);
+                    (k.gemm_q4_0_tile)(&w4, &x, nb, &mut got4, ldo);
+                    for i in 0..len {
+                        let (t, r) = (i / ldo, i % ldo);
+                        let what = format!("tile {rows}×{toks} nb={nb} r={r} t={t}");
+                        if r >= rows {
+                            assert!(
+                                got[i].is_nan() && got4[i].is_nan(),
+                                "{}: {what}: wrote padding",
+                                k.name
+                            );
+                            continue;
+                        }
+                        let (wr, xt) = (&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+                        check(
+                            k.name,
+                            &format!("q8_0 {what}"),
+                            got[i],
+                            want[i],
+                            tol(nb, abs_q8(wr, xt)),
+                        );
+                        let wr4 = &w4[r * nb..(r + 1) * nb];
+                        check(
+                            k.name,
+                            &format!("q4_0 {what}"),
+                            got4[i],
+                            want4[i],
+                            tol(nb, abs_q4(wr4, xt)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn float_dots_match_scalar() {
+    let mut rng = Rng(5);
+    let lens = [1, 7, 15, 16, 31, 32, 33, 63, 64, 65, 100, 1000, 4096, 16385];
+    for k in simd_levels() {
+        for &n in &lens {
+            let w: Vec<f32> = (0..n).map(|_| rng.f() * 4.0).collect();
+            let x: Vec<f32> = (0..n).map(|_| rng.f() * 4.0).collect();
+            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+            let a: f64 = w
+                .iter()
+                .zip(&x)
+                .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                .sum();
+            // Depth of a sequential sum of n terms.
+            let t = n as f64 * f32::EPSILON as f64 * a + 1e-30;
+            check(
+                k.name,
+                &format!("dot_f32 n={n}"),
+                (k.dot_f32)(&w, &x),
+                (scalar().dot_f32)(&w, &x),
+                t,
+            );
+            let ah: f64 = wh
+                .iter()
+                .zip(&x)
+                .map(|(p, q)| (p.to_f64() * *q as f64).abs())
+                .sum();
+            let t = n as f64 * f32::EPSILON as f64 * ah + 1e-30;
+            check(
+                k.name,
+                &format!("dot_f16 n={n}"),
+                (k.dot_f16)(&wh, &x),
+                (scalar().dot_f16)(&wh, &x),
+                t,
+            );
+        }
+    }
+}
+
+fn quant_inputs(rng: &mut Rng, n: usize, kind: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match kind {
+            0 => rng.f() * 3.0,
+            1 => rng.f() * 1e-40, // subnormal: d may be 0 or id infinite
+            2 => rng.f() * 3e38,  // near f32::MAX
+            3 => 0.0,
+            // Exact ties: amax = 127 → d = 1, id = 1, values k + 0.5.
+            4 => {
+                if i % 32 == 0 {
+                    127.0
+                } else {
+                    (rng.below(254) as f32 - 127.0) + 0.5
+                }
+            }
+            5 => {
+                if i % 3 == 0 {
+                    -0.0
+                } else {
+                    rng.f() * 1e-3
+                }
+            }
+            6 => {
+                if i % 32 == 5 {
+                    -65504.0 * 127.0
+                } else {
+                    rng.f() * 1e6
+                }
+            } // d ≈ f16 max
+            _ => (rng.f() * 40.0).exp() * 1e-12,
+        })
+        .collect()
+}
+
+#[test]
+fn quantize_q8_0_is_bit_identical() {
+    let mut rng = Rng(6);
+    for k in simd_levels() {
+        for &nb in BLOCK_COUNTS {
+            for kind in 0..8 {
+                let x = quant_inputs(&mut rng, nb * QK, kind);
+                let mut want = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; nb];
+                let mut got = want.clone();
+                quantize_row_q8_0(&x, &mut want);
+                (k.quantize_q8_0)(&x, &mut got);
+                for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g, w,
+                        "{}: quantize_q8_0 nb={nb} kind={kind} block {b}",
+                        k.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A `[rows, cols]` weight matrix in 2-byte aligned storage (the file gives 64).
+fn weight_bytes(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u16> {
+    let bytes: Vec<u8> = match dtype {
+        DType::Q8_0 => block_bytes(&q8_blocks(rng, rows * cols / QK, Vals::Random, false)).to_vec(),
+        DType::Q4_0 => block_bytes(&q4_blocks(rng, rows * cols / QK, false)).to_vec(),
+        DType::F16 => (0..rows * cols)
+            .flat_map(|_| f16::from_f32(rng.f()).to_le_bytes())
+            .collect(),
+        DType::F32 => (0..rows * cols)
+            .flat_map(|_| rng.f().to_le_bytes())
+            .collect(),
+    };
+    bytes
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+#[test]
+fn matmul_matches_scalar() {
+    let mut rng = Rng(7);
+    let cols = 96; // 3 blocks
+    for k in simd_levels() {
+        for dtype in DType::ALL {
+            for rows in [1, 3, 17, 40] {
+                let store = weight_bytes(&mut rng, dtype, rows, cols);
+                // SAFETY (test): u16 storage viewed as its bytes.
+                let data = unsafe {
+                    std::slice::from_raw_parts(store.as_ptr().cast::<u8>(), store.len() * 2)
+                };
+                let w = WeightView {
+                    dtype,
+                    rows,
+                    cols,
+                    data,
+                };
+                for n in [1, 2, 3, 5, 8, 20] {
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+                    let mut want = vec![0.0; n * rows];
+                    let mut got = vec![0.0; n * rows];
+                    matmul(
+                        scalar(),
+                        &w,
+                        &x,
+                        n,
+                        &mut want,
+                        &mut MatmulScratch::default(),
+                    );
+                    matmul(k, &w, &x, n, &mut got, &mut MatmulScratch::default());
+                    // Generous bound: 3 blocks of 32, |w|,|x| ≤ 1 → A ≤ 96 (f32/f16); for
+                    // the quantized types the integer sums are exact and only the order
+                    // of a few scaled terms differs.
+                    for i in 0..n * rows {
+                        let t = 1e-5 * (1.0 + want[i].abs() as f64) * 96.0;
+                        check(
+                            k.name,
+                            &format!("matmul {dtype:?} rows={rows} n={n} i={i}"),
+                            got[i],
+                            want[i],
+                            t,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
