@@ -133,7 +133,8 @@ pub fn save_base_logits(
     w.write_all(KLD_MAGIC).map_err(io)?;
     w.write_all(&(vocab as u32).to_le_bytes()).map_err(io)?;
     w.write_all(&(window as u32).to_le_bytes()).map_err(io)?;
-    w.write_all(&(tokens.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(tokens.len() as u64).to_le_bytes())
+        .map_err(io)?;
     for t in tokens {
         w.write_all(&t.to_le_bytes()).map_err(io)?;
     }
@@ -147,7 +148,11 @@ pub fn save_base_logits(
             w.write_all(&step.to_le_bytes()).map_err(io)?;
             w.write_all(&row_buf).map_err(io)?;
         }
-        progress(wi + 1, total, (sum / ((wi + 1) * (window - 1)) as f64).exp());
+        progress(
+            wi + 1,
+            total,
+            (sum / ((wi + 1) * (window - 1)) as f64).exp(),
+        );
         Ok(())
     })?;
     w.flush().map_err(io)?;
@@ -210,7 +215,11 @@ pub fn kl_divergence_vs_base(
     }
     let mut tb = vec![0u8; tokens.len() * 4];
     r.read_exact(&mut tb).map_err(io)?;
-    if tb.chunks_exact(4).zip(tokens).any(|(b, t)| u32::from_le_bytes(b.try_into().unwrap()) != *t) {
+    if tb
+        .chunks_exact(4)
+        .zip(tokens)
+        .any(|(b, t)| u32::from_le_bytes(b.try_into().unwrap()) != *t)
+    {
         return Err(bad("made from a different text or tokenizer".into()));
     }
     let total = tokens.len() / window.max(1);
@@ -220,7 +229,8 @@ pub fn kl_divergence_vs_base(
     let mut base = vec![0f64; vocab];
     for_each_window(model, tokens, window, |wi, toks, logits| {
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            r.read_exact(&mut row_buf).map_err(|e| bad(format!("truncated: {e}")))?;
+            r.read_exact(&mut row_buf)
+                .map_err(|e| bad(format!("truncated: {e}")))?;
             let min = f32::from_le_bytes(row_buf[0..4].try_into().unwrap()) as f64;
             let step = f32::from_le_bytes(row_buf[4..8].try_into().unwrap()) as f64;
             for (b, q) in base.iter_mut().zip(row_buf[8..].chunks_exact(2)) {
@@ -238,7 +248,10 @@ pub fn kl_divergence_vs_base(
             let base_top = base
                 .iter()
                 .enumerate()
-                .fold((0, f64::NEG_INFINITY), |m, (j, &v)| if v > m.1 { (j, v) } else { m })
+                .fold(
+                    (0, f64::NEG_INFINITY),
+                    |m, (j, &v)| if v > m.1 { (j, v) } else { m },
+                )
                 .0;
             agree += (crate::sample::argmax(row) as usize == base_top) as usize;
         }

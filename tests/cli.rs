@@ -6,7 +6,10 @@ mod common;
 use std::process::Command;
 
 fn llq(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_llq")).args(args).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         o.status.success(),
         String::from_utf8(o.stdout).unwrap(),
@@ -17,7 +20,14 @@ fn llq(args: &[&str]) -> (bool, String, String) {
 fn converted(dir: &std::path::Path) -> String {
     let out = dir.join("m.llq");
     let src = common::fixtures().join("tiny-llama-gqa");
-    let (ok, _, err) = llq(&["convert", src.to_str().unwrap(), "-o", out.to_str().unwrap(), "--type", "f32"]);
+    let (ok, _, err) = llq(&[
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "f32",
+    ]);
     assert!(ok, "{err}");
     out.to_str().unwrap().to_string()
 }
@@ -28,10 +38,26 @@ fn run_prints_only_the_generated_ids() {
     let m = converted(dir.path());
     let exp = common::read_json(&common::fixtures().join("tiny-llama-gqa/expected.json"));
     let case = &exp["cases"][1];
-    let prompt: Vec<String> = common::ids(&case["prompt_ids"]).iter().map(|i| i.to_string()).collect();
-    let (ok, out, err) = llq(&["run", "-m", &m, "--prompt-ids", &prompt.join(","), "-n", "16", "--temp", "0"]);
+    let prompt: Vec<String> = common::ids(&case["prompt_ids"])
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    let (ok, out, err) = llq(&[
+        "run",
+        "-m",
+        &m,
+        "--prompt-ids",
+        &prompt.join(","),
+        "-n",
+        "16",
+        "--temp",
+        "0",
+    ]);
     assert!(ok, "{err}");
-    let want: Vec<String> = common::ids(&case["greedy_new_ids"]).iter().map(|i| i.to_string()).collect();
+    let want: Vec<String> = common::ids(&case["greedy_new_ids"])
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(out, want.join(" ") + "\n");
     assert!(err.contains("tok/s"), "timings belong on stderr: {err}");
 }
@@ -41,10 +67,22 @@ fn sampling_is_reproducible_with_a_seed() {
     let dir = tempfile::tempdir().unwrap();
     let m = converted(dir.path());
     let args = |seed: &str| {
-        vec!["run", "-m", &m, "--prompt-ids", "1,2,3", "-n", "12", "--temp", "1.0", "--seed", seed]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>()
+        vec![
+            "run",
+            "-m",
+            &m,
+            "--prompt-ids",
+            "1,2,3",
+            "-n",
+            "12",
+            "--temp",
+            "1.0",
+            "--seed",
+            seed,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
     };
     let run = |seed: &str| {
         let a = args(seed);
@@ -60,7 +98,13 @@ fn info_shows_metadata_tensors_and_checksums() {
     let m = converted(dir.path());
     let (ok, out, _) = llq(&["info", &m]);
     assert!(ok);
-    for needle in ["header checksum: ok", "data checksum: ok", "llama.attention.head_count_kv", "blk.1.ffn_down.weight", "bits per weight"] {
+    for needle in [
+        "header checksum: ok",
+        "data checksum: ok",
+        "llama.attention.head_count_kv",
+        "blk.1.ffn_down.weight",
+        "bits per weight",
+    ] {
         assert!(out.contains(needle), "info lacks {needle}");
     }
 }
@@ -72,12 +116,18 @@ fn corrupt_model_gives_one_error_line() {
     let mut bytes = std::fs::read(&m).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&m, bytes).unwrap();
-    for args in [vec!["info", m.as_str()], vec!["run", "-m", m.as_str(), "--prompt-ids", "1"]] {
+    for args in [
+        vec!["info", m.as_str()],
+        vec!["run", "-m", m.as_str(), "--prompt-ids", "1"],
+    ] {
         let (ok, out, err) = llq(&args);
         assert!(!ok);
         assert!(out.is_empty());
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains("checksum mismatch") && err.contains("m.llq"), "{err}");
+        assert!(
+            err.contains("checksum mismatch") && err.contains("m.llq"),
+            "{err}"
+        );
     }
 }
 

@@ -12,7 +12,10 @@ fn llamacpp_spm_vocab_via_gguf_parts() {
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/fixtures/tokenizers/llamacpp-vocab/"
     );
-    let f = GgufFile::open(std::path::Path::new(&format!("{dir}ggml-vocab-llama-spm.gguf"))).unwrap();
+    let f = GgufFile::open(std::path::Path::new(&format!(
+        "{dir}ggml-vocab-llama-spm.gguf"
+    )))
+    .unwrap();
     let parts = gguf_tokenizer_parts(&f).expect("the file has a tokenizer");
     assert_eq!(parts.model, "llama");
     let tok = Tokenizer::from_gguf_parts(parts).unwrap();

@@ -77,7 +77,9 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     let mut history = base.clone();
     if interactive {
-        eprintln!("llq chat: /reset to start over, /quit or Ctrl-D to leave, Ctrl-C stops an answer");
+        eprintln!(
+            "llq chat: /reset to start over, /quit or Ctrl-D to leave, Ctrl-C stops an answer"
+        );
     }
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -87,7 +89,12 @@ pub fn run(a: Args) -> Result<()> {
             eprint!("> ");
         }
         line.clear();
-        if stdin.lock().read_line(&mut line).map_err(|e| Error::io("stdin", e))? == 0 {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::io("stdin", e))?
+            == 0
+        {
             break;
         }
         let msg = line.trim_end_matches(['\n', '\r']);
@@ -113,7 +120,9 @@ pub fn run(a: Args) -> Result<()> {
         }
         if prompt.len() > room {
             history.pop();
-            eprintln!("llq chat: that message alone does not fit the context of {n_ctx} tokens (set -c)");
+            eprintln!(
+                "llq chat: that message alone does not fit the context of {n_ctx} tokens (set -c)"
+            );
             continue;
         }
         session.set_prompt(&prompt)?;

@@ -27,6 +27,11 @@ fn system() -> Result<()> {
         "threads available: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let features: Vec<String> = llq::kernels::cpu_features()
+        .into_iter()
+        .map(|(name, has)| format!("{name}{}", if has { "+" } else { "-" }))
+        .collect();
+    println!("cpu features: {}", features.join(" "));
     println!("kernel levels available: {}", levels.join(" "));
     let chosen = llq::kernels::select().map_err(llq::Error::usage)?;
     println!("kernel level chosen: {}", chosen.name);

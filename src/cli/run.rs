@@ -62,23 +62,34 @@ pub fn run(a: Args) -> Result<()> {
     let ids_mode = text.is_none();
     let prompt: Vec<u32> = match text {
         None if a.prompt_ids.is_empty() => {
-            return Err(Error::usage("give a prompt: -p TEXT, -f FILE or --prompt-ids 1,2,3"))
+            return Err(Error::usage(
+                "give a prompt: -p TEXT, -f FILE or --prompt-ids 1,2,3",
+            ))
         }
         None => a.prompt_ids.clone(),
         Some(text) => {
             let tok = model.tokenizer()?;
             if a.chat {
                 let src = model.chat_template.as_deref().ok_or_else(|| {
-                    Error::invalid(&a.model.model, "has no chat template; drop --chat for plain completion")
+                    Error::invalid(
+                        &a.model.model,
+                        "has no chat template; drop --chat for plain completion",
+                    )
                 })?;
-                let tpl = ChatTemplate::new(src).map_err(|e| Error::usage(format!("chat template: {e}")))?;
+                let tpl = ChatTemplate::new(src)
+                    .map_err(|e| Error::usage(format!("chat template: {e}")))?;
                 let mut msgs = Vec::new();
                 if let Some(s) = &a.system {
                     msgs.push(ChatMessage::new("system", s));
                 }
                 msgs.push(ChatMessage::new("user", &text));
                 let rendered = tpl
-                    .render(&msgs, true, &piece_text(tok, tok.bos_id()), &piece_text(tok, tok.eos_id()))
+                    .render(
+                        &msgs,
+                        true,
+                        &piece_text(tok, tok.bos_id()),
+                        &piece_text(tok, tok.eos_id()),
+                    )
                     .map_err(|e| Error::usage(format!("chat template: {e}")))?;
                 tok.encode(&rendered, true)
             } else {
@@ -106,7 +117,10 @@ pub fn run(a: Args) -> Result<()> {
     let stops = stop_ids(&model);
     let stop = |t: u32| !a.ignore_eos && stops.contains(&t);
     let mut out = std::io::stdout().lock();
-    let mut decoder = model.tokenizer.as_ref().map(|t| t.stream_decoder(!a.special));
+    let mut decoder = model
+        .tokenizer
+        .as_ref()
+        .map(|t| t.stream_decoder(!a.special));
     let mut first = true;
     let mut io_err = None;
     let t2 = Instant::now();
@@ -131,7 +145,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     let tail = decoder.map(|mut d| d.flush()).unwrap_or_default();
     if !ids_mode {
-        out.write_all(tail.as_bytes()).map_err(|e| Error::io("stdout", e))?;
+        out.write_all(tail.as_bytes())
+            .map_err(|e| Error::io("stdout", e))?;
     }
     writeln!(out).map_err(|e| Error::io("stdout", e))?;
     let gen_time = t2.elapsed();

@@ -130,7 +130,9 @@ pub fn gguf_tokenizer_parts(f: &GgufFile) -> Option<GgufTokenizerParts> {
         tokens,
         scores: f.get_f32_array("tokenizer.ggml.scores"),
         token_types: f.get_i32_array("tokenizer.ggml.token_type"),
-        merges: f.get_str_array("tokenizer.ggml.merges").map(<[String]>::to_vec),
+        merges: f
+            .get_str_array("tokenizer.ggml.merges")
+            .map(<[String]>::to_vec),
         bos_id: f.get_u32("tokenizer.ggml.bos_token_id"),
         eos_id: f.get_u32("tokenizer.ggml.eos_token_id"),
         unk_id: f.get_u32("tokenizer.ggml.unknown_token_id"),

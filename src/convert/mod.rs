@@ -12,8 +12,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::{keys, Layout, LlqWriter, TensorPlan, Value};
-use crate::model::ModelConfig;
-use crate::quant::{quantize_row, DType};
+use crate::model::{names, ModelConfig};
+use crate::quant::{quantize_row_best, DType};
 
 /// A source of weights in llq's canonical naming and orientation.
 pub trait Checkpoint {
@@ -41,11 +41,19 @@ pub fn open_checkpoint(path: &Path) -> Result<Box<dyn Checkpoint>> {
 }
 
 /// Storage type of each tensor for a requested `--type`: vectors stay f32; a matrix whose
-/// rows are not a whole number of blocks falls back to f16.
-pub fn storage_type(target: DType, shape: &[u64]) -> DType {
+/// rows are not a whole number of blocks falls back to f16; at q4_0 the output matrix (or
+/// the tied embedding that serves as it) is kept at q8_0, because logits are the most
+/// quantization-sensitive product of the model (llama.cpp likewise keeps it at 6 bits).
+pub fn storage_type(target: DType, name: &str, tied: bool, shape: &[u64]) -> DType {
     if shape.len() < 2 {
         return DType::F32;
     }
+    let is_output = name == names::OUTPUT || (tied && name == names::TOKEN_EMBD);
+    let target = if target == DType::Q4_0 && is_output {
+        DType::Q8_0
+    } else {
+        target
+    };
     let cols = *shape.last().unwrap() as usize;
     if target.row_bytes(cols).is_some() {
         target
@@ -80,7 +88,7 @@ pub fn convert(
         .expected_tensors()
         .into_iter()
         .map(|(name, shape)| TensorPlan {
-            dtype: storage_type(target, &shape),
+            dtype: storage_type(target, &name, cfg.tie_embeddings, &shape),
             name,
             shape,
             layout: Layout::RowMajor,
@@ -132,5 +140,5 @@ fn encode_rows(dtype: DType, data: &[f32], cols: usize, out: &mut [u8], row_byte
     use rayon::prelude::*;
     out.par_chunks_mut(row_bytes)
         .zip(data.par_chunks(cols))
-        .for_each(|(o, r)| quantize_row(dtype, r, o));
+        .for_each(|(o, r)| quantize_row_best(dtype, r, o));
 }

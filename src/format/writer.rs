@@ -83,9 +83,7 @@ impl LlqWriter {
         // A model file is an ordinary, world-readable file (tempfile defaults to 0600).
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        let tmp = builder
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(path, e))?;
+        let tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(path, e))?;
         let mut w = LlqWriter {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, tmp),

@@ -12,9 +12,9 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::{keys, LlqFile, TensorEntry};
-use crate::tokenizer::Tokenizer;
 use crate::kernels::matmul::WeightView;
 use crate::quant::{blocks, DType};
+use crate::tokenizer::Tokenizer;
 
 /// Where one weight matrix lives in the mapped file.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@
 mod q4_0;
 mod q8_0;
 
-pub use q4_0::{dequantize_row_q4_0, quantize_row_q4_0, BlockQ4_0};
+pub use q4_0::{dequantize_row_q4_0, quantize_row_q4_0, quantize_row_q4_0_search, BlockQ4_0};
 pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0};
 
 use half::f16;
@@ -86,7 +86,9 @@ impl DType {
     }
 }
 
-/// Encode a row of f32 into `dtype`. `out` must be exactly `dtype.row_bytes(src.len())` long.
+/// Encode a row of f32 into `dtype` with llama.cpp's reference math (used for
+/// activations-style quantization and tests). `out` must be exactly
+/// `dtype.row_bytes(src.len())` long. The converter uses [`quantize_row_best`].
 pub fn quantize_row(dtype: DType, src: &[f32], out: &mut [u8]) {
     assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
     match dtype {
@@ -102,6 +104,18 @@ pub fn quantize_row(dtype: DType, src: &[f32], out: &mut [u8]) {
         }
         DType::Q8_0 => quantize_row_q8_0(src, blocks_mut(out)),
         DType::Q4_0 => quantize_row_q4_0(src, blocks_mut(out)),
+    }
+}
+
+/// Encode weights as well as the format allows: Q4_0 scales are searched
+/// ([`quantize_row_q4_0_search`]); other types use the reference math.
+pub fn quantize_row_best(dtype: DType, src: &[f32], out: &mut [u8]) {
+    match dtype {
+        DType::Q4_0 => {
+            assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
+            quantize_row_q4_0_search(src, blocks_mut(out))
+        }
+        _ => quantize_row(dtype, src, out),
     }
 }
 
