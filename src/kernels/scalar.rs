@@ -46,14 +46,32 @@ pub fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     sum
 }
 
+/// Float dots keep 8 independent partial sums (lane i takes elements ≡ i mod 8), added
+/// pairwise at the end: more accurate than one running sum, and plain portable code that
+/// compilers can keep in vector registers, so the reference stays fast enough to run the
+/// whole test suite with `LLQ_KERNEL=scalar`.
+fn dot8(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let full = n / 8 * 8;
+    for i in (0..full).step_by(8) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(i + l);
+        }
+    }
+    for i in full..n {
+        acc[i - full] += f(i);
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
 pub fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
-    w.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
+    dot8(w.len(), |i| w[i].to_f32() * x[i])
 }
 
 pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
-    w.iter().zip(x).map(|(a, b)| a * b).sum()
+    dot8(w.len(), |i| w[i] * x[i])
 }
 
 /// Reference tile: one [`dot_q8_0`] per output (see `Kernels::gemm_q8_0_tile`).

