@@ -31,7 +31,10 @@ pub struct Sampler {
     params: SamplerParams,
     rng: Rng,
     recent: Vec<u32>,
+    // Buffers reused across calls, so sampling does not allocate per token.
     candidates: Vec<(u32, f32)>,
+    probs: Vec<f32>,
+    weights: Vec<f64>,
 }
 
 impl Sampler {
@@ -41,6 +44,8 @@ impl Sampler {
             params,
             recent: Vec::new(),
             candidates: Vec::new(),
+            probs: Vec::new(),
+            weights: Vec::new(),
         }
     }
 
@@ -81,13 +86,17 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, &l)| (i as u32, penalized(i, l))),
         );
-        c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        // Only the top k need ordering: partition first, then sort those (O(n + k log k)).
         if p.top_k > 0 && p.top_k < c.len() {
+            c.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
             c.truncate(p.top_k);
         }
+        c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         // Softmax at temperature 1 for top-p / min-p, as llama.cpp does before temp.
         let max = c[0].1;
-        let probs: Vec<f32> = c.iter().map(|&(_, l)| (l - max).exp()).collect();
+        let probs = &mut self.probs;
+        probs.clear();
+        probs.extend(c.iter().map(|&(_, l)| (l - max).exp()));
         let sum: f32 = probs.iter().sum();
         let mut keep = c.len();
         if p.top_p < 1.0 {
@@ -105,10 +114,9 @@ impl Sampler {
             keep = keep.min(probs.iter().take_while(|&&pr| pr >= floor).count().max(1));
         }
         c.truncate(keep);
-        let weights: Vec<f64> = c
-            .iter()
-            .map(|&(_, l)| (((l - max) / p.temp) as f64).exp())
-            .collect();
+        let weights = &mut self.weights;
+        weights.clear();
+        weights.extend(c.iter().map(|&(_, l)| (((l - max) / p.temp) as f64).exp()));
         let total: f64 = weights.iter().sum();
         let mut r = self.rng.next_f64() * total;
         for (w, &(id, _)) in weights.iter().zip(c.iter()) {

@@ -139,3 +139,76 @@ fn out_of_vocabulary_prompt_is_an_error() {
     assert!(!ok);
     assert!(err.contains("99999"), "{err}");
 }
+
+#[test]
+fn invalid_utf8_prompt_file_names_the_byte_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = converted(dir.path());
+    let bad = dir.path().join("prompt.txt");
+    std::fs::write(&bad, b"abc\xff\xfedef").unwrap();
+    for cmd in ["run", "tokenize"] {
+        let (ok, out, err) = llq(&[cmd, "-m", &m, "-f", bad.to_str().unwrap()]);
+        assert!(!ok && out.is_empty());
+        assert!(
+            err.contains("prompt.txt") && err.contains("byte offset 3"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+/// A checkpoint with a tokenizer and a chat template (SmolLM2's tokenizer on the tiny
+/// random model: ids beyond the model's 512-token vocabulary are rejected at run time).
+fn with_tokenizer(dir: &std::path::Path, template: &str) -> String {
+    let ck = dir.join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    let src = common::fixtures().join("tiny-llama-gqa");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), ck.join(f)).unwrap();
+    }
+    let tok = common::fixtures().join("tokenizers/smollm2-bpe/tokenizer.json");
+    std::fs::copy(tok, ck.join("tokenizer.json")).unwrap();
+    std::fs::write(ck.join("chat_template.jinja"), template).unwrap();
+    let out = dir.join("t.llq");
+    let (ok, _, err) = llq(&[
+        "convert",
+        ck.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "f32",
+    ]);
+    assert!(ok, "{err}");
+    out.to_str().unwrap().to_string()
+}
+
+#[test]
+fn template_errors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(
+        dir.path(),
+        "{{ raise_exception('System role not supported') }}",
+    );
+    let (ok, out, err) = llq(&["run", "-m", &m, "--chat", "-p", "hi", "-n", "1"]);
+    assert!(!ok && out.is_empty());
+    assert!(
+        err.contains("chat template") && err.contains("System role not supported"),
+        "{err}"
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(dir2.path(), "{% for m in messages %}{{ m.content }");
+    let (ok, _, err) = llq(&["run", "-m", &m, "--chat", "-p", "hi", "-n", "1"]);
+    assert!(!ok);
+    assert!(err.contains("chat template"), "{err}");
+}
+
+#[test]
+fn tokenize_prints_ids_and_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(dir.path(), "{{ messages[0].content }}");
+    let (ok, out, err) = llq(&["tokenize", "-m", &m, "Hello world", "--ids"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "19556 905\n");
+    let (ok, out, _) = llq(&["tokenize", "-m", &m, "Hello world"]);
+    assert!(ok);
+    assert_eq!(out, "19556\tHello\n905\tĠworld\n");
+}

@@ -249,3 +249,25 @@ fn output_not_writable() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("out.llq"), "{stderr}");
 }
+
+#[test]
+fn malformed_tokenizer_json() {
+    let dir = checkpoint_copy();
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        "{\"model\": {\"type\": \"BPE\"",
+    )
+    .unwrap();
+    expect_error(dir.path(), &["tokenizer.json"]);
+}
+
+#[test]
+fn malformed_tokenizer_model() {
+    let dir = checkpoint_copy();
+    std::fs::write(
+        dir.path().join("tokenizer.model"),
+        [0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2],
+    )
+    .unwrap();
+    expect_error(dir.path(), &["tokenizer.model"]);
+}

@@ -156,3 +156,195 @@ fn quantized_models_stay_close_to_f32() {
         );
     }
 }
+
+fn llq_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+    )
+}
+
+fn model_path(dtype: DType) -> String {
+    model(dtype).file.path().to_str().unwrap().to_string()
+}
+
+/// The tokenizer imported from the GGUF gives exactly the golden ids of the perplexity
+/// text, so `llq perplexity -f` measures the same thing as the golden.
+#[test]
+fn cli_perplexity_on_the_text_file() {
+    let p = read_json(&fixtures().join("smollm2/perplexity.json"));
+    let text = std::fs::read_to_string(fixtures().join("smollm2/english.txt")).unwrap();
+    let tok = model(DType::F32).tokenizer().unwrap();
+    assert_eq!(tok.encode(&text, false), ids(&p["token_ids"]));
+    let file = fixtures().join("smollm2/english.txt");
+    let (ok, out, err) = llq_cli(
+        &[
+            "perplexity",
+            "-m",
+            &model_path(DType::F32),
+            "-f",
+            file.to_str().unwrap(),
+            "-c",
+            "256",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let last = out.trim_end().lines().last().unwrap();
+    let ppl: f64 = last.strip_prefix("PPL = ").unwrap().parse().unwrap();
+    let golden = p["ppl"].as_f64().unwrap();
+    assert!((ppl - golden).abs() / golden < 1e-3, "{last} vs {golden}");
+}
+
+/// KL-divergence mode: a model against its own saved log-probabilities gives ~0 and full
+/// top-1 agreement; q8_0 against f32 gives a small positive divergence.
+#[test]
+fn cli_kl_divergence_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.kld");
+    let text = dir.path().join("text.txt");
+    // A shorter text keeps the base file small (8 windows of 64 tokens).
+    let full = std::fs::read_to_string(fixtures().join("smollm2/english.txt")).unwrap();
+    std::fs::write(&text, &full[..3000]).unwrap();
+    let (t, b) = (text.to_str().unwrap(), base.to_str().unwrap());
+    let f32m = model_path(DType::F32);
+    let (ok, _, err) = llq_cli(
+        &[
+            "perplexity",
+            "-m",
+            &f32m,
+            "-f",
+            t,
+            "-c",
+            "64",
+            "--kl-divergence-base",
+            b,
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let value = |out: &str, key: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} in {out}"));
+        line.rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    let (ok, out, err) = llq_cli(
+        &[
+            "perplexity",
+            "-m",
+            &f32m,
+            "-f",
+            t,
+            "-c",
+            "64",
+            "--kl-divergence-base",
+            b,
+            "--kl-divergence",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(value(&out, "mean KL divergence") < 1e-4, "{out}");
+    assert_eq!(value(&out, "top-1 agreement"), 100.0, "{out}");
+    let (ok, out, err) = llq_cli(
+        &[
+            "perplexity",
+            "-m",
+            &model_path(DType::Q8_0),
+            "-f",
+            t,
+            "-c",
+            "64",
+            "--kl-divergence-base",
+            b,
+            "--kl-divergence",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let kl = value(&out, "mean KL divergence");
+    assert!(kl > 1e-4 && kl < 5e-2, "{out}");
+    assert!(value(&out, "top-1 agreement") > 85.0, "{out}");
+    eprintln!("{out}");
+}
+
+/// `llq chat` with piped stdin answers like the golden greedy continuation.
+#[test]
+fn cli_chat_with_piped_stdin() {
+    let case = &expected()["cases"][0];
+    let question = case["messages"][0]["content"].as_str().unwrap();
+    let want = case["greedy_text_until_eos"].as_str().unwrap();
+    let (ok, out, err) = llq_cli(
+        &["chat", "-m", &model_path(DType::F32), "--temp", "0"],
+        &format!("{question}\n/quit\n"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("{want}\n"));
+}
+
+/// `--type f32` reproduces the GGUF's (dequantized) weights exactly; Q and K differ only by
+/// the row order llama.cpp uses for its RoPE.
+#[test]
+fn f32_conversion_reproduces_source_weights() {
+    let src = llq::gguf::GgufFile::open(&gguf_path()).unwrap();
+    let m = model(DType::F32);
+    for name in [
+        "token_embd.weight",
+        "blk.0.ffn_down.weight",
+        "blk.29.attn_v.weight",
+        "output_norm.weight",
+    ] {
+        let want = src.dequantize_tensor(src.tensor(name).unwrap()).unwrap();
+        let got: Vec<f32> = m
+            .file
+            .tensor_data(m.file.tensor(name).unwrap())
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(
+            want.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}"
+        );
+    }
+    // Q rows: llq row (h, j·32 + i) is GGUF row (h, 2i + j) for head_dim 64.
+    let name = "blk.5.attn_q.weight";
+    let want = src.dequantize_tensor(src.tensor(name).unwrap()).unwrap();
+    let data = m.file.tensor_data(m.file.tensor(name).unwrap());
+    let cols = 576;
+    for (h, i, j) in [(0, 0, 0), (0, 0, 1), (3, 17, 1), (8, 31, 0)] {
+        let (llq_row, gguf_row) = (h * 64 + j * 32 + i, h * 64 + 2 * i + j);
+        for c in [0, 1, 300, 575] {
+            let b = &data[(llq_row * cols + c) * 4..][..4];
+            assert_eq!(
+                f32::from_le_bytes(b.try_into().unwrap()),
+                want[gguf_row * cols + c]
+            );
+        }
+    }
+}

@@ -46,19 +46,35 @@ extern "C" fn on_sigint(_: libc::c_int) {
 pub fn run(a: Args) -> Result<()> {
     let model = a.model.load()?;
     let tok = model.tokenizer()?;
-    let src = model.chat_template.as_deref().ok_or_else(|| {
-        Error::invalid(
-            &a.model.model,
-            "has no chat template; use `llq run -p` for plain completion",
-        )
-    })?;
-    let tpl = ChatTemplate::new(src).map_err(|e| Error::usage(format!("chat template: {e}")))?;
+    let tpl = match model.chat_template.as_deref() {
+        Some(src) => {
+            Some(ChatTemplate::new(src).map_err(|e| Error::usage(format!("chat template: {e}")))?)
+        }
+        None => {
+            eprintln!(
+                "llq: warning: {} has no chat template; each message is continued as plain text",
+                a.model.model.display()
+            );
+            None
+        }
+    };
     let (bos, eos) = (piece_text(tok, tok.bos_id()), piece_text(tok, tok.eos_id()));
     let render = |msgs: &[ChatMessage]| -> Result<Vec<u32>> {
-        let text = tpl
-            .render(msgs, true, &bos, &eos)
-            .map_err(|e| Error::usage(format!("chat template: {e}")))?;
-        Ok(tok.encode(&text, true))
+        match &tpl {
+            Some(tpl) => {
+                let text = tpl
+                    .render(msgs, true, &bos, &eos)
+                    .map_err(|e| Error::usage(format!("chat template: {e}")))?;
+                Ok(tok.encode(&text, true))
+            }
+            None => {
+                let text: Vec<&str> = msgs.iter().map(|m| m.content.as_str()).collect();
+                let mut ids: Vec<u32> =
+                    tok.bos_id().filter(|_| tok.add_bos()).into_iter().collect();
+                ids.extend(tok.encode(&text.join("\n"), false));
+                Ok(ids)
+            }
+        }
     };
     #[cfg(unix)]
     // SAFETY: installs a handler that only touches atomics and calls _exit.

@@ -69,13 +69,18 @@ pub fn run(a: Args) -> Result<()> {
         None => a.prompt_ids.clone(),
         Some(text) => {
             let tok = model.tokenizer()?;
-            if a.chat {
-                let src = model.chat_template.as_deref().ok_or_else(|| {
-                    Error::invalid(
-                        &a.model.model,
-                        "has no chat template; drop --chat for plain completion",
-                    )
-                })?;
+            let template = match (a.chat, model.chat_template.as_deref()) {
+                (false, _) => None,
+                (true, Some(src)) => Some(src),
+                (true, None) => {
+                    eprintln!(
+                        "llq: warning: {} has no chat template; using plain completion",
+                        a.model.model.display()
+                    );
+                    None
+                }
+            };
+            if let Some(src) = template {
                 let tpl = ChatTemplate::new(src)
                     .map_err(|e| Error::usage(format!("chat template: {e}")))?;
                 let mut msgs = Vec::new();
