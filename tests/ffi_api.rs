@@ -4,7 +4,7 @@
 mod common;
 
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
 use std::sync::OnceLock;
 
@@ -45,7 +45,7 @@ fn smollm2_path() -> Option<&'static PathBuf> {
     .map(|(_, p)| p)
 }
 
-fn open(path: &PathBuf) -> *mut llq_model {
+fn open(path: &Path) -> *mut llq_model {
     let c = CString::new(path.to_str().unwrap()).unwrap();
     let mut m = null_mut();
     // SAFETY: valid C string and out-pointer.
@@ -135,7 +135,10 @@ fn bad_params_and_paths() {
         let mut p = llq_model_default_params();
         p.n_threads = -3;
         let path = CString::new(tiny_path().to_str().unwrap()).unwrap();
-        assert_eq!(llq_model_open(path.as_ptr(), p, &mut m), LLQ_ERR_INVALID_ARG);
+        assert_eq!(
+            llq_model_open(path.as_ptr(), p, &mut m),
+            LLQ_ERR_INVALID_ARG
+        );
         // A file that is not a model.
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.llq");
@@ -247,7 +250,10 @@ fn reentrant_call_from_callback_is_busy_and_stop_is_allowed() {
         // A stale stop request does not affect the next generation.
         assert_eq!(llq_context_request_stop(c), LLQ_OK);
         gp.max_tokens = 3;
-        assert_eq!(llq_generate(c, null(), gp, None, null_mut(), &mut res), LLQ_OK);
+        assert_eq!(
+            llq_generate(c, null(), gp, None, null_mut(), &mut res),
+            LLQ_OK
+        );
         assert_eq!((res.n_tokens, res.stop_reason), (3, LLQ_STOP_MAX_TOKENS));
         llq_context_free(c);
         llq_model_free(m);
@@ -267,7 +273,16 @@ fn smollm2_tokenize_detokenize_and_buffers() {
         let text = "Hello, wörld! <|im_start|>";
         let mut n = 0usize;
         assert_eq!(
-            llq_tokenize(m, text.as_ptr().cast(), text.len(), true, true, null_mut(), 0, &mut n),
+            llq_tokenize(
+                m,
+                text.as_ptr().cast(),
+                text.len(),
+                true,
+                true,
+                null_mut(),
+                0,
+                &mut n
+            ),
             LLQ_ERR_BUFFER_TOO_SMALL
         );
         let mut want = Vec::new();
@@ -278,12 +293,33 @@ fn smollm2_tokenize_detokenize_and_buffers() {
         assert_eq!(n, want.len());
         let mut ids = vec![-7 as llq_token; n + 2];
         assert_eq!(
-            llq_tokenize(m, text.as_ptr().cast(), text.len(), true, true, ids.as_mut_ptr(), n - 1, &mut n),
+            llq_tokenize(
+                m,
+                text.as_ptr().cast(),
+                text.len(),
+                true,
+                true,
+                ids.as_mut_ptr(),
+                n - 1,
+                &mut n
+            ),
             LLQ_ERR_BUFFER_TOO_SMALL
         );
-        assert!(ids.iter().all(|&t| t == -7), "nothing written when too small");
+        assert!(
+            ids.iter().all(|&t| t == -7),
+            "nothing written when too small"
+        );
         assert_eq!(
-            llq_tokenize(m, text.as_ptr().cast(), text.len(), true, true, ids.as_mut_ptr(), ids.len(), &mut n),
+            llq_tokenize(
+                m,
+                text.as_ptr().cast(),
+                text.len(),
+                true,
+                true,
+                ids.as_mut_ptr(),
+                ids.len(),
+                &mut n
+            ),
             LLQ_OK
         );
         let got: Vec<u32> = ids[..n].iter().map(|&t| t as u32).collect();
@@ -291,7 +327,16 @@ fn smollm2_tokenize_detokenize_and_buffers() {
         // Bad UTF-8.
         let bad = b"ok \xff\xfe";
         assert_eq!(
-            llq_tokenize(m, bad.as_ptr().cast(), bad.len(), true, true, ids.as_mut_ptr(), ids.len(), &mut n),
+            llq_tokenize(
+                m,
+                bad.as_ptr().cast(),
+                bad.len(),
+                true,
+                true,
+                ids.as_mut_ptr(),
+                ids.len(),
+                &mut n
+            ),
             LLQ_ERR_UTF8
         );
         assert!(last_error().contains("byte offset 3"), "{}", last_error());
@@ -310,13 +355,29 @@ fn smollm2_tokenize_detokenize_and_buffers() {
             LLQ_ERR_BUFFER_TOO_SMALL
         );
         assert_eq!(
-            llq_detokenize(m, ids.as_ptr(), n, false, buf.as_mut_ptr(), len + 1, &mut len),
+            llq_detokenize(
+                m,
+                ids.as_ptr(),
+                n,
+                false,
+                buf.as_mut_ptr(),
+                len + 1,
+                &mut len
+            ),
             LLQ_OK
         );
         assert_eq!(CStr::from_ptr(buf.as_ptr()).to_str().unwrap(), expect);
         let bad_ids = [ids[0], llq_model_n_vocab(m)];
         assert_eq!(
-            llq_detokenize(m, bad_ids.as_ptr(), 2, false, buf.as_mut_ptr(), buf.len(), &mut len),
+            llq_detokenize(
+                m,
+                bad_ids.as_ptr(),
+                2,
+                false,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut len
+            ),
             LLQ_ERR_INVALID_TOKEN
         );
         // One token's piece keeps its leading space.
@@ -324,7 +385,14 @@ fn smollm2_tokenize_detokenize_and_buffers() {
         assert_eq!(world.len(), 1);
         let mut piece = [0 as c_char; 16];
         assert_eq!(
-            llq_token_to_piece(m, world[0] as llq_token, true, piece.as_mut_ptr(), 16, &mut len),
+            llq_token_to_piece(
+                m,
+                world[0] as llq_token,
+                true,
+                piece.as_mut_ptr(),
+                16,
+                &mut len
+            ),
             LLQ_OK
         );
         assert_eq!(CStr::from_ptr(piece.as_ptr()).to_str().unwrap(), " world");
@@ -344,11 +412,23 @@ fn smollm2_tokenize_detokenize_and_buffers() {
         );
         let mut out = vec![0 as c_char; len + 1];
         assert_eq!(
-            llq_chat_apply_template(m, null(), msgs.as_ptr(), 1, true, out.as_mut_ptr(), out.len(), &mut len),
+            llq_chat_apply_template(
+                m,
+                null(),
+                msgs.as_ptr(),
+                1,
+                true,
+                out.as_mut_ptr(),
+                out.len(),
+                &mut len
+            ),
             LLQ_OK
         );
         let rendered = CStr::from_ptr(out.as_ptr()).to_str().unwrap();
-        assert!(rendered.contains("<|im_start|>user\nHi<|im_end|>"), "{rendered}");
+        assert!(
+            rendered.contains("<|im_start|>user\nHi<|im_end|>"),
+            "{rendered}"
+        );
         assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
         llq_model_free(m);
     }

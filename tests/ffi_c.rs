@@ -26,7 +26,11 @@ fn root() -> &'static Path {
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
-    assert_eq!(deps.file_name().unwrap(), "deps", "unexpected test binary location");
+    assert_eq!(
+        deps.file_name().unwrap(),
+        "deps",
+        "unexpected test binary location"
+    );
     deps.parent().unwrap().to_path_buf()
 }
 
@@ -171,7 +175,9 @@ fn rust_greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 fn parse_ids(line: &str) -> Vec<u32> {
-    line.split_whitespace().map(|s| s.parse().unwrap()).collect()
+    line.split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect()
 }
 
 fn join(ids: &[u32]) -> String {
@@ -245,7 +251,9 @@ fn smollm2() -> Option<&'static (tempfile::TempDir, Model, PathBuf)> {
             Ok(p) => PathBuf::from(p),
             Err(_) => std::env::var("LLQ_CACHE")
                 .map(PathBuf::from)
-                .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llq"))
+                .unwrap_or_else(|_| {
+                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llq")
+                })
                 .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
         };
         if !gguf.is_file() {
@@ -332,4 +340,34 @@ fn smollm2_chat_first_reply_equals_rust() {
     assert!(out.starts_with("> "), "{out}");
     assert_eq!(out[2..].split("\n> ").next().unwrap(), want, "{out}");
     assert_eq!(lines.len(), 2, "two replies expected: {out}");
+}
+
+#[test]
+fn smollm2_python_ctypes_example_equals_rust() {
+    let Some((_, model, path)) = smollm2() else {
+        return;
+    };
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipping the ctypes example: no python3");
+        return;
+    }
+    let tok = model.tokenizer().unwrap();
+    let prompt = "Once upon a time";
+    let mut ids = Vec::new();
+    if tok.add_bos() {
+        ids.extend(tok.bos_id());
+    }
+    ids.extend(tok.encode(prompt, true));
+    let want = rust_text(model, &ids, 16);
+    let (so, _) = libs();
+    let o = Command::new("python3")
+        .arg(root().join("examples/python/llq_ctypes.py"))
+        .args([path.to_str().unwrap(), prompt, "-n", "16", "--lib"])
+        .arg(so)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("prompt tokens: {ids:?}")), "{err}");
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), format!("{want}\n"));
 }

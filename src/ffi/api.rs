@@ -208,7 +208,10 @@ unsafe fn slice<'a, T>(p: *const T, n: usize, what: &str) -> FfiResult<&'a [T]> 
     }
     non_null(p, what)?;
     if n > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
-        return Err(err(LLQ_ERR_INVALID_ARG, format!("{what}: length {n} too large")));
+        return Err(err(
+            LLQ_ERR_INVALID_ARG,
+            format!("{what}: length {n} too large"),
+        ));
     }
     // SAFETY: non-null, length bounded, and the caller guarantees n readable elements.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
@@ -411,7 +414,10 @@ fn mlock(m: &Model) -> FfiResult<()> {
 
 #[cfg(not(unix))]
 fn mlock(_: &Model) -> FfiResult<()> {
-    Err(err(LLQ_ERR_UNSUPPORTED, "use_mlock is not supported on this platform"))
+    Err(err(
+        LLQ_ERR_UNSUPPORTED,
+        "use_mlock is not supported on this platform",
+    ))
 }
 
 /// Open a `.llq` model file. On success `*out_model` receives a handle to free with
@@ -545,7 +551,9 @@ pub extern "C" fn llq_model_has_tokenizer(model: *const llq_model) -> bool {
 pub extern "C" fn llq_model_chat_template(model: *const llq_model) -> *const c_char {
     guard_value(std::ptr::null(), || {
         let m = model_ref(model)?;
-        Ok(m.chat_template.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+        Ok(m.chat_template
+            .as_ref()
+            .map_or(std::ptr::null(), |c| c.as_ptr()))
     })
 }
 
@@ -896,7 +904,10 @@ pub unsafe extern "C" fn llq_eval(
         if used + ids.len() > n_ctx {
             return Err(err(
                 LLQ_ERR_CONTEXT_FULL,
-                format!("context full: {used} + {} tokens > n_ctx {n_ctx}", ids.len()),
+                format!(
+                    "context full: {used} + {} tokens > n_ctx {n_ctx}",
+                    ids.len()
+                ),
             ));
         }
         g.session.feed(&ids)?;
@@ -923,7 +934,10 @@ pub unsafe extern "C" fn llq_get_logits(
         let g = c.lock()?;
         let l = g.session.logits();
         if l.is_empty() {
-            return Err(err(LLQ_ERR_INVALID_ARG, "no logits yet: evaluate tokens first"));
+            return Err(err(
+                LLQ_ERR_INVALID_ARG,
+                "no logits yet: evaluate tokens first",
+            ));
         }
         // SAFETY: both checked non-null and writable per the contract. The pointer stays
         // valid after the lock is released until the session's logits change, as documented.
@@ -942,13 +956,19 @@ pub unsafe extern "C" fn llq_get_logits(
 /// # Safety
 /// `out_token` writable; `ctx` a handle not being freed concurrently.
 #[no_mangle]
-pub unsafe extern "C" fn llq_sample(ctx: *mut llq_context, out_token: *mut llq_token) -> llq_status {
+pub unsafe extern "C" fn llq_sample(
+    ctx: *mut llq_context,
+    out_token: *mut llq_token,
+) -> llq_status {
     guard(|| {
         let c = ctx_ref(ctx)?;
         non_null(out_token, "out_token")?;
         let mut g = c.lock()?;
         if g.session.logits().is_empty() {
-            return Err(err(LLQ_ERR_INVALID_ARG, "no logits yet: evaluate tokens first"));
+            return Err(err(
+                LLQ_ERR_INVALID_ARG,
+                "no logits yet: evaluate tokens first",
+            ));
         }
         let t = g.session.sample();
         // SAFETY: checked non-null, writable per the contract.

@@ -88,7 +88,10 @@ pub(crate) fn free<T: Handled>(p: *mut T::C, what: &str) -> FfiResult<()> {
         if found.and_then(T::unwrap).is_none() {
             let e = lookup_error(what, T::KIND, found);
             return Err(if found.is_none() {
-                err(e.code, format!("{} (double free?); nothing was freed", e.msg))
+                err(
+                    e.code,
+                    format!("{} (double free?); nothing was freed", e.msg),
+                )
             } else {
                 e
             });
