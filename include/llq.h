@@ -400,7 +400,7 @@ const char *llq_model_chat_template(const llq_model *model);
  *
  * # Safety
  * `text` readable for `text_len` bytes; `out_tokens` writable for `capacity` tokens;
- * `out_n` writable; `model` a handle not being freed concurrently.
+ * `out_n` writable.
  */
 LLQ_API
 llq_status llq_tokenize(const llq_model *model,
@@ -421,7 +421,7 @@ llq_status llq_tokenize(const llq_model *model,
  *
  * # Safety
  * `tokens` readable for `n` tokens; `out_buf` writable for `capacity` bytes; `out_len`
- * writable; `model` a handle not being freed concurrently.
+ * writable.
  */
 LLQ_API
 llq_status llq_detokenize(const llq_model *model,
@@ -438,8 +438,7 @@ llq_status llq_detokenize(const llq_model *model,
  * `llq_generate` callback for text. Sizes as in `llq_detokenize`.
  *
  * # Safety
- * `out_buf` writable for `capacity` bytes; `out_len` writable; `model` a handle not being
- * freed concurrently.
+ * `out_buf` writable for `capacity` bytes; `out_len` writable.
  */
 LLQ_API
 llq_status llq_token_to_piece(const llq_model *model,
@@ -457,8 +456,7 @@ llq_status llq_token_to_piece(const llq_model *model,
  *
  * # Safety
  * `messages` readable for `n` entries whose strings are NUL-terminated; `tmpl` NULL or
- * NUL-terminated; `out_buf` writable for `capacity` bytes; `out_len` writable; `model` a
- * handle not being freed concurrently.
+ * NUL-terminated; `out_buf` writable for `capacity` bytes; `out_len` writable.
  */
 LLQ_API
 llq_status llq_chat_apply_template(const llq_model *model,
@@ -483,7 +481,7 @@ llq_context_params llq_context_default_params(void);
  * contexts may share a model and run on different threads.
  *
  * # Safety
- * `out_ctx` writable; `model` a handle not being freed concurrently.
+ * `out_ctx` writable (NULL is an error).
  */
 LLQ_API
 llq_status llq_context_new(const llq_model *model,
@@ -530,7 +528,7 @@ int32_t llq_context_n_tokens(const llq_context *ctx);
  * not enter the repetition-penalty history (`llq_generate`'s prompt and output do).
  *
  * # Safety
- * `tokens` readable for `n` tokens; `ctx` a handle not being freed concurrently.
+ * `tokens` readable for `n` tokens.
  */
 LLQ_API
 llq_status llq_eval(llq_context *ctx,
@@ -543,7 +541,7 @@ llq_status llq_eval(llq_context *ctx,
  * reset, free). `LLQ_ERR_INVALID_ARG` if nothing has been evaluated yet.
  *
  * # Safety
- * `out_logits` and `out_n` writable; `ctx` a handle not being freed concurrently.
+ * `out_logits` and `out_n` writable.
  */
 LLQ_API
 llq_status llq_get_logits(const llq_context *ctx,
@@ -556,7 +554,7 @@ llq_status llq_get_logits(const llq_context *ctx,
  * been evaluated yet.
  *
  * # Safety
- * `out_token` writable; `ctx` a handle not being freed concurrently.
+ * `out_token` writable.
  */
 LLQ_API
 llq_status llq_sample(llq_context *ctx,
@@ -586,7 +584,7 @@ llq_generate_params llq_generate_default_params(void);
  *
  * # Safety
  * `prompt` NULL or NUL-terminated; `out_result` NULL or writable; `on_token` safe to call
- * with `user_data`; `ctx` a handle not being freed concurrently.
+ * with `user_data`.
  */
 LLQ_API
 llq_status llq_generate(llq_context *ctx,

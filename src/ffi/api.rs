@@ -569,7 +569,7 @@ pub extern "C" fn llq_model_chat_template(model: *const llq_model) -> *const c_c
 ///
 /// # Safety
 /// `text` readable for `text_len` bytes; `out_tokens` writable for `capacity` tokens;
-/// `out_n` writable; `model` a handle not being freed concurrently.
+/// `out_n` writable.
 #[no_mangle]
 pub unsafe extern "C" fn llq_tokenize(
     model: *const llq_model,
@@ -620,7 +620,7 @@ pub unsafe extern "C" fn llq_tokenize(
 ///
 /// # Safety
 /// `tokens` readable for `n` tokens; `out_buf` writable for `capacity` bytes; `out_len`
-/// writable; `model` a handle not being freed concurrently.
+/// writable.
 #[no_mangle]
 pub unsafe extern "C" fn llq_detokenize(
     model: *const llq_model,
@@ -647,8 +647,7 @@ pub unsafe extern "C" fn llq_detokenize(
 /// `llq_generate` callback for text. Sizes as in `llq_detokenize`.
 ///
 /// # Safety
-/// `out_buf` writable for `capacity` bytes; `out_len` writable; `model` a handle not being
-/// freed concurrently.
+/// `out_buf` writable for `capacity` bytes; `out_len` writable.
 #[no_mangle]
 pub unsafe extern "C" fn llq_token_to_piece(
     model: *const llq_model,
@@ -680,8 +679,7 @@ pub unsafe extern "C" fn llq_token_to_piece(
 ///
 /// # Safety
 /// `messages` readable for `n` entries whose strings are NUL-terminated; `tmpl` NULL or
-/// NUL-terminated; `out_buf` writable for `capacity` bytes; `out_len` writable; `model` a
-/// handle not being freed concurrently.
+/// NUL-terminated; `out_buf` writable for `capacity` bytes; `out_len` writable.
 #[no_mangle]
 pub unsafe extern "C" fn llq_chat_apply_template(
     model: *const llq_model,
@@ -793,7 +791,7 @@ fn sampler_params(p: &llq_context_params) -> FfiResult<SamplerParams> {
 /// contexts may share a model and run on different threads.
 ///
 /// # Safety
-/// `out_ctx` writable; `model` a handle not being freed concurrently.
+/// `out_ctx` writable (NULL is an error).
 #[no_mangle]
 pub unsafe extern "C" fn llq_context_new(
     model: *const llq_model,
@@ -884,7 +882,7 @@ pub extern "C" fn llq_context_n_tokens(ctx: *const llq_context) -> i32 {
 /// not enter the repetition-penalty history (`llq_generate`'s prompt and output do).
 ///
 /// # Safety
-/// `tokens` readable for `n` tokens; `ctx` a handle not being freed concurrently.
+/// `tokens` readable for `n` tokens.
 #[no_mangle]
 pub unsafe extern "C" fn llq_eval(
     ctx: *mut llq_context,
@@ -920,7 +918,7 @@ pub unsafe extern "C" fn llq_eval(
 /// reset, free). `LLQ_ERR_INVALID_ARG` if nothing has been evaluated yet.
 ///
 /// # Safety
-/// `out_logits` and `out_n` writable; `ctx` a handle not being freed concurrently.
+/// `out_logits` and `out_n` writable.
 #[no_mangle]
 pub unsafe extern "C" fn llq_get_logits(
     ctx: *const llq_context,
@@ -954,7 +952,7 @@ pub unsafe extern "C" fn llq_get_logits(
 /// been evaluated yet.
 ///
 /// # Safety
-/// `out_token` writable; `ctx` a handle not being freed concurrently.
+/// `out_token` writable.
 #[no_mangle]
 pub unsafe extern "C" fn llq_sample(
     ctx: *mut llq_context,
@@ -1009,7 +1007,7 @@ pub extern "C" fn llq_generate_default_params() -> llq_generate_params {
 ///
 /// # Safety
 /// `prompt` NULL or NUL-terminated; `out_result` NULL or writable; `on_token` safe to call
-/// with `user_data`; `ctx` a handle not being freed concurrently.
+/// with `user_data`.
 #[no_mangle]
 pub unsafe extern "C" fn llq_generate(
     ctx: *mut llq_context,
