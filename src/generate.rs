@@ -2,15 +2,20 @@
 //! cache, reuses the longest common prefix when a new prompt arrives (chat turns, edited
 //! prompts), and samples tokens one by one.
 
+use std::ops::Deref;
+
 use crate::error::{Error, Result};
 use crate::model::{Logits, Model, State};
 use crate::sample::{Sampler, SamplerParams};
+use crate::tokenizer::Tokenizer;
 
 /// Prompt tokens evaluated per forward call: bounds the activation buffers.
 pub const BATCH: usize = 256;
 
-pub struct Session<'m> {
-    model: &'m Model,
+/// A generation session over a model held by `M`: `&Model` ([`Session`]) or an owning
+/// handle such as `Arc<Model>` (for sessions that must not borrow, e.g. across the C ABI).
+pub struct SessionOf<M: Deref<Target = Model>> {
+    model: M,
     state: State,
     sampler: Sampler,
     /// Tokens whose keys/values are in the cache, in order.
@@ -20,11 +25,14 @@ pub struct Session<'m> {
     evaluated: usize,
 }
 
-impl<'m> Session<'m> {
-    pub fn new(model: &'m Model, n_ctx: usize, params: SamplerParams) -> Session<'m> {
-        Session {
+/// A session borrowing its model.
+pub type Session<'m> = SessionOf<&'m Model>;
+
+impl<M: Deref<Target = Model>> SessionOf<M> {
+    pub fn new(model: M, n_ctx: usize, params: SamplerParams) -> SessionOf<M> {
+        SessionOf {
+            state: State::new(&model, n_ctx),
             model,
-            state: State::new(model, n_ctx),
             sampler: Sampler::new(params),
             tokens: Vec::new(),
             logits: Vec::new(),
@@ -32,8 +40,8 @@ impl<'m> Session<'m> {
         }
     }
 
-    pub fn model(&self) -> &'m Model {
-        self.model
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -59,6 +67,11 @@ impl<'m> Session<'m> {
         self.state.reset();
         self.tokens.clear();
         self.logits.clear();
+    }
+
+    /// Replace the sampler (fresh random state and repetition history).
+    pub fn set_sampler(&mut self, params: SamplerParams) {
+        self.sampler = Sampler::new(params);
     }
 
     /// Make the context hold exactly `prompt`: keep the longest common prefix already in the
@@ -141,4 +154,24 @@ impl<'m> Session<'m> {
         }
         Ok(n)
     }
+}
+
+/// The tokens that end generation: the tokenizer's end-of-generation ids plus the
+/// config's eos ids.
+pub fn stop_ids(model: &Model) -> Vec<u32> {
+    let mut ids = model.config.eos_ids.clone();
+    if let Some(t) = &model.tokenizer {
+        for &id in t.eog_ids() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+/// A token's text as a template variable (`bos_token`, `eos_token`).
+pub fn piece_text(tok: &Tokenizer, id: Option<u32>) -> String {
+    id.map(|i| String::from_utf8_lossy(tok.token_piece(i)).into_owned())
+        .unwrap_or_default()
 }

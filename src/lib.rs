@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod convert;
 pub mod error;
+pub mod ffi;
 pub mod format;
 pub mod generate;
 pub mod gguf;

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use llq::model::Model;
 use llq::sample::SamplerParams;
-use llq::tokenizer::Tokenizer;
 use llq::{Error, Result};
 
 #[derive(clap::Args, Clone)]
@@ -90,22 +89,4 @@ pub fn read_text_file(path: &Path) -> Result<String> {
     })
 }
 
-/// The tokens that end generation: the tokenizer's end-of-generation ids plus the
-/// config's eos ids.
-pub fn stop_ids(model: &Model) -> Vec<u32> {
-    let mut ids = model.config.eos_ids.clone();
-    if let Some(t) = &model.tokenizer {
-        for &id in t.eog_ids() {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-    }
-    ids
-}
-
-/// A token's text as a template variable (`bos_token`, `eos_token`).
-pub fn piece_text(tok: &Tokenizer, id: Option<u32>) -> String {
-    id.map(|i| String::from_utf8_lossy(tok.token_piece(i)).into_owned())
-        .unwrap_or_default()
-}
+pub use llq::generate::{piece_text, stop_ids};

@@ -1,0 +1,104 @@
+//! Handles: the pointers given to C are not addresses of Rust objects but numbers that
+//! index a registry of live objects (`Arc`s). A handle is never dereferenced, and numbers
+//! are never reused, so NULL, freed (use-after-free, double free) and wrong-kind handles
+//! are reliably reported as errors; and a call that is running keeps its object alive
+//! even if another thread frees the handle meanwhile.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use super::{err, FfiResult, LLQ_ERR_INVALID_HANDLE, LLQ_ERR_NULL};
+
+/// A live object behind a handle.
+pub(crate) enum Obj {
+    Model(Arc<super::api::ModelObj>),
+    Context(Arc<super::api::ContextObj>),
+}
+
+impl Obj {
+    fn kind(&self) -> &'static str {
+        match self {
+            Obj::Model(_) => "llq_model",
+            Obj::Context(_) => "llq_context",
+        }
+    }
+}
+
+/// An object type that can sit behind a handle of C type `Self::C`.
+pub(crate) trait Handled: Sized {
+    /// The opaque C type (`llq_model`, `llq_context`).
+    type C;
+    const KIND: &'static str;
+    fn wrap(a: Arc<Self>) -> Obj;
+    fn unwrap(o: &Obj) -> Option<&Arc<Self>>;
+}
+
+static LIVE: LazyLock<Mutex<HashMap<usize, Obj>>> = LazyLock::new(Default::default);
+/// Handle numbers: multiples of 16 (they look like aligned pointers), never reused.
+static NEXT: AtomicUsize = AtomicUsize::new(1);
+
+fn live() -> MutexGuard<'static, HashMap<usize, Obj>> {
+    // The map stays consistent even if a panic interrupted a holder: use it anyway.
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Register `value` and return its new handle.
+pub(crate) fn register<T: Handled>(value: T) -> *mut T::C {
+    let id = NEXT.fetch_add(1, Ordering::Relaxed) << 4;
+    live().insert(id, T::wrap(Arc::new(value)));
+    std::ptr::without_provenance_mut(id)
+}
+
+fn lookup_error(what: &str, want: &str, found: Option<&Obj>) -> super::FfiError {
+    match found {
+        Some(o) => err(
+            LLQ_ERR_INVALID_HANDLE,
+            format!("{what} is a {}, not a {want}", o.kind()),
+        ),
+        None => err(
+            LLQ_ERR_INVALID_HANDLE,
+            format!("{what} is not a live {want} (freed already, or not a handle)"),
+        ),
+    }
+}
+
+/// The object behind handle `p`, which must be a live handle of `T`'s kind.
+pub(crate) fn get<T: Handled>(p: *const T::C, what: &str) -> FfiResult<Arc<T>> {
+    if p.is_null() {
+        return Err(err(LLQ_ERR_NULL, format!("{what} is NULL")));
+    }
+    let map = live();
+    let found = map.get(&p.addr());
+    match found.and_then(T::unwrap) {
+        Some(a) => Ok(a.clone()),
+        None => Err(lookup_error(what, T::KIND, found)),
+    }
+}
+
+/// Unregister handle `p`; the object is dropped once no running call uses it. NULL is a
+/// no-op; a handle that is not live (double free) is an error and nothing happens.
+pub(crate) fn free<T: Handled>(p: *mut T::C, what: &str) -> FfiResult<()> {
+    if p.is_null() {
+        return Ok(());
+    }
+    let obj = {
+        let mut map = live();
+        let found = map.get(&p.addr());
+        if found.and_then(T::unwrap).is_none() {
+            let e = lookup_error(what, T::KIND, found);
+            return Err(if found.is_none() {
+                err(
+                    e.code,
+                    format!("{} (double free?); nothing was freed", e.msg),
+                )
+            } else {
+                e
+            });
+        }
+        map.remove(&p.addr())
+    };
+    // Dropped outside the registry lock: freeing a model can take a while (munmap).
+    drop(obj);
+    Ok(())
+}

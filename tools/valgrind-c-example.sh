@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Build examples/c/generate.c (and tests/c/misuse.c) against libllq.so and run them under
+# valgrind on the tiny
+# fixture model (token level: it has no tokenizer). Exits non-zero on leaks ("definitely
+# lost"/"indirectly lost") or memory errors; "still reachable" blocks (rayon's global
+# thread pool, thread-locals) are expected and allowed.
+#
+#   tools/valgrind-c-example.sh            (uses CARGO_TARGET_DIR or ./target, profile release)
+#   PROFILE=debug tools/valgrind-c-example.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+target=${CARGO_TARGET_DIR:-$root/target}
+profile=${PROFILE:-release}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+flag=()
+[ "$profile" = release ] && flag=(--release)
+cargo build "${flag[@]}" --lib --bin llq
+libdir=$target/$profile
+
+"$libdir/llq" convert ../shared/fixtures/tiny-llama-gqa -o "$work/tiny.llq" --type q8_0 >/dev/null
+cc -std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude examples/c/generate.c \
+    -L"$libdir" -lllq -Wl,-rpath,"$libdir" -o "$work/generate"
+# Force a small pool so valgrind's serialized threads finish quickly.
+RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+    "$work/generate" "$work/tiny.llq" --ids 1,5,9,33,2 -n 8
+# The misuse test program: error paths, threads, stop requests, double frees.
+cc -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Wall -Wextra -Werror -Iinclude tests/c/misuse.c \
+    -L"$libdir" -lllq -Wl,-rpath,"$libdir" -lpthread -o "$work/misuse"
+RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+    "$work/misuse" "$work/tiny.llq"
+echo "valgrind: clean"
