@@ -257,7 +257,11 @@ pub(crate) fn strftime(fmt: &str, t: DateTime) -> String {
         };
         let month = MONTHS[(t.month - 1) as usize];
         let day = DAYS[t.weekday as usize];
-        let h12 = if t.hour % 12 == 0 { 12 } else { t.hour % 12 };
+        let h12 = if t.hour.is_multiple_of(12) {
+            12
+        } else {
+            t.hour % 12
+        };
         let s = match code {
             'Y' => t.year.to_string(),
             'y' => format!("{:02}", t.year.rem_euclid(100)),

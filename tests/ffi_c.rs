@@ -242,7 +242,7 @@ fn misuse_gives_documented_codes() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Text level, on SmolLM2 (skipped with a note if it has not been fetched).
+// Text level, on SmolLM2 (tools/fetch_smollm2.sh fetches it; a missing model fails).
 
 fn smollm2() -> Option<&'static (tempfile::TempDir, Model, PathBuf)> {
     static M: OnceLock<Option<(tempfile::TempDir, Model, PathBuf)>> = OnceLock::new();
@@ -256,13 +256,11 @@ fn smollm2() -> Option<&'static (tempfile::TempDir, Model, PathBuf)> {
                 })
                 .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
         };
-        if !gguf.is_file() {
-            eprintln!(
-                "skipping SmolLM2 C tests: {} missing (tools/fetch_smollm2.sh)",
-                gguf.display()
-            );
-            return None;
-        }
+        assert!(
+            gguf.is_file(),
+            "{} is missing: run tools/fetch_smollm2.sh (or set LLQ_SMOLLM2_GGUF)",
+            gguf.display()
+        );
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("smollm2.q8_0.llq");
         let ck = llq::convert::GgufCheckpoint::open(&gguf).unwrap();
@@ -347,10 +345,10 @@ fn smollm2_python_ctypes_example_equals_rust() {
     let Some((_, model, path)) = smollm2() else {
         return;
     };
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipping the ctypes example: no python3");
-        return;
-    }
+    assert!(
+        Command::new("python3").arg("--version").output().is_ok(),
+        "python3 is needed for the ctypes example"
+    );
     let tok = model.tokenizer().unwrap();
     let prompt = "Once upon a time";
     let mut ids = Vec::new();

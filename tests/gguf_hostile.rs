@@ -95,7 +95,7 @@ fn build(s: &Spec) -> Built {
         b.extend_from_slice(&t.ty.to_le_bytes());
         b.extend_from_slice(&t.offset.to_le_bytes());
     }
-    while b.len() as u64 % s.align != 0 {
+    while !(b.len() as u64).is_multiple_of(s.align) {
         b.push(0);
     }
     let data_start = b.len();

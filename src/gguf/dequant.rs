@@ -19,7 +19,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Gguf
     let err = |msg: String| GgufError::Dequant { ty: ty.name(), msg };
     let ts = ty.type_size();
     let bs = ty.block_size();
-    if data.len() % ts != 0 {
+    if !data.len().is_multiple_of(ts) {
         return Err(err(format!(
             "input length {} is not a multiple of the block size {ts} bytes",
             data.len()

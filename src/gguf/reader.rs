@@ -636,7 +636,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         }
         let block = ggml_type.block_size() as u64;
         let ne0 = dims.first().copied().unwrap_or(1);
-        if ne0 % block != 0 || n_elements % block != 0 {
+        if ne0 % block != 0 || !n_elements.is_multiple_of(block) {
             return Err(tensor_err(format!(
                 "row length ne[0] = {ne0} is not a multiple of the {ggml_type} block size {block}"
             )));
