@@ -345,24 +345,43 @@ fn smollm2() -> &'static Model {
 }
 
 /// Streaming perplexity with a 256-position ring and 4 sinks vs the windowed protocol
-/// (independent 256-token windows, golden 18.9206). Streaming scores every token but the
-/// first and each one sees up to 252 previous tokens (vs 0..255 in a window), so it is
-/// expected to be a bit lower.
+/// (independent 256-token windows from an empty cache, golden 18.9206).
+///
+/// In a window, token i is predicted from only i previous tokens (the first ones from
+/// almost none), while in the stream every token after the first 256 sees 252 previous
+/// tokens plus the sinks, so streaming is *lower*: measured 14.79 (2026-11-29, f32 cache).
+/// A broken ring (wrong RoPE distances, lost sinks, reading overwritten slots) makes it
+/// higher, so the test bounds it from above by the windowed PPL + 10%, and compares it
+/// with the golden's matched-context variant (`llamacpp_protocol`: the same windows
+/// scoring only positions ≥ 128, i.e. tokens with 128..255 tokens of context, PPL
+/// 15.554): within 10%.
 #[test]
 fn smollm2_streaming_perplexity_is_close_to_windowed() {
     let p = read_json(&fixtures().join("smollm2/perplexity.json"));
     let tokens = ids(&p["token_ids"]);
     let windowed = p["ppl"].as_f64().unwrap();
+    let matched = p["llamacpp_protocol"]["ppl"].as_f64().unwrap();
     let cfg = shift(CacheType::F32, 4);
     let r = llq::perplexity::perplexity_streaming(smollm2(), &tokens, 256, cfg, 64, |_, _, _| {})
         .unwrap();
     assert_eq!(r.n_scored, tokens.len() - 1);
-    let rel = (r.ppl - windowed).abs() / windowed;
+    let rel = (r.ppl - matched).abs() / matched;
     eprintln!(
-        "SmolLM2 streaming PPL (ring 256, keep 4, f32 cache) {:.4} over {} tokens vs windowed {windowed:.4} (rel. diff {rel:.3})",
-        r.ppl, r.n_scored
+        "SmolLM2 streaming PPL (ring 256, keep 4, f32 cache) {:.4} over {} tokens; windowed {windowed:.4} (ratio {:.3}); windowed scoring positions >= 128 {matched:.4} (rel. diff {rel:.3})",
+        r.ppl,
+        r.n_scored,
+        r.ppl / windowed
     );
-    assert!(rel < 0.10, "streaming PPL {} vs windowed {windowed}", r.ppl);
+    assert!(
+        r.ppl <= windowed * 1.10,
+        "streaming PPL {} vs windowed {windowed}",
+        r.ppl
+    );
+    assert!(
+        rel < 0.10,
+        "streaming PPL {} vs matched-context windowed {matched}",
+        r.ppl
+    );
 }
 
 /// f16 and q8_0 caches vs the f32 cache on the goldens' prompts + greedy continuations,
@@ -380,7 +399,10 @@ fn smollm2_cache_types_stay_close_to_f32() {
         let mut st = State::with_config(m, seq.len(), cfg).unwrap();
         m.forward(&mut st, seq, Logits::All).unwrap().to_vec()
     };
-    // Measured 2026-11-29 (avx512vnni kernels): see the eprintln output; bounds ≈ 5×.
+    // Measured 2026-11-29 (avx512vnni kernels), 438 positions: f16 mean KL 1.23e-6,
+    // top-1 438/438; q8_0 mean KL 1.33e-3, top-1 431/438. Bounds: 8× and ~4× the
+    // measurements (other kernel levels round f16 dots differently; Q8_0 quantization is
+    // bit-identical across levels), far below a broken cache (KL ≳ 0.1).
     for (ct, max_kl, min_agree) in [
         (CacheType::F16, F16_MAX_KL, 0.99),
         (CacheType::Q8_0, Q8_MAX_KL, 0.95),
@@ -408,5 +430,5 @@ fn smollm2_cache_types_stay_close_to_f32() {
     }
 }
 
-const F16_MAX_KL: f64 = 1e-3;
-const Q8_MAX_KL: f64 = 1e-2;
+const F16_MAX_KL: f64 = 1e-5;
+const Q8_MAX_KL: f64 = 5e-3;
