@@ -111,7 +111,7 @@ impl<'m> Session<'m> {
             .take_while(|(a, b)| a == b)
             .count();
         let fresh = common == prompt.len() && common == self.tokens.len();
-        if !(fresh && !self.logits.is_empty()) {
+        if !fresh || self.logits.is_empty() {
             common = common.min(prompt.len() - 1);
         }
         if self.state.cache().wrapped() {

@@ -146,9 +146,7 @@ pub fn run(a: Args) -> Result<()> {
     let prompt_evaluated = session.evaluated() - before;
     if let Some(pc) = &a.prompt_cache {
         if a.verbose {
-            eprintln!(
-                "llq: prompt cache: {reused} tokens reused, {prompt_evaluated} evaluated"
-            );
+            eprintln!("llq: prompt cache: {reused} tokens reused, {prompt_evaluated} evaluated");
         }
         if reused < prompt.len() && prompt.len() <= n_ctx && !session.state().cache().wrapped() {
             if let Err(e) = session.save_prompt_cache(pc) {
