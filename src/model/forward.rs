@@ -292,20 +292,55 @@ fn attention<'v>(
                 }
             };
             scores.clear();
-            scores.extend((0..len).map(|j| {
-                let kj = row(view.k, view.old_k, j);
-                let sink = j < n_sinks;
-                let d = match kj {
-                    StoreRef::F32(kj) => (k.dot_f32)(if sink { q_sink } else { qh }, kj),
-                    StoreRef::F16(kj) => (k.dot_f16)(kj, if sink { q_sink } else { qh }),
-                    StoreRef::Q8_0(kj) => (k.dot_q8_0)(kj, if sink { q8_sink } else { q8 }),
-                };
-                d * scale
-            }));
+            let at = |j: usize| j * kv_dim + kv_off..j * kv_dim + kv_off + hd;
+            let blocks = |j: usize| (j * kv_dim + kv_off) / QK..(j * kv_dim + kv_off + hd) / QK;
+            match (view.k, future) {
+                // The common case, one loop per type: no slot of this query was
+                // overwritten by a later token of its batch.
+                (StoreRef::F32(kc), false) => scores.extend((0..len).map(|j| {
+                    (k.dot_f32)(if j < n_sinks { q_sink } else { qh }, &kc[at(j)]) * scale
+                })),
+                (StoreRef::F16(kc), false) => scores.extend((0..len).map(|j| {
+                    (k.dot_f16)(&kc[at(j)], if j < n_sinks { q_sink } else { qh }) * scale
+                })),
+                (StoreRef::Q8_0(kc), false) => scores.extend((0..len).map(|j| {
+                    (k.dot_q8_0)(&kc[blocks(j)], if j < n_sinks { q8_sink } else { q8 }) * scale
+                })),
+                _ => scores.extend((0..len).map(|j| {
+                    let sink = j < n_sinks;
+                    let d = match row(view.k, view.old_k, j) {
+                        StoreRef::F32(kj) => (k.dot_f32)(if sink { q_sink } else { qh }, kj),
+                        StoreRef::F16(kj) => (k.dot_f16)(kj, if sink { q_sink } else { qh }),
+                        StoreRef::Q8_0(kj) => (k.dot_q8_0)(kj, if sink { q8_sink } else { q8 }),
+                    };
+                    d * scale
+                })),
+            }
             softmax(scores);
             o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                axpy(o, p, row(view.v, view.old_v, j));
+            match (view.v, future) {
+                (StoreRef::F32(vc), false) => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        for (a, v) in o.iter_mut().zip(&vc[at(j)]) {
+                            *a += p * v;
+                        }
+                    }
+                }
+                (StoreRef::F16(vc), false) => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        axpy(o, p, StoreRef::F16(&vc[at(j)]));
+                    }
+                }
+                (StoreRef::Q8_0(vc), false) => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        axpy(o, p, StoreRef::Q8_0(&vc[blocks(j)]));
+                    }
+                }
+                _ => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        axpy(o, p, row(view.v, view.old_v, j));
+                    }
+                }
             }
         });
     });
