@@ -1,10 +1,13 @@
 //! Text generation on top of the forward pass: a session that keeps the tokens in its KV
 //! cache, reuses the longest common prefix when a new prompt arrives (chat turns, edited
-//! prompts), and samples tokens one by one.
+//! prompts), and samples tokens one by one. Under the `shift` context policy (see
+//! [`crate::kv`]) it keeps generating past the context size.
 
 use std::ops::Deref;
+use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::kv::{prompt_cache, ContextPolicy, KvConfig};
 use crate::model::{Logits, Model, State};
 use crate::sample::{Sampler, SamplerParams};
 use crate::tokenizer::Tokenizer;
@@ -18,7 +21,8 @@ pub struct SessionOf<M: Deref<Target = Model>> {
     model: M,
     state: State,
     sampler: Sampler,
-    /// Tokens whose keys/values are in the cache, in order.
+    /// Tokens whose keys/values are in the cache, in order (after a wrap: the sinks, then
+    /// the window, oldest first).
     tokens: Vec<u32>,
     logits: Vec<f32>,
     /// Prompt tokens evaluated so far (not counting reused prefixes).
@@ -29,15 +33,27 @@ pub struct SessionOf<M: Deref<Target = Model>> {
 pub type Session<'m> = SessionOf<&'m Model>;
 
 impl<M: Deref<Target = Model>> SessionOf<M> {
+    /// A session with an f32 cache that stops when the context is full.
     pub fn new(model: M, n_ctx: usize, params: SamplerParams) -> SessionOf<M> {
-        SessionOf {
-            state: State::new(&model, n_ctx),
-            model,
+        SessionOf::with_config(model, n_ctx, params, KvConfig::default())
+            .expect("the default cache fits any model")
+    }
+
+    /// A session with the given cache type and full-window policy.
+    pub fn with_config(
+        model: M,
+        n_ctx: usize,
+        params: SamplerParams,
+        kv: KvConfig,
+    ) -> Result<SessionOf<M>> {
+        Ok(SessionOf {
+            state: State::with_config(&model, n_ctx, kv)?,
             sampler: Sampler::new(params),
-            tokens: Vec::new(),
-            logits: Vec::new(),
+            tokens: Vec::with_capacity(n_ctx),
+            logits: Vec::with_capacity(model.config.vocab_size),
             evaluated: 0,
-        }
+            model,
+        })
     }
 
     pub fn model(&self) -> &Model {
@@ -58,8 +74,19 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
         self.evaluated
     }
 
+    /// Bytes the KV cache holds (its storage plus the eviction side buffer of `shift`);
+    /// allocated once, constant for the session's lifetime.
     pub fn kv_cache_bytes(&self) -> usize {
-        self.state.cache_bytes()
+        self.state.cache().allocated_bytes()
+    }
+
+    /// The forward state (its cache's accounting, for tests and reports).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn shift(&self) -> bool {
+        self.state.cache().config().policy == ContextPolicy::Shift
     }
 
     /// Forget everything in the context.
@@ -75,35 +102,47 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
     }
 
     /// Make the context hold exactly `prompt`: keep the longest common prefix already in the
-    /// cache and evaluate the rest. At least the last token is always evaluated so that
-    /// fresh logits are available.
+    /// cache and evaluate the rest. The last token is evaluated again unless the context
+    /// already ends with the whole prompt and its logits. After the window wrapped the
+    /// cache holds no plain prefix, so everything is evaluated again.
     pub fn set_prompt(&mut self, prompt: &[u32]) -> Result<()> {
         if prompt.is_empty() {
             return Err(Error::usage("empty prompt"));
         }
-        if prompt.len() > self.n_ctx() {
+        if prompt.len() > self.n_ctx() && !self.shift() {
             return Err(Error::usage(format!(
                 "prompt of {} tokens does not fit the context of {} (set -c)",
                 prompt.len(),
                 self.n_ctx()
             )));
         }
-        let common = self
+        let mut common = self
             .tokens
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
+            .count();
+        let fresh = common == prompt.len() && common == self.tokens.len();
+        if !fresh || self.logits.is_empty() {
+            common = common.min(prompt.len() - 1);
+        }
+        if self.state.cache().wrapped() {
+            common = 0;
+        }
         self.state.truncate(common);
         self.tokens.truncate(common);
         prompt.iter().for_each(|&t| self.sampler.accept(t));
+        if common == prompt.len() {
+            return Ok(());
+        }
         self.feed(&prompt[common..])
     }
 
-    /// Append tokens to the context and evaluate them.
+    /// Append tokens to the context and evaluate them. Under `stop` the context must have
+    /// room; under `shift` the oldest non-sink positions are overwritten.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        if self.tokens.len() + tokens.len() > self.n_ctx() {
+        let shift = self.shift();
+        if !shift && self.tokens.len() + tokens.len() > self.n_ctx() {
             return Err(Error::usage(format!(
                 "context full: {} + {} tokens > {}",
                 self.tokens.len(),
@@ -111,14 +150,66 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
                 self.n_ctx()
             )));
         }
-        for chunk in tokens.chunks(BATCH) {
+        let batch = if shift {
+            BATCH.min(self.state.cache().max_batch())
+        } else {
+            BATCH
+        };
+        let (n_ctx, keep) = (self.n_ctx(), self.state.cache().config().keep);
+        for chunk in tokens.chunks(batch) {
             let l = self.model.forward(&mut self.state, chunk, Logits::Last)?;
             self.logits.clear();
             self.logits.extend_from_slice(l);
-            self.tokens.extend_from_slice(chunk);
+            for &t in chunk {
+                if self.tokens.len() == n_ctx {
+                    // The ring overwrote the oldest window position.
+                    self.tokens.copy_within(keep + 1.., keep);
+                    self.tokens.pop();
+                }
+                self.tokens.push(t);
+            }
             self.evaluated += chunk.len();
         }
         Ok(())
+    }
+
+    /// Use a saved prompt (`llq run --prompt-cache`): if `path` holds a cache for this
+    /// model and cache type whose tokens share a prefix with `prompt`, load it so that
+    /// [`Session::set_prompt`] evaluates only the rest. Returns the number of reused
+    /// tokens; an error says why the file was not usable (the context is then empty).
+    pub fn load_prompt_cache(&mut self, path: &Path, prompt: &[u32]) -> Result<usize> {
+        let saved = prompt_cache::load(path, &self.model, self.state.cache())?;
+        let common = saved
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if common == 0 {
+            return Err(Error::invalid(path, "its tokens do not start the prompt"));
+        }
+        self.reset();
+        saved.restore(self.state.cache_mut());
+        self.tokens.extend_from_slice(&saved.tokens);
+        self.logits.extend_from_slice(&saved.logits);
+        if common < saved.tokens.len() {
+            self.state.truncate(common);
+            self.tokens.truncate(common);
+            self.logits.clear();
+        }
+        Ok(common)
+    }
+
+    /// Save the context (which must be exactly the evaluated prompt, not wrapped) as a
+    /// prompt cache, atomically.
+    pub fn save_prompt_cache(&self, path: &Path) -> Result<()> {
+        prompt_cache::save(
+            path,
+            &self.model,
+            self.state.cache(),
+            &self.tokens,
+            &self.logits,
+        )
     }
 
     /// Logits after the last evaluated token.
@@ -135,7 +226,7 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
 
     /// Generate up to `max` tokens: sample, report, evaluate, until `on_token` returns
     /// false, a stop token is sampled (it is reported but not evaluated) or the context is
-    /// full. Returns the number of tokens produced.
+    /// full (`stop` policy; `shift` goes on). Returns the number of tokens produced.
     pub fn generate(
         &mut self,
         max: usize,
@@ -147,7 +238,8 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
             let t = self.sample();
             n += 1;
             let go_on = on_token(t);
-            if stop(t) || !go_on || n == max || self.tokens.len() >= self.n_ctx() {
+            let full = !self.shift() && self.tokens.len() >= self.n_ctx();
+            if stop(t) || !go_on || n == max || full {
                 break;
             }
             self.feed(&[t])?;

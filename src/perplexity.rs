@@ -11,6 +11,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::kv::{CacheType, ContextPolicy, KvConfig};
 use crate::model::{Logits, Model, State};
 
 #[derive(Clone, Debug, Default)]
@@ -39,6 +40,17 @@ pub fn for_each_window(
     model: &Model,
     tokens: &[u32],
     window: usize,
+    each: impl FnMut(usize, &[u32], &[f32]) -> Result<()>,
+) -> Result<usize> {
+    for_each_window_with(model, tokens, window, CacheType::F32, each)
+}
+
+/// [`for_each_window`] with a KV cache of the given storage type.
+pub fn for_each_window_with(
+    model: &Model,
+    tokens: &[u32],
+    window: usize,
+    cache: CacheType,
     mut each: impl FnMut(usize, &[u32], &[f32]) -> Result<()>,
 ) -> Result<usize> {
     if window < 2 {
@@ -53,7 +65,11 @@ pub fn for_each_window(
             tokens.len()
         )));
     }
-    let mut state = State::new(model, window);
+    let cfg = KvConfig {
+        cache_type: cache,
+        ..KvConfig::default()
+    };
+    let mut state = State::with_config(model, window, cfg)?;
     let vocab = model.config.vocab_size;
     for w in 0..n_windows {
         let toks = &tokens[w * window..(w + 1) * window];
@@ -69,13 +85,71 @@ pub fn perplexity(
     model: &Model,
     tokens: &[u32],
     window: usize,
+    progress: impl FnMut(usize, usize, f64),
+) -> Result<Perplexity> {
+    perplexity_with(model, tokens, window, CacheType::F32, progress)
+}
+
+/// Streaming perplexity: the whole token stream goes through one context of `kv_cfg`'s
+/// cache with the `shift` policy (a ring of `n_ctx` positions, the first `keep` kept as
+/// attention sinks), `batch` tokens per forward call; every token but the first is scored
+/// once, as it streams through. Each token sees at most the `n_ctx - keep` previous
+/// tokens plus the sinks. `progress(done, total, running_ppl)` after each batch.
+pub fn perplexity_streaming(
+    model: &Model,
+    tokens: &[u32],
+    n_ctx: usize,
+    kv_cfg: KvConfig,
+    batch: usize,
+    mut progress: impl FnMut(usize, usize, f64),
+) -> Result<Perplexity> {
+    if tokens.len() < 2 {
+        return Err(Error::usage("at least 2 tokens are needed"));
+    }
+    let cfg = KvConfig {
+        policy: ContextPolicy::Shift,
+        ..kv_cfg
+    };
+    let mut state = State::with_config(model, n_ctx, cfg)?;
+    let batch = batch.clamp(1, state.cache().max_batch());
+    let vocab = model.config.vocab_size;
+    let total = tokens.len().div_ceil(batch);
+    let (mut sum, mut n_scored) = (0.0, 0usize);
+    for (bi, chunk) in tokens.chunks(batch).enumerate() {
+        let start = bi * batch;
+        let logits = model.forward(&mut state, chunk, Logits::All)?;
+        for (i, row) in logits.chunks_exact(vocab).enumerate() {
+            if let Some(&target) = tokens.get(start + i + 1) {
+                sum += log_sum_exp(row) - row[target as usize] as f64;
+                n_scored += 1;
+            }
+        }
+        progress(bi + 1, total, (sum / n_scored.max(1) as f64).exp());
+    }
+    let mean_nll = sum / n_scored as f64;
+    Ok(Perplexity {
+        n_windows: 1,
+        n_scored,
+        n_dropped_tail: 0,
+        mean_nll,
+        ppl: mean_nll.exp(),
+        per_window_mean_nll: Vec::new(),
+    })
+}
+
+/// [`perplexity`] with a KV cache of the given storage type.
+pub fn perplexity_with(
+    model: &Model,
+    tokens: &[u32],
+    window: usize,
+    cache: CacheType,
     mut progress: impl FnMut(usize, usize, f64),
 ) -> Result<Perplexity> {
     let vocab = model.config.vocab_size;
     let total = tokens.len() / window.max(1);
     let mut per_window = Vec::new();
     let mut sum = 0.0;
-    let n_windows = for_each_window(model, tokens, window, |w, toks, logits| {
+    let n_windows = for_each_window_with(model, tokens, window, cache, |w, toks, logits| {
         let mut nll = 0.0;
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
             let target = toks[i + 1] as usize;

@@ -7,7 +7,7 @@ use llq::chat::{ChatMessage, ChatTemplate};
 use llq::generate::Session;
 use llq::{Error, Result};
 
-use super::common::{piece_text, stop_ids, ModelArgs, SamplingArgs};
+use super::common::{piece_text, stop_ids, KvArgs, ModelArgs, SamplingArgs};
 
 /// Talk with the model. Each line read from stdin is a user message; the answer streams
 /// to stdout. The conversation is kept in the context (the oldest turns are dropped when it
@@ -22,6 +22,8 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    kv: KvArgs,
     /// System message that opens the conversation.
     #[arg(long)]
     system: Option<String>,
@@ -84,7 +86,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let interactive = std::io::stdin().is_terminal();
     let n_ctx = a.model.n_ctx(&model);
-    let mut session = Session::new(&model, n_ctx, a.sampling.params());
+    let mut session = Session::with_config(&model, n_ctx, a.sampling.params(), a.kv.config())?;
     let stops = stop_ids(&model);
     let base: Vec<ChatMessage> = a
         .system

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::model::Model;
 use llq::sample::SamplerParams;
 use llq::{Error, Result};
@@ -32,6 +33,33 @@ impl ModelArgs {
             model.config.context_length.min(4096)
         } else {
             self.ctx_size
+        }
+    }
+}
+
+/// KV cache flags (see `llq::kv`).
+#[derive(clap::Args, Clone)]
+pub struct KvArgs {
+    /// Storage type of the KV cache: f32, f16 or q8_0 (q8_0 needs head_dim % 32 == 0).
+    /// f16 halves f32's memory at a negligible accuracy cost.
+    #[arg(long, default_value = "f16")]
+    pub cache_type: CacheType,
+    /// When the context is full: stop, or shift (keep the first --keep positions and
+    /// overwrite the oldest others, so generation can go on without end).
+    #[arg(long, default_value = "shift")]
+    pub context_policy: ContextPolicy,
+    /// Positions at the start of the context never evicted under --context-policy shift
+    /// (attention sinks).
+    #[arg(long, default_value_t = 4)]
+    pub keep: usize,
+}
+
+impl KvArgs {
+    pub fn config(&self) -> KvConfig {
+        KvConfig {
+            cache_type: self.cache_type,
+            policy: self.context_policy,
+            keep: self.keep,
         }
     }
 }

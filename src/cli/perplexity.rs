@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use llq::perplexity::{kl_divergence_vs_base, perplexity, save_base_logits};
+use llq::kv::{CacheType, ContextPolicy, KvConfig};
+use llq::perplexity::{
+    kl_divergence_vs_base, perplexity_streaming, perplexity_with, save_base_logits,
+};
 use llq::{Error, Result};
 
 use super::common::read_text_file;
@@ -12,6 +15,10 @@ use super::common::read_text_file;
 /// windows of -c tokens (the trailing partial window is dropped), each window is evaluated
 /// from an empty cache, and every token but the first of each window is scored. The last
 /// stdout line is `PPL = <value>`.
+///
+/// With --streaming the whole text instead streams through one context of -c positions
+/// used as a ring (--keep sinks, the oldest other positions overwritten), and every token
+/// but the first is scored once as it passes.
 ///
 /// KL divergence (like llama-perplexity --kl-divergence): first run the reference model
 /// with --kl-divergence-base FILE to save its log-probabilities, then run another model
@@ -36,6 +43,18 @@ pub struct Args {
     /// Compare against --kl-divergence-base instead of writing it.
     #[arg(long, requires = "kl_divergence_base")]
     kl_divergence: bool,
+    /// Storage type of the KV cache: f32, f16 or q8_0.
+    #[arg(long, default_value = "f16")]
+    cache_type: CacheType,
+    /// Stream the text through a ring cache of -c positions instead of windows.
+    #[arg(long, conflicts_with = "kl_divergence_base")]
+    streaming: bool,
+    /// Attention-sink positions kept by --streaming.
+    #[arg(long, default_value_t = 4, requires = "streaming")]
+    keep: usize,
+    /// Tokens per forward call with --streaming.
+    #[arg(long, default_value_t = 64, requires = "streaming")]
+    batch: usize,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -44,6 +63,42 @@ pub fn run(a: Args) -> Result<()> {
     let model = llq::model::Model::open(&a.model)?;
     let text = read_text_file(&a.file)?;
     let tokens = model.tokenizer()?.encode(&text, false);
+    if a.streaming {
+        let kv = KvConfig {
+            cache_type: a.cache_type,
+            policy: ContextPolicy::Shift,
+            keep: a.keep,
+        };
+        eprintln!(
+            "llq: {} tokens streamed through a {}-position {} ring cache (keep {})",
+            tokens.len(),
+            a.ctx_size,
+            a.cache_type.name(),
+            a.keep
+        );
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] batch {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let r = perplexity_streaming(
+            &model,
+            &tokens,
+            a.ctx_size,
+            kv,
+            a.batch,
+            |done, total, ppl| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(format!("PPL {ppl:.4}"));
+            },
+        )?;
+        bar.finish_and_clear();
+        println!("scored tokens = {}", r.n_scored);
+        println!("mean NLL = {:.6}", r.mean_nll);
+        println!("PPL = {:.4}", r.ppl);
+        return Ok(());
+    }
     let n_windows = tokens.len() / a.ctx_size.max(1);
     eprintln!(
         "llq: {} tokens, {n_windows} windows of {} ({} trailing tokens dropped)",
@@ -62,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     match (&a.kl_divergence_base, a.kl_divergence) {
         (None, _) => {
-            let r = perplexity(&model, &tokens, a.ctx_size, progress)?;
+            let r = perplexity_with(&model, &tokens, a.ctx_size, a.cache_type, progress)?;
             bar.finish_and_clear();
             println!("windows = {}, scored tokens = {}", r.n_windows, r.n_scored);
             println!("mean NLL = {:.6}", r.mean_nll);

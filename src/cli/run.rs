@@ -8,7 +8,7 @@ use llq::chat::{ChatMessage, ChatTemplate};
 use llq::generate::Session;
 use llq::{Error, Result};
 
-use super::common::{piece_text, read_text_file, stop_ids, ModelArgs, SamplingArgs};
+use super::common::{piece_text, read_text_file, stop_ids, KvArgs, ModelArgs, SamplingArgs};
 
 /// Generate text from a prompt, streamed to stdout as it is produced.
 ///
@@ -22,6 +22,16 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    kv: KvArgs,
+    /// Saved prompt: if FILE holds the cache of a prompt this one starts with (same model
+    /// and cache type), only the rest is evaluated; after the prompt, its cache is saved
+    /// to FILE. An unusable file is ignored with a warning.
+    #[arg(long, value_name = "FILE")]
+    prompt_cache: Option<PathBuf>,
+    /// Print the KV cache and prompt-cache details to stderr.
+    #[arg(long)]
+    verbose: bool,
     /// Prompt text.
     #[arg(short = 'p', long, conflicts_with_all = ["file", "prompt_ids"])]
     prompt: Option<String>,
@@ -112,12 +122,43 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("llq: prompt ({} tokens): {}", prompt.len(), s.join(" "));
     }
     let n_ctx = a.model.n_ctx(&model);
-    let mut session = Session::new(&model, n_ctx, a.sampling.params());
+    let kv = a.kv.config();
+    let mut session = Session::with_config(&model, n_ctx, a.sampling.params(), kv)?;
     let load = t0.elapsed();
+    if a.verbose {
+        eprintln!(
+            "llq: KV cache {} × {n_ctx} positions, {} bytes, policy {:?} (keep {})",
+            kv.cache_type.name(),
+            session.kv_cache_bytes(),
+            kv.policy,
+            kv.keep
+        );
+    }
 
     let t1 = Instant::now();
+    let mut reused = 0;
+    if let Some(pc) = &a.prompt_cache {
+        if pc.exists() {
+            match session.load_prompt_cache(pc, &prompt) {
+                Ok(n) => reused = n,
+                Err(e) => eprintln!("llq: warning: ignoring prompt cache: {e}"),
+            }
+        }
+    }
+    let before = session.evaluated();
     session.set_prompt(&prompt)?;
     let prompt_time = t1.elapsed();
+    let prompt_evaluated = session.evaluated() - before;
+    if let Some(pc) = &a.prompt_cache {
+        if a.verbose {
+            eprintln!("llq: prompt cache: {reused} tokens reused, {prompt_evaluated} evaluated");
+        }
+        if reused < prompt.len() && prompt.len() <= n_ctx && !session.state().cache().wrapped() {
+            if let Err(e) = session.save_prompt_cache(pc) {
+                eprintln!("llq: warning: cannot save the prompt cache: {e}");
+            }
+        }
+    }
 
     let stops = stop_ids(&model);
     let stop = |t: u32| !a.ignore_eos && stops.contains(&t);
@@ -156,14 +197,16 @@ pub fn run(a: Args) -> Result<()> {
     writeln!(out).map_err(|e| Error::io("stdout", e))?;
     let gen_time = t2.elapsed();
     eprintln!(
-        "llq: load {:.2?} | prompt {} tokens in {:.2?} ({:.1} tok/s) | generated {n} tokens in {:.2?} ({:.1} tok/s) | kernels {} | KV cache {:.1} MiB",
+        "llq: load {:.2?} | prompt {} tokens ({} evaluated) in {:.2?} ({:.1} tok/s) | generated {n} tokens in {:.2?} ({:.1} tok/s) | kernels {} | KV cache {} {:.1} MiB",
         load,
         prompt.len(),
+        prompt_evaluated,
         prompt_time,
-        prompt.len() as f64 / prompt_time.as_secs_f64(),
+        prompt_evaluated as f64 / prompt_time.as_secs_f64().max(1e-9),
         gen_time,
         n as f64 / gen_time.as_secs_f64().max(1e-9),
         llq::kernels::kernels().name,
+        kv.cache_type.name(),
         session.kv_cache_bytes() as f64 / (1 << 20) as f64,
     );
     Ok(())

@@ -10,7 +10,9 @@ use super::{Model, Rope};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{matmul, MatmulScratch};
 use crate::kernels::{kernels, Kernels};
+use crate::kv::{axpy, KvCache, KvConfig, LayerView, StoreRef};
 use crate::quant::dequantize_row;
+use crate::quant::{BlockQ8_0, QK};
 
 /// Which logits a forward call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,11 +26,7 @@ pub enum Logits {
 /// Everything that changes while a sequence is evaluated: the KV cache and the buffers
 /// reused by every call.
 pub struct State {
-    n_ctx: usize,
-    pos: usize,
-    /// `[layer][position][kv_dim]`
-    k_cache: Vec<f32>,
-    v_cache: Vec<f32>,
+    cache: KvCache,
     buf: Buffers,
 }
 
@@ -45,45 +43,60 @@ struct Buffers {
     logits: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// Per batch token: cos and -sin of the sink shift (see `crate::kv`).
+    sink_cos: Vec<f32>,
+    sink_sin: Vec<f32>,
     mm: MatmulScratch,
 }
 
 impl State {
+    /// An f32 cache that refuses to go past `n_ctx` (the behaviour llq always had).
     pub fn new(model: &Model, n_ctx: usize) -> State {
-        let cfg = &model.config;
-        let kv_dim = cfg.kv_dim();
-        let cache = cfg.n_layers * n_ctx * kv_dim;
-        State {
-            n_ctx,
-            pos: 0,
-            k_cache: vec![0.0; cache],
-            v_cache: vec![0.0; cache],
-            buf: Buffers::default(),
-        }
+        State::with_config(model, n_ctx, KvConfig::default()).expect("f32 cache, stop policy")
     }
 
-    /// Number of positions already in the cache.
+    /// A cache of the given type and full-window policy (errors: q8_0 with a head_dim
+    /// that is not a multiple of 32, `keep >= n_ctx`, `n_ctx == 0`).
+    pub fn with_config(model: &Model, n_ctx: usize, cfg: KvConfig) -> Result<State> {
+        let c = &model.config;
+        Ok(State {
+            cache: KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, n_ctx, cfg)?,
+            buf: Buffers::default(),
+        })
+    }
+
+    /// Number of tokens evaluated since the last reset (the next token's position). Under
+    /// the `shift` policy this grows past `n_ctx`.
     pub fn pos(&self) -> usize {
-        self.pos
+        self.cache.pos()
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.n_ctx
+        self.cache.n_ctx()
     }
 
     /// Forget the sequence (the cache is overwritten from position 0).
     pub fn reset(&mut self) {
-        self.pos = 0;
+        self.cache.reset();
     }
 
     /// Keep only the first `n` positions (later ones are overwritten by the next call).
+    /// After the window wrapped there is no plain prefix to keep: this resets.
     pub fn truncate(&mut self, n: usize) {
-        self.pos = self.pos.min(n);
+        self.cache.truncate(n);
     }
 
-    /// Bytes held by the KV cache.
+    /// Bytes held by the KV cache's K and V storage.
     pub fn cache_bytes(&self) -> usize {
-        (self.k_cache.len() + self.v_cache.len()) * 4
+        self.cache.cache_bytes()
+    }
+
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    pub fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.cache
     }
 }
 
@@ -102,12 +115,7 @@ impl Model {
         if n == 0 {
             return Err(Error::usage("forward called with no tokens"));
         }
-        if state.pos + n > state.n_ctx {
-            return Err(Error::usage(format!(
-                "context full: {} positions used + {n} new > context size {}",
-                state.pos, state.n_ctx
-            )));
-        }
+        state.cache.check_room(n)?;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
             return Err(Error::usage(format!(
                 "token id {bad} is outside the vocabulary (size {})",
@@ -126,13 +134,27 @@ impl Model {
         resize(&mut b.up, n * ffn);
         resize(&mut b.cos, cfg.head_dim / 2);
         resize(&mut b.sin, cfg.head_dim / 2);
+        resize(&mut b.sink_cos, n * cfg.head_dim / 2);
+        resize(&mut b.sink_sin, n * cfg.head_dim / 2);
+        let pos = state.cache.pos();
+        let half = cfg.head_dim / 2;
+        for t in 0..n {
+            let delta = (pos + t + 1).saturating_sub(state.cache.n_ctx());
+            let (c, s) = (
+                &mut b.sink_cos[t * half..(t + 1) * half],
+                &mut b.sink_sin[t * half..(t + 1) * half],
+            );
+            if delta > 0 {
+                self.rope.angles(delta, c, s);
+                s.iter_mut().for_each(|v| *v = -*v);
+            }
+        }
 
         let embd = self.weight(&self.token_embd);
         for (t, x) in tokens.iter().zip(b.x.chunks_exact_mut(dim)) {
             dequantize_row(embd.dtype, embd.row(*t as usize), x);
         }
 
-        let layer_cache = state.n_ctx * kv_dim;
         for (l, lw) in self.layers.iter().enumerate() {
             // Attention block.
             rmsnorm(
@@ -146,15 +168,13 @@ impl Model {
             matmul(k, &self.weight(&lw.wk), &b.xb, n, &mut b.k, &mut b.mm);
             matmul(k, &self.weight(&lw.wv), &b.xb, n, &mut b.v, &mut b.mm);
             for t in 0..n {
-                self.rope.angles(state.pos + t, &mut b.cos, &mut b.sin);
+                self.rope.angles(pos + t, &mut b.cos, &mut b.sin);
                 Rope::apply(&mut b.q[t * q_dim..(t + 1) * q_dim], &b.cos, &b.sin);
                 Rope::apply(&mut b.k[t * kv_dim..(t + 1) * kv_dim], &b.cos, &b.sin);
             }
-            let kc = &mut state.k_cache[l * layer_cache..(l + 1) * layer_cache];
-            let vc = &mut state.v_cache[l * layer_cache..(l + 1) * layer_cache];
-            kc[state.pos * kv_dim..(state.pos + n) * kv_dim].copy_from_slice(&b.k);
-            vc[state.pos * kv_dim..(state.pos + n) * kv_dim].copy_from_slice(&b.v);
-            attention(k, self, &b.q, kc, vc, state.pos, &mut b.att);
+            state.cache.store(l, &b.k, &b.v);
+            let sink = (&b.sink_cos[..], &b.sink_sin[..]);
+            attention(k, self, &b.q, &state.cache.layer(l, n), sink, &mut b.att);
             matmul(k, &self.weight(&lw.wo), &b.att, n, &mut b.xb, &mut b.mm);
             add(&mut b.x, &b.xb);
 
@@ -182,7 +202,7 @@ impl Model {
             );
             add(&mut b.x, &b.xb);
         }
-        state.pos += n;
+        state.cache.advance(n);
 
         let first = match want {
             Logits::Last => n - 1,
@@ -210,45 +230,139 @@ impl Model {
     }
 }
 
-/// Causal attention for tokens at positions `pos..pos + n` against the cache (which
-/// already holds their keys and values). Heads are split across threads.
-fn attention(
+/// Causal attention for the batch's tokens against the cache (which already holds their
+/// keys and values). Heads are split across threads. Slot order is position order until
+/// the window wraps, so the f32 cache sums exactly as the flat cache always did.
+fn attention<'v>(
     k: &Kernels,
     model: &Model,
     q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    pos: usize,
+    view: &LayerView<'v>,
+    (sink_cos, sink_sin): (&[f32], &[f32]),
     out: &mut [f32],
 ) {
     thread_local! {
-        static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        static SCRATCH: RefCell<HeadScratch> = RefCell::new(HeadScratch::default());
     }
     let cfg = &model.config;
     let (hd, n_heads, kv_dim) = (cfg.head_dim, cfg.n_heads, cfg.kv_dim());
     let group = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
+    let half = hd / 2;
     out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
         let (t, h) = (i / n_heads, i % n_heads);
         let qh = &q[i * hd..(i + 1) * hd];
         let kv_off = (h / group) * hd;
-        let len = pos + t + 1;
-        SCORES.with_borrow_mut(|s| {
-            s.clear();
-            s.extend((0..len).map(|j| {
-                let kj = &kc[j * kv_dim + kv_off..j * kv_dim + kv_off + hd];
-                (k.dot_f32)(qh, kj) * scale
-            }));
-            softmax(s);
+        let len = view.visible(t);
+        let shifted = view.sink_delta(t) > 0;
+        let n_sinks = if shifted { view.keep.min(len) } else { 0 };
+        let future = view.has_future_evictions(t);
+        SCRATCH.with_borrow_mut(|sc| {
+            // The query as each key type reads it; a second copy rotated by -delta for
+            // the sinks once the window has wrapped.
+            sc.q_sink.clear();
+            if shifted {
+                sc.q_sink.extend_from_slice(qh);
+                Rope::apply(
+                    &mut sc.q_sink,
+                    &sink_cos[t * half..(t + 1) * half],
+                    &sink_sin[t * half..(t + 1) * half],
+                );
+            }
+            if let StoreRef::Q8_0(_) = view.k {
+                sc.q8.resize(hd / QK, ZERO_BLOCK);
+                (k.quantize_q8_0)(qh, &mut sc.q8);
+                if shifted {
+                    sc.q8_sink.resize(hd / QK, ZERO_BLOCK);
+                    (k.quantize_q8_0)(&sc.q_sink, &mut sc.q8_sink);
+                }
+            }
+            let HeadScratch {
+                scores,
+                q_sink,
+                q8,
+                q8_sink,
+            } = sc;
+            // Row of slot j for this head: the cache, or the saved old contents when a
+            // later token of this batch overwrote the slot.
+            let row = |store: StoreRef<'v>, old: StoreRef<'v>, j: usize| -> StoreRef<'v> {
+                match future.then(|| view.evicted_by_later(j, t)).flatten() {
+                    Some(u) => sub(old, u * kv_dim + kv_off, hd),
+                    None => sub(store, j * kv_dim + kv_off, hd),
+                }
+            };
+            scores.clear();
+            let at = |j: usize| j * kv_dim + kv_off..j * kv_dim + kv_off + hd;
+            let blocks = |j: usize| (j * kv_dim + kv_off) / QK..(j * kv_dim + kv_off + hd) / QK;
+            match (view.k, future) {
+                // The common case, one loop per type: no slot of this query was
+                // overwritten by a later token of its batch.
+                (StoreRef::F32(kc), false) => scores.extend((0..len).map(|j| {
+                    (k.dot_f32)(if j < n_sinks { q_sink } else { qh }, &kc[at(j)]) * scale
+                })),
+                (StoreRef::F16(kc), false) => scores.extend((0..len).map(|j| {
+                    (k.dot_f16)(&kc[at(j)], if j < n_sinks { q_sink } else { qh }) * scale
+                })),
+                (StoreRef::Q8_0(kc), false) => scores.extend((0..len).map(|j| {
+                    (k.dot_q8_0)(&kc[blocks(j)], if j < n_sinks { q8_sink } else { q8 }) * scale
+                })),
+                _ => scores.extend((0..len).map(|j| {
+                    let sink = j < n_sinks;
+                    let d = match row(view.k, view.old_k, j) {
+                        StoreRef::F32(kj) => (k.dot_f32)(if sink { q_sink } else { qh }, kj),
+                        StoreRef::F16(kj) => (k.dot_f16)(kj, if sink { q_sink } else { qh }),
+                        StoreRef::Q8_0(kj) => (k.dot_q8_0)(kj, if sink { q8_sink } else { q8 }),
+                    };
+                    d * scale
+                })),
+            }
+            softmax(scores);
             o.fill(0.0);
-            for (j, &p) in s.iter().enumerate() {
-                let vj = &vc[j * kv_dim + kv_off..j * kv_dim + kv_off + hd];
-                for (a, v) in o.iter_mut().zip(vj) {
-                    *a += p * v;
+            match (view.v, future) {
+                (StoreRef::F32(vc), false) => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        for (a, v) in o.iter_mut().zip(&vc[at(j)]) {
+                            *a += p * v;
+                        }
+                    }
+                }
+                (StoreRef::F16(vc), false) => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        axpy(o, p, StoreRef::F16(&vc[at(j)]));
+                    }
+                }
+                (StoreRef::Q8_0(vc), false) => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        axpy(o, p, StoreRef::Q8_0(&vc[blocks(j)]));
+                    }
+                }
+                _ => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        axpy(o, p, row(view.v, view.old_v, j));
+                    }
                 }
             }
         });
     });
+}
+
+const ZERO_BLOCK: BlockQ8_0 = BlockQ8_0 { d: 0, qs: [0; QK] };
+
+#[derive(Default)]
+struct HeadScratch {
+    scores: Vec<f32>,
+    q_sink: Vec<f32>,
+    q8: Vec<BlockQ8_0>,
+    q8_sink: Vec<BlockQ8_0>,
+}
+
+/// Elements `at..at + len` of a store view (element offsets; q8_0 in whole blocks).
+fn sub(s: StoreRef<'_>, at: usize, len: usize) -> StoreRef<'_> {
+    match s {
+        StoreRef::F32(v) => StoreRef::F32(&v[at..at + len]),
+        StoreRef::F16(v) => StoreRef::F16(&v[at..at + len]),
+        StoreRef::Q8_0(v) => StoreRef::Q8_0(&v[at / QK..(at + len) / QK]),
+    }
 }
 
 fn resize(v: &mut Vec<f32>, n: usize) {

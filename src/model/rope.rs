@@ -45,10 +45,16 @@ impl Rope {
         Rope { inv_freq }
     }
 
-    /// Fill `cos`/`sin` (length head_dim/2) for one position.
+    /// Fill `cos`/`sin` (length head_dim/2) for one position. Below 2^16 the angle is the
+    /// f32 product transformers computes; beyond (endless generation with a ring cache)
+    /// it is computed in f64, as f32 would lose the high-frequency angles.
     pub fn angles(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
         for ((f, c), s) in self.inv_freq.iter().zip(cos.iter_mut()).zip(sin.iter_mut()) {
-            let a = (pos as f32 * f) as f64;
+            let a = if pos < 1 << 16 {
+                (pos as f32 * f) as f64
+            } else {
+                pos as f64 * *f as f64
+            };
             *c = a.cos() as f32;
             *s = a.sin() as f32;
         }
