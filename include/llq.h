@@ -63,6 +63,21 @@
 #define LLQ_STOP_CONTEXT_FULL 4
 
 /**
+ * KV cache stored as f32.
+ */
+#define LLQ_CACHE_F32 0
+
+/**
+ * KV cache stored as f16 (half the memory of f32, no measurable accuracy cost).
+ */
+#define LLQ_CACHE_F16 1
+
+/**
+ * KV cache stored as Q8_0 blocks (a quarter of f32).
+ */
+#define LLQ_CACHE_Q8_0 2
+
+/**
  * A generation context (opaque handle): KV cache, sampler and stop flag over a model.
  */
 typedef struct llq_context llq_context;
@@ -145,6 +160,21 @@ typedef struct {
    * How many recent tokens the repetition penalty looks at.
    */
   int32_t repeat_last_n;
+  /**
+   * KV cache storage: `LLQ_CACHE_F32` (default, exact), `LLQ_CACHE_F16` (half the
+   * memory, mean KL ~1e-6 on SmolLM2) or `LLQ_CACHE_Q8_0` (a quarter; needs
+   * head_dim % 32 == 0).
+   */
+  int32_t cache_type;
+  /**
+   * When the context is full: false (default) stops with `LLQ_STOP_CONTEXT_FULL`; true
+   * overwrites the oldest positions after the first `n_keep` and generation goes on.
+   */
+  bool context_shift;
+  /**
+   * Positions never evicted when shifting (attention sinks; default 4).
+   */
+  uint32_t n_keep;
 } llq_context_params;
 
 /**

@@ -2,9 +2,8 @@
 //! with the system `cc` against libllq.so and libllq.a and run on a fixture model; their
 //! output must equal the Rust API's greedy output.
 //!
-//! The shared and static libraries are the ones cargo builds next to this test binary
-//! (`cargo test` builds every crate type of the library into `deps/`). If they are
-//! missing, the test builds them with `$CARGO build --lib` into the same target directory.
+//! The shared and static libraries are built by the test with `$CARGO build --lib` (same
+//! profile, same target directory) so they always match the code under test.
 
 mod common;
 
@@ -38,14 +37,8 @@ fn libs() -> &'static (PathBuf, PathBuf) {
     static LIBS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     LIBS.get_or_init(|| {
         let dir = profile_dir();
-        // `cargo test` compiles the library once with all its crate types and leaves the
-        // cdylib/staticlib in deps/ (only `cargo build` copies them up a level).
-        for d in [dir.join("deps"), dir.clone()] {
-            let (so, a) = (d.join("libllq.so"), d.join("libllq.a"));
-            if so.is_file() && a.is_file() {
-                return (so, a);
-            }
-        }
+        // Always ask cargo (a no-op when up to date): libraries left in deps/ by an earlier
+        // build may be stale, and a C test against a stale library proves nothing.
         let target = dir.parent().unwrap();
         let profile = dir.file_name().unwrap().to_str().unwrap();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

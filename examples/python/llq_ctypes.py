@@ -29,6 +29,9 @@ class ContextParams(C.Structure):
         ("min_p", C.c_float),
         ("repeat_penalty", C.c_float),
         ("repeat_last_n", C.c_int32),
+        ("cache_type", C.c_int32),
+        ("context_shift", C.c_bool),
+        ("n_keep", C.c_uint32),
     ]
 
 
