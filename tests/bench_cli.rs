@@ -48,7 +48,12 @@ fn bench_json_has_one_row_per_thread_count_and_test() {
     let rows = v.as_array().expect("an array of results");
     let got: Vec<(u64, String)> = rows
         .iter()
-        .map(|r| (r["n_threads"].as_u64().unwrap(), r["test"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["n_threads"].as_u64().unwrap(),
+                r["test"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let want: Vec<(u64, String)> = [1, 2]
         .iter()
@@ -67,11 +72,18 @@ fn bench_json_has_one_row_per_thread_count_and_test() {
         assert!(r["kv_bytes_per_position"].as_u64().unwrap() > 0);
         assert!(r["kernels"].is_string());
         assert_eq!(r["repetitions"], 2);
-        let (p, g) = (r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap());
+        let (p, g) = (
+            r["n_prompt"].as_u64().unwrap(),
+            r["n_gen"].as_u64().unwrap(),
+        );
         let test = r["test"].as_str().unwrap();
         assert_eq!(
             test,
-            if p > 0 { format!("pp{p}") } else { format!("tg{g}") }
+            if p > 0 {
+                format!("pp{p}")
+            } else {
+                format!("tg{g}")
+            }
         );
         assert!((p == 0) != (g == 0));
         let ts = r["samples_ts"].as_array().unwrap();
@@ -95,7 +107,18 @@ fn bench_json_has_one_row_per_thread_count_and_test() {
 fn bench_markdown_is_a_table_with_one_line_per_result() {
     let dir = tempfile::tempdir().unwrap();
     let m = tiny_model(dir.path(), DType::F32);
-    let out = bench(&["-m", m.to_str().unwrap(), "-p", "4", "-n", "2", "-t", "1", "-r", "1"]);
+    let out = bench(&[
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-t",
+        "1",
+        "-r",
+        "1",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(lines[0].starts_with("| model | size | params | type"));

@@ -22,10 +22,20 @@ pub struct Args {
     #[arg(short, long)]
     model: PathBuf,
     /// Prompt lengths to test (comma-separated; 0 skips the prompt test).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
     n_prompt: Vec<usize>,
     /// Generation lengths to test (comma-separated; 0 skips the generation test).
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     n_gen: Vec<usize>,
     /// Thread counts to test (comma-separated; 0 = one per core).
     #[arg(short = 't', long, value_delimiter = ',', default_value = "0")]
@@ -137,7 +147,14 @@ pub fn decode_bytes(model: &Model) -> u64 {
         .iter()
         .map(|l| {
             [
-                &l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up,
+                &l.attn_norm,
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_norm,
+                &l.w_gate,
+                &l.w_up,
                 &l.w_down,
             ]
             .into_iter()
