@@ -1,5 +1,6 @@
 //! Subcommands of the `llq` binary.
 
+mod bench;
 mod chat;
 mod common;
 mod convert;
@@ -34,6 +35,7 @@ enum Command {
     Chat(chat::Args),
     Tokenize(tokenize::Args),
     Perplexity(perplexity::Args),
+    Bench(bench::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -44,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 
