@@ -9,8 +9,8 @@ use super::handles::{self, Handled, Obj};
 use super::*;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::format::keys;
-use crate::kv::{CacheType, ContextPolicy, KvConfig};
 use crate::generate::{piece_text, stop_ids, SessionOf};
+use crate::kv::{CacheType, ContextPolicy, KvConfig};
 use crate::model::Model;
 use crate::sample::SamplerParams;
 use crate::tokenizer::Tokenizer;
@@ -851,8 +851,9 @@ pub unsafe extern "C" fn llq_context_new(
         } else {
             params.n_ctx as usize
         };
-        let session = SessionOf::with_config(m.clone(), n_ctx, sampler.clone(), kv_config(&params)?)
-            .map_err(|e| err(LLQ_ERR_INVALID_ARG, e.to_string()))?;
+        let session =
+            SessionOf::with_config(m.clone(), n_ctx, sampler.clone(), kv_config(&params)?)
+                .map_err(|e| err(LLQ_ERR_INVALID_ARG, e.to_string()))?;
         let h = handles::register(ContextObj {
             model: m,
             stop: AtomicBool::new(false),
