@@ -102,7 +102,8 @@ typedef struct {
    */
   int32_t n_threads;
   /**
-   * Map the file into memory. Must be true (reading into memory is not supported yet).
+   * Map the file (true, the default: zero copy, pages loaded on demand) or read it into
+   * an anonymous allocation (false: for file systems without mmap).
    */
   bool use_mmap;
   /**

@@ -66,6 +66,11 @@ fn valid_file_round_trips() {
     assert_eq!(b.offset % 64, 0);
     assert!(f.tensor_data(b).iter().all(|&x| x == 1));
     assert!(f.verify_data());
+    // Read into memory instead of mapped: the same views.
+    let g = LlqFile::open_with(&p, true).unwrap();
+    assert_eq!(g.tensor_data(g.tensor("b").unwrap()), f.tensor_data(b));
+    assert_eq!(g.tensor("b").unwrap().offset % 64, 0);
+    assert!(g.verify_data());
 }
 
 #[test]

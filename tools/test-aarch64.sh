@@ -19,6 +19,13 @@ for pair in cortex-a72:neon cortex-a76:dotprod max:i8mm; do
     test "${PIPESTATUS[0]}" -eq 0
     echo "   $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s"
 done
+# The fixture tests that need no host binary (logits vs transformers, tokenizers, file
+# formats) under each CPU model: they hold the whole forward pass on ARM to the references.
+for cpu in cortex-a72 cortex-a76 max; do
+    echo "== fixture tests, QEMU_CPU=$cpu"
+    QEMU_CPU=$cpu cargo test -q --target "$target" \
+        --test hf_fixtures --test tokenizer_fixtures --test format --test gguf_hostile --test gguf_dequant
+done
 if [ "${ALL:-0}" = 1 ]; then
     echo "== whole suite, QEMU_CPU=max"
     QEMU_CPU=max cargo test -q --target "$target"

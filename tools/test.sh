@@ -2,7 +2,8 @@
 # llq's test suite, as CI runs it: install prerequisites, then
 #   1. every test on x86-64 with the best kernel level,
 #   2. the suite again with each other kernel level this CPU has forced (LLQ_KERNEL),
-#   3. AArch64 under qemu (Pi 4 / Pi 5 / i8mm CPUs), if tools/test-aarch64.sh exists.
+#   3. the C example and the misuse program under valgrind memcheck,
+#   4. AArch64 under qemu (Pi 4 / Pi 5 / i8mm CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,8 @@ for level in $(echo "$levels" | tr ' ' '\n' | sed '$d'); do
   LLQ_KERNEL=$level cargo test --release --tests
 done
 
-if [ -x tools/test-aarch64.sh ]; then
-  echo "== AArch64 under qemu" >&2
-  tools/test-aarch64.sh
-fi
+echo "== C API under valgrind" >&2
+tools/valgrind-c-example.sh
+
+echo "== AArch64 under qemu" >&2
+tools/test-aarch64.sh

@@ -79,7 +79,8 @@ pub struct llq_model_params {
     /// Threads of the process-wide compute pool (0 = one per core). Only the first model
     /// opened in the process sizes the pool; later values are ignored.
     pub n_threads: i32,
-    /// Map the file into memory. Must be true (reading into memory is not supported yet).
+    /// Map the file (true, the default: zero copy, pages loaded on demand) or read it into
+    /// an anonymous allocation (false: for file systems without mmap).
     pub use_mmap: bool,
     /// Lock the mapped weights in RAM (`mlock`); fails if RLIMIT_MEMLOCK is too low.
     pub use_mlock: bool,
@@ -454,15 +455,9 @@ pub unsafe extern "C" fn llq_model_open(
         non_null(path, "path")?;
         // SAFETY: non-null and NUL-terminated per the contract.
         let path = path_from(unsafe { CStr::from_ptr(path) })?;
-        if !params.use_mmap {
-            return Err(err(
-                LLQ_ERR_UNSUPPORTED,
-                "use_mmap = false is not supported yet: models are always memory-mapped",
-            ));
-        }
         init_threads(params.n_threads)?;
         crate::kernels::select().map_err(|e| err(LLQ_ERR_UNSUPPORTED, e))?;
-        let model = Model::open(&path)?;
+        let model = Model::open_with(&path, !params.use_mmap)?;
         if params.use_mlock {
             mlock(&model)?;
         }

@@ -44,7 +44,14 @@ pub struct LlqFile {
 
 impl LlqFile {
     pub fn open(path: &Path) -> Result<LlqFile> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::open_with(path, false)
+    }
+
+    /// Like [`LlqFile::open`], but with `in_memory` the file is read into an anonymous,
+    /// page-aligned allocation instead of being mapped (for file systems without mmap, or
+    /// to avoid page faults on first use). Views behave the same either way.
+    pub fn open_with(path: &Path, in_memory: bool) -> Result<LlqFile> {
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < FIXED_HEADER_LEN as u64 {
             return Err(Error::invalid(
@@ -54,10 +61,19 @@ impl LlqFile {
                 ),
             ));
         }
-        // SAFETY: the mapping is read-only and private to this process. llq never writes
-        // to a model file it has open; a file truncated by another process while mapped
-        // is outside what any mmap-based reader can defend against (as with llama.cpp).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let map = if in_memory {
+            let len = usize::try_from(len)
+                .map_err(|_| Error::invalid(path, "file too large for this address space"))?;
+            let mut buf = memmap2::MmapMut::map_anon(len).map_err(|e| Error::io(path, e))?;
+            std::io::Read::read_exact(&mut file, &mut buf).map_err(|e| Error::io(path, e))?;
+            buf.make_read_only().map_err(|e| Error::io(path, e))?
+        } else {
+            // SAFETY: the mapping is read-only and private to this process. llq never
+            // writes to a model file it has open; a file truncated by another process while
+            // mapped is outside what any mmap-based reader can defend against (as with
+            // llama.cpp).
+            unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?
+        };
         let (version, header_size, data_offset, data_size, data_crc, metadata, tensors) =
             parse(&map).map_err(|msg| Error::invalid(path, msg))?;
         Ok(LlqFile {

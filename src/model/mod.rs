@@ -114,7 +114,13 @@ impl ModelConfig {
 
 impl Model {
     pub fn open(path: &Path) -> Result<Model> {
-        let file = LlqFile::open(path)?;
+        Self::open_with(path, false)
+    }
+
+    /// `in_memory`: read the file into memory instead of mapping it (see
+    /// [`LlqFile::open_with`]).
+    pub fn open_with(path: &Path, in_memory: bool) -> Result<Model> {
+        let file = LlqFile::open_with(path, in_memory)?;
         let config = ModelConfig::from_file(&file)?;
         let get = |name: &str, shape: &[u64]| -> Result<TensorRef> {
             let t = file

@@ -82,8 +82,11 @@ int main(int argc, char **argv) {
     EXPECT(llq_model_open(argv[1], llq_model_default_params(), NULL), LLQ_ERR_NULL);
     EXPECT(llq_model_open("/nonexistent/model.llq", llq_model_default_params(), &model), LLQ_ERR_IO);
     llq_model_params mp = llq_model_default_params();
-    mp.use_mmap = false;
-    EXPECT(llq_model_open(argv[1], mp, &model), LLQ_ERR_UNSUPPORTED);
+    mp.use_mmap = false; /* read into memory instead of mapping */
+    EXPECT(llq_model_open(argv[1], mp, &model), LLQ_OK);
+    TRUE(model != NULL);
+    int n_vocab_in_memory = llq_model_n_vocab(model);
+    EXPECT(llq_model_free(model), LLQ_OK);
     EXPECT(llq_model_open(argv[1], llq_model_default_params(), &model), LLQ_OK);
     TRUE(model != NULL);
     TRUE(strcmp(llq_model_architecture(model), "llama") == 0);
@@ -91,6 +94,7 @@ int main(int argc, char **argv) {
     TRUE(llq_model_n_vocab(NULL) == -1);
     TRUE(llq_model_architecture(NULL) == NULL);
     int n_vocab = llq_model_n_vocab(model);
+    TRUE(n_vocab == n_vocab_in_memory);
 
     /* Contexts. */
     llq_context *ctx = NULL;
