@@ -124,6 +124,24 @@ pub fn run(a: Args) -> Result<()> {
         bytes,
         bytes as f64 * 8.0 / elems.max(1) as f64
     );
+    if let Ok(cfg) = llq::model::ModelConfig::from_file(&f) {
+        // K and V for every layer: what a context of n positions allocates (llq run -c n).
+        let elems = |n: usize| cfg.n_layers * n * cfg.kv_dim() * 2;
+        let sizes: Vec<String> = llq::kv::CacheType::ALL
+            .iter()
+            .map(|t| {
+                let mib = |n| t.bytes_for(elems(n)) as f64 / (1 << 20) as f64;
+                format!(
+                    "{} {:.1} MiB ({:.1} MiB at {} positions)",
+                    t.name(),
+                    mib(1024),
+                    mib(cfg.context_length),
+                    cfg.context_length
+                )
+            })
+            .collect();
+        println!("KV cache per 1024 positions: {}", sizes.join(", "));
+    }
     if !data_ok {
         return Err(llq::Error::invalid(
             &path,
