@@ -104,6 +104,7 @@ fn info_shows_metadata_tensors_and_checksums() {
         "llama.attention.head_count_kv",
         "blk.1.ffn_down.weight",
         "bits per weight",
+        "KV cache per 1024 positions: f32 ",
     ] {
         assert!(out.contains(needle), "info lacks {needle}");
     }
