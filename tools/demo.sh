@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-question="${1:-What is the capital of France?}"
+question="${1:-Why is the sky blue?}"
 type="q8_0"
 if [ "${2:-}" = "--type" ]; then type="${3:?--type needs a value}"; fi
 
