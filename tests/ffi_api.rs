@@ -209,6 +209,8 @@ struct Reenter {
     calls: usize,
 }
 
+/// # Safety
+/// `ud` must point to a live `Reenter` (llq passes back the user_data given below).
 unsafe extern "C" fn reenter(_: *const c_char, _: usize, t: llq_token, ud: *mut c_void) -> bool {
     // SAFETY: user_data is the &mut Reenter passed to llq_generate below.
     let r = unsafe { &mut *ud.cast::<Reenter>() };

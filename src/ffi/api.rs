@@ -164,6 +164,8 @@ pub struct llq_chat_message {
 /// only valid during the call. Return true to continue, false to stop. The callback must
 /// not call other llq functions on the same context (they return `LLQ_ERR_BUSY`);
 /// `llq_context_request_stop` is allowed.
+// The pointer type is `unsafe` because llq calls foreign code through it; llq upholds its
+// side by passing a valid NUL-terminated `piece` for the duration of the call.
 pub type llq_token_callback = Option<
     unsafe extern "C" fn(
         piece: *const c_char,
