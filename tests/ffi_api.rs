@@ -25,16 +25,7 @@ fn tiny_path() -> &'static PathBuf {
 fn smollm2_path() -> Option<&'static PathBuf> {
     static P: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
     P.get_or_init(|| {
-        let gguf = std::env::var("LLQ_SMOLLM2_GGUF")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap())
-                    .join(".cache/llq/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-            });
-        if !gguf.is_file() {
-            eprintln!("skipping SmolLM2 FFI tests: {} missing", gguf.display());
-            return None;
-        }
+        let gguf = common::smollm2_gguf();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("smollm2.q8_0.llq");
         let ck = llq::convert::GgufCheckpoint::open(&gguf).unwrap();

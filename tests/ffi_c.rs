@@ -240,20 +240,7 @@ fn misuse_gives_documented_codes() {
 fn smollm2() -> Option<&'static (tempfile::TempDir, Model, PathBuf)> {
     static M: OnceLock<Option<(tempfile::TempDir, Model, PathBuf)>> = OnceLock::new();
     M.get_or_init(|| {
-        let gguf = match std::env::var("LLQ_SMOLLM2_GGUF") {
-            Ok(p) => PathBuf::from(p),
-            Err(_) => std::env::var("LLQ_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llq")
-                })
-                .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        };
-        assert!(
-            gguf.is_file(),
-            "{} is missing: run tools/fetch_smollm2.sh (or set LLQ_SMOLLM2_GGUF)",
-            gguf.display()
-        );
+        let gguf = smollm2_gguf();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("smollm2.q8_0.llq");
         let ck = llq::convert::GgufCheckpoint::open(&gguf).unwrap();

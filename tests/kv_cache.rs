@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use common::*;
@@ -323,12 +323,7 @@ fn cli_prompt_cache_saves_loads_and_ignores_bad_files() {
 fn smollm2() -> &'static Model {
     static M: OnceLock<(tempfile::TempDir, Model)> = OnceLock::new();
     &M.get_or_init(|| {
-        let p = std::env::var("LLQ_SMOLLM2_GGUF")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap())
-                    .join(".cache/llq/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-            });
+        let p = common::smollm2_gguf();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("smollm2.f32.llq");
         convert(

@@ -14,19 +14,7 @@ use llq::model::Model;
 use llq::quant::DType;
 
 fn gguf_path() -> PathBuf {
-    if let Ok(p) = std::env::var("LLQ_SMOLLM2_GGUF") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var("LLQ_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llq"));
-    let p = cache.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run tools/fetch_smollm2.sh (or set LLQ_SMOLLM2_GGUF)",
-        p.display()
-    );
-    p
+    smollm2_gguf()
 }
 
 /// One conversion per dtype, shared by every test of this binary.

@@ -86,3 +86,21 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// SmolLM2-135M-Instruct's GGUF: `LLQ_SMOLLM2_GGUF`, else the cache `tools/fetch_smollm2.sh`
+/// fills (`$LLQ_CACHE`, default `~/.cache/llq`). A missing model fails the test: CI fetches it.
+pub fn smollm2_gguf() -> PathBuf {
+    let p = match std::env::var("LLQ_SMOLLM2_GGUF") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => std::env::var("LLQ_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llq"))
+            .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    assert!(
+        p.is_file(),
+        "{} is missing: run tools/fetch_smollm2.sh (or set LLQ_SMOLLM2_GGUF)",
+        p.display()
+    );
+    p
+}
