@@ -13,7 +13,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
 use llq::kernels::{available, Kernels};
-use llq::quant::{quantize_row, DType};
+use llq::convert::{encode_matrix, storage_layout};
+use llq::format::tensor_bytes;
+use llq::quant::DType;
 
 const SHAPES: &[(usize, usize)] = &[(576, 1536), (2048, 5632), (5632, 2048), (4096, 11008)];
 
@@ -39,15 +41,15 @@ struct Weights {
 impl Weights {
     fn new(dtype: DType, rows: usize, cols: usize) -> Weights {
         let mut rng = Rng(0x1234_5678);
-        let rb = dtype.row_bytes(cols).unwrap();
-        let len = rows * rb;
+        let len = tensor_bytes(dtype, storage_layout(dtype), &[rows as u64, cols as u64]).unwrap()
+            as usize;
         let mut store = vec![[0u64; 8]; len.div_ceil(64)];
         // SAFETY (bench setup): the u64 storage viewed as bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), len) };
-        let src: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
-        for r in 0..rows {
-            quantize_row(dtype, &src, &mut bytes[r * rb..(r + 1) * rb]);
-        }
+        // One random row repeated: the kernels' speed does not depend on the values.
+        let row: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
+        let src: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
+        encode_matrix(dtype, storage_layout(dtype), &src, cols, bytes);
         Weights {
             store,
             len,
@@ -62,6 +64,7 @@ impl Weights {
             unsafe { std::slice::from_raw_parts(self.store.as_ptr().cast::<u8>(), self.len) };
         WeightView {
             dtype: self.dtype,
+            layout: storage_layout(self.dtype),
             rows: self.rows,
             cols: self.cols,
             data,

@@ -15,8 +15,10 @@
 //! at most 2γ_m · A ≈ m · ε · A, which is the tolerance used ([`tol`]).
 
 use half::f16;
+use llq::format::Layout;
 use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
 use llq::kernels::{available, select_from, Kernels};
+use llq::quant::interleave::{interleave_q4_0, interleave_q8_0, ActQ8, BlockQ4_0x16, BlockQ8_0x16};
 use llq::quant::{block_bytes, quantize_row_q8_0, BlockQ4_0, BlockQ8_0, DType, QK};
 
 /// SplitMix64: small, seeded, good enough for test data.
@@ -106,6 +108,51 @@ fn q4_blocks(rng: &mut Rng, n: usize, unit: bool) -> Vec<BlockQ4_0> {
             b
         })
         .collect()
+}
+
+/// Activation blocks as the matmul makes them: values in -127..=127 (the quantizer never
+/// produces -128, and the AVX2 sign trick relies on it), f32 scale, sum.
+fn acts(x: &[BlockQ8_0]) -> Vec<ActQ8> {
+    x.iter()
+        .map(|b| {
+            let mut b = *b;
+            b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
+            ActQ8::from_q8_0(&b)
+        })
+        .collect()
+}
+
+/// An activation block as a Q8_0 block with the same numbers (for `abs_q8`).
+fn act_as_q8(a: &ActQ8) -> BlockQ8_0 {
+    BlockQ8_0 {
+        d: f16::from_f32(a.d).to_bits(),
+        qs: a.qs,
+    }
+}
+
+/// 16 rows of `nb` blocks (`rows[i * nb + b]`) as one interleaved group.
+fn group_q8(rows: &[BlockQ8_0], nb: usize) -> Vec<BlockQ8_0x16> {
+    let mut g = vec![
+        BlockQ8_0x16 {
+            d: [0; 16],
+            qs: [0; 512]
+        };
+        nb
+    ];
+    interleave_q8_0(rows, &mut g);
+    g
+}
+
+fn group_q4(rows: &[BlockQ4_0], nb: usize) -> Vec<BlockQ4_0x16> {
+    let mut g = vec![
+        BlockQ4_0x16 {
+            d: [0; 16],
+            qs: [0; 256]
+        };
+        nb
+    ];
+    interleave_q4_0(rows, &mut g);
+    g
 }
 
 fn scale_f(d: u16) -> f64 {
@@ -240,30 +287,9 @@ fn dot_q8_0_matches_scalar() {
     }
 }
 
-#[test]
-fn dot_q4_0_matches_scalar() {
-    let mut rng = Rng(2);
-    for k in simd_levels() {
-        for &nb in BLOCK_COUNTS {
-            for v in [Vals::Random, Vals::AllMin, Vals::AllMax] {
-                let w = q4_blocks(&mut rng, nb, false);
-                let x = q8_blocks(&mut rng, nb, v, false);
-                let want = (scalar().dot_q4_0)(&w, &x);
-                let got = (k.dot_q4_0)(&w, &x);
-                check(
-                    k.name,
-                    &format!("dot_q4_0 nb={nb} {v:?}"),
-                    got,
-                    want,
-                    tol(nb, abs_q4(&w, &x)),
-                );
-            }
-        }
-    }
-}
-
 /// Unit scales and ≤ 32 blocks: every partial sum is an integer of magnitude ≤ 32·32·128²
 /// = 2^24, exact in f32 in any order, so the results must be bit-identical.
+/// (Activations never hold -128, see `acts`; weights may.)
 #[test]
 fn integer_parts_are_exact() {
     let mut rng = Rng(3);
@@ -288,25 +314,17 @@ fn integer_parts_are_exact() {
                     "{}: dot_q8_0 nb={nb} {vw:?}×{vx:?}",
                     k.name
                 );
-                let w4 = q4_blocks(&mut rng, nb, true);
-                let want = (scalar().dot_q4_0)(&w4, &x);
-                assert_eq!(
-                    (k.dot_q4_0)(&w4, &x),
-                    want,
-                    "{}: dot_q4_0 nb={nb} {vx:?}",
-                    k.name
-                );
-                // Tiles: every output of a 3 × 2 tile.
-                let w3 = q8_blocks(&mut rng, 3 * nb, vw, true);
-                let x2 = q8_blocks(&mut rng, 2 * nb, vx, true);
-                let (mut a, mut b) = ([0.0; 6], [0.0; 6]);
-                (scalar().gemm_q8_0_tile)(&w3, &x2, nb, &mut a, 3);
-                (k.gemm_q8_0_tile)(&w3, &x2, nb, &mut b, 3);
-                assert_eq!(a, b, "{}: gemm_q8_0_tile nb={nb} {vw:?}×{vx:?}", k.name);
-                let w43 = q4_blocks(&mut rng, 3 * nb, true);
-                (scalar().gemm_q4_0_tile)(&w43, &x2, nb, &mut a, 3);
-                (k.gemm_q4_0_tile)(&w43, &x2, nb, &mut b, 3);
-                assert_eq!(a, b, "{}: gemm_q4_0_tile nb={nb} {vx:?}", k.name);
+                // A 16-row group × 3 tokens, Q8_0 and Q4_0.
+                let g8 = q8_blocks(&mut rng, 16 * nb, vw, true);
+                let g4 = q4_blocks(&mut rng, 16 * nb, true);
+                let xa = acts(&q8_blocks(&mut rng, 3 * nb, vx, true));
+                let (mut a, mut b) = ([0.0; 48], [0.0; 48]);
+                (scalar().gemm_q8_0x16)(&group_q8(&g8, nb), &xa, &mut a);
+                (k.gemm_q8_0x16)(&group_q8(&g8, nb), &xa, &mut b);
+                assert_eq!(a, b, "{}: gemm_q8_0x16 nb={nb} {vw:?}×{vx:?}", k.name);
+                (scalar().gemm_q4_0x16)(&group_q4(&g4, nb), &xa, &mut a);
+                (k.gemm_q4_0x16)(&group_q4(&g4, nb), &xa, &mut b);
+                assert_eq!(a, b, "{}: gemm_q4_0x16 nb={nb} {vx:?}", k.name);
             }
         }
         // Scales 0, 0.5, 1, 2 with ≤ 2 blocks: quarter-integers below 2^22, still exact.
@@ -328,52 +346,65 @@ fn integer_parts_are_exact() {
     }
 }
 
+/// Every output of a 16-row group × `toks` tokens, for both weight types, against the
+/// scalar reference: block counts from 1 to 513 (32 to 16416 columns), token counts that
+/// exercise every register-tile width and remainder, random/extreme values and scales.
 #[test]
-fn gemm_tiles_match_scalar() {
+fn group_kernels_match_scalar() {
     let mut rng = Rng(4);
     for k in simd_levels() {
-        for rows in [1, 2, 3, 4, 5, 17] {
-            for toks in [1, 2, 3, 5, 8] {
-                for nb in [1, 3, 7, 33] {
-                    let ldo = rows + 2;
-                    let len = (toks - 1) * ldo + rows;
-                    let w = q8_blocks(&mut rng, rows * nb, Vals::Random, false);
-                    let w4 = q4_blocks(&mut rng, rows * nb, false);
-                    let x = q8_blocks(&mut rng, toks * nb, Vals::Random, false);
-                    let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
-                    (scalar().gemm_q8_0_tile)(&w, &x, nb, &mut want, ldo);
-                    (k.gemm_q8_0_tile)(&w, &x, nb, &mut got, ldo);
-                    let (mut want4, mut got4) = (vec![f32::NAN; len], vec![f32::NAN; len]);
-                    (scalar().gemm_q4_0_tile)(&w4, &x, nb, &mut want4, ldo);
-                    (k.gemm_q4_0_tile)(&w4, &x, nb, &mut got4, ldo);
-                    for i in 0..len {
-                        let (t, r) = (i / ldo, i % ldo);
-                        let what = format!("tile {rows}×{toks} nb={nb} r={r} t={t}");
-                        if r >= rows {
-                            assert!(
-                                got[i].is_nan() && got4[i].is_nan(),
-                                "{}: {what}: wrote padding",
-                                k.name
+        for &nb in BLOCK_COUNTS {
+            let toks_list: &[usize] = if nb > 100 {
+                &[1, 5]
+            } else {
+                &[1, 2, 3, 4, 5, 7, 8, 9, 17]
+            };
+            for &toks in toks_list {
+                for (vw, vx) in [
+                    (Vals::Random, Vals::Random),
+                    (Vals::MinMax, Vals::AllMin),
+                    (Vals::AllMin, Vals::AllMax),
+                ] {
+                    let w8 = q8_blocks(&mut rng, 16 * nb, vw, false);
+                    let w4 = q4_blocks(&mut rng, 16 * nb, false);
+                    let xq = q8_blocks(&mut rng, toks * nb, vx, false);
+                    let xa = acts(&xq);
+                    let xq: Vec<BlockQ8_0> = xa.iter().map(act_as_q8).collect();
+                    let n = 16 * toks;
+                    let (mut want, mut got) = (vec![f32::NAN; n + 3], vec![f32::NAN; n + 3]);
+                    let (mut want4, mut got4) = (want.clone(), got.clone());
+                    (scalar().gemm_q8_0x16)(&group_q8(&w8, nb), &xa, &mut want);
+                    (k.gemm_q8_0x16)(&group_q8(&w8, nb), &xa, &mut got);
+                    (scalar().gemm_q4_0x16)(&group_q4(&w4, nb), &xa, &mut want4);
+                    (k.gemm_q4_0x16)(&group_q4(&w4, nb), &xa, &mut got4);
+                    for t in 0..toks {
+                        let xt = &xq[t * nb..(t + 1) * nb];
+                        for i in 0..16 {
+                            let o = t * 16 + i;
+                            let what = format!("nb={nb} toks={toks} row={i} tok={t} {vw:?}×{vx:?}");
+                            let wr = &w8[i * nb..(i + 1) * nb];
+                            check(
+                                k.name,
+                                &format!("gemm_q8_0x16 {what}"),
+                                got[o],
+                                want[o],
+                                tol(nb, abs_q8(wr, xt)),
                             );
-                            continue;
+                            let wr4 = &w4[i * nb..(i + 1) * nb];
+                            check(
+                                k.name,
+                                &format!("gemm_q4_0x16 {what}"),
+                                got4[o],
+                                want4[o],
+                                tol(nb, abs_q4(wr4, xt)),
+                            );
                         }
-                        let (wr, xt) = (&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
-                        check(
-                            k.name,
-                            &format!("q8_0 {what}"),
-                            got[i],
-                            want[i],
-                            tol(nb, abs_q8(wr, xt)),
-                        );
-                        let wr4 = &w4[r * nb..(r + 1) * nb];
-                        check(
-                            k.name,
-                            &format!("q4_0 {what}"),
-                            got4[i],
-                            want4[i],
-                            tol(nb, abs_q4(wr4, xt)),
-                        );
                     }
+                    assert!(
+                        got[n..].iter().chain(&got4[n..]).all(|v| v.is_nan()),
+                        "{}: wrote past 16·toks",
+                        k.name
+                    );
                 }
             }
         }
@@ -477,11 +508,28 @@ fn quantize_q8_0_is_bit_identical() {
     }
 }
 
-/// A `[rows, cols]` weight matrix in 2-byte aligned storage (the file gives 64).
-fn weight_bytes(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u16> {
+/// A `[rows, cols]` weight matrix in 4-byte aligned storage (the file gives 64).
+fn weight_bytes(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u32> {
+    // Quantized matrices in the rows16 layout, rows padded to a multiple of 16.
+    let nb = cols / QK;
+    let padded = rows.next_multiple_of(16);
     let bytes: Vec<u8> = match dtype {
-        DType::Q8_0 => block_bytes(&q8_blocks(rng, rows * cols / QK, Vals::Random, false)).to_vec(),
-        DType::Q4_0 => block_bytes(&q4_blocks(rng, rows * cols / QK, false)).to_vec(),
+        DType::Q8_0 => {
+            let plain = q8_blocks(rng, padded * nb, Vals::Random, false);
+            let g: Vec<BlockQ8_0x16> = plain
+                .chunks(16 * nb)
+                .flat_map(|r| group_q8(r, nb))
+                .collect();
+            block_bytes(&g).to_vec()
+        }
+        DType::Q4_0 => {
+            let plain = q4_blocks(rng, padded * nb, false);
+            let g: Vec<BlockQ4_0x16> = plain
+                .chunks(16 * nb)
+                .flat_map(|r| group_q4(r, nb))
+                .collect();
+            block_bytes(&g).to_vec()
+        }
         DType::F16 => (0..rows * cols)
             .flat_map(|_| f16::from_f32(rng.f()).to_le_bytes())
             .collect(),
@@ -490,8 +538,12 @@ fn weight_bytes(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u1
             .collect(),
     };
     bytes
-        .chunks(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(b)
+        })
         .collect()
 }
 
@@ -503,12 +555,17 @@ fn matmul_matches_scalar() {
         for dtype in DType::ALL {
             for rows in [1, 3, 17, 40] {
                 let store = weight_bytes(&mut rng, dtype, rows, cols);
-                // SAFETY (test): u16 storage viewed as its bytes.
-                let data = unsafe {
-                    std::slice::from_raw_parts(store.as_ptr().cast::<u8>(), store.len() * 2)
+                let layout = if dtype.is_quantized() {
+                    Layout::Rows16
+                } else {
+                    Layout::RowMajor
                 };
+                let len = llq::format::tensor_bytes(dtype, layout, &[rows as u64, cols as u64])
+                    .unwrap() as usize;
+                let data = &bytemuck_u32(&store)[..len];
                 let w = WeightView {
                     dtype,
+                    layout,
                     rows,
                     cols,
                     data,
@@ -543,4 +600,10 @@ fn matmul_matches_scalar() {
             }
         }
     }
+}
+
+/// u32 storage viewed as its bytes.
+fn bytemuck_u32(v: &[u32]) -> &[u8] {
+    // SAFETY (test): any initialised u32 slice is valid as bytes; u8 has alignment 1.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * 4) }
 }

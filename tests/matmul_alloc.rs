@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use llq::kernels::kernels;
 use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
-use llq::quant::{quantize_row, DType};
+use llq::convert::encode_matrix;
+use llq::format::{tensor_bytes, Layout as TensorLayout};
+use llq::quant::DType;
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -37,17 +39,16 @@ static A: Counting = Counting;
 #[test]
 fn matmul_steady_state_does_not_allocate() {
     let (rows, cols) = (512, 256);
-    let mut store = vec![0u16; rows * DType::Q8_0.row_bytes(cols).unwrap() / 2];
-    // SAFETY (test): u16 storage viewed as bytes.
+    let src: Vec<f32> = (0..rows * cols).map(|i| (i as f32).sin()).collect();
+    let len = tensor_bytes(DType::Q8_0, TensorLayout::Rows16, &[rows as u64, cols as u64]).unwrap();
+    let mut store = vec![0u32; len as usize / 4];
+    // SAFETY (test): u32 storage viewed as bytes.
     let bytes =
-        unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), store.len() * 2) };
-    let src: Vec<f32> = (0..cols).map(|i| (i as f32).sin()).collect();
-    let rb = DType::Q8_0.row_bytes(cols).unwrap();
-    for r in 0..rows {
-        quantize_row(DType::Q8_0, &src, &mut bytes[r * rb..(r + 1) * rb]);
-    }
+        unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), store.len() * 4) };
+    encode_matrix(DType::Q8_0, TensorLayout::Rows16, &src, cols, bytes);
     let w = WeightView {
         dtype: DType::Q8_0,
+        layout: TensorLayout::Rows16,
         rows,
         cols,
         data: bytes,

@@ -87,11 +87,14 @@ pub fn convert(
     let plans: Vec<TensorPlan> = cfg
         .expected_tensors()
         .into_iter()
-        .map(|(name, shape)| TensorPlan {
-            dtype: storage_type(target, &name, cfg.tie_embeddings, &shape),
-            name,
-            shape,
-            layout: Layout::RowMajor,
+        .map(|(name, shape)| {
+            let dtype = storage_type(target, &name, cfg.tie_embeddings, &shape);
+            TensorPlan {
+                layout: storage_layout(dtype),
+                dtype,
+                name,
+                shape,
+            }
         })
         .collect();
     let mut meta = cfg.to_metadata();
@@ -122,10 +125,8 @@ pub fn convert(
         let n_bytes = p.n_bytes().unwrap() as usize;
         buf.clear();
         buf.resize(n_bytes, 0u8);
-        // Encode row by row in parallel: the converter's time is dominated by quantization.
         let cols = *p.shape.last().unwrap() as usize;
-        let row_bytes = p.dtype.row_bytes(cols).unwrap();
-        encode_rows(p.dtype, &data, cols, &mut buf, row_bytes);
+        encode_matrix(p.dtype, p.layout, &data, cols, &mut buf);
         drop(data);
         w.write_tensor(&buf)?;
         src.release(&p.name);
@@ -136,9 +137,53 @@ pub fn convert(
     Ok(())
 }
 
-fn encode_rows(dtype: DType, data: &[f32], cols: usize, out: &mut [u8], row_bytes: usize) {
+/// Layout of a tensor stored as `dtype`: quantized matrices are interleaved by 16 rows
+/// for the kernels (`quant::interleave`), everything else is row-major.
+pub fn storage_layout(dtype: DType) -> Layout {
+    if dtype.is_quantized() {
+        Layout::Rows16
+    } else {
+        Layout::RowMajor
+    }
+}
+
+/// Encode a row-major f32 matrix (or vector) with `cols` columns as `dtype` in `layout`
+/// into `out`, which must be exactly [`crate::format::tensor_bytes`] long.
+pub fn encode_matrix(dtype: DType, layout: Layout, data: &[f32], cols: usize, out: &mut [u8]) {
+    match layout {
+        Layout::RowMajor => encode_rows(dtype, data, cols, out),
+        Layout::Rows16 => encode_rows16(dtype, data, cols, out),
+    }
+}
+
+/// Encode row by row in parallel: the converter's time is dominated by quantization.
+fn encode_rows(dtype: DType, data: &[f32], cols: usize, out: &mut [u8]) {
     use rayon::prelude::*;
+    let row_bytes = dtype.row_bytes(cols).unwrap();
     out.par_chunks_mut(row_bytes)
         .zip(data.par_chunks(cols))
         .for_each(|(o, r)| quantize_row_best(dtype, r, o));
+}
+
+/// Encode groups of 16 rows in parallel: quantize each row, then interleave the group
+/// (a last partial group is padded with zero rows).
+fn encode_rows16(dtype: DType, data: &[f32], cols: usize, out: &mut [u8]) {
+    use crate::quant::interleave::{interleave_q4_0, interleave_q8_0, GROUP};
+    use crate::quant::{blocks, blocks_mut};
+    use rayon::prelude::*;
+    let row_bytes = dtype.row_bytes(cols).unwrap();
+    out.par_chunks_mut(GROUP * row_bytes)
+        .zip(data.par_chunks(GROUP * cols))
+        .for_each(|(o, rows)| {
+            let mut plain = vec![0u8; GROUP * row_bytes];
+            for (p, r) in plain.chunks_exact_mut(row_bytes).zip(rows.chunks(cols)) {
+                quantize_row_best(dtype, r, p);
+            }
+            // Padding rows: all-zero blocks (scale 0), which decode to 0.
+            match dtype {
+                DType::Q8_0 => interleave_q8_0(blocks(&plain), blocks_mut(o)),
+                DType::Q4_0 => interleave_q4_0(blocks(&plain), blocks_mut(o)),
+                DType::F32 | DType::F16 => unreachable!("only quantized types are interleaved"),
+            }
+        });
 }

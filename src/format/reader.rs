@@ -296,20 +296,21 @@ fn tensor_entry(
     }
     let offset = c.u64()?;
     let n_bytes = c.u64()?;
-    let n_elems = shape
+    shape
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .filter(|&n| n > 0)
         .ok_or(format!("shape {shape:?} is empty or overflows"))?;
-    let row = *shape.last().unwrap();
-    let expected = usize::try_from(row)
-        .ok()
-        .and_then(|r| dtype.row_bytes(r))
-        .and_then(|rb| (rb as u64).checked_mul(n_elems / row))
-        .ok_or(format!(
+    let expected = super::spec::tensor_bytes(dtype, layout, &shape).ok_or(match layout {
+        Layout::RowMajor => format!(
             "shape {shape:?} is not a whole number of {} blocks",
             dtype.name()
-        ))?;
+        ),
+        Layout::Rows16 => format!(
+            "layout rows16 needs a quantized 2-D tensor of whole blocks, not {} {shape:?}",
+            dtype.name()
+        ),
+    })?;
     if n_bytes != expected {
         return Err(format!(
             "byte length {n_bytes} does not match shape {shape:?} as {} ({expected} bytes)",

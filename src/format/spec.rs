@@ -2,7 +2,8 @@
 
 pub const MAGIC: [u8; 4] = *b"LLQF";
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+/// 1.1 added the `rows16` layout (a 1.0 reader refuses such files: "unknown layout id").
+pub const VERSION_MINOR: u16 = 1;
 
 /// Size of the fixed header that starts every file.
 pub const FIXED_HEADER_LEN: usize = 64;
@@ -23,12 +24,17 @@ pub const MAX_DIMS: usize = 4;
 pub enum Layout {
     /// Row-major; for quantized types each row is a run of whole blocks.
     RowMajor = 0,
+    /// Quantized 2-D matrices only: groups of 16 rows interleaved in 4-byte chunks, one
+    /// superblock per 16 rows × 32 columns (see `quant::interleave` and docs/FORMAT.md).
+    /// The row count is padded with zero rows to a multiple of 16.
+    Rows16 = 1,
 }
 
 impl Layout {
     pub fn from_u32(v: u32) -> Option<Layout> {
         match v {
             0 => Some(Layout::RowMajor),
+            1 => Some(Layout::Rows16),
             _ => None,
         }
     }
@@ -36,8 +42,27 @@ impl Layout {
     pub fn name(self) -> &'static str {
         match self {
             Layout::RowMajor => "row-major",
+            Layout::Rows16 => "rows16",
         }
     }
+}
+
+/// Byte length of a tensor's data, or `None` if the shape does not fit the type and
+/// layout or the size overflows. `rows16` pads the row count to a multiple of 16 (the
+/// padding rows are zero blocks), so every group is complete.
+pub fn tensor_bytes(dtype: crate::quant::DType, layout: Layout, shape: &[u64]) -> Option<u64> {
+    let cols = usize::try_from(*shape.last()?).ok()?;
+    let row_bytes = dtype.row_bytes(cols)? as u64;
+    let mut rows = shape[..shape.len() - 1]
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))?;
+    if layout == Layout::Rows16 {
+        if !(dtype.is_quantized() && shape.len() == 2) {
+            return None;
+        }
+        rows = rows.checked_next_multiple_of(16)?;
+    }
+    row_bytes.checked_mul(rows)
 }
 
 /// Metadata keys written by the converter and read by the runtime.

@@ -29,9 +29,7 @@ impl TensorPlan {
 
     /// Byte length of the tensor's data, or `None` if the shape does not fit the type.
     pub fn n_bytes(&self) -> Option<u64> {
-        let row = *self.shape.last()? as usize;
-        let rows: u64 = self.shape[..self.shape.len() - 1].iter().product();
-        (self.dtype.row_bytes(row)? as u64).checked_mul(rows)
+        super::spec::tensor_bytes(self.dtype, self.layout, &self.shape)
     }
 }
 

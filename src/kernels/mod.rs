@@ -21,33 +21,48 @@ use half::f16;
 
 pub use cpu::cpu_features;
 
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::BlockQ8_0;
 
 /// One implementation level of every kernel the forward pass calls.
 pub struct Kernels {
     pub name: &'static str,
-    /// Σ w·x over Q8_0 weight blocks and Q8_0 activation blocks.
+    /// Σ w·x over two rows of Q8_0 blocks (the Q8_0 KV cache's keys against the query).
     pub dot_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
-    /// Σ w·x over Q4_0 weight blocks and Q8_0 activation blocks.
-    pub dot_q4_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// Quantize activations to Q8_0 (bit-identical to the reference quantizer).
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
-    /// Matrix × matrix tile: `w` holds `rows` weight rows of `nb` blocks each, `x` holds
-    /// `toks` activation rows of `nb` blocks each, and
-    /// `out[t * ldo + r] = dot_q8_0(w row r, x row t)` for every `r < rows`, `t < toks`.
-    /// Panics unless `nb > 0`, both lengths are multiples of `nb`, `ldo >= rows` and `out`
-    /// is long enough.
-    pub gemm_q8_0_tile: GemmFn<BlockQ8_0>,
-    /// As [`Kernels::gemm_q8_0_tile`] with Q4_0 weights.
-    pub gemm_q4_0_tile: GemmFn<BlockQ4_0>,
+    /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
+    /// `nb` superblocks, `x` holds `toks` rows of `nb` activation blocks, and
+    /// `out[t * 16 + i] = Σ_b d_w[b][i] · d_x[t][b] · Σ_k q_w · q_x` (see
+    /// [`scalar::gemm_q8_0x16`]). Panics unless `nb > 0`, `x.len()` is a multiple of `nb`
+    /// and `out` holds `16 · toks` values.
+    pub gemm_q8_0x16: GroupFn<BlockQ8_0x16>,
+    /// As [`Kernels::gemm_q8_0x16`] for Q4_0 (values `q − 8`).
+    pub gemm_q4_0x16: GroupFn<BlockQ4_0x16>,
+}
+
+/// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].
+pub type GroupFn<W> = fn(&[W], &[ActQ8], &mut [f32]);
+
+/// Check the arguments of a group call and return `(nb, toks)`.
+pub(crate) fn group_dims(wlen: usize, xlen: usize, olen: usize) -> (usize, usize) {
+    assert!(wlen > 0, "group kernel: no blocks");
+    assert!(
+        xlen.is_multiple_of(wlen),
+        "group kernel: activations are not whole rows of {wlen} blocks"
+    );
+    let toks = xlen / wlen;
+    assert!(olen >= GROUP * toks, "group kernel: output too short");
+    (wlen, toks)
 }
 
 /// `fn(w, x, nb, out, ldo)`: see [`Kernels::gemm_q8_0_tile`].
 pub type GemmFn<W> = fn(&[W], &[BlockQ8_0], usize, &mut [f32], usize);
 
 /// Check the arguments of a tile call and return `(rows, toks)`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) fn tile_dims(
     wlen: usize,
     xlen: usize,

@@ -2,18 +2,18 @@
 
 use half::f16;
 
-use super::{tile_dims, Kernels};
-use crate::quant::{quantize_row_q8_0, BlockQ4_0, BlockQ8_0, QK};
+use super::{group_dims, Kernels};
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::{quantize_row_q8_0, BlockQ8_0, QK};
 
 pub static KERNELS: Kernels = Kernels {
     name: "scalar",
     dot_q8_0,
-    dot_q4_0,
     dot_f16,
     dot_f32,
     quantize_q8_0: quantize_row_q8_0,
-    gemm_q8_0_tile,
-    gemm_q4_0_tile,
+    gemm_q8_0x16,
+    gemm_q4_0x16,
 };
 
 /// Per block: integer dot product of the int8 values, then one float multiply by both
@@ -25,21 +25,6 @@ pub fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
         let mut isum = 0i32;
         for i in 0..QK {
             isum += a.qs[i] as i32 * b.qs[i] as i32;
-        }
-        sum += isum as f32 * (a.scale() * b.scale());
-    }
-    sum
-}
-
-pub fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (a, b) in w.iter().zip(x) {
-        let mut isum = 0i32;
-        for j in 0..QK / 2 {
-            let lo = (a.qs[j] & 0x0f) as i32 - 8;
-            let hi = (a.qs[j] >> 4) as i32 - 8;
-            isum += lo * b.qs[j] as i32 + hi * b.qs[j + QK / 2] as i32;
         }
         sum += isum as f32 * (a.scale() * b.scale());
     }
@@ -74,22 +59,52 @@ pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     dot8(w.len(), |i| w[i] * x[i])
 }
 
-/// Reference tile: one [`dot_q8_0`] per output (see `Kernels::gemm_q8_0_tile`).
-pub fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    let (rows, toks) = tile_dims(w.len(), x.len(), nb, out.len(), ldo);
+/// Reference `rows16` Q8_0 kernel (see `Kernels::gemm_q8_0x16`): per row and block the
+/// exact integer dot product, then `sum += isum · (d_w · d_x)` in block order.
+pub fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    let (nb, toks) = group_dims(w.len(), x.len(), out.len());
     for t in 0..toks {
-        for r in 0..rows {
-            out[t * ldo + r] = dot_q8_0(&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+        let mut sum = [0.0f32; GROUP];
+        for (sb, a) in w.iter().zip(&x[t * nb..(t + 1) * nb]) {
+            // Chunk by chunk, in the order the bytes are stored (keeps this loop fast
+            // enough to run the whole test suite with LLQ_KERNEL=scalar).
+            let mut isum = [0i32; GROUP];
+            for (c, chunk) in sb.qs.chunks_exact(4 * GROUP).enumerate() {
+                let xs = &a.qs[4 * c..4 * c + 4];
+                for (acc, q) in isum.iter_mut().zip(chunk.chunks_exact(4)) {
+                    *acc += (0..4).map(|b| q[b] as i32 * xs[b] as i32).sum::<i32>();
+                }
+            }
+            for i in 0..GROUP {
+                sum[i] += isum[i] as f32 * (f16::from_bits(sb.d[i]).to_f32() * a.d);
+            }
         }
+        out[t * GROUP..(t + 1) * GROUP].copy_from_slice(&sum);
     }
 }
 
-/// Reference tile: one [`dot_q4_0`] per output (see `Kernels::gemm_q4_0_tile`).
-pub fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    let (rows, toks) = tile_dims(w.len(), x.len(), nb, out.len(), ldo);
+/// Reference `rows16` Q4_0 kernel: as [`gemm_q8_0x16`] with values `nibble − 8`, computed
+/// as `Σ nibble·x − 8·Σx` (the same integers).
+pub fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
+    let (nb, toks) = group_dims(w.len(), x.len(), out.len());
     for t in 0..toks {
-        for r in 0..rows {
-            out[t * ldo + r] = dot_q4_0(&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+        let mut sum = [0.0f32; GROUP];
+        for (sb, a) in w.iter().zip(&x[t * nb..(t + 1) * nb]) {
+            let mut isum = [-8 * a.sum; GROUP];
+            for (c, chunk) in sb.qs.chunks_exact(4 * GROUP).enumerate() {
+                let (lo, hi) = (&a.qs[4 * c..4 * c + 4], &a.qs[16 + 4 * c..16 + 4 * c + 4]);
+                for (acc, q) in isum.iter_mut().zip(chunk.chunks_exact(4)) {
+                    *acc += (0..4)
+                        .map(|b| {
+                            (q[b] & 0x0f) as i32 * lo[b] as i32 + (q[b] >> 4) as i32 * hi[b] as i32
+                        })
+                        .sum::<i32>();
+                }
+            }
+            for i in 0..GROUP {
+                sum[i] += isum[i] as f32 * (f16::from_bits(sb.d[i]).to_f32() * a.d);
+            }
         }
+        out[t * GROUP..(t + 1) * GROUP].copy_from_slice(&sum);
     }
 }

@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::kernels::matmul::{matmul, MatmulScratch};
 use crate::kernels::{kernels, Kernels};
 use crate::kv::{axpy, KvCache, KvConfig, LayerView, StoreRef};
-use crate::quant::dequantize_row;
 use crate::quant::{BlockQ8_0, QK};
 
 /// Which logits a forward call returns.
@@ -152,7 +151,7 @@ impl Model {
 
         let embd = self.weight(&self.token_embd);
         for (t, x) in tokens.iter().zip(b.x.chunks_exact_mut(dim)) {
-            dequantize_row(embd.dtype, embd.row(*t as usize), x);
+            embd.dequantize_row(*t as usize, x);
         }
 
         for (l, lw) in self.layers.iter().enumerate() {

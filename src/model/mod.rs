@@ -11,7 +11,7 @@ pub use rope::Rope;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{keys, LlqFile, TensorEntry};
+use crate::format::{keys, Layout, LlqFile, TensorEntry};
 use crate::kernels::matmul::WeightView;
 use crate::quant::{blocks, DType};
 use crate::tokenizer::Tokenizer;
@@ -20,6 +20,7 @@ use crate::tokenizer::Tokenizer;
 #[derive(Clone, Debug)]
 pub struct TensorRef {
     pub dtype: DType,
+    pub layout: Layout,
     pub rows: usize,
     pub cols: usize,
     offset: usize,
@@ -191,6 +192,7 @@ impl Model {
     pub fn weight(&self, t: &TensorRef) -> WeightView<'_> {
         WeightView {
             dtype: t.dtype,
+            layout: t.layout,
             rows: t.rows,
             cols: t.cols,
             data: self.bytes(t),
@@ -232,6 +234,19 @@ fn check_tensor(path: &Path, t: &TensorEntry, shape: &[u64]) -> Result<TensorRef
             ),
         ));
     }
+    // The matmul kernels read quantized matrices in the interleaved layout only (files of
+    // llq format 1.0 stored them row-major).
+    if t.dtype.is_quantized() && t.layout != Layout::Rows16 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "tensor '{}' is {} in the {} layout; this llq reads quantized matrices in the rows16 layout only (re-convert the model)",
+                t.name,
+                t.dtype.name(),
+                t.layout.name()
+            ),
+        ));
+    }
     let (rows, cols) = match *shape {
         [n] => (1, n as usize),
         [r, c] => (r as usize, c as usize),
@@ -239,6 +254,7 @@ fn check_tensor(path: &Path, t: &TensorEntry, shape: &[u64]) -> Result<TensorRef
     };
     Ok(TensorRef {
         dtype: t.dtype,
+        layout: t.layout,
         rows,
         cols,
         offset: t.offset,

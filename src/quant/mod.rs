@@ -5,6 +5,7 @@
 //! Q4_0 = 32 weights, one f16 scale, 16 bytes of nibbles offset by 8 (18 bytes).
 //! Functions here are the *reference*: SIMD kernels are tested against them.
 
+pub mod interleave;
 mod q4_0;
 mod q8_0;
 

@@ -15,12 +15,11 @@ use crate::quant::{BlockQ4_0, BlockQ8_0};
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "dotprod",
     dot_q8_0,
-    dot_q4_0,
     dot_f16: neon::dot_f16,
     dot_f32: neon::dot_f32,
     quantize_q8_0: neon::quantize_q8_0,
-    gemm_q8_0_tile,
-    gemm_q4_0_tile,
+    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
+    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
 };
 
 pub(super) fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {

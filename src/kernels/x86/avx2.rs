@@ -12,30 +12,23 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{gemm_driver, Kernels};
-use crate::quant::{BlockQ4_0, BlockQ8_0, QK};
+use crate::kernels::Kernels;
+use crate::quant::{BlockQ8_0, QK};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot_q8_0,
-    dot_q4_0,
     dot_f16,
     dot_f32,
     quantize_q8_0,
-    gemm_q8_0_tile,
-    gemm_q4_0_tile,
+    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
+    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
 };
 
 fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
     unsafe { dot_q8_0_avx2(w, x) }
-}
-
-pub(super) fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
-    unsafe { dot_q4_0_avx2(w, x) }
 }
 
 pub(super) fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
@@ -54,16 +47,6 @@ pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);
     // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
     unsafe { quantize_q8_0_avx2(src, out) }
-}
-
-fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
-    unsafe { gemm_q8_avx2(w, x, nb, out, ldo) }
-}
-
-fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
-    unsafe { gemm_q4_avx2(w, x, nb, out, ldo) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -93,18 +76,6 @@ pub(super) fn load_q8(b: &BlockQ8_0) -> __m256i {
     unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
 }
 
-/// The 32 nibbles of a Q4_0 block as unsigned bytes 0..=15, in element order.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn load_q4(b: &BlockQ4_0) -> __m256i {
-    // SAFETY: `b.qs` is 16 readable bytes; loadu has no alignment requirement.
-    let v = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
-    let m = _mm_set1_epi8(0x0f);
-    let lo = _mm_and_si128(v, m);
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), m);
-    _mm256_set_m128i(hi, lo)
-}
-
 /// Sign-extend 32 int8 to two vectors of 16 int16 (elements 0..16, 16..32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -120,22 +91,6 @@ fn widen(v: __m256i) -> [__m256i; 2] {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn idot16(w: &[__m256i; 2], x: &[__m256i; 2]) -> __m256i {
     _mm256_add_epi32(_mm256_madd_epi16(w[0], x[0]), _mm256_madd_epi16(w[1], x[1]))
-}
-
-/// `8·(x[2i] + x[2i+1])` as 16 int16: the offset correction of Q4_0 products.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn x8(x: __m256i) -> __m256i {
-    _mm256_maddubs_epi16(_mm256_set1_epi8(8), x)
-}
-
-/// Exact Σ (q-8)·x for unsigned nibbles `q` and int8 `x` (with `x8v = x8(x)`), as 8
-/// partial int32 sums.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn idot_q4(q: __m256i, x: __m256i, x8v: __m256i) -> __m256i {
-    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, x), x8v);
-    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,14 +111,6 @@ fn step_q8(acc: __m256, a: &BlockQ8_0, b: &BlockQ8_0) -> __m256 {
     _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale2(a.d, b.d), acc)
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn step_q4(acc: __m256, a: &BlockQ4_0, b: &BlockQ8_0) -> __m256 {
-    let xv = load_q8(b);
-    let s = idot_q4(load_q4(a), xv, x8(xv));
-    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale2(a.d, b.d), acc)
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q8_0_avx2(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     // Two named accumulators (not an indexed array, which would live in memory).
@@ -176,21 +123,6 @@ fn dot_q8_0_avx2(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     }
     for (a, b) in wt.iter().zip(xt) {
         acc0 = step_q8(acc0, a, b);
-    }
-    hsum(_mm256_add_ps(acc0, acc1))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_0_avx2(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step_q4(acc0, &a[0], &b[0]);
-        acc1 = step_q4(acc1, &a[1], &b[1]);
-    }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step_q4(acc0, a, b);
     }
     hsum(_mm256_add_ps(acc0, acc1))
 }
@@ -309,77 +241,3 @@ fn quantize_q8_0_avx2(src: &[f32], out: &mut [BlockQ8_0]) {
         unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), p) };
     }
 }
-
-// ---------------------------------------------------------------------------------------
-// Matrix × matrix: R weight rows × C tokens of accumulators in registers, so every block
-// loaded (and widened) is used C (or R) times.
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q8<const R: usize, const C: usize>(
-    w: &[BlockQ8_0],
-    x: &[BlockQ8_0],
-    nb: usize,
-    r0: usize,
-    t0: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    let wr: [&[BlockQ8_0]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
-    let xr: [&[BlockQ8_0]; C] = std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    for b in 0..nb {
-        let wv: [[__m256i; 2]; R] = std::array::from_fn(|i| widen(load_q8(&wr[i][b])));
-        let dw: [__m256; R] = std::array::from_fn(|i| _mm256_set1_ps(h2f(wr[i][b].d)));
-        for j in 0..C {
-            let xv = widen(load_q8(&xr[j][b]));
-            let dx = _mm256_set1_ps(h2f(xr[j][b].d));
-            for i in 0..R {
-                let s = _mm256_cvtepi32_ps(idot16(&wv[i], &xv));
-                acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), acc[i][j]);
-            }
-        }
-    }
-    for (i, a) in acc.iter().enumerate() {
-        for (j, v) in a.iter().enumerate() {
-            out[(t0 + j) * ldo + r0 + i] = hsum(*v);
-        }
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q4<const R: usize, const C: usize>(
-    w: &[BlockQ4_0],
-    x: &[BlockQ8_0],
-    nb: usize,
-    r0: usize,
-    t0: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    let wr: [&[BlockQ4_0]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
-    let xr: [&[BlockQ8_0]; C] = std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    for b in 0..nb {
-        let wv: [__m256i; R] = std::array::from_fn(|i| load_q4(&wr[i][b]));
-        let dw: [__m256; R] = std::array::from_fn(|i| _mm256_set1_ps(h2f(wr[i][b].d)));
-        for j in 0..C {
-            let xv = load_q8(&xr[j][b]);
-            let xc = x8(xv);
-            let dx = _mm256_set1_ps(h2f(xr[j][b].d));
-            for i in 0..R {
-                let s = _mm256_cvtepi32_ps(idot_q4(wv[i], xv, xc));
-                acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), acc[i][j]);
-            }
-        }
-    }
-    for (i, a) in acc.iter().enumerate() {
-        for (j, v) in a.iter().enumerate() {
-            out[(t0 + j) * ldo + r0 + i] = hsum(*v);
-        }
-    }
-}
-
-gemm_driver!(gemm_q8_avx2, "avx2,fma,f16c", BlockQ8_0, tile_q8, 2, 2);
-gemm_driver!(gemm_q4_avx2, "avx2,fma,f16c", BlockQ4_0, tile_q4, 2, 3);

@@ -15,33 +15,28 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::avx2::{self, h2f, load_q4, load_q8, scale2};
-use crate::kernels::{gemm_driver, Kernels};
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use super::avx2::{self, h2f, load_q8, scale2};
+use crate::kernels::Kernels;
+use crate::quant::BlockQ8_0;
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "avx512",
     dot_q8_0,
-    // Measured faster than the zmm version for matrix × vector (12.7 vs 9.1 GiB/s at
-    // 4096×11008 on Zen 4): nibble unpacking, not the multiply, is the bottleneck.
-    dot_q4_0: avx2::dot_q4_0,
     dot_f16,
     dot_f32,
     quantize_q8_0: avx2::quantize_q8_0,
-    gemm_q8_0_tile,
-    gemm_q4_0_tile,
+    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
+    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
 };
 
 pub(crate) static KERNELS_VNNI: Kernels = Kernels {
     name: "avx512vnni",
     dot_q8_0: dot_q8_0_vnni,
-    // As for `avx512`: AVX2's matrix × vector Q4_0 measured faster (12.7 vs 10.7 GiB/s).
-    dot_q4_0: avx2::dot_q4_0,
     dot_f16,
     dot_f32,
     quantize_q8_0: avx2::quantize_q8_0,
-    gemm_q8_0_tile: gemm_q8_0_tile_vnni,
-    gemm_q4_0_tile: gemm_q4_0_tile_vnni,
+    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
+    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
 };
 
 fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
@@ -62,30 +57,10 @@ fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     unsafe { dot_f32_512(w, x) }
 }
 
-fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS, installed after detecting avx512f/bw/vl+avx2.
-    unsafe { gemm_q8_512(w, x, nb, out, ldo) }
-}
-
-fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS, installed after detecting avx512f/bw/vl+avx2.
-    unsafe { gemm_q4_512(w, x, nb, out, ldo) }
-}
-
 fn dot_q8_0_vnni(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: only reachable through KERNELS_VNNI, installed after detecting avx512vnni etc.
     unsafe { dot_q8_vnni(w, x) }
-}
-
-fn gemm_q8_0_tile_vnni(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS_VNNI, installed after detecting avx512vnni etc.
-    unsafe { gemm_q8_vnni(w, x, nb, out, ldo) }
-}
-
-fn gemm_q4_0_tile_vnni(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS_VNNI, installed after detecting avx512vnni etc.
-    unsafe { gemm_q4_vnni(w, x, nb, out, ldo) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -96,13 +71,6 @@ fn gemm_q4_0_tile_vnni(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 fn w16_q8(b: &BlockQ8_0) -> __m512i {
     _mm512_cvtepi8_epi16(load_q8(b))
-}
-
-/// Q4_0 block → 32 × i16 holding q - 8.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-fn w16_q4(b: &BlockQ4_0) -> __m512i {
-    _mm512_sub_epi16(_mm512_cvtepu8_epi16(load_q4(b)), _mm512_set1_epi16(8))
 }
 
 #[inline]
@@ -187,63 +155,6 @@ fn dot_f32_512(w: &[f32], x: &[f32]) -> f32 {
     s
 }
 
-macro_rules! tile512 {
-    ($name:ident, $W:ty, $load:ident) => {
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-        fn $name<const R: usize, const C: usize>(
-            w: &[$W],
-            x: &[BlockQ8_0],
-            nb: usize,
-            r0: usize,
-            t0: usize,
-            out: &mut [f32],
-            ldo: usize,
-        ) {
-            let wr: [&[$W]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
-            let xr: [&[BlockQ8_0]; C] =
-                std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
-            let mut acc = [[_mm512_setzero_ps(); C]; R];
-            for b in 0..nb {
-                let wv: [__m512i; R] = std::array::from_fn(|i| $load(&wr[i][b]));
-                let dw: [__m512; R] = std::array::from_fn(|i| _mm512_set1_ps(h2f(wr[i][b].d)));
-                for j in 0..C {
-                    let xv = w16_q8(&xr[j][b]);
-                    let dx = _mm512_set1_ps(h2f(xr[j][b].d));
-                    for i in 0..R {
-                        let s = _mm512_cvtepi32_ps(_mm512_madd_epi16(wv[i], xv));
-                        acc[i][j] = _mm512_fmadd_ps(s, _mm512_mul_ps(dw[i], dx), acc[i][j]);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                for (j, v) in a.iter().enumerate() {
-                    out[(t0 + j) * ldo + r0 + i] = _mm512_reduce_add_ps(*v);
-                }
-            }
-        }
-    };
-}
-
-tile512!(tile_q8_512, BlockQ8_0, w16_q8);
-tile512!(tile_q4_512, BlockQ4_0, w16_q4);
-gemm_driver!(
-    gemm_q8_512,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
-    BlockQ8_0,
-    tile_q8_512,
-    4,
-    4
-);
-gemm_driver!(
-    gemm_q4_512,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
-    BlockQ4_0,
-    tile_q4_512,
-    4,
-    4
-);
-
 // ---------------------------------------------------------------------------------------
 // avx512vnni: two blocks per zmm (the second may be a zero block at an odd tail).
 
@@ -277,27 +188,6 @@ fn pair_q8(row: &[BlockQ8_0], b: usize) -> (__m512i, __m512) {
             pair_ps(h2f(a.d), 0.0),
         ),
     }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn pair_q4(row: &[BlockQ4_0], b: usize) -> (__m512i, __m512) {
-    let a = &row[b];
-    // SAFETY: `qs` arrays are 16 readable bytes; unaligned loads.
-    let lo = unsafe { _mm_loadu_si128(a.qs.as_ptr().cast()) };
-    let (hi, d1) = match row.get(b + 1) {
-        // SAFETY: as above.
-        Some(c) => (unsafe { _mm_loadu_si128(c.qs.as_ptr().cast()) }, h2f(c.d)),
-        None => (_mm_setzero_si128(), 0.0),
-    };
-    // v = [q0 | q1] (16 bytes each); the nibbles go to 128-bit lanes [lo0, hi0, lo1, hi1].
-    let v = _mm512_zextsi256_si512(_mm256_set_m128i(hi, lo));
-    let idx = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    let z = _mm512_permutex2var_epi64(v, idx, _mm512_srli_epi16::<4>(v));
-    (
-        _mm512_and_si512(z, _mm512_set1_epi8(0x0f)),
-        pair_ps(h2f(a.d), d1),
-    )
 }
 
 /// Q8_0 weights → unsigned w + 128 (`vpdpbusd` wants u8 × s8).
@@ -346,63 +236,3 @@ macro_rules! vnni_dot {
 }
 
 vnni_dot!(dot_q8_vnni, BlockQ8_0, pair_q8, unsigned_q8, -128);
-
-macro_rules! tile_vnni {
-    ($name:ident, $W:ty, $pair:ident, $unsigned:expr, $off:expr) => {
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        fn $name<const R: usize, const C: usize>(
-            w: &[$W],
-            x: &[BlockQ8_0],
-            nb: usize,
-            r0: usize,
-            t0: usize,
-            out: &mut [f32],
-            ldo: usize,
-        ) {
-            let wr: [&[$W]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
-            let xr: [&[BlockQ8_0]; C] =
-                std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
-            let mut acc = [[_mm512_setzero_ps(); C]; R];
-            for b in (0..nb).step_by(2) {
-                let wp: [(__m512i, __m512); R] = std::array::from_fn(|i| {
-                    let (v, d) = $pair(wr[i], b);
-                    ($unsigned(v), d)
-                });
-                for j in 0..C {
-                    let (xv, dx) = pair_q8(xr[j], b);
-                    let start = neg_offset(xv, $off);
-                    for i in 0..R {
-                        let s = _mm512_dpbusd_epi32(start, wp[i].0, xv);
-                        let d = _mm512_mul_ps(wp[i].1, dx);
-                        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[i][j]);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                for (j, v) in a.iter().enumerate() {
-                    out[(t0 + j) * ldo + r0 + i] = _mm512_reduce_add_ps(*v);
-                }
-            }
-        }
-    };
-}
-
-tile_vnni!(tile_q8_vnni, BlockQ8_0, pair_q8, unsigned_q8, -128);
-tile_vnni!(tile_q4_vnni, BlockQ4_0, pair_q4, |v| v, 8);
-gemm_driver!(
-    gemm_q8_vnni,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    BlockQ8_0,
-    tile_q8_vnni,
-    4,
-    4
-);
-gemm_driver!(
-    gemm_q4_vnni,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    BlockQ4_0,
-    tile_q4_vnni,
-    4,
-    4
-);
