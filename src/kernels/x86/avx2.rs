@@ -21,8 +21,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f16,
     dot_f32,
     quantize_q8_0,
-    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
-    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
+    gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
+    gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
 };
 
 fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {

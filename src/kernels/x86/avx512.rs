@@ -25,8 +25,10 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f16,
     dot_f32,
     quantize_q8_0: avx2::quantize_q8_0,
-    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
-    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
+    // The AVX2 group kernels: AVX-512BW has no `vpsignb` for the Q8_0 sign trick, and
+    // CPUs with AVX-512 but without VNNI (Skylake-SP) are rare by now.
+    gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
+    gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
 };
 
 pub(crate) static KERNELS_VNNI: Kernels = Kernels {
@@ -35,8 +37,8 @@ pub(crate) static KERNELS_VNNI: Kernels = Kernels {
     dot_f16,
     dot_f32,
     quantize_q8_0: avx2::quantize_q8_0,
-    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
-    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
+    gemm_q8_0x16: super::rows16::gemm_q8_0x16_vnni,
+    gemm_q4_0x16: super::rows16::gemm_q4_0x16_vnni,
 };
 
 fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {

@@ -1,0 +1,290 @@
+//! `rows16` group kernels for x86-64 (see `quant::interleave` for the layout).
+//!
+//! A weight register holds 4 consecutive values of each of 16 rows (zmm) or 8 rows (ymm);
+//! the 4 activation bytes of the same columns are broadcast to every 32-bit lane, so each
+//! lane accumulates its own row's dot product: after the 8 chunks of a block, lane i *is*
+//! row i's integer sum. It is converted to float once per block and scaled by
+//! `d_w[i] · d_x` (the 16 weight scales are one `vcvtph2ps`). A tile of `T` tokens reuses
+//! every loaded (and unpacked) weight register `T` times.
+//!
+//! * `avx512vnni`: `vpdpbusd` (u8 × s8, four products per lane). Q8_0 weights are made
+//!   unsigned by flipping the top bit (w + 128) and the accumulator starts at −128·Σx; Q4_0
+//!   nibbles are unsigned already and the accumulator starts at −8·Σx.
+//! * `avx2` (also used by the `avx512` level, see `avx512.rs`): `vpmaddubsw` (u8 × s8 →
+//!   pairs summed in i16) + `vpmaddwd` by ones. Q8_0 uses the sign trick (|w| × sign(x, w),
+//!   exact because activations are never −128, so no pair exceeds 2·128·127 < 2^15);
+//!   Q4_0 sums the eight chunks' pairs in i16 first (≤ 8·2·15·127 = 30480 < 2^15) and
+//!   widens once per block.
+//!
+//! Every function here is reachable only through the kernel tables of `x86`, installed
+//! after `is_x86_feature_detected!` confirmed the features each function enables.
+
+use std::arch::x86_64::*;
+
+use crate::kernels::group_dims;
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+
+/// The 4 activation bytes of chunk `c` (columns `4c..4c+4`) as one i32.
+#[inline(always)]
+fn x4(a: &ActQ8, c: usize) -> i32 {
+    let q = &a.qs[4 * c..4 * c + 4];
+    i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
+}
+
+/// Runs `$tile::<T>(w, x, nb, t0, out)` over all tokens: tiles of 8, then 4, 2, 1.
+macro_rules! drive_tokens {
+    ($tile:ident, $w:expr, $x:expr, $out:expr, $max:literal) => {{
+        let (nb, toks) = group_dims($w.len(), $x.len(), $out.len());
+        let mut t = 0;
+        if $max >= 8 {
+            while t + 8 <= toks {
+                $tile::<8>($w, $x, nb, t, $out);
+                t += 8;
+            }
+        }
+        while t + 4 <= toks {
+            $tile::<4>($w, $x, nb, t, $out);
+            t += 4;
+        }
+        while t + 2 <= toks {
+            $tile::<2>($w, $x, nb, t, $out);
+            t += 2;
+        }
+        while t < toks {
+            $tile::<1>($w, $x, nb, t, $out);
+            t += 1;
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX-512 VNNI.
+
+pub(super) fn gemm_q8_0x16_vnni(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through the avx512vnni table, installed after detecting
+    // avx2, fma, f16c, avx512f/bw/vl and avx512vnni.
+    unsafe { drive_tokens!(tile_q8_vnni, w, x, out, 8) }
+}
+
+pub(super) fn gemm_q4_0x16_vnni(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { drive_tokens!(tile_q4_vnni, w, x, out, 8) }
+}
+
+/// `T` tokens × 16 rows: `facc[t] += cvt(Σ_c dpbusd(w[c], x[t][c]) + start) · d_w · d_x[t]`.
+/// With one or two tokens the eight chunks go to two independent accumulator chains
+/// (hiding `vpdpbusd`'s latency); with more, the tokens' chains interleave.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn vnni_block<const T: usize>(
+    wv: &[__m512i; 8],
+    dw: __m512,
+    xs: [&ActQ8; T],
+    off: i32,
+    facc: &mut [__m512; T],
+) {
+    for (f, a) in facc.iter_mut().zip(xs) {
+        let start = _mm512_set1_epi32(-off * a.sum);
+        let acc = if T <= 2 {
+            let (mut p, mut q) = (start, _mm512_setzero_si512());
+            for c in (0..8).step_by(2) {
+                p = _mm512_dpbusd_epi32(p, wv[c], _mm512_set1_epi32(x4(a, c)));
+                q = _mm512_dpbusd_epi32(q, wv[c + 1], _mm512_set1_epi32(x4(a, c + 1)));
+            }
+            _mm512_add_epi32(p, q)
+        } else {
+            let mut p = start;
+            for (c, wc) in wv.iter().enumerate() {
+                p = _mm512_dpbusd_epi32(p, *wc, _mm512_set1_epi32(x4(a, c)));
+            }
+            p
+        };
+        let d = _mm512_mul_ps(dw, _mm512_set1_ps(a.d));
+        *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), d, *f);
+    }
+}
+
+/// The 16 scales of a superblock as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn scales16(d: &[u16; GROUP]) -> __m512 {
+    // SAFETY: `d` is 32 readable bytes; unaligned load.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(d.as_ptr().cast()) })
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn store_tile<const T: usize>(facc: &[__m512; T], t0: usize, out: &mut [f32]) {
+    for (t, f) in facc.iter().enumerate() {
+        let o = &mut out[(t0 + t) * GROUP..(t0 + t + 1) * GROUP];
+        // SAFETY: `o` is 16 writable floats; unaligned store.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *f) };
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tile_q8_vnni<const T: usize>(
+    w: &[BlockQ8_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let flip = _mm512_set1_epi8(-128);
+    let mut facc = [_mm512_setzero_ps(); T];
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: `sb.qs` is 512 readable bytes, chunk c at 64c; unaligned loads.
+        let wv: [__m512i; 8] = std::array::from_fn(|c| unsafe {
+            _mm512_xor_si512(_mm512_loadu_si512(sb.qs.as_ptr().add(64 * c).cast()), flip)
+        });
+        let xs = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
+        vnni_block::<T>(&wv, scales16(&sb.d), xs, 128, &mut facc);
+    }
+    store_tile::<T>(&facc, t0, out);
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tile_q4_vnni<const T: usize>(
+    w: &[BlockQ4_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let m = _mm512_set1_epi8(0x0f);
+    let mut facc = [_mm512_setzero_ps(); T];
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: `sb.qs` is 256 readable bytes, chunk c at 64c; unaligned loads.
+        let v: [__m512i; 4] = std::array::from_fn(|c| unsafe {
+            _mm512_loadu_si512(sb.qs.as_ptr().add(64 * c).cast())
+        });
+        // Low nibbles are chunks 0..4, high nibbles chunks 4..8.
+        let wv: [__m512i; 8] = std::array::from_fn(|c| {
+            if c < 4 {
+                _mm512_and_si512(v[c], m)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v[c - 4]), m)
+            }
+        });
+        let xs = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
+        vnni_block::<T>(&wv, scales16(&sb.d), xs, 8, &mut facc);
+    }
+    store_tile::<T>(&facc, t0, out);
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX2: two halves of 8 rows per superblock.
+
+pub(super) fn gemm_q8_0x16_avx2(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through tables whose level requires avx2, fma and f16c.
+    unsafe { drive_tokens!(tile_q8_avx2, w, x, out, 4) }
+}
+
+pub(super) fn gemm_q4_0x16_avx2(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { drive_tokens!(tile_q4_avx2, w, x, out, 4) }
+}
+
+/// Scales of rows `8h..8h+8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scales8(d: &[u16; GROUP], h: usize) -> __m256 {
+    // SAFETY: `d[8h..8h+8]` is 16 readable bytes (h < 2); unaligned load.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().add(8 * h).cast()) })
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_half<const T: usize>(facc: &[[__m256; 2]; T], t0: usize, out: &mut [f32]) {
+    for (t, f) in facc.iter().enumerate() {
+        let o = &mut out[(t0 + t) * GROUP..(t0 + t + 1) * GROUP];
+        // SAFETY: `o` is 16 writable floats; unaligned stores of 8 + 8.
+        unsafe {
+            _mm256_storeu_ps(o.as_mut_ptr(), f[0]);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), f[1]);
+        }
+    }
+}
+
+// `h` picks both the rows' byte offset and the accumulator column.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q8_avx2<const T: usize>(
+    w: &[BlockQ8_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    for (b, sb) in w.iter().enumerate() {
+        let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
+        for h in 0..2 {
+            let mut acc = [_mm256_setzero_si256(); T];
+            for c in 0..8 {
+                // SAFETY: bytes 64c + 32h .. +32 of the 512-byte `qs`; unaligned load.
+                let wc = unsafe { _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 32 * h).cast()) };
+                let aw = _mm256_abs_epi8(wc);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let sx = _mm256_sign_epi8(_mm256_set1_epi32(x4(xs[t], c)), wc);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                    *a = _mm256_add_epi32(*a, p);
+                }
+            }
+            let dw = scales8(&sb.d, h);
+            for (t, a) in acc.iter().enumerate() {
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d));
+                facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), d, facc[t][h]);
+            }
+        }
+    }
+    store_half::<T>(&facc, t0, out);
+}
+
+// `h` picks both the rows' byte offset and the accumulator column.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4_avx2<const T: usize>(
+    w: &[BlockQ4_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let m = _mm256_set1_epi8(0x0f);
+    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    for (b, sb) in w.iter().enumerate() {
+        let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
+        for h in 0..2 {
+            // Pair sums of all eight chunks stay in i16 (≤ 30480, see the module comment).
+            let mut acc = [_mm256_setzero_si256(); T];
+            for c in 0..4 {
+                // SAFETY: bytes 64c + 32h .. +32 of the 256-byte `qs`; unaligned load.
+                let v = unsafe { _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 32 * h).cast()) };
+                let lo = _mm256_and_si256(v, m);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(x4(xs[t], c)));
+                    let ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x4(xs[t], c + 4)));
+                    *a = _mm256_add_epi16(*a, _mm256_add_epi16(pl, ph));
+                }
+            }
+            let dw = scales8(&sb.d, h);
+            for (t, a) in acc.iter().enumerate() {
+                let i = _mm256_sub_epi32(
+                    _mm256_madd_epi16(*a, ones),
+                    _mm256_set1_epi32(8 * xs[t].sum),
+                );
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d));
+                facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, facc[t][h]);
+            }
+        }
+    }
+    store_half::<T>(&facc, t0, out);
+}
