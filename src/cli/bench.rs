@@ -37,7 +37,7 @@ pub struct Args {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
-    /// Thread counts to test (comma-separated; 0 = one per core).
+    /// Thread counts to test (comma-separated; 0 = one per physical core).
     #[arg(short = 't', long, value_delimiter = ',', default_value = "0")]
     threads: Vec<usize>,
     /// Repetitions of each test (after one warm-up run).
@@ -191,7 +191,7 @@ pub fn bench(
     let mut state = State::new(model, n_ctx);
     for &t in threads {
         let t = if t == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            llq::threads::default_threads()
         } else {
             t
         };

@@ -15,7 +15,7 @@ pub struct ModelArgs {
     /// Context size in tokens (0 = the model's trained context, capped at 4096).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     pub ctx_size: usize,
-    /// Threads (0 = one per core).
+    /// Threads (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
 }

@@ -26,7 +26,7 @@ pub struct Args {
     /// f32; matrices whose rows are not a multiple of 32 fall back to f16.
     #[arg(long = "type", default_value = "q8_0", value_parser = parse_dtype)]
     dtype: DType,
-    /// Threads used to quantize (0 = all cores).
+    /// Threads used to quantize (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
 }

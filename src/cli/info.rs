@@ -24,8 +24,9 @@ fn system() -> Result<()> {
     let levels: Vec<&str> = llq::kernels::available().iter().map(|k| k.name).collect();
     println!("arch: {}", std::env::consts::ARCH);
     println!(
-        "threads available: {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "threads available: {} (default -t: {}, one per physical core)",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        llq::threads::default_threads()
     );
     let features: Vec<String> = llq::kernels::cpu_features()
         .into_iter()

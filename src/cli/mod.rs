@@ -50,10 +50,10 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Size the global rayon pool once; 0 means one thread per available core.
+/// Size the global rayon pool once; 0 means one thread per physical core.
 pub fn init_threads(n: usize) -> Result<()> {
     let n = if n == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        llq::threads::default_threads()
     } else {
         n
     };

@@ -34,7 +34,7 @@ pub struct Args {
     /// Window size in tokens.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     ctx_size: usize,
-    /// Threads (0 = one per core).
+    /// Threads (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
     /// Base log-probabilities file: written by this run, or read with --kl-divergence.

@@ -76,7 +76,8 @@ struct Inner {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct llq_model_params {
-    /// Threads of the process-wide compute pool (0 = one per core). Only the first model
+    /// Threads of the process-wide compute pool (0 = one per physical core, or
+    /// `RAYON_NUM_THREADS` if set). Only the first model
     /// opened in the process sizes the pool; later values are ignored.
     pub n_threads: i32,
     /// Map the file (true, the default: zero copy, pages loaded on demand) or read it into
@@ -392,13 +393,18 @@ fn init_threads(n: i32) -> FfiResult<()> {
     }
     static POOL: std::sync::Once = std::sync::Once::new();
     POOL.call_once(|| {
-        if n > 0 {
-            // Fails only if the pool already exists (e.g. the host also uses rayon): then
-            // that pool is used as is.
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n as usize)
-                .build_global();
-        }
+        let n = if n > 0 {
+            n as usize
+        } else if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+            0 // rayon reads the variable itself
+        } else {
+            crate::threads::default_threads()
+        };
+        // Fails only if the pool already exists (e.g. the host also uses rayon): then
+        // that pool is used as is.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     });
     Ok(())
 }
