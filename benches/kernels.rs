@@ -17,7 +17,14 @@ use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
 use llq::kernels::{available, Kernels};
 use llq::quant::DType;
 
-const SHAPES: &[(usize, usize)] = &[(576, 1536), (2048, 5632), (5632, 2048), (4096, 11008)];
+// SmolLM2 q/o, TinyLlama up/gate and down, LLaMA-7B up/gate, TinyLlama output.
+const SHAPES: &[(usize, usize)] = &[
+    (576, 1536),
+    (2048, 5632),
+    (5632, 2048),
+    (4096, 11008),
+    (32000, 2048),
+];
 
 struct Rng(u64);
 impl Rng {

@@ -61,9 +61,60 @@ macro_rules! drive_tokens {
 // AVX-512 VNNI.
 
 pub(super) fn gemm_q8_0x16_vnni(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    if x.len() == w.len() {
+        group_dims(w.len(), x.len(), out.len());
+        // SAFETY: as below.
+        unsafe { matvec_q8_vnni256(w, x, out) };
+        return;
+    }
     // SAFETY: only reachable through the avx512vnni table, installed after detecting
     // avx2, fma, f16c, avx512f/bw/vl and avx512vnni.
     unsafe { drive_tokens!(tile_q8_vnni, w, x, out, 8) }
+}
+
+/// One token of Q8_0 with 256-bit `vpdpbusd` (AVX-512VL), 8 rows at a time. Measured on
+/// Zen 4 against matrices larger than the caches: 2–2.5× the throughput of the 512-bit
+/// tile (which is memory-bound well below the read bandwidth for Q8_0 only; the 512-bit
+/// Q4_0 tile is not, and several tokens are compute-bound, where 512 bits win).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn matvec_q8_vnni256(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    let flip = _mm256_set1_epi8(-128);
+    let mut facc = [_mm256_setzero_ps(); 2];
+    for (sb, a) in w.iter().zip(x) {
+        let start = _mm256_set1_epi32(-128 * a.sum);
+        for (h, f) in facc.iter_mut().enumerate() {
+            let (mut p, mut q) = (start, _mm256_setzero_si256());
+            for c in (0..8).step_by(2) {
+                // SAFETY: bytes 64c + 32h .. +32 (and 64 further) of the 512-byte `qs`.
+                let (w0, w1) = unsafe {
+                    (
+                        _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 32 * h).cast()),
+                        _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 64 + 32 * h).cast()),
+                    )
+                };
+                p = _mm256_dpbusd_epi32(p, _mm256_xor_si256(w0, flip), _mm256_set1_epi32(x4(a, c)));
+                q = _mm256_dpbusd_epi32(
+                    q,
+                    _mm256_xor_si256(w1, flip),
+                    _mm256_set1_epi32(x4(a, c + 1)),
+                );
+            }
+            let d = _mm256_mul_ps(scales8v(&sb.d, h), _mm256_set1_ps(a.d));
+            *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(p, q)), d, *f);
+        }
+    }
+    // SAFETY: `out` holds at least 16 floats (group_dims).
+    unsafe {
+        _mm256_storeu_ps(out.as_mut_ptr(), facc[0]);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), facc[1]);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn scales8v(d: &[u16; GROUP], h: usize) -> __m256 {
+    // SAFETY: `d[8h..8h+8]` is 16 readable bytes (h < 2); unaligned load.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().add(8 * h).cast()) })
 }
 
 pub(super) fn gemm_q4_0x16_vnni(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
@@ -104,6 +155,21 @@ fn vnni_block<const T: usize>(
     }
 }
 
+/// 64 bytes as two 32-byte loads: superblocks are 544 or 288 bytes, so the values of
+/// every other one start 32 bytes off a cache line, where a single 64-byte load would be
+/// split across two lines (measured ~20% faster for Q8_0 with one token).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn load64(p: *const __m256i) -> __m512i {
+    // SAFETY: the caller guarantees 64 readable bytes at `p`.
+    unsafe {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(p)),
+            _mm256_loadu_si256(p.add(1)),
+        )
+    }
+}
+
 /// The 16 scales of a superblock as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -136,7 +202,7 @@ fn tile_q8_vnni<const T: usize>(
     for (b, sb) in w.iter().enumerate() {
         // SAFETY: `sb.qs` is 512 readable bytes, chunk c at 64c; unaligned loads.
         let wv: [__m512i; 8] = std::array::from_fn(|c| unsafe {
-            _mm512_xor_si512(_mm512_loadu_si512(sb.qs.as_ptr().add(64 * c).cast()), flip)
+            _mm512_xor_si512(load64(sb.qs.as_ptr().add(64 * c).cast()), flip)
         });
         let xs = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
         vnni_block::<T>(&wv, scales16(&sb.d), xs, 128, &mut facc);
