@@ -235,6 +235,15 @@ fn hand_encoded_valid_file_opens() {
 }
 
 #[test]
+fn rows16_tensor_is_padded_to_whole_groups() {
+    let mut raw = Raw::new().tensor("t", 2, 1, &[2, 64], 0, 16 * 68);
+    raw.data = vec![0; 16 * 68];
+    let f = open_bytes(&raw.bytes()).unwrap();
+    let t = f.tensor("t").unwrap();
+    assert_eq!((t.layout, t.n_bytes), (Layout::Rows16, 16 * 68));
+}
+
+#[test]
 fn hostile_headers_with_valid_checksums() {
     let huge = u64::MAX / 2;
     // Counts larger than the header can hold.
@@ -286,6 +295,19 @@ fn hostile_headers_with_valid_checksums() {
         "does not match shape",
     );
     expect_err(Raw::new().tensor("t", 2, 0, &[2, 33], 0, 0), "whole number");
+    // rows16: quantized matrices only, rows padded to 16 (2 rows of q8_0 × 64 → 16 × 68).
+    expect_err(
+        Raw::new().tensor("t", 0, 1, &[16, 4], 0, 256),
+        "layout rows16 needs a quantized 2-D tensor",
+    );
+    expect_err(
+        Raw::new().tensor("t", 2, 1, &[64], 0, 68),
+        "layout rows16 needs a quantized 2-D tensor",
+    );
+    expect_err(
+        Raw::new().tensor("t", 2, 1, &[2, 64], 0, 136),
+        "does not match shape",
+    );
     expect_err(
         Raw::new().tensor("t", 0, 0, &[4], 32, 16),
         "not 64-byte aligned",

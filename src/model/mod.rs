@@ -261,3 +261,28 @@ fn check_tensor(path: &Path, t: &TensorEntry, shape: &[u64]) -> Result<TensorRef
         n_bytes: t.n_bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantized_matrices_must_be_interleaved() {
+        let entry = |dtype, layout| TensorEntry {
+            name: "blk.0.attn_q.weight".into(),
+            dtype,
+            layout,
+            shape: vec![16, 64],
+            offset: 0,
+            n_bytes: 16 * 68,
+        };
+        let p = Path::new("m.llq");
+        let e = check_tensor(p, &entry(DType::Q8_0, Layout::RowMajor), &[16, 64])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("rows16") && e.contains("re-convert"), "{e}");
+        assert!(check_tensor(p, &entry(DType::Q8_0, Layout::Rows16), &[16, 64]).is_ok());
+        assert!(check_tensor(p, &entry(DType::F16, Layout::RowMajor), &[16, 64]).is_ok());
+    }
+}
