@@ -607,3 +607,58 @@ fn bytemuck_u32(v: &[u32]) -> &[u8] {
     // SAFETY (test): any initialised u32 slice is valid as bytes; u8 has alignment 1.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * 4) }
 }
+
+/// Several matrices in one call (fused Q/K/V, gate/up) give exactly what separate calls
+/// give, for mixed types, row counts that are not multiples of 16, and a float matrix
+/// (which takes the unfused path).
+#[test]
+fn matmul_many_equals_separate_calls() {
+    use llq::kernels::matmul::matmul_many;
+    let mut rng = Rng(8);
+    let cols = 64;
+    let specs = [
+        (DType::Q4_0, 40),
+        (DType::Q8_0, 16),
+        (DType::Q4_0, 7),
+        (DType::F16, 5),
+    ];
+    let stores: Vec<_> = specs
+        .iter()
+        .map(|&(d, r)| weight_bytes(&mut rng, d, r, cols))
+        .collect();
+    let views: Vec<WeightView> = specs
+        .iter()
+        .zip(&stores)
+        .map(|(&(dtype, rows), st)| {
+            let layout = if dtype.is_quantized() {
+                Layout::Rows16
+            } else {
+                Layout::RowMajor
+            };
+            let len = llq::format::tensor_bytes(dtype, layout, &[rows as u64, cols as u64]).unwrap()
+                as usize;
+            WeightView {
+                dtype,
+                layout,
+                rows,
+                cols,
+                data: &bytemuck_u32(st)[..len],
+            }
+        })
+        .collect();
+    for k in simd_levels() {
+        for n in [1, 3, 17] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+            for set in [&views[..3], &views[..]] {
+                let mut fused: Vec<Vec<f32>> = set.iter().map(|w| vec![0.0; n * w.rows]).collect();
+                let mut refs: Vec<&mut [f32]> = fused.iter_mut().map(|v| &mut v[..]).collect();
+                matmul_many(k, set, &x, n, &mut refs, &mut MatmulScratch::default());
+                for (w, f) in set.iter().zip(&fused) {
+                    let mut one = vec![0.0; n * w.rows];
+                    matmul(k, w, &x, n, &mut one, &mut MatmulScratch::default());
+                    assert_eq!(&one, f, "{}: {:?} rows={} n={n}", k.name, w.dtype, w.rows);
+                }
+            }
+        }
+    }
+}

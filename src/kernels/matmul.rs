@@ -120,30 +120,65 @@ pub fn matmul(
     out: &mut [f32],
     scratch: &mut MatmulScratch,
 ) {
-    assert_eq!(x.len(), n * w.cols);
-    assert_eq!(out.len(), n * w.rows);
-    assert_eq!(
-        Some(w.data.len() as u64),
-        tensor_bytes(w.dtype, w.layout, &[w.rows as u64, w.cols as u64])
+    matmul_many(k, &[*w], x, n, &mut [out], scratch);
+}
+
+/// [`matmul`] of several matrices with the same input (a layer's Q, K and V projections;
+/// its gate and up projections): `outs[m] = x · ws[m]ᵀ`. When all are quantized the input
+/// is quantized once and all their row groups go to the pool as one job, which halves
+/// the number of fork-join barriers per layer.
+pub fn matmul_many(
+    k: &Kernels,
+    ws: &[WeightView],
+    x: &[f32],
+    n: usize,
+    outs: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+) {
+    assert_eq!(ws.len(), outs.len());
+    assert!(
+        ws.len() <= MAX_FUSED,
+        "at most {MAX_FUSED} matrices per call"
     );
-    if w.rows == 0 || n == 0 {
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        assert_eq!(
+            w.cols, ws[0].cols,
+            "matmul_many: matrices differ in columns"
+        );
+        assert_eq!(x.len(), n * w.cols);
+        assert_eq!(out.len(), n * w.rows);
+        assert_eq!(
+            Some(w.data.len() as u64),
+            tensor_bytes(w.dtype, w.layout, &[w.rows as u64, w.cols as u64])
+        );
+    }
+    if n == 0 || ws.is_empty() {
         return;
     }
-    match w.layout {
-        Layout::RowMajor => matmul_rows(k, w, x, n, out),
-        Layout::Rows16 => matmul_groups(k, w, x, n, out, scratch),
+    if ws.iter().all(|w| w.layout == Layout::Rows16) {
+        matmul_groups(k, ws, x, n, outs, scratch);
+    } else {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            match w.layout {
+                Layout::RowMajor => matmul_rows(k, w, x, n, out),
+                Layout::Rows16 => matmul_groups(k, &[*w], x, n, &mut [out], scratch),
+            }
+        }
     }
 }
 
+/// Most matrices [`matmul_many`] takes at once.
+pub const MAX_FUSED: usize = 4;
+
 fn matmul_groups(
     k: &Kernels,
-    w: &WeightView,
+    ws: &[WeightView],
     x: &[f32],
     n: usize,
-    out: &mut [f32],
+    outs: &mut [&mut [f32]],
     scratch: &mut MatmulScratch,
 ) {
-    let (rows, cols) = (w.rows, w.cols);
+    let cols = ws[0].cols;
     let nb = cols / QK;
     scratch.xq.resize(n * nb, BlockQ8_0 { d: 0, qs: [0; QK] });
     scratch.xa.resize(n * nb, ActQ8::ZERO);
@@ -154,54 +189,48 @@ fn matmul_groups(
         *a = ActQ8::from_q8_0(q);
     }
     let xa = &scratch.xa[..];
-    // One group × a run of tokens into `buf` (`toks × 16`).
-    let group = |g: usize, xs: &[ActQ8], buf: &mut [f32]| match w.dtype {
-        DType::Q8_0 => (k.gemm_q8_0x16)(blocks(w.group(g)), xs, buf),
-        DType::Q4_0 => (k.gemm_q4_0x16)(blocks(w.group(g)), xs, buf),
-        DType::F32 | DType::F16 => unreachable!("rows16 is for quantized types"),
-    };
-    let groups = rows.div_ceil(GROUP);
+
+    // The groups of all matrices, numbered one after another.
+    let mut first = [0usize; MAX_FUSED + 1];
+    let mut ptrs = [OutPtr(std::ptr::null_mut()); MAX_FUSED];
+    for (m, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+        first[m + 1] = first[m] + w.rows.div_ceil(GROUP);
+        ptrs[m] = OutPtr(out.as_mut_ptr());
+    }
+    let groups = first[ws.len()];
     let threads = rayon::current_num_threads().max(1);
     let chunk = chunk_groups(groups, threads);
 
-    if n == 1 {
-        // Decode: each task owns a contiguous run of `out`.
-        let body = |(c, o): (usize, &mut [f32])| {
-            for (gi, og) in o.chunks_mut(GROUP).enumerate() {
-                if og.len() == GROUP {
-                    group(c * chunk + gi, xa, og);
-                } else {
-                    // The last group of a matrix whose rows are not a multiple of 16.
-                    let mut buf = [0.0f32; GROUP];
-                    group(c * chunk + gi, xa, &mut buf);
-                    og.copy_from_slice(&buf[..og.len()]);
-                }
-            }
-        };
-        if threads == 1 || groups <= chunk {
-            out.chunks_mut(chunk * GROUP).enumerate().for_each(body);
-        } else {
-            out.par_chunks_mut(chunk * GROUP).enumerate().for_each(body);
-        }
-        return;
-    }
-
-    let ptr = OutPtr(out.as_mut_ptr());
     let body = |c: usize| {
-        let p = ptr;
+        let ptrs = &ptrs;
         let mut buf = [0.0f32; GROUP * TILE_TOKS];
-        for g in c * chunk..((c + 1) * chunk).min(groups) {
-            let live = GROUP.min(rows - g * GROUP);
+        let mut m = 0;
+        for gg in c * chunk..((c + 1) * chunk).min(groups) {
+            while gg >= first[m + 1] {
+                m += 1;
+            }
+            let (w, g, p) = (&ws[m], gg - first[m], ptrs[m]);
+            let (rows, live) = (w.rows, GROUP.min(w.rows - g * GROUP));
             for ts in (0..n).step_by(TILE_TOKS) {
                 let te = (ts + TILE_TOKS).min(n);
-                group(g, &xa[ts * nb..te * nb], &mut buf[..(te - ts) * GROUP]);
+                let (xs, o) = (&xa[ts * nb..te * nb], &mut buf[..(te - ts) * GROUP]);
+                match w.dtype {
+                    DType::Q8_0 => (k.gemm_q8_0x16)(blocks(w.group(g)), xs, o),
+                    DType::Q4_0 => (k.gemm_q4_0x16)(blocks(w.group(g)), xs, o),
+                    DType::F32 | DType::F16 => unreachable!("rows16 is for quantized types"),
+                }
                 for t in ts..te {
-                    for i in 0..live {
-                        let v = buf[(t - ts) * GROUP + i];
-                        // SAFETY: t < n and g * 16 + i < rows, so the index is inside
-                        // `out`; group g belongs to chunk c only, so no other task writes it.
-                        unsafe { *p.0.add(t * rows + g * GROUP + i) = v };
-                    }
+                    let src = &buf[(t - ts) * GROUP..][..live];
+                    // SAFETY: t < n and g·16 + live ≤ rows, so the run lies inside
+                    // `outs[m]` (n · rows long); group g of matrix m belongs to chunk c
+                    // only, so no other task writes it, and `outs` outlives the join below.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.as_ptr(),
+                            p.0.add(t * rows + g * GROUP),
+                            live,
+                        )
+                    };
                 }
             }
         }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::{Model, Rope};
 use crate::error::{Error, Result};
-use crate::kernels::matmul::{matmul, MatmulScratch};
+use crate::kernels::matmul::{matmul, matmul_many, MatmulScratch};
 use crate::kernels::{kernels, Kernels};
 use crate::kv::{axpy, KvCache, KvConfig, LayerView, StoreRef};
 use crate::quant::{BlockQ8_0, QK};
@@ -163,9 +163,18 @@ impl Model {
                 cfg.rms_eps,
                 dim,
             );
-            matmul(k, &self.weight(&lw.wq), &b.xb, n, &mut b.q, &mut b.mm);
-            matmul(k, &self.weight(&lw.wk), &b.xb, n, &mut b.k, &mut b.mm);
-            matmul(k, &self.weight(&lw.wv), &b.xb, n, &mut b.v, &mut b.mm);
+            matmul_many(
+                k,
+                &[
+                    self.weight(&lw.wq),
+                    self.weight(&lw.wk),
+                    self.weight(&lw.wv),
+                ],
+                &b.xb,
+                n,
+                &mut [&mut b.q, &mut b.k, &mut b.v],
+                &mut b.mm,
+            );
             for t in 0..n {
                 self.rope.angles(pos + t, &mut b.cos, &mut b.sin);
                 Rope::apply(&mut b.q[t * q_dim..(t + 1) * q_dim], &b.cos, &b.sin);
@@ -179,15 +188,14 @@ impl Model {
 
             // MLP block.
             rmsnorm(&mut b.xb, &b.x, self.vector(&lw.ffn_norm), cfg.rms_eps, dim);
-            matmul(
+            matmul_many(
                 k,
-                &self.weight(&lw.w_gate),
+                &[self.weight(&lw.w_gate), self.weight(&lw.w_up)],
                 &b.xb,
                 n,
-                &mut b.gate,
+                &mut [&mut b.gate, &mut b.up],
                 &mut b.mm,
             );
-            matmul(k, &self.weight(&lw.w_up), &b.xb, n, &mut b.up, &mut b.mm);
             for (g, u) in b.gate.iter_mut().zip(&b.up) {
                 *g = silu(*g) * u;
             }
