@@ -10,8 +10,8 @@ use std::arch::asm;
 
 use half::f16;
 
-use crate::kernels::{gemm_driver, Kernels};
-use crate::quant::{BlockQ4_0, BlockQ8_0, QK};
+use crate::kernels::Kernels;
+use crate::quant::{BlockQ8_0, QK};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "neon",
@@ -27,12 +27,6 @@ fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: only reachable through KERNELS, installed after detecting neon.
     unsafe { dot_q8_neon(w, x) }
-}
-
-fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { dot_q4_neon(w, x) }
 }
 
 pub(super) fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
@@ -51,16 +45,6 @@ pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);
     // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
     unsafe { quantize_q8_neon(src, out) }
-}
-
-fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { gemm_q8_neon(w, x, nb, out, ldo) }
-}
-
-fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { gemm_q4_neon(w, x, nb, out, ldo) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -112,18 +96,6 @@ pub(super) fn load_q8(b: &BlockQ8_0) -> [int8x16_t; 2] {
     unsafe { [vld1q_s8(b.qs.as_ptr()), vld1q_s8(b.qs.as_ptr().add(16))] }
 }
 
-/// The 32 values q - 8 of a Q4_0 block as int8 (elements 0..16, 16..32).
-#[inline]
-#[target_feature(enable = "neon")]
-pub(super) fn load_q4(b: &BlockQ4_0) -> [int8x16_t; 2] {
-    // SAFETY: `b.qs` is 16 readable bytes.
-    let v = unsafe { vld1q_u8(b.qs.as_ptr()) };
-    let eight = vdupq_n_s8(8);
-    let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f))), eight);
-    let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight);
-    [lo, hi]
-}
-
 /// Exact Σ w·x of 32 int8 pairs, as four partial int32 sums.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -141,26 +113,6 @@ fn idot(w: &[int8x16_t; 2], x: &[int8x16_t; 2]) -> int32x4_t {
 fn dot_q8_neon(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     let step = |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
         let s = vcvtq_f32_s32(idot(&load_q8(a), &load_q8(b)));
-        vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
-    };
-    // Two named accumulators (an indexed array would live in memory).
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step(acc0, &a[0], &b[0]);
-        acc1 = step(acc1, &a[1], &b[1]);
-    }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step(acc0, a, b);
-    }
-    vaddvq_f32(vaddq_f32(acc0, acc1))
-}
-
-#[target_feature(enable = "neon")]
-fn dot_q4_neon(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    let step = |acc, a: &BlockQ4_0, b: &BlockQ8_0| {
-        let s = vcvtq_f32_s32(idot(&load_q4(a), &load_q8(b)));
         vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
     };
     // Two named accumulators (an indexed array would live in memory).
@@ -259,49 +211,3 @@ fn quantize_q8_neon(src: &[f32], out: &mut [BlockQ8_0]) {
         }
     }
 }
-
-// ---------------------------------------------------------------------------------------
-// Matrix × matrix.
-
-macro_rules! tile_neon {
-    ($name:ident, $W:ty, $load:ident) => {
-        #[inline]
-        #[target_feature(enable = "neon")]
-        fn $name<const R: usize, const C: usize>(
-            w: &[$W],
-            x: &[BlockQ8_0],
-            nb: usize,
-            r0: usize,
-            t0: usize,
-            out: &mut [f32],
-            ldo: usize,
-        ) {
-            let wr: [&[$W]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
-            let xr: [&[BlockQ8_0]; C] =
-                std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
-            let mut acc = [[vdupq_n_f32(0.0); C]; R];
-            for b in 0..nb {
-                let wv: [[int8x16_t; 2]; R] = std::array::from_fn(|i| $load(&wr[i][b]));
-                let dw: [f32; R] = std::array::from_fn(|i| h2f(wr[i][b].d));
-                for j in 0..C {
-                    let xv = load_q8(&xr[j][b]);
-                    let dx = h2f(xr[j][b].d);
-                    for i in 0..R {
-                        let s = vcvtq_f32_s32(idot(&wv[i], &xv));
-                        acc[i][j] = vfmaq_n_f32(acc[i][j], s, dw[i] * dx);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                for (j, v) in a.iter().enumerate() {
-                    out[(t0 + j) * ldo + r0 + i] = vaddvq_f32(*v);
-                }
-            }
-        }
-    };
-}
-
-tile_neon!(tile_q8_neon, BlockQ8_0, load_q8);
-tile_neon!(tile_q4_neon, BlockQ4_0, load_q4);
-gemm_driver!(gemm_q8_neon, "neon", BlockQ8_0, tile_q8_neon, 2, 4);
-gemm_driver!(gemm_q4_neon, "neon", BlockQ4_0, tile_q4_neon, 2, 4);
