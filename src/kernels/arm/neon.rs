@@ -11,6 +11,7 @@ use std::arch::asm;
 use half::f16;
 
 use crate::kernels::Kernels;
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::{BlockQ8_0, QK};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -19,8 +20,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f16,
     dot_f32,
     quantize_q8_0,
-    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
-    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
+    gemm_q8_0x16,
+    gemm_q4_0x16,
 };
 
 fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
@@ -45,6 +46,16 @@ pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);
     // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
     unsafe { quantize_q8_neon(src, out) }
+}
+
+fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through KERNELS, installed after detecting neon.
+    unsafe { gemm_q8_neon(w, x, out) }
+}
+
+fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through KERNELS, installed after detecting neon.
+    unsafe { gemm_q4_neon(w, x, out) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -72,7 +83,7 @@ pub(super) fn h2f(h: u16) -> f32 {
 /// Eight f16 → two vectors of four f32.
 #[inline]
 #[target_feature(enable = "neon")]
-fn h2f8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+pub(super) fn h2f8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
     let (lo, hi): (float32x4_t, float32x4_t);
     // SAFETY: register-only instructions of base Advanced SIMD (neon was detected).
     unsafe {
@@ -94,6 +105,43 @@ fn h2f8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
 pub(super) fn load_q8(b: &BlockQ8_0) -> [int8x16_t; 2] {
     // SAFETY: `b.qs` is 32 readable bytes; vld1q has no alignment requirement beyond 1.
     unsafe { [vld1q_s8(b.qs.as_ptr()), vld1q_s8(b.qs.as_ptr().add(16))] }
+}
+
+/// The 16 f16 scales of a superblock as f32, rows `4r..4r + 4` in vector `r`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn scales16(d: &[u16; GROUP]) -> [float32x4_t; 4] {
+    // SAFETY: `d` is 16 readable u16.
+    let (h0, h1) = unsafe { (vld1q_u16(d.as_ptr()), vld1q_u16(d.as_ptr().add(8))) };
+    let ((a, b), (c, e)) = (h2f8(h0), h2f8(h1));
+    [a, b, c, e]
+}
+
+/// 16 bytes of `q` from `off` (panics if out of range).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn ld_s8(q: &[i8], off: usize) -> int8x16_t {
+    let s: &[i8; 16] = q[off..off + 16].try_into().unwrap();
+    // SAFETY: `s` is 16 readable bytes.
+    unsafe { vld1q_s8(s.as_ptr()) }
+}
+
+/// 16 bytes of `q` from `off` (panics if out of range).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn ld_u8(q: &[u8], off: usize) -> uint8x16_t {
+    let s: &[u8; 16] = q[off..off + 16].try_into().unwrap();
+    // SAFETY: `s` is 16 readable bytes.
+    unsafe { vld1q_u8(s.as_ptr()) }
+}
+
+/// `out[off..off + 4] = v` (panics if out of range).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn store4(out: &mut [f32], off: usize, v: float32x4_t) {
+    let o: &mut [f32; 4] = (&mut out[off..off + 4]).try_into().unwrap();
+    // SAFETY: `o` is 4 writable floats.
+    unsafe { vst1q_f32(o.as_mut_ptr(), v) }
 }
 
 /// Exact Σ w·x of 32 int8 pairs, as four partial int32 sums.
@@ -211,3 +259,117 @@ fn quantize_q8_neon(src: &[f32], out: &mut [BlockQ8_0]) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// rows16 group kernels (matrix × vector and matrix × matrix).
+//
+// A q-register of one chunk holds 4 rows × 4 consecutive values; the 4 matching activation
+// bytes are replicated to all four 32-bit lanes, so `smull` (low half: rows 4r, 4r + 1;
+// high half: rows 4r + 2, 4r + 3) gives 8 products per half whose pairs `sadalp` folds into
+// i32 lanes, two lanes per row. One `addp` at the end of a block leaves one i32 per row.
+// Loops run over row quads `r` outermost within a block, so only the `T` tokens' integer
+// sums of one quad are live next to the `4·T` float accumulators.
+
+/// The 4 activation values `4c..4c + 4` of `a` in every 32-bit lane.
+#[inline]
+#[target_feature(enable = "neon")]
+fn dup4(a: &ActQ8, c: usize) -> int8x16_t {
+    let b: [i8; 4] = a.qs[4 * c..4 * c + 4].try_into().unwrap();
+    vreinterpretq_s8_s32(vdupq_n_s32(i32::from_ne_bytes(b.map(|v| v as u8))))
+}
+
+/// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    for (b, sb) in w.iter().enumerate() {
+        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+        let dw = scales16(&sb.d);
+        for r in 0..4 {
+            let (mut lo, mut hi) = ([vdupq_n_s32(0); T], [vdupq_n_s32(0); T]);
+            for cp in 0..4 {
+                let c = 2 * cp;
+                let w0 = ld_s8(&sb.qs, 64 * c + 16 * r);
+                let w1 = ld_s8(&sb.qs, 64 * (c + 1) + 16 * r);
+                for t in 0..T {
+                    let (x0, x1) = (dup4(a[t], c), dup4(a[t], c + 1));
+                    // |w·x| ≤ 128·127 = 16256 (activations are never −128): two products
+                    // fit an i16 lane, then `sadalp` widens the pairs.
+                    let p = vmull_s8(vget_low_s8(w0), vget_low_s8(x0));
+                    let p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(x1));
+                    let q = vmlal_high_s8(vmull_high_s8(w0, x0), w1, x1);
+                    lo[t] = vpadalq_s16(lo[t], p);
+                    hi[t] = vpadalq_s16(hi[t], q);
+                }
+            }
+            for t in 0..T {
+                let isum = vcvtq_f32_s32(vpaddq_s32(lo[t], hi[t]));
+                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+            }
+        }
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
+/// As [`tile_q8`] for Q4_0: the unsigned nibbles (0..=15) times the activations, plus
+/// `−8·Σx`. A chunk register's low nibbles are chunk `c`, its high nibbles chunk `c + 4`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    let m4 = vdupq_n_u8(0x0f);
+    for (b, sb) in w.iter().enumerate() {
+        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+        let dw = scales16(&sb.d);
+        for r in 0..4 {
+            // Each i16 lane gets 8 products of at most 15·128: ≤ 15360, no overflow.
+            let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
+            for c in 0..4 {
+                let v = ld_u8(&sb.qs, 64 * c + 16 * r);
+                let wl = vreinterpretq_s8_u8(vandq_u8(v, m4));
+                let wh = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                for t in 0..T {
+                    let (xl, xh) = (dup4(a[t], c), dup4(a[t], c + 4));
+                    lo[t] = vmlal_s8(lo[t], vget_low_s8(wl), vget_low_s8(xl));
+                    lo[t] = vmlal_s8(lo[t], vget_low_s8(wh), vget_low_s8(xh));
+                    hi[t] = vmlal_high_s8(hi[t], wl, xl);
+                    hi[t] = vmlal_high_s8(hi[t], wh, xh);
+                }
+            }
+            for t in 0..T {
+                let isum = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
+                let isum = vcvtq_f32_s32(vaddq_s32(isum, vdupq_n_s32(-8 * a[t].sum)));
+                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+            }
+        }
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
+super::group_driver!(
+    gemm_q8_neon,
+    "neon",
+    BlockQ8_0x16,
+    tile_q8::<4>,
+    tile_q8::<2>,
+    tile_q8::<1>
+);
+super::group_driver!(
+    gemm_q4_neon,
+    "neon",
+    BlockQ4_0x16,
+    tile_q4::<4>,
+    tile_q4::<2>,
+    tile_q4::<1>
+);
