@@ -135,6 +135,13 @@ pub(super) fn ld_u8(q: &[u8], off: usize) -> uint8x16_t {
     unsafe { vld1q_u8(s.as_ptr()) }
 }
 
+/// The 32 values of an activation block (elements 0..16, 16..32).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn load_act(a: &ActQ8) -> [int8x16_t; 2] {
+    [ld_s8(&a.qs, 0), ld_s8(&a.qs, 16)]
+}
+
 /// `out[off..off + 4] = v` (panics if out of range).
 #[inline]
 #[target_feature(enable = "neon")]
