@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
-use llq::kernels::{available, Kernels};
 use llq::convert::{encode_matrix, storage_layout};
 use llq::format::tensor_bytes;
+use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
+use llq::kernels::{available, Kernels};
 use llq::quant::DType;
 
 const SHAPES: &[(usize, usize)] = &[(576, 1536), (2048, 5632), (5632, 2048), (4096, 11008)];

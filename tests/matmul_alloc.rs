@@ -6,10 +6,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llq::kernels::kernels;
-use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
 use llq::convert::encode_matrix;
 use llq::format::{tensor_bytes, Layout as TensorLayout};
+use llq::kernels::kernels;
+use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
 use llq::quant::DType;
 
 struct Counting;
@@ -40,7 +40,12 @@ static A: Counting = Counting;
 fn matmul_steady_state_does_not_allocate() {
     let (rows, cols) = (512, 256);
     let src: Vec<f32> = (0..rows * cols).map(|i| (i as f32).sin()).collect();
-    let len = tensor_bytes(DType::Q8_0, TensorLayout::Rows16, &[rows as u64, cols as u64]).unwrap();
+    let len = tensor_bytes(
+        DType::Q8_0,
+        TensorLayout::Rows16,
+        &[rows as u64, cols as u64],
+    )
+    .unwrap();
     let mut store = vec![0u32; len as usize / 4];
     // SAFETY (test): u32 storage viewed as bytes.
     let bytes =
