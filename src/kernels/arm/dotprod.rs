@@ -132,18 +132,20 @@ pub(super) fn tile_q8<const T: usize>(
     for (b, sb) in w.iter().enumerate() {
         let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
         let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
+        // Activations 16h..16h + 16 of every token.
+        let xh: [[int8x16_t; T]; 2] = std::array::from_fn(|h| std::array::from_fn(|t| xv[t][h]));
         let dw = scales16(&sb.d);
         for r in 0..4 {
             let mut s = [[vdupq_n_s32(0); T]; 2];
-            for h in 0..2 {
+            for (h, x) in xh.iter().enumerate() {
                 // Chunks 4h..4h + 4 meet activations 16h..16h + 16, lane by lane.
                 let wv: [int8x16_t; 4] =
                     std::array::from_fn(|l| ld_s8(&sb.qs, 64 * (4 * h + l) + 16 * r));
                 for t in 0..T {
-                    s[0][t] = sdot_lane::<0>(s[0][t], wv[0], xv[t][h]);
-                    s[k][t] = sdot_lane::<1>(s[k][t], wv[1], xv[t][h]);
-                    s[0][t] = sdot_lane::<2>(s[0][t], wv[2], xv[t][h]);
-                    s[k][t] = sdot_lane::<3>(s[k][t], wv[3], xv[t][h]);
+                    s[0][t] = sdot_lane::<0>(s[0][t], wv[0], x[t]);
+                    s[k][t] = sdot_lane::<1>(s[k][t], wv[1], x[t]);
+                    s[0][t] = sdot_lane::<2>(s[0][t], wv[2], x[t]);
+                    s[k][t] = sdot_lane::<3>(s[k][t], wv[3], x[t]);
                 }
             }
             for t in 0..T {

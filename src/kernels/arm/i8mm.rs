@@ -126,8 +126,7 @@ fn accumulate<const P: usize>(
 #[target_feature(enable = "neon,dotprod,i8mm")]
 fn store_tiles<const P: usize>(acc: &[[[float32x4_t; P]; 2]; 4], t0: usize, out: &mut [f32]) {
     for (r, a) in acc.iter().enumerate() {
-        for q in 0..P {
-            let (lo, hi) = (a[0][q], a[1][q]);
+        for (q, (&lo, &hi)) in a[0].iter().zip(&a[1]).enumerate() {
             store4(out, (t0 + 2 * q) * GROUP + 4 * r, vuzp1q_f32(lo, hi));
             store4(out, (t0 + 2 * q + 1) * GROUP + 4 * r, vuzp2q_f32(lo, hi));
         }
