@@ -58,34 +58,6 @@ pub(crate) fn group_dims(wlen: usize, xlen: usize, olen: usize) -> (usize, usize
     (wlen, toks)
 }
 
-/// `fn(w, x, nb, out, ldo)`: see [`Kernels::gemm_q8_0_tile`].
-pub type GemmFn<W> = fn(&[W], &[BlockQ8_0], usize, &mut [f32], usize);
-
-/// Check the arguments of a tile call and return `(rows, toks)`.
-#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-pub(crate) fn tile_dims(
-    wlen: usize,
-    xlen: usize,
-    nb: usize,
-    olen: usize,
-    ldo: usize,
-) -> (usize, usize) {
-    assert!(nb > 0, "gemm tile: nb must be > 0");
-    assert!(
-        wlen.is_multiple_of(nb) && xlen.is_multiple_of(nb),
-        "gemm tile: lengths are not multiples of nb"
-    );
-    let (rows, toks) = (wlen / nb, xlen / nb);
-    assert!(ldo >= rows, "gemm tile: ldo {ldo} < rows {rows}");
-    if rows > 0 && toks > 0 {
-        assert!(
-            olen >= (toks - 1) * ldo + rows,
-            "gemm tile: output too short"
-        );
-    }
-    (rows, toks)
-}
-
 /// Every level this binary can run on this CPU, scalar first, best last.
 pub fn available() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
@@ -147,45 +119,3 @@ pub fn select_from(want: Option<&str>) -> Result<&'static Kernels, String> {
         _ => Ok(*all.last().expect("scalar is always available")),
     }
 }
-
-/// Generates a safe-signature tile driver `fn $name(w, x, nb, out, ldo)` compiled with the
-/// target features `$feat`. It covers the `rows × toks` output with `$tile::<R, C>` register
-/// tiles and 1-wide tiles for the remainders. `$tile` must be a `#[target_feature]`
-/// function with the signature `(w, x, nb, r0, t0, out, ldo)` writing
-/// `out[(t0 + j) * ldo + r0 + i]` for `i < R`, `j < C`.
-#[allow(unused_macros)]
-macro_rules! gemm_driver {
-    ($name:ident, $feat:literal, $W:ty, $tile:ident, $R:literal, $C:literal) => {
-        #[target_feature(enable = $feat)]
-        fn $name(w: &[$W], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-            let (rows, toks) = $crate::kernels::tile_dims(w.len(), x.len(), nb, out.len(), ldo);
-            let mut r = 0;
-            while r + $R <= rows {
-                let mut t = 0;
-                while t + $C <= toks {
-                    $tile::<$R, $C>(w, x, nb, r, t, out, ldo);
-                    t += $C;
-                }
-                while t < toks {
-                    $tile::<$R, 1>(w, x, nb, r, t, out, ldo);
-                    t += 1;
-                }
-                r += $R;
-            }
-            while r < rows {
-                let mut t = 0;
-                while t + $C <= toks {
-                    $tile::<1, $C>(w, x, nb, r, t, out, ldo);
-                    t += $C;
-                }
-                while t < toks {
-                    $tile::<1, 1>(w, x, nb, r, t, out, ldo);
-                    t += 1;
-                }
-                r += 1;
-            }
-        }
-    };
-}
-#[allow(unused_imports)]
-pub(crate) use gemm_driver;

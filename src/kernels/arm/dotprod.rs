@@ -2,15 +2,20 @@
 //! exact). The SDOT intrinsics are not stable Rust, so it is emitted with `asm!` inside
 //! functions compiled with `neon,dotprod`.
 //!
+//! The rows16 group kernels use SDOT by element: a weight register (4 rows × 4 values of
+//! one chunk) against lane `c % 4` of a register of 16 activations, so one activation
+//! load feeds four chunks and each instruction finishes 4 rows' partial sums.
+//!
 //! Every function is reachable only through [`KERNELS`] or the i8mm table, which
 //! `arm::push_available` hands out only after `is_aarch64_feature_detected!("dotprod")`.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::neon::{self, h2f, load_q4, load_q8};
-use crate::kernels::{gemm_driver, Kernels};
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use super::neon::{self, h2f, ld_s8, ld_u8, load_act, load_q8, scales16, store4};
+use crate::kernels::Kernels;
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::BlockQ8_0;
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "dotprod",
@@ -18,8 +23,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f16: neon::dot_f16,
     dot_f32: neon::dot_f32,
     quantize_q8_0: neon::quantize_q8_0,
-    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
-    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
+    gemm_q8_0x16,
+    gemm_q4_0x16,
 };
 
 pub(super) fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
@@ -28,20 +33,14 @@ pub(super) fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     unsafe { dot_q8_sdot(w, x) }
 }
 
-pub(super) fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through tables installed after detecting neon + dotprod.
-    unsafe { dot_q4_sdot(w, x) }
+fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
+    unsafe { gemm_q8_sdot(w, x, out) }
 }
 
-fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
-    unsafe { gemm_q8_sdot(w, x, nb, out, ldo) }
-}
-
-fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
-    unsafe { gemm_q4_sdot(w, x, nb, out, ldo) }
+    unsafe { gemm_q4_sdot(w, x, out) }
 }
 
 /// `acc[i] += Σ_k a[4i + k] · b[4i + k]`.
@@ -89,65 +88,157 @@ fn dot_q8_sdot(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     vaddvq_f32(vaddq_f32(acc0, acc1))
 }
 
+/// `acc[i] += Σ_k w[4i + k] · x[4L + k]`: SDOT by element (lane `L` of `x` against every
+/// 4-byte group of `w`).
+#[inline]
 #[target_feature(enable = "neon,dotprod")]
-fn dot_q4_sdot(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    let step = |acc, a: &BlockQ4_0, b: &BlockQ8_0| {
-        let s = vcvtq_f32_s32(idot(&load_q4(a), &load_q8(b)));
-        vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
-    };
-    // Two named accumulators (an indexed array would live in memory).
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step(acc0, &a[0], &b[0]);
-        acc1 = step(acc1, &a[1], &b[1]);
+fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: SDOT only touches the named registers; dotprod was detected at run time.
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{l}]",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            x = in(vreg) x,
+            l = const L,
+            options(pure, nomem, nostack, preserves_flags)
+        );
     }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step(acc0, a, b);
-    }
-    vaddvq_f32(vaddq_f32(acc0, acc1))
+    acc
 }
 
-macro_rules! tile_sdot {
-    ($name:ident, $W:ty, $load:ident) => {
-        #[inline]
-        #[target_feature(enable = "neon,dotprod")]
-        fn $name<const R: usize, const C: usize>(
-            w: &[$W],
-            x: &[BlockQ8_0],
-            nb: usize,
-            r0: usize,
-            t0: usize,
-            out: &mut [f32],
-            ldo: usize,
-        ) {
-            let wr: [&[$W]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
-            let xr: [&[BlockQ8_0]; C] =
-                std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
-            let mut acc = [[vdupq_n_f32(0.0); C]; R];
-            for b in 0..nb {
-                let wv: [[int8x16_t; 2]; R] = std::array::from_fn(|i| $load(&wr[i][b]));
-                let dw: [f32; R] = std::array::from_fn(|i| h2f(wr[i][b].d));
-                for j in 0..C {
-                    let xv = load_q8(&xr[j][b]);
-                    let dx = h2f(xr[j][b].d);
-                    for i in 0..R {
-                        let s = vcvtq_f32_s32(idot(&wv[i], &xv));
-                        acc[i][j] = vfmaq_n_f32(acc[i][j], s, dw[i] * dx);
-                    }
+// rows16 group kernels. Within a block the loop runs over row quads `r` (register `r` of
+// every chunk: rows 4r..4r + 4) outermost, so only `T` integer accumulators are live next
+// to the `4·T` float accumulators and the `2·T` activation registers (T = 4: 28, plus the
+// weight chunks).
+// A single token (decode) gets two integer chains per quad (even and odd chunks for Q8_0,
+// low and high nibbles for Q4_0), eight in all, to cover SDOT's latency.
+
+/// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub(super) fn tile_q8<const T: usize>(
+    w: &[BlockQ8_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    // Chain of the odd chunks: a second one only for a single token.
+    let k = if T == 1 { 1 } else { 0 };
+    for (b, sb) in w.iter().enumerate() {
+        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+        let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
+        // Activations 16h..16h + 16 of every token.
+        let xh: [[int8x16_t; T]; 2] = std::array::from_fn(|h| std::array::from_fn(|t| xv[t][h]));
+        let dw = scales16(&sb.d);
+        for r in 0..4 {
+            let mut s = [[vdupq_n_s32(0); T]; 2];
+            for (h, x) in xh.iter().enumerate() {
+                // Chunks 4h..4h + 4 meet activations 16h..16h + 16, lane by lane.
+                let wv: [int8x16_t; 4] =
+                    std::array::from_fn(|l| ld_s8(&sb.qs, 64 * (4 * h + l) + 16 * r));
+                for t in 0..T {
+                    s[0][t] = sdot_lane::<0>(s[0][t], wv[0], x[t]);
+                    s[k][t] = sdot_lane::<1>(s[k][t], wv[1], x[t]);
+                    s[0][t] = sdot_lane::<2>(s[0][t], wv[2], x[t]);
+                    s[k][t] = sdot_lane::<3>(s[k][t], wv[3], x[t]);
                 }
             }
-            for (i, a) in acc.iter().enumerate() {
-                for (j, v) in a.iter().enumerate() {
-                    out[(t0 + j) * ldo + r0 + i] = vaddvq_f32(*v);
-                }
+            for t in 0..T {
+                let isum = if T == 1 {
+                    vaddq_s32(s[0][t], s[1][t])
+                } else {
+                    s[0][t]
+                };
+                let isum = vcvtq_f32_s32(isum);
+                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
             }
         }
-    };
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
 }
 
-tile_sdot!(tile_q8_sdot, BlockQ8_0, load_q8);
-tile_sdot!(tile_q4_sdot, BlockQ4_0, load_q4);
-gemm_driver!(gemm_q8_sdot, "neon,dotprod", BlockQ8_0, tile_q8_sdot, 4, 4);
-gemm_driver!(gemm_q4_sdot, "neon,dotprod", BlockQ4_0, tile_q4_sdot, 4, 4);
+/// As [`tile_q8`] for Q4_0: unsigned nibbles (0..=15) times the activations, the integer
+/// sums starting at `−8·Σx`. Chunk register `c` gives chunk `c` (low nibbles, against
+/// activations 0..16) and chunk `c + 4` (high nibbles, activations 16..32), both lane `c`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub(super) fn tile_q4<const T: usize>(
+    w: &[BlockQ4_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    let m4 = vdupq_n_u8(0x0f);
+    // Chain of the high nibbles: a second one only for a single token.
+    let k = if T == 1 { 1 } else { 0 };
+    for (b, sb) in w.iter().enumerate() {
+        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+        let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
+        let dw = scales16(&sb.d);
+        for r in 0..4 {
+            let mut s = [[vdupq_n_s32(0); T]; 2];
+            for t in 0..T {
+                s[0][t] = vdupq_n_s32(-8 * a[t].sum);
+            }
+            let v: [uint8x16_t; 4] = std::array::from_fn(|c| ld_u8(&sb.qs, 64 * c + 16 * r));
+            let lo: [int8x16_t; 4] =
+                std::array::from_fn(|c| vreinterpretq_s8_u8(vandq_u8(v[c], m4)));
+            let hi: [int8x16_t; 4] =
+                std::array::from_fn(|c| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v[c])));
+            for t in 0..T {
+                let [x0, x1] = xv[t];
+                s[0][t] = sdot_lane::<0>(s[0][t], lo[0], x0);
+                s[k][t] = sdot_lane::<0>(s[k][t], hi[0], x1);
+                s[0][t] = sdot_lane::<1>(s[0][t], lo[1], x0);
+                s[k][t] = sdot_lane::<1>(s[k][t], hi[1], x1);
+                s[0][t] = sdot_lane::<2>(s[0][t], lo[2], x0);
+                s[k][t] = sdot_lane::<2>(s[k][t], hi[2], x1);
+                s[0][t] = sdot_lane::<3>(s[0][t], lo[3], x0);
+                s[k][t] = sdot_lane::<3>(s[k][t], hi[3], x1);
+            }
+            for t in 0..T {
+                let isum = if T == 1 {
+                    vaddq_s32(s[0][t], s[1][t])
+                } else {
+                    s[0][t]
+                };
+                let isum = vcvtq_f32_s32(isum);
+                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+            }
+        }
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
+super::group_driver!(
+    gemm_q8_sdot,
+    "neon,dotprod",
+    BlockQ8_0x16,
+    tile_q8::<4>,
+    tile_q8::<2>,
+    tile_q8::<1>
+);
+super::group_driver!(
+    gemm_q4_sdot,
+    "neon,dotprod",
+    BlockQ4_0x16,
+    tile_q4::<4>,
+    tile_q4::<2>,
+    tile_q4::<1>
+);

@@ -1,9 +1,13 @@
 //! ARMv8.6 int8 matrix-multiply kernels: SMMLA multiplies a 2×8 int8 matrix (two weight
-//! rows) by an 8×2 one (two tokens) into a 2×2 int32 tile, so one instruction does 32
-//! multiply-adds with every register used twice. Used for the matrix × matrix tiles;
-//! matrix × vector stays on SDOT (a single token has nothing to pair with).
+//! rows) by an 8×2 one (two tokens) into a 2×2 int32 tile, 32 multiply-adds per
+//! instruction against SDOT's 16. Used for prompts (pairs of tokens); a single token has
+//! nothing to pair with and goes to the dotprod kernel.
 //! SMMLA is emitted with `asm!` (the intrinsic is not stable Rust) inside functions
 //! compiled with `neon,dotprod,i8mm`.
+//!
+//! In the rows16 layout, zipping the 32-bit lanes of chunks `c` and `c + 1` (c even) of
+//! one row quad gives two rows × 8 consecutive values per register: exactly SMMLA's 2×8
+//! operand. The tokens' matching 8-value runs are paired the same way.
 //!
 //! Every function is reachable only through [`KERNELS`], which `arm::push_available`
 //! hands out only after `is_aarch64_feature_detected!` confirmed dotprod and i8mm.
@@ -12,9 +16,9 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::dotprod;
-use super::neon::{self, h2f, load_q4, load_q8};
-use crate::kernels::{gemm_driver, Kernels};
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use super::neon::{self, ld_s8, ld_u8, load_act, scales16, store4};
+use crate::kernels::Kernels;
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "i8mm",
@@ -22,18 +26,18 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f16: neon::dot_f16,
     dot_f32: neon::dot_f32,
     quantize_q8_0: neon::quantize_q8_0,
-    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
-    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
+    gemm_q8_0x16,
+    gemm_q4_0x16,
 };
 
-fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting dotprod + i8mm.
-    unsafe { gemm_q8_mmla(w, x, nb, out, ldo) }
+    unsafe { gemm_q8_mmla(w, x, out) }
 }
 
-fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting dotprod + i8mm.
-    unsafe { gemm_q4_mmla(w, x, nb, out, ldo) }
+    unsafe { gemm_q4_mmla(w, x, out) }
 }
 
 /// `acc[2i + j] += Σ_k a[8i + k] · b[8j + k]` for i, j in 0..2.
@@ -69,95 +73,155 @@ fn interleave(p: [int8x16_t; 2], q: [int8x16_t; 2]) -> [int8x16_t; 4] {
     ]
 }
 
-/// Pairs of rows × pairs of tokens. `R` rows (`C` tokens) make `R.div_ceil(2)` pairs (at
-/// most 2); an odd last row (token) is paired with itself and its duplicate output dropped.
-macro_rules! tile_mmla {
-    ($name:ident, $W:ty, $load:ident) => {
-        #[inline]
-        #[target_feature(enable = "neon,dotprod,i8mm")]
-        fn $name<const R: usize, const C: usize>(
-            w: &[$W],
-            x: &[BlockQ8_0],
-            nb: usize,
-            r0: usize,
-            t0: usize,
-            out: &mut [f32],
-            ldo: usize,
-        ) {
-            const { assert!(R <= 4 && C <= 4) };
-            let (rp, cp) = (R.div_ceil(2), C.div_ceil(2));
-            // Row/token index of the second member of each pair (itself if odd).
-            let r2 = |p: usize| (2 * p + 1).min(R - 1);
-            let c2 = |p: usize| (2 * p + 1).min(C - 1);
-            let wr = |i: usize| &w[(r0 + i) * nb..(r0 + i + 1) * nb];
-            let xr = |j: usize| &x[(t0 + j) * nb..(t0 + j + 1) * nb];
-            let wrows: [[&[$W]; 2]; 2] = std::array::from_fn(|p| {
-                let a = (2 * p).min(R - 1);
-                [wr(a), wr(r2(p))]
-            });
-            let xrows: [[&[BlockQ8_0]; 2]; 2] = std::array::from_fn(|p| {
-                let a = (2 * p).min(C - 1);
-                [xr(a), xr(c2(p))]
-            });
-            let mut acc = [[vdupq_n_f32(0.0); 2]; 2];
-            for b in 0..nb {
-                let mut wv = [[vdupq_n_s8(0); 4]; 2];
-                let mut dw = [vdupq_n_f32(0.0); 2];
-                for p in 0..rp {
-                    let (a, c) = (&wrows[p][0][b], &wrows[p][1][b]);
-                    wv[p] = interleave($load(a), $load(c));
-                    dw[p] = vcombine_f32(vdup_n_f32(h2f(a.d)), vdup_n_f32(h2f(c.d)));
-                }
-                for q in 0..cp {
-                    let (a, c) = (&xrows[q][0][b], &xrows[q][1][b]);
-                    let xv = interleave(load_q8(a), load_q8(c));
-                    let dx2 = vset_lane_f32::<1>(h2f(c.d), vdup_n_f32(h2f(a.d)));
-                    let dx = vcombine_f32(dx2, dx2);
-                    for p in 0..rp {
-                        let mut s = vdupq_n_s32(0);
-                        for k in 0..4 {
-                            s = smmla(s, wv[p][k], xv[k]);
-                        }
-                        let d = vmulq_f32(dw[p], dx);
-                        acc[p][q] = vfmaq_f32(acc[p][q], vcvtq_f32_s32(s), d);
-                    }
-                }
-            }
-            for p in 0..rp {
-                for q in 0..cp {
-                    let mut v = [0.0f32; 4];
-                    // SAFETY: `v` is 4 writable floats.
-                    unsafe { vst1q_f32(v.as_mut_ptr(), acc[p][q]) };
-                    // Lane 2i + j holds (row 2p + i, token 2q + j).
-                    for i in 0..2 {
-                        for j in 0..2 {
-                            let (r, t) = (2 * p + i, 2 * q + j);
-                            if r < R && t < C {
-                                out[(t0 + t) * ldo + r0 + r] = v[2 * i + j];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
+/// Two chunk registers (4 rows × 4 values each, values `v..v + 4` and `v + 4..v + 8`) as
+/// two SMMLA operands: rows `4r, 4r + 1` and rows `4r + 2, 4r + 3`, 8 values each.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn zip_rows(c0: int8x16_t, c1: int8x16_t) -> [int8x16_t; 2] {
+    let (c0, c1) = (vreinterpretq_s32_s8(c0), vreinterpretq_s32_s8(c1));
+    [
+        vreinterpretq_s8_s32(vzip1q_s32(c0, c1)),
+        vreinterpretq_s8_s32(vzip2q_s32(c0, c1)),
+    ]
 }
 
-tile_mmla!(tile_q8_mmla, BlockQ8_0, load_q8);
-tile_mmla!(tile_q4_mmla, BlockQ4_0, load_q4);
-gemm_driver!(
+/// Per token pair `q` of a tile at block `b`: the four SMMLA activation operands
+/// (register `p` = values `8p..8p + 8` of both tokens) and the scales `[d0, d1, d0, d1]`.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn act_pairs<const P: usize>(
+    xs: &[[&[ActQ8]; 2]; P],
+    b: usize,
+) -> [([int8x16_t; 4], float32x4_t); P] {
+    std::array::from_fn(|q| {
+        let (a0, a1) = (&xs[q][0][b], &xs[q][1][b]);
+        let d = vzip1q_f32(vdupq_n_f32(a0.d), vdupq_n_f32(a1.d));
+        (interleave(load_act(a0), load_act(a1)), d)
+    })
+}
+
+/// Scale a row quad's 2×2 integer tiles and accumulate: `s[h][q]` holds rows
+/// `4r + 2h, 4r + 2h + 1` × tokens `2q, 2q + 1` as `[r0t0, r0t1, r1t0, r1t1]`.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn accumulate<const P: usize>(
+    acc: &mut [[float32x4_t; P]; 2],
+    s: &[[int32x4_t; P]; 2],
+    dw: float32x4_t,
+    dx: &[float32x4_t; P],
+) {
+    // [w0, w0, w1, w1] and [w2, w2, w3, w3] to match the tiles' lanes.
+    let dwh = [vzip1q_f32(dw, dw), vzip2q_f32(dw, dw)];
+    for h in 0..2 {
+        for q in 0..P {
+            let d = vmulq_f32(dwh[h], dx[q]);
+            acc[h][q] = vfmaq_f32(acc[h][q], vcvtq_f32_s32(s[h][q]), d);
+        }
+    }
+}
+
+/// Write the float tiles of a tile of `2·P` tokens from `t0`: un-zipping the two 2×2
+/// tiles of a row quad gives each token's 4 rows.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn store_tiles<const P: usize>(acc: &[[[float32x4_t; P]; 2]; 4], t0: usize, out: &mut [f32]) {
+    for (r, a) in acc.iter().enumerate() {
+        for (q, (&lo, &hi)) in a[0].iter().zip(&a[1]).enumerate() {
+            store4(out, (t0 + 2 * q) * GROUP + 4 * r, vuzp1q_f32(lo, hi));
+            store4(out, (t0 + 2 * q + 1) * GROUP + 4 * r, vuzp2q_f32(lo, hi));
+        }
+    }
+}
+
+// Tiles of `P` token pairs. Within a block the loop runs over row quads `r` outermost:
+// `2·P` integer tiles live next to the `8·P` float accumulators and `4·P` activation
+// operands (P = 2: 28 registers plus the weights).
+
+/// Tokens `t0..t0 + 2P` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn tile_q8<const P: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+    let xs: [[&[ActQ8]; 2]; P] =
+        std::array::from_fn(|q| std::array::from_fn(|j| &x[(t0 + 2 * q + j) * nb..][..nb]));
+    let mut acc = [[[vdupq_n_f32(0.0); P]; 2]; 4];
+    for (b, sb) in w.iter().enumerate() {
+        let xp = act_pairs(&xs, b);
+        let dx: [float32x4_t; P] = std::array::from_fn(|q| xp[q].1);
+        let dw = scales16(&sb.d);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let mut s = [[vdupq_n_s32(0); P]; 2];
+            for p in 0..4 {
+                // Chunks 2p and 2p + 1: values 8p..8p + 8.
+                let wz = zip_rows(
+                    ld_s8(&sb.qs, 128 * p + 16 * r),
+                    ld_s8(&sb.qs, 128 * p + 64 + 16 * r),
+                );
+                for q in 0..P {
+                    s[0][q] = smmla(s[0][q], wz[0], xp[q].0[p]);
+                    s[1][q] = smmla(s[1][q], wz[1], xp[q].0[p]);
+                }
+            }
+            accumulate(acc_r, &s, dw[r], &dx);
+        }
+    }
+    store_tiles(&acc, t0, out);
+}
+
+/// As [`tile_q8`] for Q4_0: unsigned nibbles (0..=15) times the activations, the integer
+/// tiles starting at `−8·Σx`. Zipping stored chunks `c, c + 1` (c = 0, 2) before splitting
+/// the nibbles gives the operands of values `4c..4c + 8` (low) and `16 + 4c..` (high).
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn tile_q4<const P: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+    let xs: [[&[ActQ8]; 2]; P] =
+        std::array::from_fn(|q| std::array::from_fn(|j| &x[(t0 + 2 * q + j) * nb..][..nb]));
+    let mut acc = [[[vdupq_n_f32(0.0); P]; 2]; 4];
+    let m4 = vdupq_n_u8(0x0f);
+    for (b, sb) in w.iter().enumerate() {
+        let xp = act_pairs(&xs, b);
+        let dx: [float32x4_t; P] = std::array::from_fn(|q| xp[q].1);
+        let corr: [int32x4_t; P] = std::array::from_fn(|q| {
+            let (s0, s1) = (xs[q][0][b].sum, xs[q][1][b].sum);
+            // [s0, s1, s0, s1], times −8.
+            vzip1q_s32(vdupq_n_s32(-8 * s0), vdupq_n_s32(-8 * s1))
+        });
+        let dw = scales16(&sb.d);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let mut s = [corr; 2];
+            for pp in 0..2 {
+                let c = 2 * pp;
+                let v0 = vreinterpretq_s8_u8(ld_u8(&sb.qs, 64 * c + 16 * r));
+                let v1 = vreinterpretq_s8_u8(ld_u8(&sb.qs, 64 * (c + 1) + 16 * r));
+                let z = zip_rows(v0, v1);
+                for h in 0..2 {
+                    let zh = vreinterpretq_u8_s8(z[h]);
+                    let lo = vreinterpretq_s8_u8(vandq_u8(zh, m4));
+                    let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(zh));
+                    for q in 0..P {
+                        s[h][q] = smmla(s[h][q], lo, xp[q].0[pp]);
+                        s[h][q] = smmla(s[h][q], hi, xp[q].0[2 + pp]);
+                    }
+                }
+            }
+            accumulate(acc_r, &s, dw[r], &dx);
+        }
+    }
+    store_tiles(&acc, t0, out);
+}
+
+super::group_driver!(
     gemm_q8_mmla,
     "neon,dotprod,i8mm",
-    BlockQ8_0,
-    tile_q8_mmla,
-    4,
-    4
+    BlockQ8_0x16,
+    tile_q8::<2>,
+    tile_q8::<1>,
+    dotprod::tile_q8::<1>
 );
-gemm_driver!(
+super::group_driver!(
     gemm_q4_mmla,
     "neon,dotprod,i8mm",
-    BlockQ4_0,
-    tile_q4_mmla,
-    4,
-    4
+    BlockQ4_0x16,
+    tile_q4::<2>,
+    tile_q4::<1>,
+    dotprod::tile_q4::<1>
 );

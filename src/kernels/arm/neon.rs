@@ -10,8 +10,9 @@ use std::arch::asm;
 
 use half::f16;
 
-use crate::kernels::{gemm_driver, Kernels};
-use crate::quant::{BlockQ4_0, BlockQ8_0, QK};
+use crate::kernels::Kernels;
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::{BlockQ8_0, QK};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "neon",
@@ -19,20 +20,14 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f16,
     dot_f32,
     quantize_q8_0,
-    gemm_q8_0x16: crate::kernels::scalar::gemm_q8_0x16,
-    gemm_q4_0x16: crate::kernels::scalar::gemm_q4_0x16,
+    gemm_q8_0x16,
+    gemm_q4_0x16,
 };
 
 fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: only reachable through KERNELS, installed after detecting neon.
     unsafe { dot_q8_neon(w, x) }
-}
-
-fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { dot_q4_neon(w, x) }
 }
 
 pub(super) fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
@@ -53,14 +48,14 @@ pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     unsafe { quantize_q8_neon(src, out) }
 }
 
-fn gemm_q8_0_tile(w: &[BlockQ8_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { gemm_q8_neon(w, x, nb, out, ldo) }
+    unsafe { gemm_q8_neon(w, x, out) }
 }
 
-fn gemm_q4_0_tile(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { gemm_q4_neon(w, x, nb, out, ldo) }
+    unsafe { gemm_q4_neon(w, x, out) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -88,7 +83,7 @@ pub(super) fn h2f(h: u16) -> f32 {
 /// Eight f16 → two vectors of four f32.
 #[inline]
 #[target_feature(enable = "neon")]
-fn h2f8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
+pub(super) fn h2f8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
     let (lo, hi): (float32x4_t, float32x4_t);
     // SAFETY: register-only instructions of base Advanced SIMD (neon was detected).
     unsafe {
@@ -112,16 +107,48 @@ pub(super) fn load_q8(b: &BlockQ8_0) -> [int8x16_t; 2] {
     unsafe { [vld1q_s8(b.qs.as_ptr()), vld1q_s8(b.qs.as_ptr().add(16))] }
 }
 
-/// The 32 values q - 8 of a Q4_0 block as int8 (elements 0..16, 16..32).
+/// The 16 f16 scales of a superblock as f32, rows `4r..4r + 4` in vector `r`.
 #[inline]
 #[target_feature(enable = "neon")]
-pub(super) fn load_q4(b: &BlockQ4_0) -> [int8x16_t; 2] {
-    // SAFETY: `b.qs` is 16 readable bytes.
-    let v = unsafe { vld1q_u8(b.qs.as_ptr()) };
-    let eight = vdupq_n_s8(8);
-    let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f))), eight);
-    let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight);
-    [lo, hi]
+pub(super) fn scales16(d: &[u16; GROUP]) -> [float32x4_t; 4] {
+    // SAFETY: `d` is 16 readable u16.
+    let (h0, h1) = unsafe { (vld1q_u16(d.as_ptr()), vld1q_u16(d.as_ptr().add(8))) };
+    let ((a, b), (c, e)) = (h2f8(h0), h2f8(h1));
+    [a, b, c, e]
+}
+
+/// 16 bytes of `q` from `off` (panics if out of range).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn ld_s8(q: &[i8], off: usize) -> int8x16_t {
+    let s: &[i8; 16] = q[off..off + 16].try_into().unwrap();
+    // SAFETY: `s` is 16 readable bytes.
+    unsafe { vld1q_s8(s.as_ptr()) }
+}
+
+/// 16 bytes of `q` from `off` (panics if out of range).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn ld_u8(q: &[u8], off: usize) -> uint8x16_t {
+    let s: &[u8; 16] = q[off..off + 16].try_into().unwrap();
+    // SAFETY: `s` is 16 readable bytes.
+    unsafe { vld1q_u8(s.as_ptr()) }
+}
+
+/// The 32 values of an activation block (elements 0..16, 16..32).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn load_act(a: &ActQ8) -> [int8x16_t; 2] {
+    [ld_s8(&a.qs, 0), ld_s8(&a.qs, 16)]
+}
+
+/// `out[off..off + 4] = v` (panics if out of range).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn store4(out: &mut [f32], off: usize, v: float32x4_t) {
+    let o: &mut [f32; 4] = (&mut out[off..off + 4]).try_into().unwrap();
+    // SAFETY: `o` is 4 writable floats.
+    unsafe { vst1q_f32(o.as_mut_ptr(), v) }
 }
 
 /// Exact Σ w·x of 32 int8 pairs, as four partial int32 sums.
@@ -141,26 +168,6 @@ fn idot(w: &[int8x16_t; 2], x: &[int8x16_t; 2]) -> int32x4_t {
 fn dot_q8_neon(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     let step = |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
         let s = vcvtq_f32_s32(idot(&load_q8(a), &load_q8(b)));
-        vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
-    };
-    // Two named accumulators (an indexed array would live in memory).
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step(acc0, &a[0], &b[0]);
-        acc1 = step(acc1, &a[1], &b[1]);
-    }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step(acc0, a, b);
-    }
-    vaddvq_f32(vaddq_f32(acc0, acc1))
-}
-
-#[target_feature(enable = "neon")]
-fn dot_q4_neon(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    let step = |acc, a: &BlockQ4_0, b: &BlockQ8_0| {
-        let s = vcvtq_f32_s32(idot(&load_q4(a), &load_q8(b)));
         vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
     };
     // Two named accumulators (an indexed array would live in memory).
@@ -261,47 +268,115 @@ fn quantize_q8_neon(src: &[f32], out: &mut [BlockQ8_0]) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Matrix × matrix.
+// rows16 group kernels (matrix × vector and matrix × matrix).
+//
+// A q-register of one chunk holds 4 rows × 4 consecutive values; the 4 matching activation
+// bytes are replicated to all four 32-bit lanes, so `smull` (low half: rows 4r, 4r + 1;
+// high half: rows 4r + 2, 4r + 3) gives 8 products per half whose pairs `sadalp` folds into
+// i32 lanes, two lanes per row. One `addp` at the end of a block leaves one i32 per row.
+// Loops run over row quads `r` outermost within a block, so only the `T` tokens' integer
+// sums of one quad are live next to the `4·T` float accumulators.
 
-macro_rules! tile_neon {
-    ($name:ident, $W:ty, $load:ident) => {
-        #[inline]
-        #[target_feature(enable = "neon")]
-        fn $name<const R: usize, const C: usize>(
-            w: &[$W],
-            x: &[BlockQ8_0],
-            nb: usize,
-            r0: usize,
-            t0: usize,
-            out: &mut [f32],
-            ldo: usize,
-        ) {
-            let wr: [&[$W]; R] = std::array::from_fn(|i| &w[(r0 + i) * nb..(r0 + i + 1) * nb]);
-            let xr: [&[BlockQ8_0]; C] =
-                std::array::from_fn(|j| &x[(t0 + j) * nb..(t0 + j + 1) * nb]);
-            let mut acc = [[vdupq_n_f32(0.0); C]; R];
-            for b in 0..nb {
-                let wv: [[int8x16_t; 2]; R] = std::array::from_fn(|i| $load(&wr[i][b]));
-                let dw: [f32; R] = std::array::from_fn(|i| h2f(wr[i][b].d));
-                for j in 0..C {
-                    let xv = load_q8(&xr[j][b]);
-                    let dx = h2f(xr[j][b].d);
-                    for i in 0..R {
-                        let s = vcvtq_f32_s32(idot(&wv[i], &xv));
-                        acc[i][j] = vfmaq_n_f32(acc[i][j], s, dw[i] * dx);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                for (j, v) in a.iter().enumerate() {
-                    out[(t0 + j) * ldo + r0 + i] = vaddvq_f32(*v);
-                }
-            }
-        }
-    };
+/// The 4 activation values `4c..4c + 4` of `a` in every 32-bit lane.
+#[inline]
+#[target_feature(enable = "neon")]
+fn dup4(a: &ActQ8, c: usize) -> int8x16_t {
+    let b: [i8; 4] = a.qs[4 * c..4 * c + 4].try_into().unwrap();
+    vreinterpretq_s8_s32(vdupq_n_s32(i32::from_ne_bytes(b.map(|v| v as u8))))
 }
 
-tile_neon!(tile_q8_neon, BlockQ8_0, load_q8);
-tile_neon!(tile_q4_neon, BlockQ4_0, load_q4);
-gemm_driver!(gemm_q8_neon, "neon", BlockQ8_0, tile_q8_neon, 2, 4);
-gemm_driver!(gemm_q4_neon, "neon", BlockQ4_0, tile_q4_neon, 2, 4);
+/// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    for (b, sb) in w.iter().enumerate() {
+        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+        let dw = scales16(&sb.d);
+        for r in 0..4 {
+            let (mut lo, mut hi) = ([vdupq_n_s32(0); T], [vdupq_n_s32(0); T]);
+            for cp in 0..4 {
+                let c = 2 * cp;
+                let w0 = ld_s8(&sb.qs, 64 * c + 16 * r);
+                let w1 = ld_s8(&sb.qs, 64 * (c + 1) + 16 * r);
+                for t in 0..T {
+                    let (x0, x1) = (dup4(a[t], c), dup4(a[t], c + 1));
+                    // |w·x| ≤ 128·127 = 16256 (activations are never −128): two products
+                    // fit an i16 lane, then `sadalp` widens the pairs.
+                    let p = vmull_s8(vget_low_s8(w0), vget_low_s8(x0));
+                    let p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(x1));
+                    let q = vmlal_high_s8(vmull_high_s8(w0, x0), w1, x1);
+                    lo[t] = vpadalq_s16(lo[t], p);
+                    hi[t] = vpadalq_s16(hi[t], q);
+                }
+            }
+            for t in 0..T {
+                let isum = vcvtq_f32_s32(vpaddq_s32(lo[t], hi[t]));
+                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+            }
+        }
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
+/// As [`tile_q8`] for Q4_0: the unsigned nibbles (0..=15) times the activations, plus
+/// `−8·Σx`. A chunk register's low nibbles are chunk `c`, its high nibbles chunk `c + 4`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    let m4 = vdupq_n_u8(0x0f);
+    for (b, sb) in w.iter().enumerate() {
+        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+        let dw = scales16(&sb.d);
+        for r in 0..4 {
+            // Each i16 lane gets 8 products of at most 15·128: ≤ 15360, no overflow.
+            let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
+            for c in 0..4 {
+                let v = ld_u8(&sb.qs, 64 * c + 16 * r);
+                let wl = vreinterpretq_s8_u8(vandq_u8(v, m4));
+                let wh = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                for t in 0..T {
+                    let (xl, xh) = (dup4(a[t], c), dup4(a[t], c + 4));
+                    lo[t] = vmlal_s8(lo[t], vget_low_s8(wl), vget_low_s8(xl));
+                    lo[t] = vmlal_s8(lo[t], vget_low_s8(wh), vget_low_s8(xh));
+                    hi[t] = vmlal_high_s8(hi[t], wl, xl);
+                    hi[t] = vmlal_high_s8(hi[t], wh, xh);
+                }
+            }
+            for t in 0..T {
+                let isum = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
+                let isum = vcvtq_f32_s32(vaddq_s32(isum, vdupq_n_s32(-8 * a[t].sum)));
+                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+            }
+        }
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
+super::group_driver!(
+    gemm_q8_neon,
+    "neon",
+    BlockQ8_0x16,
+    tile_q8::<4>,
+    tile_q8::<2>,
+    tile_q8::<1>
+);
+super::group_driver!(
+    gemm_q4_neon,
+    "neon",
+    BlockQ4_0x16,
+    tile_q4::<4>,
+    tile_q4::<2>,
+    tile_q4::<1>
+);
