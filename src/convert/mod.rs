@@ -44,6 +44,12 @@ pub fn open_checkpoint(path: &Path) -> Result<Box<dyn Checkpoint>> {
 /// rows are not a whole number of blocks falls back to f16; at q4_0 the output matrix (or
 /// the tied embedding that serves as it) is kept at q8_0, because logits are the most
 /// quantization-sensitive product of the model (llama.cpp likewise keeps it at 6 bits).
+///
+/// The block format is llama.cpp's, but the encoding is not its reference rounding: every
+/// Q8_0/Q4_0 block's scale and codes are searched for the least *weighted* squared error
+/// (`quant::quantize_row_weighted`), with per-column weights from [`column_importance`]
+/// (the attention norm's gain for Q/K/V, the final norm's for an untied output matrix,
+/// uniform elsewhere).
 pub fn storage_type(target: DType, name: &str, tied: bool, shape: &[u64]) -> DType {
     if shape.len() < 2 {
         return DType::F32;
