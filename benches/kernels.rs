@@ -56,7 +56,7 @@ impl Weights {
         // One random row repeated: the kernels' speed does not depend on the values.
         let row: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
         let src: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
-        encode_matrix(dtype, storage_layout(dtype), &src, cols, bytes);
+        encode_matrix(dtype, storage_layout(dtype), &src, cols, None, bytes);
         Weights {
             store,
             len,

@@ -50,7 +50,7 @@ fn matmul_steady_state_does_not_allocate() {
     // SAFETY (test): u32 storage viewed as bytes.
     let bytes =
         unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), store.len() * 4) };
-    encode_matrix(DType::Q8_0, TensorLayout::Rows16, &src, cols, bytes);
+    encode_matrix(DType::Q8_0, TensorLayout::Rows16, &src, cols, None, bytes);
     let w = WeightView {
         dtype: DType::Q8_0,
         layout: TensorLayout::Rows16,

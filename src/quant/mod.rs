@@ -8,9 +8,16 @@
 pub mod interleave;
 mod q4_0;
 mod q8_0;
+mod search;
 
-pub use q4_0::{dequantize_row_q4_0, quantize_row_q4_0, quantize_row_q4_0_search, BlockQ4_0};
-pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, BlockQ8_0};
+pub use q4_0::{
+    block_q4_0_weighted, dequantize_row_q4_0, quantize_row_q4_0, quantize_row_q4_0_search,
+    quantize_row_q4_0_weighted, BlockQ4_0,
+};
+pub use q8_0::{
+    block_q8_0_weighted, dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_weighted,
+    BlockQ8_0,
+};
 
 use half::f16;
 
@@ -108,15 +115,24 @@ pub fn quantize_row(dtype: DType, src: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Encode weights as well as the format allows: Q4_0 scales are searched
-/// ([`quantize_row_q4_0_search`]); other types use the reference math.
+/// Encode weights as well as the format allows, with uniform importance:
+/// [`quantize_row_weighted`] without weights.
 pub fn quantize_row_best(dtype: DType, src: &[f32], out: &mut [u8]) {
+    quantize_row_weighted(dtype, src, None, out)
+}
+
+/// Encode a row of weights minimising the weighted squared error Σ w_j (x_j − x̂_j)²,
+/// where `weights` (one per element, non-negative; `None` = all 1) says how much each
+/// element's error matters: for a matrix row, how large the input feeding column j tends
+/// to be. Q4_0 and Q8_0 search each block's scale and codes
+/// ([`quantize_row_q4_0_weighted`], [`quantize_row_q8_0_weighted`]); F32/F16 are exact
+/// up to rounding and ignore the weights.
+pub fn quantize_row_weighted(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
+    assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
     match dtype {
-        DType::Q4_0 => {
-            assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
-            quantize_row_q4_0_search(src, blocks_mut(out))
-        }
-        _ => quantize_row(dtype, src, out),
+        DType::Q4_0 => quantize_row_q4_0_weighted(src, weights, blocks_mut(out)),
+        DType::Q8_0 => quantize_row_q8_0_weighted(src, weights, blocks_mut(out)),
+        DType::F32 | DType::F16 => quantize_row(dtype, src, out),
     }
 }
 

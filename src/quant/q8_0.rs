@@ -1,6 +1,7 @@
 //! Q8_0: 32 weights per block, one f16 scale, int8 values. Also the block type that
 //! activations are quantized to on the fly for the integer dot products.
 
+use super::search::{exact_search, refine_f16, werr, Candidate};
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,6 +36,62 @@ pub fn quantize_row_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
+/// Q8_0 that minimises the *weighted* squared error Σ w_j (x_j − x̂_j)² of each block
+/// (same format as [`quantize_row_q8_0`]; codes stay within ±127 like llama.cpp's, so
+/// every kernel's sign tricks stay valid). `weights` has one non-negative weight per
+/// element of `src`; `None` means all 1. See [`block_q8_0_weighted`].
+pub fn quantize_row_q8_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ8_0]) {
+    assert_eq!(src.len(), out.len() * QK);
+    if let Some(w) = weights {
+        assert_eq!(w.len(), src.len());
+    }
+    const ONES: [f32; QK] = [1.0; QK];
+    for (i, (x, b)) in src.chunks_exact(QK).zip(out.iter_mut()).enumerate() {
+        let w = weights.map_or(&ONES[..], |w| &w[i * QK..(i + 1) * QK]);
+        *b = block_q8_0_weighted(x, w);
+    }
+}
+
+/// Half-width, in codes at the largest magnitude, of the window of inverse scales around
+/// llama.cpp's 127 / max|x| that [`block_q8_0_weighted`] searches exactly.
+const Q8_WINDOW: f32 = 2.5;
+
+/// One Q8_0 block minimising Σ w (x − d·q)² with d stored as f16: llama.cpp's block is
+/// a candidate (so the result is never worse under the same weights), and the exact
+/// optimum over inverse scales s with s·max|x| in 127 ± [`Q8_WINDOW`] (wider clipping or
+/// coarser scales do not pay at 8 bits), adjusted for the f16 scale. All-zero weights
+/// fall back to uniform ones.
+pub fn block_q8_0_weighted(x: &[f32], w: &[f32]) -> BlockQ8_0 {
+    debug_assert!(x.len() == QK && w.len() == QK);
+    let mut r = [BlockQ8_0 { d: 0, qs: [0; QK] }];
+    quantize_row_q8_0(x, &mut r);
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 || !amax.is_finite() {
+        return r[0];
+    }
+    const ONES: [f32; QK] = [1.0; QK];
+    let w = if w.iter().any(|&v| v > 0.0) {
+        w
+    } else {
+        &ONES[..]
+    };
+    let d = r[0].scale();
+    let mut best = Candidate {
+        q: r[0].qs,
+        d,
+        err: werr(x, w, &r[0].qs, d),
+    };
+    let s_lo = (127.0 - Q8_WINDOW) / amax;
+    let s_hi = (127.0 + Q8_WINDOW) / amax;
+    if let Some(q) = exact_search(x, w, s_lo, s_hi, 127, 127) {
+        refine_f16(x, w, q, -127.0, 127.0, &mut best);
+    }
+    BlockQ8_0 {
+        d: half::f16::from_f32(best.d).to_bits(),
+        qs: best.q,
+    }
+}
+
 pub fn dequantize_row_q8_0(src: &[BlockQ8_0], out: &mut [f32]) {
     assert_eq!(out.len(), src.len() * QK);
     for (b, o) in src.iter().zip(out.chunks_exact_mut(QK)) {
@@ -42,5 +99,72 @@ pub fn dequantize_row_q8_0(src: &[BlockQ8_0], out: &mut [f32]) {
         for (y, q) in o.iter_mut().zip(b.qs) {
             *y = q as f32 * d;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::search::tests::{test_blocks, test_weights};
+    use super::*;
+
+    fn werr_of(x: &[f32], w: &[f32], b: &BlockQ8_0) -> f64 {
+        let mut y = [0.0f32; QK];
+        dequantize_row_q8_0(std::slice::from_ref(b), &mut y);
+        x.iter()
+            .zip(&y)
+            .zip(w)
+            .map(|((a, b), w)| *w as f64 * ((a - b) as f64).powi(2))
+            .sum()
+    }
+
+    #[test]
+    fn weighted_search_is_never_worse_than_reference() {
+        let (mut tot_ref, mut tot) = (0.0, 0.0);
+        for (i, x) in test_blocks(400, 11).iter().enumerate() {
+            let w = test_weights(i as u64);
+            let mut r = [BlockQ8_0 { d: 0, qs: [0; QK] }];
+            quantize_row_q8_0(x, &mut r);
+            let b = block_q8_0_weighted(x, &w);
+            let (er, eb) = (werr_of(x, &w, &r[0]), werr_of(x, &w, &b));
+            assert!(eb <= er, "block {i}: {eb} > {er}");
+            assert!(b.qs.iter().all(|&q| q != i8::MIN), "block {i}: code -128");
+            if i % 8 == 0 {
+                tot_ref += er;
+                tot += eb;
+            }
+        }
+        assert!(tot < 0.97 * tot_ref, "{tot} vs {tot_ref}");
+    }
+
+    #[test]
+    fn uniform_weights_match_unweighted() {
+        let x: Vec<f32> = test_blocks(64, 5).concat();
+        let z = BlockQ8_0 { d: 0, qs: [0; QK] };
+        let (mut a, mut b) = (vec![z; 64], vec![z; 64]);
+        quantize_row_q8_0_weighted(&x, None, &mut a);
+        quantize_row_q8_0_weighted(&x, Some(&vec![1.0; x.len()]), &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn weights_change_the_choice() {
+        // Non-uniform weights must matter somewhere (else they are being ignored).
+        let blocks = test_blocks(64, 9);
+        let changed = blocks.iter().enumerate().filter(|(i, x)| {
+            block_q8_0_weighted(&x[..], &test_weights(*i as u64))
+                != block_q8_0_weighted(&x[..], &[1.0; QK])
+        });
+        assert!(changed.count() > 8);
+    }
+
+    #[test]
+    fn zero_blocks_and_zero_weights() {
+        let b = block_q8_0_weighted(&[0.0; QK], &test_weights(1));
+        assert_eq!(b, BlockQ8_0 { d: 0, qs: [0; QK] });
+        let x = test_blocks(1, 3)[0];
+        assert_eq!(
+            block_q8_0_weighted(&x, &[0.0; QK]),
+            block_q8_0_weighted(&x, &[1.0; QK])
+        );
     }
 }

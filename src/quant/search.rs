@@ -1,0 +1,246 @@
+//! Weighted least-squares search of a block's scale and codes, shared by the Q4_0 and
+//! Q8_0 encoders. A block of n values x with importance weights w ≥ 0 is stored as a
+//! scale d (f16) and integer codes q; the objective is Σ w (x − d·q)².
+
+use super::QK;
+
+/// A block encoding and its weighted squared error.
+#[derive(Clone, Copy)]
+pub(crate) struct Candidate {
+    pub q: [i8; QK],
+    pub d: f32,
+    pub err: f64,
+}
+
+/// Weighted squared error of codes `q` at scale `d`.
+pub(crate) fn werr(x: &[f32], w: &[f32], q: &[i8; QK], d: f32) -> f64 {
+    let mut e = 0.0f64;
+    for ((&v, &wi), &c) in x.iter().zip(w).zip(q) {
+        let r = (v - c as f32 * d) as f64;
+        e += wi as f64 * r * r;
+    }
+    e
+}
+
+/// Least-squares scale Σ w x q / Σ w q² for fixed codes (0 if every weighted code is 0).
+pub(crate) fn ls_scale(x: &[f32], w: &[f32], q: &[i8; QK]) -> f32 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for ((&v, &wi), &c) in x.iter().zip(w).zip(q) {
+        num += wi as f64 * v as f64 * c as f64;
+        den += wi as f64 * (c as f64) * (c as f64);
+    }
+    if den > 0.0 {
+        (num / den) as f32
+    } else {
+        0.0
+    }
+}
+
+/// The optimal codes for a fixed scale `d` ≠ 0: round to nearest, clamped to [lo, hi].
+pub(crate) fn round_codes(x: &[f32], d: f32, lo: f32, hi: f32) -> [i8; QK] {
+    let id = 1.0 / d;
+    let mut q = [0i8; QK];
+    for (c, &v) in q.iter_mut().zip(x) {
+        *c = (v * id).round().clamp(lo, hi) as i8;
+    }
+    q
+}
+
+/// Codes in [−neg_max, pos_max] minimising min_d Σ w (y − d·q)² over every code vector
+/// that rounding y·s produces for an inverse scale s in [s_lo, s_hi] (s_lo ≥ 0), exactly.
+///
+/// As s grows each code round(y_i·s) (clamped) moves one step at a time, at
+/// s = (k − ½)/|y_i|; between two such events the codes are fixed and the best scale for
+/// them is the least-squares one, whose error is Σ w y² − (Σ w y q)² / Σ w q². Walking
+/// the sorted events while updating the two sums visits every such code vector in
+/// O(m log m) for m events. Over s in [0, ∞) this finds the global optimum for d > 0
+/// (for its own scale the optimal codes are the rounded ones); a narrower window is
+/// exact within the window. `None` if no code vector in the window is non-zero.
+pub(crate) fn exact_search(
+    y: &[f32],
+    w: &[f32],
+    s_lo: f32,
+    s_hi: f32,
+    neg_max: u32,
+    pos_max: u32,
+) -> Option<[i8; QK]> {
+    const MAX_EVENTS: usize = QK * 16;
+    let mut keys = [0u64; MAX_EVENTS];
+    let mut n = 0;
+    let mut mag = [0u32; QK];
+    let (mut sumlx, mut suml2) = (0.0f64, 0.0f64);
+    for (i, &v) in y.iter().enumerate() {
+        let a = v.abs();
+        if a == 0.0 || !a.is_finite() {
+            continue;
+        }
+        let kmax = if v > 0.0 { pos_max } else { neg_max };
+        let k0 = ((a * s_lo).round() as u32).min(kmax);
+        mag[i] = k0;
+        sumlx += w[i] as f64 * a as f64 * k0 as f64;
+        suml2 += w[i] as f64 * (k0 * k0) as f64;
+        for k in k0 + 1..=kmax {
+            let s = (k as f32 - 0.5) / a;
+            if s > s_hi {
+                break;
+            }
+            assert!(n < MAX_EVENTS, "search window too wide");
+            // Positive floats order like their bits; the low byte carries the element.
+            keys[n] = ((s.to_bits() as u64) << 8) | i as u64;
+            n += 1;
+        }
+    }
+    let start = mag;
+    let keys = &mut keys[..n];
+    keys.sort_unstable();
+    let (mut best, mut best_at) = (0.0f64, None);
+    if suml2 > 0.0 {
+        best = sumlx * sumlx / suml2;
+        best_at = Some(0);
+    }
+    for (e, &key) in keys.iter().enumerate() {
+        let i = (key & 0xff) as usize;
+        let wi = w[i] as f64;
+        sumlx += wi * y[i].abs() as f64;
+        suml2 += wi * (2 * mag[i] + 1) as f64;
+        mag[i] += 1;
+        // Evaluate only once every event at this s has been applied.
+        if keys.get(e + 1).is_some_and(|k| k >> 8 == key >> 8) {
+            continue;
+        }
+        if suml2 > 0.0 {
+            let score = sumlx * sumlx / suml2;
+            if score > best {
+                best = score;
+                best_at = Some(e + 1);
+            }
+        }
+    }
+    let applied = best_at?;
+    let mut mag = start;
+    for &key in &keys[..applied] {
+        mag[(key & 0xff) as usize] += 1;
+    }
+    let mut q = [0i8; QK];
+    for ((c, &m), &v) in q.iter_mut().zip(&mag).zip(y) {
+        *c = if v > 0.0 { m as i8 } else { -(m as i8) };
+    }
+    if q.iter().all(|&c| c == 0) {
+        return None;
+    }
+    Some(q)
+}
+
+/// Store codes `q` (found for x at an unrounded scale) with an f16 scale: the f16 nearest
+/// the least-squares scale and its two neighbours are tried, each with the codes kept and
+/// re-rounded for that scale; then the scale is re-fitted to the re-rounded codes and the
+/// process repeated once. Every evaluated encoding replaces `best` if its error is lower.
+pub(crate) fn refine_f16(
+    x: &[f32],
+    w: &[f32],
+    q: [i8; QK],
+    lo: f32,
+    hi: f32,
+    best: &mut Candidate,
+) {
+    let mut consider = |q: &[i8; QK], d: f32| {
+        if d == 0.0 || !d.is_finite() {
+            return;
+        }
+        let err = werr(x, w, q, d);
+        if err < best.err {
+            *best = Candidate { q: *q, d, err };
+        }
+    };
+    let mut q = q;
+    let mut h = half::f16::from_f32(ls_scale(x, w, &q));
+    for _ in 0..2 {
+        for d16 in [h, f16_step(h, -1), f16_step(h, 1)] {
+            let d16 = d16.to_f32();
+            if d16 == 0.0 || !d16.is_finite() {
+                continue;
+            }
+            consider(&q, d16);
+            consider(&round_codes(x, d16, lo, hi), d16);
+        }
+        let d = h.to_f32();
+        if d == 0.0 || !d.is_finite() {
+            break;
+        }
+        q = round_codes(x, d, lo, hi);
+        let nh = half::f16::from_f32(ls_scale(x, w, &q));
+        if nh == h {
+            break;
+        }
+        h = nh;
+    }
+}
+
+/// The f16 `steps` representable values away from `h` in magnitude (same sign); `h`
+/// itself if that leaves the finite range.
+pub(crate) fn f16_step(h: half::f16, steps: i32) -> half::f16 {
+    let bits = h.to_bits();
+    let mag = (bits & 0x7fff) as i32 + steps;
+    if !(0..=0x7bff).contains(&mag) {
+        return h;
+    }
+    half::f16::from_bits((bits & 0x8000) | mag as u16)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Deterministic test blocks: random, with odd shapes (one outlier, all equal, a
+    /// single non-zero, tiny and huge magnitudes, exact zeros, alternating signs).
+    pub(crate) fn test_blocks(n: usize, seed: u64) -> Vec<[f32; 32]> {
+        let mut s = seed;
+        let mut rnd = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut out = Vec::new();
+        for b in 0..n {
+            let mut x = [0.0f32; 32];
+            for v in x.iter_mut() {
+                *v = (rnd() - 0.5) * 3.0;
+            }
+            match b % 8 {
+                1 => x[(rnd() * 32.0) as usize % 32] = 40.0 * (rnd() - 0.5),
+                2 => x = [0.37; 32],
+                3 => {
+                    x = [0.0; 32];
+                    x[(rnd() * 32.0) as usize % 32] = -1.25;
+                }
+                4 => x.iter_mut().for_each(|v| *v *= 1e-6),
+                5 => x.iter_mut().for_each(|v| *v *= 1e3),
+                6 => x.iter_mut().step_by(3).for_each(|v| *v = 0.0),
+                7 => x
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = if i % 2 == 0 { 1.0 } else { -0.5 }),
+                _ => {}
+            }
+            out.push(x);
+        }
+        out
+    }
+
+    /// Test weights: random positive, some zero, a few large.
+    pub(crate) fn test_weights(seed: u64) -> [f32; 32] {
+        let mut s = seed;
+        let mut w = [0.0f32; 32];
+        for (i, v) in w.iter_mut().enumerate() {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (s >> 40) as f32 / (1u64 << 24) as f32;
+            *v = match i % 7 {
+                0 => 0.0,
+                1 => 30.0 * r,
+                _ => r * r,
+            };
+        }
+        w
+    }
+}
