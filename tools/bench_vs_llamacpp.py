@@ -159,7 +159,8 @@ def quantize_llamacpp(src, dst, qtype):
 
 
 def convert_llq(llq, src, dst, qtype):
-    if dst.exists():
+    # Reuse an earlier conversion only if this llq still reads it (the format evolves).
+    if dst.exists() and subprocess.run([str(llq), "info", str(dst)], capture_output=True).returncode == 0:
         return
     sh([str(llq), "convert", str(src), "-o", str(dst), "--type", qtype])
 
