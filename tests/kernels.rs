@@ -662,3 +662,76 @@ fn matmul_many_equals_separate_calls() {
         }
     }
 }
+
+/// The attention kernels (scores of one query against strided cache rows; weighted sum of
+/// value rows) against the scalar reference, for head sizes with and without a SIMD
+/// remainder and key counts from 0 up.
+#[test]
+fn attention_kernels_match_scalar() {
+    let mut rng = Rng(9);
+    for k in simd_levels() {
+        for hd in [4, 8, 13, 32, 64, 128] {
+            for rows in [0usize, 1, 2, 7, 64, 200] {
+                let stride = hd * 3 + 5;
+                let len = rows.saturating_sub(1) * stride + hd;
+                let keys: Vec<f32> = (0..len).map(|_| rng.f() * 3.0).collect();
+                let keys16: Vec<f16> = keys.iter().map(|v| f16::from_f32(*v)).collect();
+                let q: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
+                let p: Vec<f32> = (0..rows).map(|_| (rng.f() + 1.0) / rows as f32).collect();
+                let what = format!("hd={hd} rows={rows}");
+                // Each score is a dot of hd terms: bound as for dot_f32.
+                let t = |a: f64| hd as f64 * f32::EPSILON as f64 * a * 4.0 + 1e-30;
+                let (mut want, mut got) = (vec![0.0; rows], vec![0.0; rows]);
+                (scalar().attn_scores_f32)(&q, &keys, stride, &mut want);
+                (k.attn_scores_f32)(&q, &keys, stride, &mut got);
+                for j in 0..rows {
+                    check(
+                        k.name,
+                        &format!("scores f32 {what} j={j}"),
+                        got[j],
+                        want[j],
+                        t(hd as f64 * 3.0),
+                    );
+                }
+                (scalar().attn_scores_f16)(&q, &keys16, stride, &mut want);
+                (k.attn_scores_f16)(&q, &keys16, stride, &mut got);
+                for j in 0..rows {
+                    check(
+                        k.name,
+                        &format!("scores f16 {what} j={j}"),
+                        got[j],
+                        want[j],
+                        t(hd as f64 * 3.0),
+                    );
+                }
+                // Values: rows terms per output, each |p·v| ≤ 3/rows·2.
+                let tv = (rows + 2) as f64 * f32::EPSILON as f64 * 8.0 + 1e-30;
+                let init: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
+                let (mut want, mut got) = (init.clone(), init.clone());
+                (scalar().attn_values_f32)(&mut want, &p, &keys, stride);
+                (k.attn_values_f32)(&mut got, &p, &keys, stride);
+                for d in 0..hd {
+                    check(
+                        k.name,
+                        &format!("values f32 {what} d={d}"),
+                        got[d],
+                        want[d],
+                        tv,
+                    );
+                }
+                let (mut want, mut got) = (init.clone(), init);
+                (scalar().attn_values_f16)(&mut want, &p, &keys16, stride);
+                (k.attn_values_f16)(&mut got, &p, &keys16, stride);
+                for d in 0..hd {
+                    check(
+                        k.name,
+                        &format!("values f16 {what} d={d}"),
+                        got[d],
+                        want[d],
+                        tv,
+                    );
+                }
+            }
+        }
+    }
+}

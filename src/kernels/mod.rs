@@ -31,6 +31,22 @@ pub struct Kernels {
     pub dot_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// `out += a · x` (attention's weighted sum of value rows).
+    pub axpy_f32: fn(&mut [f32], f32, &[f32]),
+    /// `out += a · x` with `x` in f16 (the f16 KV cache's values).
+    pub axpy_f16: fn(&mut [f32], f32, &[f16]),
+    /// Attention scores of one query against consecutive cache slots:
+    /// `out[j] = Σ_d q[d] · keys[j · stride + d]` for `j < out.len()`, `d < q.len()`.
+    /// One call per query and head instead of one per key (the per-call overhead of the
+    /// `dot_*` kernels was most of a prompt's attention time).
+    pub attn_scores_f32: fn(&[f32], &[f32], usize, &mut [f32]),
+    /// As [`Kernels::attn_scores_f32`] with f16 keys.
+    pub attn_scores_f16: fn(&[f32], &[f16], usize, &mut [f32]),
+    /// Attention output of one query and head: `o[d] += Σ_j p[j] · vals[j · stride + d]`,
+    /// keys in order (each output element keeps its accumulator in a register).
+    pub attn_values_f32: fn(&mut [f32], &[f32], &[f32], usize),
+    /// As [`Kernels::attn_values_f32`] with f16 values.
+    pub attn_values_f16: fn(&mut [f32], &[f32], &[f16], usize),
     /// Quantize activations to Q8_0 (bit-identical to the reference quantizer).
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
@@ -45,6 +61,20 @@ pub struct Kernels {
 
 /// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].
 pub type GroupFn<W> = fn(&[W], &[ActQ8], &mut [f32]);
+
+/// Check the arguments of an attention call: `rows` rows of `width` values at `stride`
+/// must fit in `len`.
+pub(crate) fn attn_dims(rows: usize, width: usize, stride: usize, len: usize) {
+    if rows > 0 {
+        let need = (rows - 1)
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(width));
+        assert!(
+            need.is_some_and(|n| n <= len),
+            "attention kernel: {rows} rows of {width} at stride {stride} exceed {len} values"
+        );
+    }
+}
 
 /// Check the arguments of a group call and return `(nb, toks)`.
 pub(crate) fn group_dims(wlen: usize, xlen: usize, olen: usize) -> (usize, usize) {

@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::{group_dims, Kernels};
+use super::{attn_dims, group_dims, Kernels};
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::{quantize_row_q8_0, BlockQ8_0, QK};
 
@@ -11,6 +11,12 @@ pub static KERNELS: Kernels = Kernels {
     dot_q8_0,
     dot_f16,
     dot_f32,
+    axpy_f32,
+    axpy_f16,
+    attn_scores_f32,
+    attn_scores_f16,
+    attn_values_f32,
+    attn_values_f16,
     quantize_q8_0: quantize_row_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
@@ -57,6 +63,51 @@ pub fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
 pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
     dot8(w.len(), |i| w[i] * x[i])
+}
+
+/// `out += a · x`, one rounding for the product and one for the sum.
+pub fn axpy_f32(out: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(out.len(), x.len());
+    for (o, v) in out.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+
+/// Reference: one [`dot_f32`] per key.
+pub fn attn_scores_f32(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+    attn_dims(out.len(), q.len(), stride, keys.len());
+    for (j, s) in out.iter_mut().enumerate() {
+        *s = dot_f32(q, &keys[j * stride..j * stride + q.len()]);
+    }
+}
+
+pub fn attn_scores_f16(q: &[f32], keys: &[f16], stride: usize, out: &mut [f32]) {
+    attn_dims(out.len(), q.len(), stride, keys.len());
+    for (j, s) in out.iter_mut().enumerate() {
+        *s = dot_f16(&keys[j * stride..j * stride + q.len()], q);
+    }
+}
+
+/// Reference: one [`axpy_f32`] per key, in key order.
+pub fn attn_values_f32(o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) {
+    attn_dims(p.len(), o.len(), stride, vals.len());
+    for (j, &pj) in p.iter().enumerate() {
+        axpy_f32(o, pj, &vals[j * stride..j * stride + o.len()]);
+    }
+}
+
+pub fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
+    attn_dims(p.len(), o.len(), stride, vals.len());
+    for (j, &pj) in p.iter().enumerate() {
+        axpy_f16(o, pj, &vals[j * stride..j * stride + o.len()]);
+    }
+}
+
+pub fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
+    assert_eq!(out.len(), x.len());
+    for (o, v) in out.iter_mut().zip(x) {
+        *o += a * v.to_f32();
+    }
 }
 
 /// Reference `rows16` Q8_0 kernel (see `Kernels::gemm_q8_0x16`): per row and block the

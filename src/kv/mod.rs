@@ -7,7 +7,7 @@
 //! of `head_dim / 32` blocks per head vector, so `q8_0` needs `head_dim % 32 == 0`).
 //! Attention reads each type through the process's [`crate::kernels::Kernels`]: `dot_f32`,
 //! `dot_f16`, or `dot_q8_0` against the query quantized to Q8_0 once per head (as
-//! llama.cpp does); values are accumulated by the scalar `axpy` helpers below.
+//! llama.cpp does); values are accumulated by the `axpy_*` kernels (see `axpy` below).
 //!
 //! **Default: `f16`** (the CLI's `--cache-type` on run, chat and perplexity). It halves the memory of `f32` and reads
 //! through the SIMD `dot_f16`, while its error is far below what weight quantization costs
@@ -547,18 +547,10 @@ impl LayerView<'_> {
 }
 
 /// `out += p × row` for each storage type (values).
-pub fn axpy(out: &mut [f32], p: f32, row: StoreRef<'_>) {
+pub fn axpy(k: &crate::kernels::Kernels, out: &mut [f32], p: f32, row: StoreRef<'_>) {
     match row {
-        StoreRef::F32(v) => {
-            for (a, v) in out.iter_mut().zip(v) {
-                *a += p * v;
-            }
-        }
-        StoreRef::F16(v) => {
-            for (a, v) in out.iter_mut().zip(v) {
-                *a += p * v.to_f32();
-            }
-        }
+        StoreRef::F32(v) => (k.axpy_f32)(out, p, v),
+        StoreRef::F16(v) => (k.axpy_f16)(out, p, v),
         StoreRef::Q8_0(blocks) => {
             for (o, b) in out.chunks_exact_mut(QK).zip(blocks) {
                 let d = b.scale();

@@ -196,8 +196,18 @@ impl Model {
                 &mut [&mut b.gate, &mut b.up],
                 &mut b.mm,
             );
-            for (g, u) in b.gate.iter_mut().zip(&b.up) {
-                *g = silu(*g) * u;
+            let swiglu = |(g, u): (&mut [f32], &[f32])| {
+                for (g, u) in g.iter_mut().zip(u) {
+                    *g = silu(*g) * u;
+                }
+            };
+            if n > 1 {
+                // A prompt's n × ffn exponentials are worth the pool (serial they were
+                // ~5% of a SmolLM2 prompt at 1 thread and capped its 2-thread speed-up).
+                let f = cfg.ffn_dim;
+                b.gate.par_chunks_mut(f).zip(b.up.par_chunks(f)).for_each(swiglu);
+            } else {
+                swiglu((&mut b.gate, &b.up));
             }
             matmul(
                 k,
@@ -299,17 +309,25 @@ fn attention<'v>(
                 }
             };
             scores.clear();
-            let at = |j: usize| j * kv_dim + kv_off..j * kv_dim + kv_off + hd;
             let blocks = |j: usize| (j * kv_dim + kv_off) / QK..(j * kv_dim + kv_off + hd) / QK;
             match (view.k, future) {
                 // The common case, one loop per type: no slot of this query was
                 // overwritten by a later token of its batch.
-                (StoreRef::F32(kc), false) => scores.extend((0..len).map(|j| {
-                    (k.dot_f32)(if j < n_sinks { q_sink } else { qh }, &kc[at(j)]) * scale
-                })),
-                (StoreRef::F16(kc), false) => scores.extend((0..len).map(|j| {
-                    (k.dot_f16)(&kc[at(j)], if j < n_sinks { q_sink } else { qh }) * scale
-                })),
+                // Float caches: one kernel call for the sinks, one for the rest.
+                (StoreRef::F32(kc), false) => {
+                    scores.resize(len, 0.0);
+                    let (s0, s1) = scores.split_at_mut(n_sinks);
+                    (k.attn_scores_f32)(q_sink, &kc[kv_off..], kv_dim, s0);
+                    (k.attn_scores_f32)(qh, &kc[n_sinks * kv_dim + kv_off..], kv_dim, s1);
+                    scores.iter_mut().for_each(|s| *s *= scale);
+                }
+                (StoreRef::F16(kc), false) => {
+                    scores.resize(len, 0.0);
+                    let (s0, s1) = scores.split_at_mut(n_sinks);
+                    (k.attn_scores_f16)(q_sink, &kc[kv_off..], kv_dim, s0);
+                    (k.attn_scores_f16)(qh, &kc[n_sinks * kv_dim + kv_off..], kv_dim, s1);
+                    scores.iter_mut().for_each(|s| *s *= scale);
+                }
                 (StoreRef::Q8_0(kc), false) => scores.extend((0..len).map(|j| {
                     (k.dot_q8_0)(&kc[blocks(j)], if j < n_sinks { q8_sink } else { q8 }) * scale
                 })),
@@ -326,26 +344,16 @@ fn attention<'v>(
             softmax(scores);
             o.fill(0.0);
             match (view.v, future) {
-                (StoreRef::F32(vc), false) => {
-                    for (j, &p) in scores.iter().enumerate() {
-                        for (a, v) in o.iter_mut().zip(&vc[at(j)]) {
-                            *a += p * v;
-                        }
-                    }
-                }
-                (StoreRef::F16(vc), false) => {
-                    for (j, &p) in scores.iter().enumerate() {
-                        axpy(o, p, StoreRef::F16(&vc[at(j)]));
-                    }
-                }
+                (StoreRef::F32(vc), false) => (k.attn_values_f32)(o, scores, &vc[kv_off..], kv_dim),
+                (StoreRef::F16(vc), false) => (k.attn_values_f16)(o, scores, &vc[kv_off..], kv_dim),
                 (StoreRef::Q8_0(vc), false) => {
                     for (j, &p) in scores.iter().enumerate() {
-                        axpy(o, p, StoreRef::Q8_0(&vc[blocks(j)]));
+                        axpy(k, o, p, StoreRef::Q8_0(&vc[blocks(j)]));
                     }
                 }
                 _ => {
                     for (j, &p) in scores.iter().enumerate() {
-                        axpy(o, p, row(view.v, view.old_v, j));
+                        axpy(k, o, p, row(view.v, view.old_v, j));
                     }
                 }
             }

@@ -19,6 +19,12 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_q8_0,
     dot_f16,
     dot_f32,
+    axpy_f32,
+    axpy_f16,
+    attn_scores_f32,
+    attn_scores_f16,
+    attn_values_f32,
+    attn_values_f16,
     quantize_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
@@ -40,6 +46,119 @@ pub(super) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
     unsafe { dot_f32_neon(w, x) }
+}
+
+pub(super) fn axpy_f32(out: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(out.len(), x.len());
+    // SAFETY: only reachable through the AArch64 tables, installed after detecting neon.
+    unsafe { axpy_f32_neon(out, a, x) }
+}
+
+pub(super) fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
+    assert_eq!(out.len(), x.len());
+    // SAFETY: only reachable through the AArch64 tables, installed after detecting neon.
+    unsafe { axpy_f16_neon(out, a, x) }
+}
+
+pub(super) fn attn_scores_f32(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+    crate::kernels::attn_dims(out.len(), q.len(), stride, keys.len());
+    // SAFETY: only reachable through the AArch64 tables, installed after detecting neon.
+    unsafe {
+        for (j, s) in out.iter_mut().enumerate() {
+            *s = dot_f32_neon(&keys[j * stride..j * stride + q.len()], q);
+        }
+    }
+}
+
+pub(super) fn attn_scores_f16(q: &[f32], keys: &[f16], stride: usize, out: &mut [f32]) {
+    crate::kernels::attn_dims(out.len(), q.len(), stride, keys.len());
+    // SAFETY: as above.
+    unsafe {
+        for (j, s) in out.iter_mut().enumerate() {
+            *s = dot_f16_neon(&keys[j * stride..j * stride + q.len()], q);
+        }
+    }
+}
+
+pub(super) fn attn_values_f32(o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) {
+    crate::kernels::attn_dims(p.len(), o.len(), stride, vals.len());
+    // SAFETY: as above; `attn_dims` checked that every row is inside `vals`.
+    unsafe {
+        let n = o.len() / 4 * 4;
+        for c in (0..n).step_by(4) {
+            let mut acc = vld1q_f32(o.as_ptr().add(c));
+            for (j, &pj) in p.iter().enumerate() {
+                acc = vfmaq_n_f32(acc, vld1q_f32(vals.as_ptr().add(j * stride + c)), pj);
+            }
+            vst1q_f32(o.as_mut_ptr().add(c), acc);
+        }
+        for d in n..o.len() {
+            for (j, &pj) in p.iter().enumerate() {
+                o[d] += pj * vals[j * stride + d];
+            }
+        }
+    }
+}
+
+pub(super) fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
+    crate::kernels::attn_dims(p.len(), o.len(), stride, vals.len());
+    // SAFETY: as above; `attn_dims` checked that every row is inside `vals`.
+    unsafe {
+        let n = o.len() / 8 * 8;
+        for c in (0..n).step_by(8) {
+            let (mut a0, mut a1) = (
+                vld1q_f32(o.as_ptr().add(c)),
+                vld1q_f32(o.as_ptr().add(c + 4)),
+            );
+            for (j, &pj) in p.iter().enumerate() {
+                let (v0, v1) = h2f8(vld1q_u16(vals.as_ptr().add(j * stride + c).cast()));
+                a0 = vfmaq_n_f32(a0, v0, pj);
+                a1 = vfmaq_n_f32(a1, v1, pj);
+            }
+            vst1q_f32(o.as_mut_ptr().add(c), a0);
+            vst1q_f32(o.as_mut_ptr().add(c + 4), a1);
+        }
+        for d in n..o.len() {
+            for (j, &pj) in p.iter().enumerate() {
+                o[d] += pj * h2f(vals[j * stride + d].to_bits());
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+fn axpy_f32_neon(out: &mut [f32], a: f32, x: &[f32]) {
+    let n = out.len() / 4 * 4;
+    for i in (0..n).step_by(4) {
+        // SAFETY: i + 4 <= n <= len of both slices.
+        unsafe {
+            let o = out.as_mut_ptr().add(i);
+            vst1q_f32(
+                o,
+                vfmaq_n_f32(vld1q_f32(o), vld1q_f32(x.as_ptr().add(i)), a),
+            );
+        }
+    }
+    for i in n..out.len() {
+        out[i] += a * x[i];
+    }
+}
+
+#[target_feature(enable = "neon")]
+fn axpy_f16_neon(out: &mut [f32], a: f32, x: &[f16]) {
+    let n = out.len() / 8 * 8;
+    for i in (0..n).step_by(8) {
+        // SAFETY: i + 8 <= n <= len of both slices.
+        unsafe {
+            let (v0, v1) = h2f8(vld1q_u16(x.as_ptr().add(i).cast()));
+            let o = out.as_mut_ptr().add(i);
+            vst1q_f32(o, vfmaq_n_f32(vld1q_f32(o), v0, a));
+            vst1q_f32(o.add(4), vfmaq_n_f32(vld1q_f32(o.add(4)), v1, a));
+        }
+    }
+    for i in n..out.len() {
+        out[i] += a * h2f(x[i].to_bits());
+    }
 }
 
 pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {

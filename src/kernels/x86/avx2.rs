@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::Kernels;
+use crate::kernels::{attn_dims, Kernels};
 use crate::quant::{BlockQ8_0, QK};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -20,6 +20,12 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_q8_0,
     dot_f16,
     dot_f32,
+    axpy_f32,
+    axpy_f16,
+    attn_scores_f32,
+    attn_scores_f16,
+    attn_values_f32,
+    attn_values_f16,
     quantize_q8_0,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
@@ -41,6 +47,103 @@ pub(super) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
     unsafe { dot_f32_avx2(w, x) }
+}
+
+pub(super) fn axpy_f32(out: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(out.len(), x.len());
+    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
+    unsafe { axpy_f32_avx2(out, a, x) }
+}
+
+pub(super) fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
+    assert_eq!(out.len(), x.len());
+    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
+    unsafe { axpy_f16_avx2(out, a, x) }
+}
+
+pub(super) fn attn_scores_f32(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
+    attn_dims(out.len(), q.len(), stride, keys.len());
+    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
+    unsafe {
+        for (j, s) in out.iter_mut().enumerate() {
+            *s = dot_f32_avx2(&keys[j * stride..j * stride + q.len()], q);
+        }
+    }
+}
+
+pub(super) fn attn_scores_f16(q: &[f32], keys: &[f16], stride: usize, out: &mut [f32]) {
+    attn_dims(out.len(), q.len(), stride, keys.len());
+    // SAFETY: as above.
+    unsafe {
+        for (j, s) in out.iter_mut().enumerate() {
+            *s = dot_f16_avx2(&keys[j * stride..j * stride + q.len()], q);
+        }
+    }
+}
+
+pub(super) fn attn_values_f32(o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) {
+    attn_dims(p.len(), o.len(), stride, vals.len());
+    // SAFETY: as above; the bounds were checked by `attn_dims`.
+    unsafe {
+        attn_values_avx2(
+            o,
+            p,
+            vals.as_ptr(),
+            stride,
+            |ptr| _mm256_loadu_ps(ptr),
+            |v| *v,
+        )
+    }
+}
+
+pub(super) fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
+    attn_dims(p.len(), o.len(), stride, vals.len());
+    // SAFETY: as above; the bounds were checked by `attn_dims`.
+    unsafe {
+        attn_values_avx2(
+            o,
+            p,
+            vals.as_ptr(),
+            stride,
+            |ptr| _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast())),
+            |v| h2f(v.to_bits()),
+        )
+    }
+}
+
+/// `o[d] += Σ_j p[j] · row_j[d]` with row j at `vals + j · stride`: 8 output values at a
+/// time stay in a register across all keys.
+///
+/// # Safety
+/// avx2, fma and f16c must be available, and `p.len()` rows of `o.len()` values at
+/// `stride` must be readable from `vals`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attn_values_avx2<T>(
+    o: &mut [f32],
+    p: &[f32],
+    vals: *const T,
+    stride: usize,
+    load8: impl Fn(*const T) -> __m256,
+    one: impl Fn(&T) -> f32,
+) {
+    let n = o.len() / 8 * 8;
+    for c in (0..n).step_by(8) {
+        // SAFETY: c + 8 <= o.len(); rows j < p.len() are readable (caller).
+        unsafe {
+            let mut acc = _mm256_loadu_ps(o.as_ptr().add(c));
+            for (j, &pj) in p.iter().enumerate() {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(pj), load8(vals.add(j * stride + c)), acc);
+            }
+            _mm256_storeu_ps(o.as_mut_ptr().add(c), acc);
+        }
+    }
+    for (d, od) in o.iter_mut().enumerate().skip(n) {
+        for (j, &pj) in p.iter().enumerate() {
+            // SAFETY: d < o.len(); rows j < p.len() are readable (caller).
+            *od += pj * one(unsafe { &*vals.add(j * stride + d) });
+        }
+    }
 }
 
 pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
@@ -179,6 +282,42 @@ fn dot_f32_avx2(w: &[f32], x: &[f32]) -> f32 {
         s += w[i] * x[i];
     }
     s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_f32_avx2(out: &mut [f32], a: f32, x: &[f32]) {
+    let n = out.len() / 8 * 8;
+    let av = _mm256_set1_ps(a);
+    for i in (0..n).step_by(8) {
+        // SAFETY: i + 8 <= n <= len of both slices; unaligned loads and store.
+        unsafe {
+            let o = out.as_mut_ptr().add(i);
+            _mm256_storeu_ps(
+                o,
+                _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(o)),
+            );
+        }
+    }
+    for i in n..out.len() {
+        out[i] += a * x[i];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_f16_avx2(out: &mut [f32], a: f32, x: &[f16]) {
+    let n = out.len() / 8 * 8;
+    let av = _mm256_set1_ps(a);
+    for i in (0..n).step_by(8) {
+        // SAFETY: i + 8 <= n <= len of both slices; unaligned loads and store.
+        unsafe {
+            let o = out.as_mut_ptr().add(i);
+            let v = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(av, v, _mm256_loadu_ps(o)));
+        }
+    }
+    for i in n..out.len() {
+        out[i] += a * h2f(x[i].to_bits());
+    }
 }
 
 // ---------------------------------------------------------------------------------------
