@@ -97,8 +97,9 @@ typedef int32_t llq_status;
  */
 typedef struct {
   /**
-   * Threads of the process-wide compute pool (0 = one per core). Only the first model
-   * opened in the process sizes the pool; later values are ignored.
+   * Threads of the process-wide compute pool (0 = one per physical core, or
+   * `RAYON_NUM_THREADS` if set). Only the first model opened in the process sizes the
+   * pool; later values are ignored.
    */
   int32_t n_threads;
   /**

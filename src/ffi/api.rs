@@ -77,8 +77,8 @@ struct Inner {
 #[derive(Clone, Copy, Debug)]
 pub struct llq_model_params {
     /// Threads of the process-wide compute pool (0 = one per physical core, or
-    /// `RAYON_NUM_THREADS` if set). Only the first model
-    /// opened in the process sizes the pool; later values are ignored.
+    /// `RAYON_NUM_THREADS` if set). Only the first model opened in the process sizes the
+    /// pool; later values are ignored.
     pub n_threads: i32,
     /// Map the file (true, the default: zero copy, pages loaded on demand) or read it into
     /// an anonymous allocation (false: for file systems without mmap).
