@@ -13,7 +13,9 @@ if [ "${2:-}" = "--type" ]; then type="${3:?--type needs a value}"; fi
 cargo build --release --quiet
 gguf=$(tools/fetch_smollm2.sh)
 model="$(dirname "$gguf")/smollm2-135m-instruct.$type.llq"
-if [ ! -s "$model" ]; then
+# Convert once; again if this llq cannot run an earlier conversion (e.g. a file written
+# before the format gained the rows16 layout).
+if ! target/release/llq run -m "$model" --prompt-ids 1 -n 1 --temp 0 >/dev/null 2>&1; then
   target/release/llq convert "$gguf" -o "$model" --type "$type"
 fi
 target/release/llq run -m "$model" --chat -p "$question" -n 128 --temp 0
