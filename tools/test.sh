@@ -13,7 +13,7 @@ echo "== x86-64, default kernel level" >&2
 cargo test --release --all-targets
 
 # Every level but the best one, which step 1 already ran: every test binary, including
-# the SmolLM2 real-model tests (with scalar kernels they take ~15 minutes here: four
+# the SmolLM2 real-model tests (with scalar kernels they take ~21 minutes here: four
 # perplexity runs over 5k tokens).
 levels=$(cargo run --release --quiet -- info --kernels)
 tests=$(cd tests && ls *.rs | sed 's/\.rs$//')
