@@ -205,7 +205,10 @@ impl Model {
                 // A prompt's n × ffn exponentials are worth the pool (serial they were
                 // ~5% of a SmolLM2 prompt at 1 thread and capped its 2-thread speed-up).
                 let f = cfg.ffn_dim;
-                b.gate.par_chunks_mut(f).zip(b.up.par_chunks(f)).for_each(swiglu);
+                b.gate
+                    .par_chunks_mut(f)
+                    .zip(b.up.par_chunks(f))
+                    .for_each(swiglu);
             } else {
                 swiglu((&mut b.gate, &b.up));
             }
