@@ -156,7 +156,7 @@ pub fn block_q4_0_weighted(x: &[f32], w: &[f32]) -> BlockQ4_0 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::search::tests::{test_blocks, test_weights};
+    use super::super::search::tests::{test_blocks, test_weights, weighted_error};
     use super::*;
 
     const Z: BlockQ4_0 = BlockQ4_0 { d: 0, qs: [0; 16] };
@@ -164,11 +164,7 @@ mod tests {
     fn werr_of(x: &[f32], w: &[f32], b: &BlockQ4_0) -> f64 {
         let mut y = [0.0f32; QK];
         dequantize_row_q4_0(std::slice::from_ref(b), &mut y);
-        x.iter()
-            .zip(&y)
-            .zip(w)
-            .map(|((a, b), w)| *w as f64 * ((a - b) as f64).powi(2))
-            .sum()
+        weighted_error(x, &y, w)
     }
 
     #[test]

@@ -104,17 +104,13 @@ pub fn dequantize_row_q8_0(src: &[BlockQ8_0], out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::search::tests::{test_blocks, test_weights};
+    use super::super::search::tests::{test_blocks, test_weights, weighted_error};
     use super::*;
 
     fn werr_of(x: &[f32], w: &[f32], b: &BlockQ8_0) -> f64 {
         let mut y = [0.0f32; QK];
         dequantize_row_q8_0(std::slice::from_ref(b), &mut y);
-        x.iter()
-            .zip(&y)
-            .zip(w)
-            .map(|((a, b), w)| *w as f64 * ((a - b) as f64).powi(2))
-            .sum()
+        weighted_error(x, &y, w)
     }
 
     #[test]

@@ -189,6 +189,15 @@ pub(crate) fn f16_step(h: half::f16, steps: i32) -> half::f16 {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    /// Σ w_j (x_j − y_j)² in f64: the objective the weighted searches minimise.
+    pub(crate) fn weighted_error(x: &[f32], y: &[f32], w: &[f32]) -> f64 {
+        x.iter()
+            .zip(y)
+            .zip(w)
+            .map(|((a, b), w)| *w as f64 * ((a - b) as f64).powi(2))
+            .sum()
+    }
+
     /// Deterministic test blocks: random, with odd shapes (one outlier, all equal, a
     /// single non-zero, tiny and huge magnitudes, exact zeros, alternating signs).
     pub(crate) fn test_blocks(n: usize, seed: u64) -> Vec<[f32; 32]> {

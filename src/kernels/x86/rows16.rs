@@ -158,6 +158,9 @@ fn vnni_block<const T: usize>(
 /// 64 bytes as two 32-byte loads: superblocks are 544 or 288 bytes, so the values of
 /// every other one start 32 bytes off a cache line, where a single 64-byte load would be
 /// split across two lines (measured ~20% faster for Q8_0 with one token).
+///
+/// # Safety
+/// 64 bytes at `p` must be readable, and the CPU must have the enabled features.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn load64(p: *const __m256i) -> __m512i {
