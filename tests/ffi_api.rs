@@ -13,27 +13,13 @@ use llq::ffi::*;
 use llq::quant::DType;
 
 fn tiny_path() -> &'static PathBuf {
-    static P: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &P.get_or_init(|| {
-        let (dir, _model) = convert_fixture("tiny-llama-gqa", DType::Q8_0);
-        let p = dir.path().join("tiny-llama-gqa.q8_0.llq");
-        (dir, p)
-    })
-    .1
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| convert_fixture_to_scratch("tiny-llama-gqa", DType::Q8_0))
 }
 
-fn smollm2_path() -> Option<&'static PathBuf> {
-    static P: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    P.get_or_init(|| {
-        let gguf = common::smollm2_gguf();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("smollm2.q8_0.llq");
-        let ck = llq::convert::GgufCheckpoint::open(&gguf).unwrap();
-        llq::convert::convert(&ck, DType::Q8_0, &out, &llq::convert::Silent).unwrap();
-        Some((dir, out))
-    })
-    .as_ref()
-    .map(|(_, p)| p)
+fn smollm2_path() -> &'static PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| convert_smollm2_to_scratch(DType::Q8_0))
 }
 
 fn open(path: &Path) -> *mut llq_model {
@@ -255,7 +241,7 @@ fn reentrant_call_from_callback_is_busy_and_stop_is_allowed() {
 
 #[test]
 fn smollm2_tokenize_detokenize_and_buffers() {
-    let Some(path) = smollm2_path() else { return };
+    let path = smollm2_path();
     let model = llq::model::Model::open(path).unwrap();
     let tok = model.tokenizer().unwrap();
     // SAFETY: live handles and buffers of the stated sizes throughout.

@@ -68,10 +68,17 @@ enum Link {
 /// Compile a C source against the library (once per test binary; tests run in parallel,
 /// so compilation is serialized and each binary appears atomically by rename).
 fn build_c(src: &str, link: Link) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    // Emptied once per process, so a binary from an earlier run is never taken for this
+    // run's.
+    let dir = DIR.get_or_init(|| {
+        let dir = scratch_dir().join("c");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
     let (so, a) = libs();
     let stem = Path::new(src).file_stem().unwrap().to_str().unwrap();
     let out = dir.join(format!("{stem}-{link:?}"));
@@ -137,13 +144,11 @@ fn run(bin: &Path, args: &[&str], stdin: Option<&str>) -> String {
 }
 
 /// The tiny GQA fixture (no tokenizer), converted once.
-fn tiny() -> &'static (tempfile::TempDir, Model, PathBuf) {
-    static M: OnceLock<(tempfile::TempDir, Model, PathBuf)> = OnceLock::new();
+fn tiny() -> &'static (Model, PathBuf) {
+    static M: OnceLock<(Model, PathBuf)> = OnceLock::new();
     M.get_or_init(|| {
-        let (dir, model) = convert_fixture("tiny-llama-gqa", DType::Q8_0);
-        let path = dir.path().join("tiny-llama-gqa.q8_0.llq");
-        assert!(path.is_file());
-        (dir, model, path)
+        let path = convert_fixture_to_scratch("tiny-llama-gqa", DType::Q8_0);
+        (Model::open(&path).unwrap(), path)
     })
 }
 
@@ -193,7 +198,7 @@ fn examples_and_test_programs_compile_both_ways() {
 
 #[test]
 fn generate_ids_equal_rust_greedy() {
-    let (_, model, path) = tiny();
+    let (model, path) = tiny();
     let prompt = [1u32, 5, 9, 33, 2];
     let want = rust_greedy(model, &prompt, 20);
     for link in [Link::Shared, Link::Static] {
@@ -209,7 +214,7 @@ fn generate_ids_equal_rust_greedy() {
 
 #[test]
 fn two_threads_on_one_model_equal_sequential_and_rust() {
-    let (_, model, path) = tiny();
+    let (model, path) = tiny();
     let (a, b) = ([3u32, 14, 15, 92, 65], [27u32, 18, 28]);
     let want = [rust_greedy(model, &a, 24), rust_greedy(model, &b, 24)];
     for link in [Link::Shared, Link::Static] {
@@ -226,7 +231,7 @@ fn two_threads_on_one_model_equal_sequential_and_rust() {
 
 #[test]
 fn misuse_gives_documented_codes() {
-    let (_, _, path) = tiny();
+    let (_, path) = tiny();
     for link in [Link::Shared, Link::Static] {
         let bin = build_c("tests/c/misuse.c", link);
         let out = run(&bin, &[path.to_str().unwrap()], None);
@@ -237,18 +242,12 @@ fn misuse_gives_documented_codes() {
 // ---------------------------------------------------------------------------------------
 // Text level, on SmolLM2 (tools/fetch_smollm2.sh fetches it; a missing model fails).
 
-fn smollm2() -> Option<&'static (tempfile::TempDir, Model, PathBuf)> {
-    static M: OnceLock<Option<(tempfile::TempDir, Model, PathBuf)>> = OnceLock::new();
+fn smollm2() -> &'static (Model, PathBuf) {
+    static M: OnceLock<(Model, PathBuf)> = OnceLock::new();
     M.get_or_init(|| {
-        let gguf = smollm2_gguf();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("smollm2.q8_0.llq");
-        let ck = llq::convert::GgufCheckpoint::open(&gguf).unwrap();
-        llq::convert::convert(&ck, DType::Q8_0, &out, &llq::convert::Silent).unwrap();
-        let m = Model::open(&out).unwrap();
-        Some((dir, m, out))
+        let path = convert_smollm2_to_scratch(DType::Q8_0);
+        (Model::open(&path).unwrap(), path)
     })
-    .as_ref()
 }
 
 /// What `llq_generate` with default parameters and greedy sampling prints for `ids`.
@@ -272,9 +271,7 @@ fn rust_text(model: &Model, ids: &[u32], n: usize) -> String {
 
 #[test]
 fn smollm2_generate_text_equals_rust() {
-    let Some((_, model, path)) = smollm2() else {
-        return;
-    };
+    let (model, path) = smollm2();
     let tok = model.tokenizer().unwrap();
     let prompt = "The capital of France is";
     let mut ids = Vec::new();
@@ -293,9 +290,7 @@ fn smollm2_generate_text_equals_rust() {
 
 #[test]
 fn smollm2_chat_first_reply_equals_rust() {
-    let Some((_, model, path)) = smollm2() else {
-        return;
-    };
+    let (model, path) = smollm2();
     let tok = model.tokenizer().unwrap();
     let tpl = llq::chat::ChatTemplate::new(model.chat_template.as_deref().unwrap()).unwrap();
     let msgs = [llq::chat::ChatMessage::new("user", "What is 2+2?")];
@@ -322,9 +317,7 @@ fn smollm2_chat_first_reply_equals_rust() {
 
 #[test]
 fn smollm2_python_ctypes_example_equals_rust() {
-    let Some((_, model, path)) = smollm2() else {
-        return;
-    };
+    let (model, path) = smollm2();
     assert!(
         Command::new("python3").arg("--version").output().is_ok(),
         "python3 is needed for the ctypes example"

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use common::*;
-use llq::convert::{convert, GgufCheckpoint, Silent};
+use llq::convert::{convert, Silent};
 use llq::generate::Session;
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::model::{Logits, Model, State};
@@ -321,22 +321,8 @@ fn cli_prompt_cache_saves_loads_and_ignores_bad_files() {
 // ---- SmolLM2 ----
 
 fn smollm2() -> &'static Model {
-    static M: OnceLock<(tempfile::TempDir, Model)> = OnceLock::new();
-    &M.get_or_init(|| {
-        let p = common::smollm2_gguf();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("smollm2.f32.llq");
-        convert(
-            &GgufCheckpoint::open(&p).unwrap(),
-            DType::F32,
-            &out,
-            &Silent,
-        )
-        .unwrap();
-        let m = Model::open(&out).unwrap();
-        (dir, m)
-    })
-    .1
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| common::open_smollm2(DType::F32))
 }
 
 /// Streaming perplexity with a 256-position ring and 4 sinks vs the windowed protocol

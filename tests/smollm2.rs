@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use common::*;
-use llq::convert::{convert, GgufCheckpoint, Silent};
 use llq::model::Model;
 use llq::quant::DType;
 
@@ -19,23 +18,15 @@ fn gguf_path() -> PathBuf {
 
 /// One conversion per dtype, shared by every test of this binary.
 fn model(dtype: DType) -> &'static Model {
-    static MODELS: [OnceLock<(tempfile::TempDir, Model)>; 4] = [
+    static MODELS: [OnceLock<Model>; 4] = [
         OnceLock::new(),
         OnceLock::new(),
         OnceLock::new(),
         OnceLock::new(),
     ];
     let slot = &MODELS[DType::ALL.iter().position(|d| *d == dtype).unwrap()];
-    &slot
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join(format!("smollm2.{}.llq", dtype.name()));
-            let ck = GgufCheckpoint::open(&gguf_path()).unwrap();
-            convert(&ck, dtype, &out, &Silent).unwrap();
-            let m = Model::open(&out).unwrap();
-            (dir, m)
-        })
-        .1
+    // Kept on disk (the command-line tests need the path), in the scratch folder.
+    slot.get_or_init(|| Model::open(&convert_smollm2_to_scratch(dtype)).unwrap())
 }
 
 fn expected() -> serde_json::Value {

@@ -9,6 +9,14 @@ cd "$(dirname "$0")/.."
 
 tools/setup.sh
 
+# The builds (x86-64 and AArch64, ~5 GB) and the converted models the tests keep in
+# target/tmp (~1.5 GB) need room; say so up front rather than fail on ENOSPC an hour in.
+need_gb=8
+free_gb=$(df -P --block-size=1G . | awk 'NR==2 {print $4}')
+if [ "$free_gb" -lt "$need_gb" ]; then
+  echo "warning: $free_gb GB free on $(df -P . | awk 'NR==2 {print $6}'); the suite needs about $need_gb GB" >&2
+fi
+
 echo "== x86-64, default kernel level" >&2
 cargo test --release --all-targets
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llq::convert::{convert, HfCheckpoint, Silent};
+use llq::convert::{convert, GgufCheckpoint, HfCheckpoint, Silent};
 use llq::model::{Logits, Model, State};
 use llq::quant::DType;
 
@@ -25,6 +25,44 @@ pub fn convert_fixture(name: &str, dtype: DType) -> (tempfile::TempDir, Model) {
     convert(&ck, dtype, &out, &Silent).unwrap();
     let model = Model::open(&out).unwrap();
     (dir, model)
+}
+
+/// Where a test binary keeps models that live as long as the process: a folder of its own
+/// under cargo's `target/tmp`. A `TempDir` held in a `static` is never dropped, so never
+/// deleted; every run used to leave its converted models in /tmp (1 GB per SmolLM2 run)
+/// until the disk filled. Fixed names here mean a run replaces the previous run's files.
+/// `convert` renames a finished file into place, so two processes converting the same
+/// model at once cannot see half a file.
+pub fn scratch_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(env!("CARGO_CRATE_NAME"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+/// Convert a fixture checkpoint into [`scratch_dir`], for tests that need the file's path
+/// for the whole process (the C API, the command line).
+pub fn convert_fixture_to_scratch(name: &str, dtype: DType) -> PathBuf {
+    let out = scratch_dir().join(format!("{name}.{}.llq", dtype.name()));
+    let ck = HfCheckpoint::open(&fixtures().join(name)).unwrap();
+    convert(&ck, dtype, &out, &Silent).unwrap();
+    out
+}
+
+/// Convert SmolLM2 into [`scratch_dir`] and return the path.
+pub fn convert_smollm2_to_scratch(dtype: DType) -> PathBuf {
+    let out = scratch_dir().join(format!("smollm2.{}.llq", dtype.name()));
+    let ck = GgufCheckpoint::open(&smollm2_gguf()).unwrap();
+    convert(&ck, dtype, &out, &Silent).unwrap();
+    out
+}
+
+/// Convert SmolLM2 and open it for the rest of the process. The file is unlinked at once:
+/// the mapping keeps its data alive, and nothing is left on disk when the process ends.
+pub fn open_smollm2(dtype: DType) -> Model {
+    let path = convert_smollm2_to_scratch(dtype);
+    let model = Model::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    model
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
