@@ -735,3 +735,82 @@ fn attention_kernels_match_scalar() {
         }
     }
 }
+
+/// Relative error of `got` against `want` in units of f32's epsilon (0 when both are
+/// below `floor`, where the clamped `exp` may differ from libm's subnormals).
+fn rel_eps(got: f32, want: f32, floor: f64) -> f64 {
+    let (g, w) = (got as f64, want as f64);
+    if (g - w).abs() <= floor {
+        return 0.0;
+    }
+    (g - w).abs() / (w.abs() * f32::EPSILON as f64)
+}
+
+/// SwiGLU's gate against `f32::exp`, over the whole range where `e^-g` is a normal float
+/// and beyond it (the clamp): `g/(1+e^-g)` has the relative error of `e^-g` for g ≪ 0, so
+/// this bounds the polynomial's error too.
+#[test]
+fn silu_mul_matches_scalar() {
+    let mut rng = Rng(11);
+    for k in simd_levels() {
+        let mut worst = 0.0f64;
+        for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 33, 1000, 4099] {
+            let mut g: Vec<f32> = (0..n).map(|_| rng.f() * 100.0).collect();
+            // A dense sweep of the range too: every 1/64 from -96 to 96.
+            if n == 4099 {
+                g.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = (i as f32 - 2049.0) * 96.0 / 2048.0);
+            }
+            let u: Vec<f32> = (0..n).map(|_| rng.f() * 2.0).collect();
+            let (mut want, mut got) = (g.clone(), g);
+            (scalar().silu_mul)(&mut want, &u);
+            (k.silu_mul)(&mut got, &u);
+            for i in 0..n {
+                let e = rel_eps(got[i], want[i], 1e-35);
+                worst = worst.max(e);
+                assert!(
+                    e <= 4.0,
+                    "{}: silu_mul n={n} i={i}: {} vs {} ({e:.1} eps)",
+                    k.name,
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+        eprintln!("{}: silu_mul worst {worst:.2} eps", k.name);
+    }
+}
+
+/// Softmax against `f32::exp` on scores like attention's (and far below the maximum,
+/// where the polynomial's clamp gives 1e-38 instead of 0). The bound is that of the sum:
+/// n positive terms, then one division.
+#[test]
+fn softmax_matches_scalar() {
+    let mut rng = Rng(12);
+    for k in simd_levels() {
+        for n in [0usize, 1, 2, 5, 7, 8, 9, 16, 17, 31, 100, 129, 1000, 4096] {
+            for spread in [1.0f32, 20.0, 200.0] {
+                let s: Vec<f32> = (0..n).map(|_| rng.f() * spread).collect();
+                let (mut want, mut got) = (s.clone(), s);
+                (scalar().softmax)(&mut want);
+                (k.softmax)(&mut got);
+                let bound = n as f64 + 4.0;
+                for i in 0..n {
+                    let e = rel_eps(got[i], want[i], 1e-37);
+                    assert!(
+                        e <= bound,
+                        "{}: softmax n={n} spread={spread} i={i}: {} vs {} ({e:.1} eps)",
+                        k.name,
+                        got[i],
+                        want[i]
+                    );
+                }
+                if n > 0 {
+                    let total: f64 = got.iter().map(|v| *v as f64).sum();
+                    assert!((total - 1.0).abs() < 1e-5, "{}: sum {total}", k.name);
+                }
+            }
+        }
+    }
+}

@@ -47,6 +47,11 @@ pub struct Kernels {
     pub attn_values_f32: fn(&mut [f32], &[f32], &[f32], usize),
     /// As [`Kernels::attn_values_f32`] with f16 values.
     pub attn_values_f16: fn(&mut [f32], &[f32], &[f16], usize),
+    /// `s = softmax(s)` in place (attention's probabilities). SIMD levels compute `exp`
+    /// with a polynomial (see [`exp_poly`]) instead of a libm call per score.
+    pub softmax: fn(&mut [f32]),
+    /// SwiGLU's gate: `g[i] = silu(g[i]) · u[i]` with `silu(x) = x / (1 + e^-x)`.
+    pub silu_mul: fn(&mut [f32], &[f32]),
     /// Quantize activations to Q8_0 (bit-identical to the reference quantizer).
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
@@ -57,6 +62,29 @@ pub struct Kernels {
     pub gemm_q8_0x16: GroupFn<BlockQ8_0x16>,
     /// As [`Kernels::gemm_q8_0x16`] for Q4_0 (values `q − 8`).
     pub gemm_q4_0x16: GroupFn<BlockQ4_0x16>,
+}
+
+/// Constants of the SIMD levels' `e^x` (Cephes' `expf`): `x = n·ln2 + r` with
+/// `n = round(x·log2 e)` and `ln2` split in two so `r` is exact, `e^r` by a degree-7
+/// polynomial on `|r| ≤ ln2/2`, and `2^n` put straight into the exponent bits. Inputs are
+/// clamped to `[LO, HI]`, where `n` stays a normal exponent: relative error ≈ 2 ε there
+/// (tests/kernels.rs measures it against `f32::exp`); below `LO` the result is
+/// `e^LO ≈ 1.2e-38` instead of a subnormal or 0.
+pub mod exp_poly {
+    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    pub const HI: f32 = 88.376_26;
+    pub const LO: f32 = -87.336_55;
+    /// Coefficients of r^7 … r^2, highest first (`e^r ≈ 1 + r + r²·P(r)`).
+    pub const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
 }
 
 /// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].

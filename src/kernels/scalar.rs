@@ -17,6 +17,8 @@ pub static KERNELS: Kernels = Kernels {
     attn_scores_f16,
     attn_values_f32,
     attn_values_f16,
+    softmax,
+    silu_mul,
     quantize_q8_0: quantize_row_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
@@ -107,6 +109,25 @@ pub fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
     assert_eq!(out.len(), x.len());
     for (o, v) in out.iter_mut().zip(x) {
         *o += a * v.to_f32();
+    }
+}
+
+/// Softmax with `f32::exp`; the maximum is subtracted first, so no score overflows.
+pub fn softmax(s: &mut [f32]) {
+    let max = s.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0.0f32;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    s.iter_mut().for_each(|v| *v *= inv);
+}
+
+pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len());
+    for (g, u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
 

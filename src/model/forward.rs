@@ -40,6 +40,7 @@ struct Buffers {
     gate: Vec<f32>,
     up: Vec<f32>,
     logits: Vec<f32>,
+    /// Per batch token: cos and sin of its position's rotation.
     cos: Vec<f32>,
     sin: Vec<f32>,
     /// Per batch token: cos and -sin of the sink shift (see `crate::kv`).
@@ -131,8 +132,8 @@ impl Model {
         resize(&mut b.att, n * q_dim);
         resize(&mut b.gate, n * ffn);
         resize(&mut b.up, n * ffn);
-        resize(&mut b.cos, cfg.head_dim / 2);
-        resize(&mut b.sin, cfg.head_dim / 2);
+        resize(&mut b.cos, n * cfg.head_dim / 2);
+        resize(&mut b.sin, n * cfg.head_dim / 2);
         resize(&mut b.sink_cos, n * cfg.head_dim / 2);
         resize(&mut b.sink_sin, n * cfg.head_dim / 2);
         let pos = state.cache.pos();
@@ -142,6 +143,12 @@ impl Model {
             let (c, s) = (
                 &mut b.sink_cos[t * half..(t + 1) * half],
                 &mut b.sink_sin[t * half..(t + 1) * half],
+            );
+            // Every layer rotates by the same angles: computed once per call, not per layer.
+            self.rope.angles(
+                pos + t,
+                &mut b.cos[t * half..(t + 1) * half],
+                &mut b.sin[t * half..(t + 1) * half],
             );
             if delta > 0 {
                 self.rope.angles(delta, c, s);
@@ -176,9 +183,12 @@ impl Model {
                 &mut b.mm,
             );
             for t in 0..n {
-                self.rope.angles(pos + t, &mut b.cos, &mut b.sin);
-                Rope::apply(&mut b.q[t * q_dim..(t + 1) * q_dim], &b.cos, &b.sin);
-                Rope::apply(&mut b.k[t * kv_dim..(t + 1) * kv_dim], &b.cos, &b.sin);
+                let (c, s) = (
+                    &b.cos[t * half..(t + 1) * half],
+                    &b.sin[t * half..(t + 1) * half],
+                );
+                Rope::apply(&mut b.q[t * q_dim..(t + 1) * q_dim], c, s);
+                Rope::apply(&mut b.k[t * kv_dim..(t + 1) * kv_dim], c, s);
             }
             state.cache.store(l, &b.k, &b.v);
             let sink = (&b.sink_cos[..], &b.sink_sin[..]);
@@ -196,11 +206,7 @@ impl Model {
                 &mut [&mut b.gate, &mut b.up],
                 &mut b.mm,
             );
-            let swiglu = |(g, u): (&mut [f32], &[f32])| {
-                for (g, u) in g.iter_mut().zip(u) {
-                    *g = silu(*g) * u;
-                }
-            };
+            let swiglu = |(g, u): (&mut [f32], &[f32])| (k.silu_mul)(g, u);
             if n > 1 {
                 // A prompt's n × ffn exponentials are worth the pool (serial they were
                 // ~5% of a SmolLM2 prompt at 1 thread and capped its 2-thread speed-up).
@@ -344,7 +350,7 @@ fn attention<'v>(
                     d * scale
                 })),
             }
-            softmax(scores);
+            (k.softmax)(scores);
             o.fill(0.0);
             match (view.v, future) {
                 (StoreRef::F32(vc), false) => (k.attn_values_f32)(o, scores, &vc[kv_off..], kv_dim),
@@ -396,21 +402,6 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, dim: usize) {
             *o = w * (x * inv);
         }
     }
-}
-
-fn softmax(s: &mut [f32]) {
-    let max = s.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0.0f32;
-    for v in s.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    s.iter_mut().for_each(|v| *v *= inv);
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

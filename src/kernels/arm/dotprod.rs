@@ -28,6 +28,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     attn_scores_f16: neon::attn_scores_f16,
     attn_values_f32: neon::attn_values_f32,
     attn_values_f16: neon::attn_values_f16,
+    softmax: super::activation::softmax,
+    silu_mul: super::activation::silu_mul,
     quantize_q8_0: neon::quantize_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,

@@ -28,6 +28,7 @@ macro_rules! group_driver {
 }
 use group_driver;
 
+mod activation;
 mod dotprod;
 mod i8mm;
 mod neon;

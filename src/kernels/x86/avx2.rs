@@ -26,6 +26,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     attn_scores_f16,
     attn_values_f32,
     attn_values_f16,
+    softmax: super::activation::softmax,
+    silu_mul: super::activation::silu_mul,
     quantize_q8_0,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,

@@ -30,6 +30,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     attn_scores_f16: avx2::attn_scores_f16,
     attn_values_f32: avx2::attn_values_f32,
     attn_values_f16: avx2::attn_values_f16,
+    softmax: super::activation::softmax,
+    silu_mul: super::activation::silu_mul,
     quantize_q8_0: avx2::quantize_q8_0,
     // The AVX2 group kernels: AVX-512BW has no `vpsignb` for the Q8_0 sign trick, and
     // CPUs with AVX-512 but without VNNI (Skylake-SP) are rare by now.
@@ -48,6 +50,8 @@ pub(crate) static KERNELS_VNNI: Kernels = Kernels {
     attn_scores_f16: avx2::attn_scores_f16,
     attn_values_f32: avx2::attn_values_f32,
     attn_values_f16: avx2::attn_values_f16,
+    softmax: super::activation::softmax,
+    silu_mul: super::activation::silu_mul,
     quantize_q8_0: avx2::quantize_q8_0,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_vnni,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_vnni,

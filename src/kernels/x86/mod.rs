@@ -1,5 +1,6 @@
 //! x86-64 kernel levels: AVX2 (+FMA, F16C), AVX-512 (F/BW/VL) and AVX-512 VNNI.
 
+mod activation;
 mod avx2;
 mod avx512;
 mod rows16;
