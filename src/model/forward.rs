@@ -182,13 +182,17 @@ impl Model {
                 &mut [&mut b.q, &mut b.k, &mut b.v],
                 &mut b.mm,
             );
-            for t in 0..n {
-                let (c, s) = (
-                    &b.cos[t * half..(t + 1) * half],
-                    &b.sin[t * half..(t + 1) * half],
-                );
-                Rope::apply(&mut b.q[t * q_dim..(t + 1) * q_dim], c, s);
-                Rope::apply(&mut b.k[t * kv_dim..(t + 1) * kv_dim], c, s);
+            let rotate = |q: &mut [f32], k: &mut [f32], c: &[f32], s: &[f32]| {
+                Rope::apply(q, c, s);
+                Rope::apply(k, c, s);
+            };
+            if n > 1 {
+                b.q.par_chunks_mut(q_dim)
+                    .zip(b.k.par_chunks_mut(kv_dim))
+                    .zip(b.cos.par_chunks(half).zip(b.sin.par_chunks(half)))
+                    .for_each(|((q, k), (c, s))| rotate(q, k, c, s));
+            } else {
+                rotate(&mut b.q, &mut b.k, &b.cos, &b.sin);
             }
             state.cache.store(l, &b.k, &b.v);
             let sink = (&b.sink_cos[..], &b.sink_sin[..]);
@@ -393,14 +397,20 @@ fn resize(v: &mut Vec<f32>, n: usize) {
     v.resize(n, 0.0);
 }
 
-/// `out = x / rms(x) * w`, row by row (rows of `dim`).
+/// `out = x / rms(x) * w`, row by row (rows of `dim`); a prompt's rows on the pool (serial,
+/// they were a few percent of a 2-thread prompt).
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, dim: usize) {
-    for (o, xr) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+    let row = |(o, xr): (&mut [f32], &[f32])| {
         let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
         let inv = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
         for ((o, x), w) in o.iter_mut().zip(xr).zip(w) {
             *o = w * (x * inv);
         }
+    };
+    if out.len() > dim {
+        out.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(row);
+    } else {
+        out.chunks_mut(dim).zip(x.chunks(dim)).for_each(row);
     }
 }
 
