@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -427,6 +428,13 @@ def cold_start(llq, gg, lq, n_ctx=256):
 # perf
 
 
+def probe_bw(p, e, t):
+    """The read bandwidth a row is judged against: the median of the probes taken between
+    that model's runs at `t` threads (older results: the one probe at the start)."""
+    samples = e.get("bw_samples", {}).get(str(t))
+    return statistics.median(samples) if samples else p["bw"][str(t)]
+
+
 def perf(args, llq):
     import llama_cpp
 
@@ -442,10 +450,18 @@ def perf(args, llq):
     for name, src in models(args).items():
         for qtype in args.types:
             gg, lq = prepare(llq, name, src, qtype)
+            # Both files start from the same page-cache state: dropped, then read once
+            # (read-ahead folios), whatever wrote them.
+            entry_cache = drop_caches()
+            for f in (gg, lq):
+                with open(f, "rb") as fh:
+                    while fh.read(8 << 20):
+                        pass
             lc = LlamaCpp(gg)
             entry = dict(model=name, type=qtype, llamacpp_file=gg.stat().st_size,
                          llq_file=lq.stat().st_size, llamacpp_decode_bytes=gguf_decode_bytes(gg),
-                         reps=args.reps, rounds=args.rounds, load_before=loadavg(), samples={})
+                         reps=args.reps, rounds=args.rounds, load_before=loadavg(), samples={},
+                         caches_dropped=entry_cache, bw_samples={})
             for rnd in range(args.rounds):
                 for t in args.threads:
                     for engine in ("llamacpp", "llq"):  # A B A B ...
@@ -463,6 +479,11 @@ def perf(args, llq):
                             print(f"  {name} {qtype} round {rnd} {engine:8} t={t} {r['test']:6}"
                                   f" {r['avg_ts']:9.2f} ± {r['stddev_ts']:.2f} t/s"
                                   f"  (load {' '.join(loadavg())})", flush=True)
+                    # The bus is shared with other machines: probe it between the runs it
+                    # is compared with, not once at the start.
+                    bw = read_bandwidth(t, tries=2)
+                    entry["bw_samples"].setdefault(str(t), []).append(bw)
+                    print(f"  read bandwidth t={t}: {bw:.1f} GB/s", flush=True)
             lc.close()
             entry["load_after"] = loadavg()
             if not args.no_cold:
@@ -643,8 +664,11 @@ def report(args):
               "samples per engine, over all rounds, in the table); "
               "llama.cpp through its C API (`llama_decode`, `llama_batch_get_one`) with "
               "n_threads = n_threads_batch = t",
-              f"- measured read bandwidth (numpy sum of 1 GiB, best of 3): 1 thread "
-              f"{p['bw']['1']:.1f} GB/s, 2 threads {p['bw']['2']:.1f} GB/s", "",
+              f"- measured read bandwidth (numpy sum of 1 GiB, best of 3) at the start: 1 thread "
+              f"{p['bw']['1']:.1f} GB/s, 2 threads {p['bw']['2']:.1f} GB/s; the decode table "
+              "uses the probes taken between each model's runs (see there)",
+              "- page cache: before each model and type, dropped, then both engines' files "
+              "read once, so neither starts from the state its writer left", "",
               "## Speed", "",
               "| model | type | threads | test | n | load (1 min) | llama.cpp t/s | llq t/s | llq ÷ llama.cpp |",
               "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -662,7 +686,7 @@ def report(args):
                              f"{s['llq'][0]:.2f} ± {s['llq'][1]:.2f} | **{s['ratio']:.2f}** |")
                     goals.append((e, t, test, s["ratio"]))
                     if test.startswith("tg"):
-                        bw = p["bw"][str(t)]
+                        bw = probe_bw(p, e, t)
                         a = e["llamacpp_decode_bytes"] * s["llamacpp"][0] / 1e9
                         b = e["llq_decode_bytes"] * s["llq"][0] / 1e9
                         bwrows.append(f"| {e['model']} | {e['type']} | {t} | "
@@ -670,8 +694,11 @@ def report(args):
                                       f"{fmt_size(e['llq_decode_bytes'])} | {a:.1f} ({100 * a / bw:.0f}%) | "
                                       f"{b:.1f} ({100 * b / bw:.0f}%) | {bw:.1f} |")
         L += ["", "## Decode effective bandwidth", "",
-              "Weight bytes read per generated token × tg tokens/s, against the measured read "
-              "bandwidth at the same thread count.", "",
+              "Weight bytes read per generated token × tg tokens/s, against the read bandwidth "
+              "at the same thread count, probed (numpy sum of 1 GiB, best of 2) after each "
+              "round of that model's runs; the median of those probes is the column "
+              "\"probe\". The memory bus is shared with other machines, so it moves between "
+              "rows.", "",
               "| model | type | threads | bytes/token llama.cpp / llq | llama.cpp GB/s (% of probe) "
               "| llq GB/s (% of probe) | probe GB/s |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         L += bwrows
@@ -722,7 +749,7 @@ def report(args):
             for t in sorted({int(k.split("|")[1]) for k in e["samples"]}):
                 s = summarize(e, t, f"tg{p['n_gen']}")
                 if s:
-                    pct = 100 * e["llq_decode_bytes"] * s["llq"][0] / 1e9 / p["bw"][str(t)]
+                    pct = 100 * e["llq_decode_bytes"] * s["llq"][0] / 1e9 / probe_bw(p, e, t)
                     L.append(f"- decode bandwidth, {e['model']} {e['type']} t{t}: {pct:.0f}% of "
                              f"the probe ({'met' if pct >= 90 else 'not met'}, goal ≥ 90%)")
         if invalid:
