@@ -1,6 +1,8 @@
 //! Token samplers with llama.cpp's flags and order: repetition penalty → top-k → top-p →
 //! min-p → temperature → draw. `temp <= 0` is greedy. Seeded, so runs are reproducible.
 
+use std::collections::VecDeque;
+
 #[derive(Clone, Debug)]
 pub struct SamplerParams {
     pub temp: f32,
@@ -30,7 +32,8 @@ impl Default for SamplerParams {
 pub struct Sampler {
     params: SamplerParams,
     rng: Rng,
-    recent: Vec<u32>,
+    /// The last `repeat_last_n` accepted tokens, oldest first.
+    recent: VecDeque<u32>,
     // Buffers reused across calls, so sampling does not allocate per token.
     candidates: Vec<(u32, f32)>,
     probs: Vec<f32>,
@@ -42,7 +45,7 @@ impl Sampler {
         Sampler {
             rng: Rng::new(params.seed),
             params,
-            recent: Vec::new(),
+            recent: VecDeque::new(),
             candidates: Vec::new(),
             probs: Vec::new(),
             weights: Vec::new(),
@@ -56,36 +59,45 @@ impl Sampler {
             return;
         }
         if self.recent.len() == n {
-            self.recent.remove(0);
+            self.recent.pop_front();
         }
-        self.recent.push(token);
+        self.recent.push_back(token);
+    }
+
+    /// Apply the repetition penalty to `c` (one entry per token id, in id order): once per
+    /// distinct recent token, as llama.cpp does. Touches only the recent tokens' entries,
+    /// where asking "is this id recent?" of every id of the vocabulary cost a scan of the
+    /// window per id.
+    fn penalize(&self, c: &mut [(u32, f32)]) {
+        let rp = self.params.repeat_penalty;
+        if rp == 1.0 {
+            return;
+        }
+        for (k, &id) in self.recent.iter().enumerate() {
+            if self.recent.iter().take(k).any(|&seen| seen == id) {
+                continue;
+            }
+            if let Some((_, l)) = c.get_mut(id as usize) {
+                *l = if *l > 0.0 { *l / rp } else { *l * rp };
+            }
+        }
     }
 
     /// Pick the next token from `logits`. Does not `accept` it.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let p = &self.params;
-        let penalized = |id: usize, l: f32| -> f32 {
-            if p.repeat_penalty != 1.0 && self.recent.contains(&(id as u32)) {
-                if l > 0.0 {
-                    l / p.repeat_penalty
-                } else {
-                    l * p.repeat_penalty
-                }
-            } else {
-                l
-            }
-        };
-        if p.temp <= 0.0 {
-            return argmax_by(logits.len(), |i| penalized(i, logits[i]));
+        if self.params.temp <= 0.0 && self.params.repeat_penalty == 1.0 {
+            return argmax(logits);
         }
-        let c = &mut self.candidates;
+        let mut c = std::mem::take(&mut self.candidates);
         c.clear();
-        c.extend(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| (i as u32, penalized(i, l))),
-        );
+        c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        self.penalize(&mut c);
+        self.candidates = c;
+        let p = &self.params;
+        let c = &mut self.candidates;
+        if p.temp <= 0.0 {
+            return argmax_by(c.len(), |i| c[i].1);
+        }
         // Only the top k need ordering: partition first, then sort those (O(n + k log k)).
         if p.top_k > 0 && p.top_k < c.len() {
             c.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
@@ -220,5 +232,38 @@ mod tests {
         });
         s.accept(1);
         assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9]), 3);
+    }
+
+    /// Once per distinct token however often it recurs; negative logits are multiplied;
+    /// only the last `repeat_last_n` tokens count.
+    #[test]
+    fn repeat_penalty_applies_once_to_the_window() {
+        let mut s = Sampler::new(SamplerParams {
+            temp: 0.0,
+            repeat_penalty: 2.0,
+            repeat_last_n: 3,
+            ..Default::default()
+        });
+        s.accept(0);
+        s.accept(0);
+        // 2.0 / 2 = 1.0 > 0.8 (twice would be 0.5 < 0.8).
+        assert_eq!(s.sample(&[2.0, 0.8]), 0);
+        // -1.0 · 2 = -2.0 < -1.5.
+        assert_eq!(s.sample(&[-1.0, -1.5]), 1);
+        // Token 0 leaves the window of 3.
+        for t in [5, 6, 7] {
+            s.accept(t);
+        }
+        assert_eq!(s.sample(&[-1.0, -1.5]), 0);
+        // Sampling with a temperature sees the same penalized logits: with top-k 1 the
+        // draw is forced.
+        let mut s = Sampler::new(SamplerParams {
+            temp: 1.0,
+            top_k: 1,
+            repeat_penalty: 4.0,
+            ..Default::default()
+        });
+        s.accept(0);
+        assert_eq!(s.sample(&[2.0, 0.8]), 1);
     }
 }

@@ -1,8 +1,7 @@
 //! Evaluating a generated token (`Session::feed`: forward pass, ring cache, bookkeeping)
 //! does not allocate in steady state, also after the ring cache wrapped (`shift`), for
-//! every cache type. Sampling is counted and printed but not asserted: `Sampler::sample`
-//! (src/sample.rs, outside the cache) allocates twice per token as of 2026-11-29. Its own
-//! test binary because it installs a counting global allocator.
+//! every cache type, and neither does sampling (temperature, top-k/top-p and the repetition
+//! penalty). Its own test binary because it installs a counting global allocator.
 
 mod common;
 
@@ -54,6 +53,7 @@ fn token_loop_does_not_allocate_after_the_ring_wraps() {
         };
         let params = SamplerParams {
             temp: 0.7,
+            repeat_penalty: 1.1,
             ..Default::default()
         };
         let mut s = Session::with_config(&model, 64, params, kv).unwrap();
@@ -75,6 +75,12 @@ fn token_loop_does_not_allocate_after_the_ring_wraps() {
             }
             eprintln!("{} cache: sampling made {n_sample} allocations", ct.name());
             eprintln!("{} cache: 200 tokens, {n} allocations", ct.name());
+            assert_eq!(
+                n_sample,
+                0,
+                "{} cache: {n_sample} allocations while sampling",
+                ct.name()
+            );
             assert_eq!(
                 n,
                 0,
