@@ -435,6 +435,27 @@ def probe_bw(p, e, t):
     return statistics.median(samples) if samples else p["bw"][str(t)]
 
 
+def paired_pct(e, engine, t, test):
+    """Per round: the engine's mean tokens/s of that round × bytes per token ÷ the probe
+    taken right after that round, in percent (None for results without per-round probes)."""
+    bw = e.get("bw_samples", {}).get(str(t))
+    s = e["samples"].get(f"{engine}|{t}|{test}")
+    reps = e.get("reps")
+    if not bw or not s or not reps or len(s) != reps * len(bw):
+        return None
+    per_byte = e["llq_decode_bytes"] if engine == "llq" else e["llamacpp_decode_bytes"]
+    return [100 * statistics.mean(s[i * reps:(i + 1) * reps]) * per_byte / 1e9 / b
+            for i, b in enumerate(bw)]
+
+
+def pct_cell(gbs, probe, paired):
+    """`GB/s (% of the median probe; per-round paired percentages)`."""
+    cell = f"{gbs:.1f} ({100 * gbs / probe:.0f}%"
+    if paired:
+        cell += "; rounds " + ", ".join(f"{v:.0f}%" for v in paired)
+    return cell + ")"
+
+
 def perf(args, llq):
     import llama_cpp
 
@@ -689,16 +710,21 @@ def report(args):
                         bw = probe_bw(p, e, t)
                         a = e["llamacpp_decode_bytes"] * s["llamacpp"][0] / 1e9
                         b = e["llq_decode_bytes"] * s["llq"][0] / 1e9
+                        pa = paired_pct(e, "llamacpp", t, test)
+                        pb = paired_pct(e, "llq", t, test)
                         bwrows.append(f"| {e['model']} | {e['type']} | {t} | "
                                       f"{fmt_size(e['llamacpp_decode_bytes'])} / "
-                                      f"{fmt_size(e['llq_decode_bytes'])} | {a:.1f} ({100 * a / bw:.0f}%) | "
-                                      f"{b:.1f} ({100 * b / bw:.0f}%) | {bw:.1f} |")
+                                      f"{fmt_size(e['llq_decode_bytes'])} | {pct_cell(a, bw, pa)} | "
+                                      f"{pct_cell(b, bw, pb)} | {bw:.1f} |")
         L += ["", "## Decode effective bandwidth", "",
               "Weight bytes read per generated token × tg tokens/s, against the read bandwidth "
               "at the same thread count, probed (numpy sum of 1 GiB, best of 2) after each "
               "round of that model's runs; the median of those probes is the column "
-              "\"probe\". The memory bus is shared with other machines, so it moves between "
-              "rows.", "",
+              "\"probe\". In brackets: % of that median, then each round's tokens/s against "
+              "the probe taken right after it. The memory bus is shared with other machines "
+              "and a probe is a one-second sample of it: percentages above 100% mean the bus "
+              "was busier during the probe than during the run, and show how far one sample "
+              "can be off.", "",
               "| model | type | threads | bytes/token llama.cpp / llq | llama.cpp GB/s (% of probe) "
               "| llq GB/s (% of probe) | probe GB/s |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         L += bwrows
@@ -750,8 +776,17 @@ def report(args):
                 s = summarize(e, t, f"tg{p['n_gen']}")
                 if s:
                     pct = 100 * e["llq_decode_bytes"] * s["llq"][0] / 1e9 / probe_bw(p, e, t)
-                    L.append(f"- decode bandwidth, {e['model']} {e['type']} t{t}: {pct:.0f}% of "
-                             f"the probe ({'met' if pct >= 90 else 'not met'}, goal ≥ 90%)")
+                    paired = paired_pct(e, "llq", t, f"tg{p['n_gen']}")
+                    if paired:
+                        # Judged round by round, each against its own probe.
+                        ok = min(paired) >= 90
+                        L.append(f"- decode bandwidth, {e['model']} {e['type']} t{t}: {pct:.0f}% of "
+                                 "the median probe; per round "
+                                 + ", ".join(f"{v:.0f}%" for v in paired)
+                                 + f" ({'met in every round' if ok else 'below 90% in some round'}, goal ≥ 90%)")
+                    else:
+                        L.append(f"- decode bandwidth, {e['model']} {e['type']} t{t}: {pct:.0f}% of "
+                                 f"the probe ({'met' if pct >= 90 else 'not met'}, goal ≥ 90%)")
         if invalid:
             L.append("- not counted (llama.cpp's multi-thread number below its own 1-thread "
                      "number: its spin barriers collapsed on the oversubscribed machine, see the "
