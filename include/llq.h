@@ -93,32 +93,6 @@ typedef struct llq_model llq_model;
 typedef int32_t llq_status;
 
 /**
- * Options for `llq_model_open`. Get the defaults from `llq_model_default_params()`.
- */
-typedef struct {
-  /**
-   * Threads of the process-wide compute pool (0 = one per physical core, or
-   * `RAYON_NUM_THREADS` if set). Only the first model opened in the process sizes the
-   * pool; later values are ignored.
-   */
-  int32_t n_threads;
-  /**
-   * Map the file (true, the default: zero copy, pages loaded on demand) or read it into
-   * an anonymous allocation (false: for file systems without mmap).
-   */
-  bool use_mmap;
-  /**
-   * Lock the mapped weights in RAM (`mlock`); fails if RLIMIT_MEMLOCK is too low.
-   */
-  bool use_mlock;
-} llq_model_params;
-
-/**
- * A token id. `LLQ_TOKEN_NULL` (-1) means "no token".
- */
-typedef int32_t llq_token;
-
-/**
  * One chat message: NUL-terminated UTF-8 role ("system", "user", "assistant") and content.
  */
 typedef struct {
@@ -139,7 +113,7 @@ typedef struct {
    */
   uint64_t seed;
   /**
-   * Temperature; 0 = greedy.
+   * Temperature, finite and >= 0; 0 = greedy.
    */
   float temp;
   /**
@@ -169,8 +143,9 @@ typedef struct {
    */
   int32_t cache_type;
   /**
-   * When the context is full: false (default) stops with `LLQ_STOP_CONTEXT_FULL`; true
-   * overwrites the oldest positions after the first `n_keep` and generation goes on.
+   * When the context is full: false (default) stops (`llq_generate` with
+   * `LLQ_STOP_CONTEXT_FULL`, `llq_eval` with `LLQ_ERR_CONTEXT_FULL`); true overwrites
+   * the oldest positions after the first `n_keep`, and generation and evaluation go on.
    */
   bool context_shift;
   /**
@@ -178,6 +153,11 @@ typedef struct {
    */
   uint32_t n_keep;
 } llq_context_params;
+
+/**
+ * A token id. `LLQ_TOKEN_NULL` (-1) means "no token".
+ */
+typedef int32_t llq_token;
 
 /**
  * Options for `llq_generate`. Get the defaults from `llq_generate_default_params()`.
@@ -231,6 +211,28 @@ typedef struct {
    */
   int32_t stop_reason;
 } llq_generate_result;
+
+/**
+ * Options for `llq_model_open`. Get the defaults from `llq_model_default_params()`.
+ */
+typedef struct {
+  /**
+   * Threads of the process-wide compute pool (0 = one per physical core, or
+   * `RAYON_NUM_THREADS` if set; more than 4 per CPU the process may use is
+   * `LLQ_ERR_INVALID_ARG`). Only the first model opened in the process sizes the pool;
+   * later values are checked but otherwise ignored.
+   */
+  int32_t n_threads;
+  /**
+   * Map the file (true, the default: zero copy, pages loaded on demand) or read it into
+   * an anonymous allocation (false: for file systems without mmap).
+   */
+  bool use_mmap;
+  /**
+   * Lock the mapped weights in RAM (`mlock`); fails if RLIMIT_MEMLOCK is too low.
+   */
+  bool use_mlock;
+} llq_model_params;
 
 /**
  * No token (returned for a missing BOS/EOS, passed to callbacks for trailing text).
@@ -320,6 +322,156 @@ typedef struct {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Render `n` chat messages with a Jinja chat template: `tmpl` if non-NULL, else the
+ * model's (`LLQ_ERR_NO_CHAT_TEMPLATE` if it has none). `add_generation_prompt` appends
+ * the assistant header. Output and sizes as in `llq_detokenize`. Tokenize the result with
+ * `add_special = false, parse_special = true` (templates write BOS themselves).
+ *
+ * # Safety
+ * `messages` readable for `n` entries whose strings are NUL-terminated; `tmpl` NULL or
+ * NUL-terminated; `out_buf` writable for `capacity` bytes; `out_len` writable.
+ */
+LLQ_API
+llq_status llq_chat_apply_template(const llq_model *model,
+                                   const char *tmpl,
+                                   const llq_chat_message *messages,
+                                   size_t n,
+                                   bool add_generation_prompt,
+                                   char *out_buf,
+                                   size_t capacity,
+                                   size_t *out_len);
+
+/**
+ * Default context options, the library's (`SessionConfig::default()`): n_ctx 0 (the
+ * model's, capped at 4096), an exact f32 cache that stops when full (n_keep 4 if shift
+ * is turned on), seed 0x5eed, temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
+ * repeat_penalty 1 (off), repeat_last_n 64.
+ */
+LLQ_API
+llq_context_params llq_context_default_params(void);
+
+/**
+ * Create a context (KV cache + sampler) on a model. On success `*out_ctx` receives a
+ * handle to free with `llq_context_free`; on failure it is set to NULL. Any number of
+ * contexts may share a model and run on different threads.
+ *
+ * # Safety
+ * `out_ctx` writable (NULL is an error).
+ */
+LLQ_API
+llq_status llq_context_new(const llq_model *model,
+                           llq_context_params params,
+                           llq_context **out_ctx);
+
+/**
+ * Free a context. NULL is a no-op; a second free returns `LLQ_ERR_INVALID_HANDLE`.
+ */
+LLQ_API
+llq_status llq_context_free(llq_context *ctx);
+
+/**
+ * Forget all tokens and restart the sampler from its seed: the context behaves as if
+ * newly created.
+ */
+LLQ_API
+llq_status llq_context_reset(llq_context *ctx);
+
+/**
+ * Ask a running `llq_generate` on `ctx` to stop after the current token. Safe to call
+ * from any thread (and from the callback) while the context is generating; a request
+ * made when no generation runs is cleared by the next `llq_generate`.
+ */
+LLQ_API
+llq_status llq_context_request_stop(const llq_context *ctx);
+
+/**
+ * The context size in tokens; -1 for an invalid handle or a busy context.
+ */
+LLQ_API
+int32_t llq_context_n_ctx(const llq_context *ctx);
+
+/**
+ * Tokens currently in the context; -1 for an invalid handle or a busy context.
+ */
+LLQ_API
+int32_t llq_context_n_tokens(const llq_context *ctx);
+
+/**
+ * Append `n` tokens to the context and evaluate them (the logits of the last one become
+ * available), under the context's policy: without `context_shift`,
+ * `LLQ_ERR_CONTEXT_FULL` if they do not fit; with it, the oldest positions after the
+ * first `n_keep` are overwritten. `LLQ_ERR_INVALID_TOKEN` for an id outside the
+ * vocabulary; on error the context is unchanged. Tokens evaluated here do
+ * not enter the repetition-penalty history (`llq_generate`'s prompt and output do).
+ *
+ * # Safety
+ * `tokens` readable for `n` tokens.
+ */
+LLQ_API
+llq_status llq_eval(llq_context *ctx,
+                    const llq_token *tokens,
+                    size_t n);
+
+/**
+ * The logits after the last evaluated token: `*out_n` (= vocab size) floats at
+ * `*out_logits`, valid until the next call that changes the context (eval, generate,
+ * reset, free). `LLQ_ERR_INVALID_ARG` if nothing has been evaluated yet.
+ *
+ * # Safety
+ * `out_logits` and `out_n` writable.
+ */
+LLQ_API
+llq_status llq_get_logits(const llq_context *ctx,
+                          const float **out_logits,
+                          size_t *out_n);
+
+/**
+ * Sample the next token from the current logits with the context's sampler (it is not
+ * evaluated: pass it to `llq_eval` to continue). `LLQ_ERR_INVALID_ARG` if nothing has
+ * been evaluated yet.
+ *
+ * # Safety
+ * `out_token` writable.
+ */
+LLQ_API
+llq_status llq_sample(llq_context *ctx,
+                      llq_token *out_token);
+
+/**
+ * Default generation options: max_tokens 256, stop at end-of-generation tokens, add BOS
+ * when the model wants it, parse special tokens in the prompt, skip special tokens in the
+ * output text.
+ */
+LLQ_API
+llq_generate_params llq_generate_default_params(void);
+
+/**
+ * Generate text, streaming it to `on_token` (may be NULL).
+ *
+ * If `prompt` (NUL-terminated UTF-8) is non-NULL it is tokenized and the context is made
+ * to hold exactly it, reusing the longest common prefix already cached (so re-sending a
+ * growing chat transcript only evaluates the new part). If `prompt` is NULL, generation
+ * continues from the tokens already in the context (e.g. after `llq_eval`); this works
+ * without a tokenizer (pieces are then empty, ids are still reported).
+ *
+ * Each generated token is reported, then appended to the context. Generation ends after
+ * `max_tokens`, at an end-of-generation token (if `stop_at_eog`; it is neither reported
+ * nor kept), when the callback returns false, on `llq_context_request_stop`, or when the
+ * context is full; `*out_result` (may be NULL) says which and how many tokens.
+ *
+ * # Safety
+ * `prompt` NULL or NUL-terminated; `out_result` NULL or writable; `on_token` safe to call
+ * with `user_data`.
+ */
+LLQ_API
+llq_status llq_generate(llq_context *ctx,
+                        const char *prompt,
+                        llq_generate_params params,
+                        llq_token_callback on_token,
+                        void *user_data,
+                        llq_generate_result *out_result);
 
 /**
  * The library version as a static NUL-terminated string (e.g. "0.1.0").
@@ -479,152 +631,6 @@ llq_status llq_token_to_piece(const llq_model *model,
                               char *out_buf,
                               size_t capacity,
                               size_t *out_len);
-
-/**
- * Render `n` chat messages with a Jinja chat template: `tmpl` if non-NULL, else the
- * model's (`LLQ_ERR_NO_CHAT_TEMPLATE` if it has none). `add_generation_prompt` appends
- * the assistant header. Output and sizes as in `llq_detokenize`. Tokenize the result with
- * `add_special = false, parse_special = true` (templates write BOS themselves).
- *
- * # Safety
- * `messages` readable for `n` entries whose strings are NUL-terminated; `tmpl` NULL or
- * NUL-terminated; `out_buf` writable for `capacity` bytes; `out_len` writable.
- */
-LLQ_API
-llq_status llq_chat_apply_template(const llq_model *model,
-                                   const char *tmpl,
-                                   const llq_chat_message *messages,
-                                   size_t n,
-                                   bool add_generation_prompt,
-                                   char *out_buf,
-                                   size_t capacity,
-                                   size_t *out_len);
-
-/**
- * Default context options: n_ctx 0 (model's, capped at 4096), seed 0x5eed, temp 0.8,
- * top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1 (off), repeat_last_n 64.
- */
-LLQ_API
-llq_context_params llq_context_default_params(void);
-
-/**
- * Create a context (KV cache + sampler) on a model. On success `*out_ctx` receives a
- * handle to free with `llq_context_free`; on failure it is set to NULL. Any number of
- * contexts may share a model and run on different threads.
- *
- * # Safety
- * `out_ctx` writable (NULL is an error).
- */
-LLQ_API
-llq_status llq_context_new(const llq_model *model,
-                           llq_context_params params,
-                           llq_context **out_ctx);
-
-/**
- * Free a context. NULL is a no-op; a second free returns `LLQ_ERR_INVALID_HANDLE`.
- */
-LLQ_API
-llq_status llq_context_free(llq_context *ctx);
-
-/**
- * Forget all tokens and restart the sampler from its seed: the context behaves as if
- * newly created.
- */
-LLQ_API
-llq_status llq_context_reset(llq_context *ctx);
-
-/**
- * Ask a running `llq_generate` on `ctx` to stop after the current token. Safe to call
- * from any thread (and from the callback) while the context is generating; a request
- * made when no generation runs is cleared by the next `llq_generate`.
- */
-LLQ_API
-llq_status llq_context_request_stop(const llq_context *ctx);
-
-/**
- * The context size in tokens; -1 for an invalid handle or a busy context.
- */
-LLQ_API
-int32_t llq_context_n_ctx(const llq_context *ctx);
-
-/**
- * Tokens currently in the context; -1 for an invalid handle or a busy context.
- */
-LLQ_API
-int32_t llq_context_n_tokens(const llq_context *ctx);
-
-/**
- * Append `n` tokens to the context and evaluate them (the logits of the last one become
- * available). `LLQ_ERR_CONTEXT_FULL` if they do not fit, `LLQ_ERR_INVALID_TOKEN` for an
- * id outside the vocabulary; on error the context is unchanged. Tokens evaluated here do
- * not enter the repetition-penalty history (`llq_generate`'s prompt and output do).
- *
- * # Safety
- * `tokens` readable for `n` tokens.
- */
-LLQ_API
-llq_status llq_eval(llq_context *ctx,
-                    const llq_token *tokens,
-                    size_t n);
-
-/**
- * The logits after the last evaluated token: `*out_n` (= vocab size) floats at
- * `*out_logits`, valid until the next call that changes the context (eval, generate,
- * reset, free). `LLQ_ERR_INVALID_ARG` if nothing has been evaluated yet.
- *
- * # Safety
- * `out_logits` and `out_n` writable.
- */
-LLQ_API
-llq_status llq_get_logits(const llq_context *ctx,
-                          const float **out_logits,
-                          size_t *out_n);
-
-/**
- * Sample the next token from the current logits with the context's sampler (it is not
- * evaluated: pass it to `llq_eval` to continue). `LLQ_ERR_INVALID_ARG` if nothing has
- * been evaluated yet.
- *
- * # Safety
- * `out_token` writable.
- */
-LLQ_API
-llq_status llq_sample(llq_context *ctx,
-                      llq_token *out_token);
-
-/**
- * Default generation options: max_tokens 256, stop at end-of-generation tokens, add BOS
- * when the model wants it, parse special tokens in the prompt, skip special tokens in the
- * output text.
- */
-LLQ_API
-llq_generate_params llq_generate_default_params(void);
-
-/**
- * Generate text, streaming it to `on_token` (may be NULL).
- *
- * If `prompt` (NUL-terminated UTF-8) is non-NULL it is tokenized and the context is made
- * to hold exactly it, reusing the longest common prefix already cached (so re-sending a
- * growing chat transcript only evaluates the new part). If `prompt` is NULL, generation
- * continues from the tokens already in the context (e.g. after `llq_eval`); this works
- * without a tokenizer (pieces are then empty, ids are still reported).
- *
- * Each generated token is reported, then appended to the context. Generation ends after
- * `max_tokens`, at an end-of-generation token (if `stop_at_eog`; it is neither reported
- * nor kept), when the callback returns false, on `llq_context_request_stop`, or when the
- * context is full; `*out_result` (may be NULL) says which and how many tokens.
- *
- * # Safety
- * `prompt` NULL or NUL-terminated; `out_result` NULL or writable; `on_token` safe to call
- * with `user_data`.
- */
-LLQ_API
-llq_status llq_generate(llq_context *ctx,
-                        const char *prompt,
-                        llq_generate_params params,
-                        llq_token_callback on_token,
-                        void *user_data,
-                        llq_generate_result *out_result);
 
 #ifdef __cplusplus
 }  // extern "C"

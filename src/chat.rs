@@ -8,6 +8,8 @@
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use crate::tokenizer::Tokenizer;
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -164,6 +166,46 @@ impl ChatTemplate {
             }
         })
     }
+}
+
+/// A token's text as a template variable (`bos_token`, `eos_token`); "" for none.
+pub fn special_text(tok: &Tokenizer, id: Option<u32>) -> String {
+    id.map(|i| String::from_utf8_lossy(tok.token_piece(i)).into_owned())
+        .unwrap_or_default()
+}
+
+impl ChatTemplate {
+    /// Render `messages` with `bos_token`/`eos_token` taken from the tokenizer.
+    pub fn render_for(
+        &self,
+        tok: &Tokenizer,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        let bos = special_text(tok, tok.bos_id());
+        let eos = special_text(tok, tok.eos_id());
+        self.render(messages, add_generation_prompt, &bos, &eos)
+    }
+}
+
+/// A conversation's prompt tokens, the one way every shell (CLI `run --chat`, `chat`, the
+/// C API's callers via `llq_chat_apply_template`) turns messages into ids:
+/// - with a template: rendered with the assistant header appended, then encoded with
+///   special-token text parsed and no BOS added (templates write BOS themselves);
+/// - without one: the messages' contents joined by newlines, as plain text (BOS as the
+///   tokenizer asks, special-token text *not* parsed: it is the user's text).
+pub fn encode_messages(
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>, ChatError> {
+    Ok(match template {
+        Some(t) => tok.encode_prompt(&t.render_for(tok, messages, true)?, false, true),
+        None => {
+            let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+            tok.encode_prompt(&text.join("\n"), true, false)
+        }
+    })
 }
 
 /// Broken-down UTC time.

@@ -18,6 +18,9 @@ pub enum Error {
     /// A request that cannot be honoured (bad argument, unsupported option).
     #[error("{0}")]
     Usage(String),
+    /// Tokens that do not fit the context under the `stop` policy.
+    #[error("{0}")]
+    ContextFull(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,5 +42,9 @@ impl Error {
 
     pub fn usage(msg: impl Into<String>) -> Self {
         Error::Usage(msg.into())
+    }
+
+    pub fn context_full(msg: impl Into<String>) -> Self {
+        Error::ContextFull(msg.into())
     }
 }

@@ -11,6 +11,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::generate::{Session, SessionConfig};
 use crate::kv::{CacheType, ContextPolicy, KvConfig};
 use crate::model::{Logits, Model, State};
 
@@ -106,24 +107,29 @@ pub fn perplexity_streaming(
     if tokens.len() < 2 {
         return Err(Error::usage("at least 2 tokens are needed"));
     }
-    let cfg = KvConfig {
-        policy: ContextPolicy::Shift,
-        ..kv_cfg
+    // The stream goes through a generation session, so the ring's policy (batches that
+    // evict at most the side buffer's worth of slots, sinks) is the one every shell uses.
+    let cfg = SessionConfig {
+        n_ctx,
+        kv: KvConfig {
+            policy: ContextPolicy::Shift,
+            ..kv_cfg
+        },
+        batch: batch.max(1),
+        ..SessionConfig::default()
     };
-    let mut state = State::with_config(model, n_ctx, cfg)?;
-    let batch = batch.clamp(1, state.cache().max_batch());
-    let vocab = model.config.vocab_size;
+    let mut session = Session::open(model, &cfg)?;
+    let batch = cfg.batch.min(session.state().cache().max_batch());
     let total = tokens.len().div_ceil(batch);
     let (mut sum, mut n_scored) = (0.0, 0usize);
     for (bi, chunk) in tokens.chunks(batch).enumerate() {
         let start = bi * batch;
-        let logits = model.forward(&mut state, chunk, Logits::All)?;
-        for (i, row) in logits.chunks_exact(vocab).enumerate() {
+        session.feed_scored(chunk, |i, row| {
             if let Some(&target) = tokens.get(start + i + 1) {
                 sum += log_sum_exp(row) - row[target as usize] as f64;
                 n_scored += 1;
             }
-        }
+        })?;
         progress(bi + 1, total, (sum / n_scored.max(1) as f64).exp());
     }
     let mean_nll = sum / n_scored as f64;

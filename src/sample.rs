@@ -29,6 +29,32 @@ impl Default for SamplerParams {
     }
 }
 
+impl SamplerParams {
+    /// The one check of sampling parameters, shared by every shell (CLI flags, C API).
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::usage(m));
+        if !(self.temp.is_finite() && self.temp >= 0.0) {
+            return bad(format!(
+                "temperature {} must be a finite number >= 0 (0 = greedy)",
+                self.temp
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top-p {} must be in (0, 1] (1 = off)", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min-p {} must be in [0, 1] (0 = off)", self.min_p));
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return bad(format!(
+                "repeat penalty {} must be a finite number > 0 (1 = off)",
+                self.repeat_penalty
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub struct Sampler {
     params: SamplerParams,
     rng: Rng,

@@ -12,7 +12,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use common::*;
-use llq::generate::{stop_ids, Session};
+use llq::chat::{ChatMessage, ChatTemplate};
+use llq::generate::{GenerateParams, Session, SessionConfig, StopReason};
+use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::model::Model;
 use llq::quant::DType;
 use llq::sample::SamplerParams;
@@ -117,6 +119,15 @@ fn build_c(src: &str, link: Link) -> PathBuf {
 }
 
 fn run(bin: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    run_with_stderr_in(bin, args, stdin).0
+}
+
+fn run_with_stderr(bin: &Path, args: &[&str]) -> (String, String) {
+    run_with_stderr_in(bin, args, None)
+}
+
+/// Run a test program, which must succeed: (stdout, stderr).
+fn run_with_stderr_in(bin: &Path, args: &[&str], stdin: Option<&str>) -> (String, String) {
     use std::io::Write;
     let mut child = Command::new(bin)
         .args(args)
@@ -140,7 +151,10 @@ fn run(bin: &Path, args: &[&str], stdin: Option<&str>) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8(o.stdout).unwrap()
+    (
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+    )
 }
 
 /// The tiny GQA fixture (no tokenizer), converted once.
@@ -163,13 +177,26 @@ fn greedy_params() -> SamplerParams {
 fn rust_greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut s = Session::new(model, 128, greedy_params());
     s.set_prompt(prompt).unwrap();
+    rust_ids(&mut s, n).0
+}
+
+/// Every id the session generates (end of generation does not stop it), and why it
+/// stopped.
+fn rust_ids(s: &mut Session<'_>, n: usize) -> (Vec<u32>, StopReason) {
     let mut out = Vec::new();
-    s.generate(n, &|_| false, |t| {
-        out.push(t);
-        true
-    })
-    .unwrap();
-    out
+    let params = GenerateParams {
+        max_tokens: n,
+        stop_at_eog: false,
+        ..GenerateParams::default()
+    };
+    let done = s
+        .generate(&params, |p| {
+            out.extend(p.token);
+            true
+        })
+        .unwrap();
+    assert_eq!(done.n_tokens, out.len());
+    (out, done.stop)
 }
 
 fn parse_ids(line: &str) -> Vec<u32> {
@@ -189,6 +216,7 @@ fn examples_and_test_programs_compile_both_ways() {
         "examples/c/chat.c",
         "tests/c/threads.c",
         "tests/c/misuse.c",
+        "tests/c/policy.c",
     ] {
         for link in [Link::Shared, Link::Static] {
             build_c(src, link);
@@ -240,6 +268,225 @@ fn misuse_gives_documented_codes() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Context policy and sampling: the C API, the Rust API and the CLI give the same ids and
+// the same stop reason for the same model, context parameters, seed and sampling.
+
+/// One context configuration.
+#[derive(Clone, Copy, Debug)]
+struct Policy {
+    n_ctx: usize,
+    shift: bool,
+    keep: usize,
+    cache: CacheType,
+    temp: f32,
+    seed: u64,
+}
+
+/// What tests/c/policy.c printed.
+#[derive(Debug, Default)]
+struct CRun {
+    generate: Vec<u32>,
+    stop: String,
+    eval: Vec<u32>,
+    eval_context_full: bool,
+    /// Argmax after one bulk llq_eval of every generated id, and after the one-by-one loop.
+    bulk: Option<(u32, u32)>,
+}
+
+fn c_policy(path: &Path, prompt: &[u32], n: usize, p: Policy) -> CRun {
+    let bin = build_c("tests/c/policy.c", Link::Shared);
+    let args = [
+        path.to_str().unwrap().to_string(),
+        join(prompt),
+        n.to_string(),
+        p.n_ctx.to_string(),
+        (p.shift as u8).to_string(),
+        p.keep.to_string(),
+        p.cache.name().to_string(),
+        p.temp.to_string(),
+        p.seed.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&bin, &args, None);
+    let mut r = CRun::default();
+    for line in out.lines() {
+        let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "generate" => r.generate = parse_ids(rest),
+            "stop" => r.stop = rest.to_string(),
+            "eval" => r.eval = parse_ids(rest),
+            "eval-error" => r.eval_context_full = rest == "LLQ_ERR_CONTEXT_FULL",
+            "bulk" => {
+                let v = parse_ids(rest);
+                r.bulk = Some((v[0], v[1]));
+            }
+            _ => panic!("unexpected line from policy.c: {line}"),
+        }
+    }
+    r
+}
+
+fn rust_policy(model: &Model, prompt: &[u32], n: usize, p: Policy) -> (Vec<u32>, StopReason) {
+    let cfg = SessionConfig {
+        n_ctx: p.n_ctx,
+        kv: KvConfig {
+            cache_type: p.cache,
+            policy: if p.shift {
+                ContextPolicy::Shift
+            } else {
+                ContextPolicy::Stop
+            },
+            keep: p.keep,
+        },
+        sampler: SamplerParams {
+            temp: p.temp,
+            seed: p.seed,
+            ..SamplerParams::default()
+        },
+        ..SessionConfig::default()
+    };
+    let mut s = Session::open(model, &cfg).unwrap();
+    s.set_prompt(prompt).unwrap();
+    rust_ids(&mut s, n)
+}
+
+/// `llq run --prompt-ids`: the ids it prints and the stop reason on its stderr line.
+fn cli_policy(path: &Path, prompt: &[u32], n: usize, p: Policy) -> (Vec<u32>, String) {
+    let args = [
+        "run".to_string(),
+        "-m".into(),
+        path.to_str().unwrap().into(),
+        "--prompt-ids".into(),
+        join(prompt),
+        "-n".into(),
+        n.to_string(),
+        "-c".into(),
+        p.n_ctx.to_string(),
+        "--context-policy".into(),
+        if p.shift { "shift" } else { "stop" }.into(),
+        "--keep".into(),
+        p.keep.to_string(),
+        "--cache-type".into(),
+        p.cache.name().into(),
+        "--temp".into(),
+        p.temp.to_string(),
+        "--seed".into(),
+        p.seed.to_string(),
+        "--ignore-eos".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = llq_cli(&args, "");
+    assert!(ok, "llq {args:?} failed: {err}");
+    let stop = err
+        .split("stop: ")
+        .nth(1)
+        .and_then(|s| s.split(" |").next())
+        .unwrap_or_else(|| panic!("no stop reason on stderr: {err}"));
+    (parse_ids(&out), stop.to_string())
+}
+
+/// The tiny fixture with head_dim 32, which a q8_0 cache needs.
+fn tiny_hd32() -> &'static (Model, PathBuf) {
+    static M: OnceLock<(Model, PathBuf)> = OnceLock::new();
+    M.get_or_init(|| {
+        let path = convert_fixture_to_scratch("tiny-llama3-rope", DType::Q8_0);
+        (Model::open(&path).unwrap(), path)
+    })
+}
+
+#[test]
+fn context_shift_generates_past_n_ctx_alike_in_c_rust_and_cli() {
+    let prompt = [1u32, 5, 9];
+    let n = 40;
+    let configs = [
+        // The reported bug: n_ctx 16, a 3-token prompt, 40 tokens asked for.
+        (
+            tiny(),
+            Policy {
+                n_ctx: 16,
+                shift: true,
+                keep: 4,
+                cache: CacheType::F16,
+                temp: 0.8,
+                seed: 42,
+            },
+        ),
+        (
+            tiny(),
+            Policy {
+                n_ctx: 12,
+                shift: true,
+                keep: 0,
+                cache: CacheType::F32,
+                temp: 0.0,
+                seed: 1,
+            },
+        ),
+        (
+            tiny_hd32(),
+            Policy {
+                n_ctx: 16,
+                shift: true,
+                keep: 2,
+                cache: CacheType::Q8_0,
+                temp: 1.1,
+                seed: 7,
+            },
+        ),
+    ];
+    for ((model, path), p) in configs {
+        let c = c_policy(path, &prompt, n, p);
+        assert_eq!(
+            c.generate.len(),
+            n,
+            "llq_generate stopped early: {p:?} {c:?}"
+        );
+        assert_eq!(c.stop, "LLQ_STOP_MAX_TOKENS", "{p:?}");
+        assert!(!c.eval_context_full, "llq_eval refused to shift: {p:?}");
+        assert_eq!(
+            c.eval, c.generate,
+            "llq_eval + llq_sample vs llq_generate: {p:?}"
+        );
+        let (bulk, one_by_one) = c.bulk.expect("bulk line");
+        assert_eq!(
+            bulk, one_by_one,
+            "one llq_eval of {n} tokens past n_ctx: {p:?}"
+        );
+        let (rust, why) = rust_policy(model, &prompt, n, p);
+        assert_eq!(rust, c.generate, "Rust API vs C API: {p:?}");
+        assert_eq!(why, StopReason::MaxTokens);
+        let (cli, cli_stop) = cli_policy(path, &prompt, n, p);
+        assert_eq!(cli, c.generate, "CLI vs C API: {p:?}");
+        assert_eq!(cli_stop, StopReason::MaxTokens.name());
+    }
+}
+
+#[test]
+fn stop_policy_reports_context_full_alike_in_c_rust_and_cli() {
+    let (model, path) = tiny();
+    let prompt = [1u32, 5, 9];
+    let p = Policy {
+        n_ctx: 16,
+        shift: false,
+        keep: 4,
+        cache: CacheType::F16,
+        temp: 0.8,
+        seed: 3,
+    };
+    let c = c_policy(path, &prompt, 40, p);
+    assert_eq!(c.generate.len(), 16 - prompt.len(), "{c:?}");
+    assert_eq!(c.stop, "LLQ_STOP_CONTEXT_FULL");
+    // The sample after the 16th position is drawn; evaluating it does not fit.
+    assert!(c.eval_context_full, "{c:?}");
+    assert_eq!(c.eval[..c.generate.len()], c.generate[..]);
+    let (rust, why) = rust_policy(model, &prompt, 40, p);
+    assert_eq!((rust, why), (c.generate.clone(), StopReason::ContextFull));
+    let (cli, cli_stop) = cli_policy(path, &prompt, 40, p);
+    assert_eq!(cli, c.generate);
+    assert_eq!(cli_stop, StopReason::ContextFull.name());
+}
+
+// ---------------------------------------------------------------------------------------
 // Text level, on SmolLM2 (tools/fetch_smollm2.sh fetches it; a missing model fails).
 
 fn smollm2() -> &'static (Model, PathBuf) {
@@ -250,59 +497,102 @@ fn smollm2() -> &'static (Model, PathBuf) {
     })
 }
 
-/// What `llq_generate` with default parameters and greedy sampling prints for `ids`.
-fn rust_text(model: &Model, ids: &[u32], n: usize) -> String {
-    let tok = model.tokenizer().unwrap();
+/// What `llq_generate` with default parameters and greedy sampling prints for `ids`, and
+/// why it stops.
+fn rust_text(model: &Model, ids: &[u32], n: usize) -> (String, StopReason) {
     let mut s = Session::new(model, 2048, greedy_params());
     s.set_prompt(ids).unwrap();
-    let stops = stop_ids(model);
-    let mut dec = tok.stream_decoder(true);
     let mut text = String::new();
-    s.generate(n, &|t| stops.contains(&t), |t| {
-        if !stops.contains(&t) {
-            text.push_str(&dec.push(t));
-        }
-        true
-    })
-    .unwrap();
-    text.push_str(&dec.flush());
-    text
+    let params = GenerateParams {
+        max_tokens: n,
+        ..GenerateParams::default()
+    };
+    let done = s
+        .generate(&params, |p| {
+            text.push_str(p.text);
+            true
+        })
+        .unwrap();
+    (text, done.stop)
 }
 
 #[test]
 fn smollm2_generate_text_equals_rust() {
     let (model, path) = smollm2();
-    let tok = model.tokenizer().unwrap();
     let prompt = "The capital of France is";
-    let mut ids = Vec::new();
-    if tok.add_bos() {
-        ids.extend(tok.bos_id());
-    }
-    ids.extend(tok.encode(prompt, true));
-    let want = rust_text(model, &ids, 24);
+    let ids = Session::new(model, 64, greedy_params())
+        .encode(prompt, true, true)
+        .unwrap();
+    let (want, why) = rust_text(model, &ids, 24);
     assert!(!want.trim().is_empty());
     for link in [Link::Shared, Link::Static] {
         let bin = build_c("examples/c/generate.c", link);
-        let out = run(&bin, &[path.to_str().unwrap(), prompt, "-n", "24"], None);
+        let (out, err) = run_with_stderr(&bin, &[path.to_str().unwrap(), prompt, "-n", "24"]);
         assert_eq!(out, format!("{want}\n"), "{link:?}");
+        assert!(err.contains(&format!("stop: {why}\n")), "{why:?}: {err}");
     }
+    // The CLI: same text, same stop reason.
+    let m = path.to_str().unwrap();
+    let (ok, out, err) = llq_cli(
+        &[
+            "run",
+            "-m",
+            m,
+            "-p",
+            prompt,
+            "-n",
+            "24",
+            "--temp",
+            "0",
+            "--cache-type",
+            "f32",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("{want}\n"));
+    assert!(err.contains(&format!("stop: {why} |")), "{why:?}: {err}");
 }
 
 #[test]
 fn smollm2_chat_first_reply_equals_rust() {
     let (model, path) = smollm2();
-    let tok = model.tokenizer().unwrap();
-    let tpl = llq::chat::ChatTemplate::new(model.chat_template.as_deref().unwrap()).unwrap();
-    let msgs = [llq::chat::ChatMessage::new("user", "What is 2+2?")];
-    let rendered = tpl
-        .render(
-            &msgs,
-            true,
-            &llq::generate::piece_text(tok, tok.bos_id()),
-            &llq::generate::piece_text(tok, tok.eos_id()),
-        )
+    let tpl = ChatTemplate::new(model.chat_template.as_deref().unwrap()).unwrap();
+    let msgs = [ChatMessage::new("user", "What is 2+2?")];
+    let ids = Session::new(model, 64, greedy_params())
+        .encode_chat(Some(&tpl), &msgs)
         .unwrap();
-    let want = rust_text(model, &tok.encode(&rendered, true), 32);
+    let (want, why) = rust_text(model, &ids, 32);
+    // The CLI's two ways to one chat turn, with the same cache and policy as the C API's
+    // defaults.
+    let m = path.to_str().unwrap();
+    let same = [
+        "--temp",
+        "0",
+        "--cache-type",
+        "f32",
+        "--context-policy",
+        "stop",
+    ];
+    let (ok, run_out, err) = llq_cli(
+        &[
+            &["run", "-m", m, "--chat", "-p", "What is 2+2?", "-n", "32"],
+            &same[..],
+        ]
+        .concat(),
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(run_out, format!("{want}\n"), "llq run --chat");
+    assert!(err.contains(&format!("stop: {why} |")), "{why:?}: {err}");
+    let (ok, chat_out, err) = llq_cli(
+        &[&["chat", "-m", m, "-n", "32"], &same[..]].concat(),
+        "What is 2+2?\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(chat_out, format!("{want}\n"), "llq chat");
+    let cut = err.contains("answer stopped");
+    assert_eq!(cut, why != StopReason::EndOfGeneration, "{why:?}: {err}");
     let bin = build_c("examples/c/chat.c", Link::Shared);
     let out = run(
         &bin,
@@ -322,14 +612,11 @@ fn smollm2_python_ctypes_example_equals_rust() {
         Command::new("python3").arg("--version").output().is_ok(),
         "python3 is needed for the ctypes example"
     );
-    let tok = model.tokenizer().unwrap();
     let prompt = "Once upon a time";
-    let mut ids = Vec::new();
-    if tok.add_bos() {
-        ids.extend(tok.bos_id());
-    }
-    ids.extend(tok.encode(prompt, true));
-    let want = rust_text(model, &ids, 16);
+    let ids = Session::new(model, 64, greedy_params())
+        .encode(prompt, true, true)
+        .unwrap();
+    let (want, _) = rust_text(model, &ids, 16);
     let (so, _) = libs();
     let o = Command::new("python3")
         .arg(root().join("examples/python/llq_ctypes.py"))

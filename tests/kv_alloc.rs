@@ -61,13 +61,13 @@ fn token_loop_does_not_allocate_after_the_ring_wraps() {
             s.set_prompt(&[1, 2, 3, 4, 5]).unwrap();
             // Past the first wrap: every code path has run and grown its buffers.
             for _ in 0..100 {
-                let t = s.sample();
+                let t = s.sample().unwrap();
                 s.feed(&[t]).unwrap();
             }
             let (mut n, mut n_sample) = (0, 0);
             for _ in 0..200 {
                 let before = ALLOCS.load(Ordering::Relaxed);
-                let t = s.sample();
+                let t = s.sample().unwrap();
                 let mid = ALLOCS.load(Ordering::Relaxed);
                 s.feed(&[t]).unwrap();
                 n_sample += mid - before;

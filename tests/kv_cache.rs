@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use common::*;
 use llq::convert::{convert, Silent};
-use llq::generate::Session;
+use llq::generate::{GenerateParams, Session, StopReason};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::model::{Logits, Model, State};
 use llq::quant::DType;
@@ -40,7 +40,7 @@ fn tiny_prompt() -> Vec<u32> {
 fn generate_stepwise(s: &mut Session, n: usize, mut check: impl FnMut(&Session)) -> Vec<u32> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let t = s.sample();
+        let t = s.sample().unwrap();
         out.push(t);
         s.feed(&[t]).unwrap();
         check(s);
@@ -100,8 +100,14 @@ fn shift_generates_4x_n_ctx_in_constant_memory() {
         // The Session's own loop goes on past n_ctx as well.
         let mut s = Session::with_config(&model, N_CTX, greedy_params(), shift(ct, 4)).unwrap();
         s.set_prompt(&prompt).unwrap();
-        let n = s.generate(3 * N_CTX, &|_| false, |_| true).unwrap();
-        assert_eq!(n, 3 * N_CTX);
+        let params = GenerateParams {
+            max_tokens: 3 * N_CTX,
+            stop_at_eog: false,
+            ..GenerateParams::default()
+        };
+        let done = s.generate(&params, |_| true).unwrap();
+        assert_eq!(done.n_tokens, 3 * N_CTX);
+        assert_eq!(done.stop, StopReason::MaxTokens);
         // After a wrap a new prompt is evaluated from scratch (no stale prefix reuse).
         let before = s.evaluated();
         s.set_prompt(&prompt).unwrap();
@@ -163,8 +169,13 @@ fn bad_cache_configs_are_errors() {
 fn greedy_after(s: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
     s.set_prompt(prompt).unwrap();
     let mut out = Vec::new();
-    s.generate(n, &|_| false, |t| {
-        out.push(t);
+    let params = GenerateParams {
+        max_tokens: n,
+        stop_at_eog: false,
+        ..GenerateParams::default()
+    };
+    s.generate(&params, |p| {
+        out.extend(p.token);
         true
     })
     .unwrap();
@@ -196,7 +207,11 @@ fn prompt_cache_skips_the_saved_prefix() {
         assert_eq!(s.load_prompt_cache(&path, &prompt).unwrap(), prompt.len());
         let got = greedy_after(&mut s, &prompt, 16);
         assert_eq!(got, reference, "{ct:?}");
-        assert_eq!(s.evaluated(), 15, "only the generated tokens are evaluated");
+        assert_eq!(
+            s.evaluated(),
+            16,
+            "only the generated tokens are evaluated (each is kept)"
+        );
 
         // A prompt that extends it: only the new tokens are evaluated.
         let mut s = new();
@@ -316,6 +331,26 @@ fn cli_prompt_cache_saves_loads_and_ignores_bad_files() {
     // The bad file was replaced by a good one.
     let (_, err) = run(Some(&pc));
     assert!(err.contains(" reused, 0 evaluated"), "{err}");
+
+    // Anything that is not a prompt cache is never overwritten: the model itself, a text,
+    // a directory.
+    let model_bytes = std::fs::read(&m).unwrap();
+    let (out, err) = run(Some(&m));
+    assert_eq!(out, plain);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(&m).unwrap(),
+        model_bytes,
+        "the model was overwritten"
+    );
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "my notes\n").unwrap();
+    let (_, err) = run(Some(&text));
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), "my notes\n");
+    let (_, err) = run(Some(dir.path()));
+    assert!(err.contains("warning"), "{err}");
+    assert!(dir.path().is_dir());
 }
 
 // ---- SmolLM2 ----

@@ -29,6 +29,18 @@ static bool print_piece(const char *piece, size_t len, llq_token token, void *us
     return true;
 }
 
+/* Why llq_generate ended, as text. */
+static const char *stop_name(int reason) {
+    switch (reason) {
+    case LLQ_STOP_MAX_TOKENS: return "max tokens";
+    case LLQ_STOP_EOG: return "end of generation";
+    case LLQ_STOP_CALLBACK: return "stopped by the callback";
+    case LLQ_STOP_REQUESTED: return "stop requested";
+    case LLQ_STOP_CONTEXT_FULL: return "context full";
+    default: return "unknown";
+    }
+}
+
 /* Parse "1,2,3" into a malloc'ed array. */
 static llq_token *parse_ids(const char *s, size_t *n) {
     size_t cap = 1;
@@ -103,7 +115,8 @@ int main(int argc, char **argv) {
         s = llq_generate(ctx, prompt, gp, print_piece, NULL, &res);
         printf("\n");
         if (s != LLQ_OK) rc = fail("generate", s);
-        else fprintf(stderr, "generate: %d tokens\n", (int)res.n_tokens);
+        else fprintf(stderr, "generate: %d tokens, stop: %s\n", (int)res.n_tokens,
+                     stop_name(res.stop_reason));
     }
 
     llq_context_free(ctx);

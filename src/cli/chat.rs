@@ -2,12 +2,13 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
-use llq::chat::{ChatMessage, ChatTemplate};
-use llq::generate::Session;
+use llq::chat::ChatTemplate;
+use llq::generate::{Conversation, GenerateParams, StopHandle, StopReason};
 use llq::{Error, Result};
 
-use super::common::{piece_text, stop_ids, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{KvArgs, ModelArgs, SamplingArgs};
 
 /// Talk with the model. Each line read from stdin is a user message; the answer streams
 /// to stdout. The conversation is kept in the context (the oldest turns are dropped when it
@@ -33,22 +34,22 @@ pub struct Args {
 }
 
 static GENERATING: AtomicBool = AtomicBool::new(false);
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The session's stop handle, for the signal handler.
+static STOP: OnceLock<StopHandle> = OnceLock::new();
 
 extern "C" fn on_sigint(_: libc::c_int) {
-    // Only async-signal-safe work here: atomics and _exit.
-    if GENERATING.load(Ordering::SeqCst) {
-        STOP.store(true, Ordering::SeqCst);
-    } else {
+    // Only async-signal-safe work here: atomic loads and stores, and _exit.
+    match STOP.get() {
+        Some(stop) if GENERATING.load(Ordering::SeqCst) => stop.request(),
         // SAFETY: _exit is async-signal-safe and ends the process at once.
-        unsafe { libc::_exit(130) };
+        _ => unsafe { libc::_exit(130) },
     }
 }
 
 pub fn run(a: Args) -> Result<()> {
     let model = a.model.load()?;
-    let tok = model.tokenizer()?;
-    let tpl = match model.chat_template.as_deref() {
+    model.tokenizer()?;
+    let template = match model.chat_template.as_deref() {
         Some(src) => {
             Some(ChatTemplate::new(src).map_err(|e| Error::usage(format!("chat template: {e}")))?)
         }
@@ -60,24 +61,8 @@ pub fn run(a: Args) -> Result<()> {
             None
         }
     };
-    let (bos, eos) = (piece_text(tok, tok.bos_id()), piece_text(tok, tok.eos_id()));
-    let render = |msgs: &[ChatMessage]| -> Result<Vec<u32>> {
-        match &tpl {
-            Some(tpl) => {
-                let text = tpl
-                    .render(msgs, true, &bos, &eos)
-                    .map_err(|e| Error::usage(format!("chat template: {e}")))?;
-                Ok(tok.encode(&text, true))
-            }
-            None => {
-                let text: Vec<&str> = msgs.iter().map(|m| m.content.as_str()).collect();
-                let mut ids: Vec<u32> =
-                    tok.bos_id().filter(|_| tok.add_bos()).into_iter().collect();
-                ids.extend(tok.encode(&text.join("\n"), false));
-                Ok(ids)
-            }
-        }
-    };
+    let mut session = a.model.session(&model, &a.kv, &a.sampling)?;
+    let _ = STOP.set(session.stop_handle());
     #[cfg(unix)]
     // SAFETY: installs a handler that only touches atomics and calls _exit.
     unsafe {
@@ -85,15 +70,7 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     let interactive = std::io::stdin().is_terminal();
-    let n_ctx = a.model.n_ctx(&model);
-    let mut session = Session::with_config(&model, n_ctx, a.sampling.params(), a.kv.config())?;
-    let stops = stop_ids(&model);
-    let base: Vec<ChatMessage> = a
-        .system
-        .iter()
-        .map(|s| ChatMessage::new("system", s))
-        .collect();
-    let mut history = base.clone();
+    let mut conversation = Conversation::new(template, a.system.as_deref());
     if interactive {
         eprintln!(
             "llq chat: /reset to start over, /quit or Ctrl-D to leave, Ctrl-C stops an answer"
@@ -120,53 +97,39 @@ pub fn run(a: Args) -> Result<()> {
             "" => continue,
             "/quit" | "/exit" => break,
             "/reset" => {
-                history = base.clone();
+                conversation.reset();
                 session.reset();
                 eprintln!("llq chat: conversation reset");
                 continue;
             }
             _ => {}
         }
-        history.push(ChatMessage::new("user", msg));
-        // Leave room for the answer; drop the oldest exchanges (not the system message)
-        // until the conversation fits.
-        let room = n_ctx.saturating_sub(a.n_predict.min(n_ctx / 2));
-        let mut prompt = render(&history)?;
-        while prompt.len() > room && history.len() > base.len() + 1 {
-            history.remove(base.len());
-            prompt = render(&history)?;
-        }
-        if prompt.len() > room {
-            history.pop();
-            eprintln!(
-                "llq chat: that message alone does not fit the context of {n_ctx} tokens (set -c)"
-            );
-            continue;
-        }
-        session.set_prompt(&prompt)?;
-        STOP.store(false, Ordering::SeqCst);
-        GENERATING.store(true, Ordering::SeqCst);
-        let mut dec = tok.stream_decoder(true);
-        let mut answer = String::new();
-        let budget = a.n_predict.min(n_ctx - prompt.len());
-        let result = session.generate(budget, &|t| stops.contains(&t), |t| {
-            if stops.contains(&t) {
-                return false;
+        let budget = match conversation.ask(&mut session, msg, a.n_predict) {
+            Ok(b) => b,
+            Err(e @ Error::ContextFull(_)) => {
+                eprintln!("llq chat: {e}");
+                continue;
             }
-            let s = dec.push(t);
-            answer.push_str(&s);
-            let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
-            !STOP.load(Ordering::SeqCst)
+            Err(e) => return Err(e),
+        };
+        let params = GenerateParams {
+            max_tokens: budget,
+            ..GenerateParams::default()
+        };
+        GENERATING.store(true, Ordering::SeqCst);
+        let mut answer = String::new();
+        let result = session.generate(&params, |p| {
+            answer.push_str(p.text);
+            let _ = out.write_all(p.text.as_bytes()).and_then(|_| out.flush());
+            true
         });
         GENERATING.store(false, Ordering::SeqCst);
-        result?;
-        let tail = dec.flush();
-        answer.push_str(&tail);
-        writeln!(out, "{tail}").map_err(|e| Error::io("stdout", e))?;
-        if STOP.load(Ordering::SeqCst) {
-            eprintln!("llq chat: answer stopped");
+        let done = result?;
+        writeln!(out).map_err(|e| Error::io("stdout", e))?;
+        if done.stop != StopReason::EndOfGeneration {
+            eprintln!("llq chat: answer stopped ({})", done.stop);
         }
-        history.push(ChatMessage::new("assistant", &answer));
+        conversation.answered(&answer);
     }
     Ok(())
 }

@@ -2,18 +2,27 @@
 
 use std::path::{Path, PathBuf};
 
+use llq::generate::{Session, SessionConfig, DEFAULT_MAX_CTX};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::model::Model;
 use llq::sample::SamplerParams;
 use llq::{Error, Result};
+
+// Every default below is the library's (`SamplerParams::default`, `KvConfig::interactive`,
+// `SessionConfig`): the CLI only spells them as flags.
+const KV: KvConfig = KvConfig::interactive();
+
+fn sampler_default() -> SamplerParams {
+    SamplerParams::default()
+}
 
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
     /// The .llq model file.
     #[arg(short, long)]
     pub model: PathBuf,
-    /// Context size in tokens (0 = the model's trained context, capped at 4096).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0, help = format!(
+        "Context size in tokens (0 = the model's trained context, capped at {DEFAULT_MAX_CTX})"))]
     pub ctx_size: usize,
     /// Threads (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
@@ -28,12 +37,20 @@ impl ModelArgs {
         Model::open(&self.model)
     }
 
-    pub fn n_ctx(&self, model: &Model) -> usize {
-        if self.ctx_size == 0 {
-            model.config.context_length.min(4096)
-        } else {
-            self.ctx_size
-        }
+    /// A generation session on `model` with these flags (checked by the library).
+    pub fn session<'m>(
+        &self,
+        model: &'m Model,
+        kv: &KvArgs,
+        sampling: &SamplingArgs,
+    ) -> Result<Session<'m>> {
+        let cfg = SessionConfig {
+            n_ctx: self.ctx_size,
+            kv: kv.config(),
+            sampler: sampling.params(),
+            ..SessionConfig::default()
+        };
+        Session::open(model, &cfg)
     }
 }
 
@@ -42,15 +59,15 @@ impl ModelArgs {
 pub struct KvArgs {
     /// Storage type of the KV cache: f32, f16 or q8_0 (q8_0 needs head_dim % 32 == 0).
     /// f16 halves f32's memory at a negligible accuracy cost.
-    #[arg(long, default_value = "f16")]
+    #[arg(long, default_value_t = KV.cache_type)]
     pub cache_type: CacheType,
     /// When the context is full: stop, or shift (keep the first --keep positions and
     /// overwrite the oldest others, so generation can go on without end).
-    #[arg(long, default_value = "shift")]
+    #[arg(long, default_value_t = KV.policy)]
     pub context_policy: ContextPolicy,
     /// Positions at the start of the context never evicted under --context-policy shift
     /// (attention sinks).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = KV.keep)]
     pub keep: usize,
 }
 
@@ -67,25 +84,25 @@ impl KvArgs {
 #[derive(clap::Args, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 = greedy (always the most likely token).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = sampler_default().temp)]
     pub temp: f32,
     /// Keep only the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = sampler_default().top_k)]
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches p (1 = off).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = sampler_default().top_p)]
     pub top_p: f32,
     /// Drop tokens less likely than min_p × the most likely one (0 = off).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = sampler_default().min_p)]
     pub min_p: f32,
     /// Divide the logits of recently seen tokens by this (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = sampler_default().repeat_penalty)]
     pub repeat_penalty: f32,
     /// How many recent tokens --repeat-penalty looks at.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = sampler_default().repeat_last_n)]
     pub repeat_last_n: usize,
     /// Random seed: the same seed, model and flags give the same output.
-    #[arg(short = 's', long, default_value_t = 0x5eed)]
+    #[arg(short = 's', long, default_value_t = sampler_default().seed)]
     pub seed: u64,
 }
 
@@ -116,5 +133,3 @@ pub fn read_text_file(path: &Path) -> Result<String> {
         )
     })
 }
-
-pub use llq::generate::{piece_text, stop_ids};

@@ -50,15 +50,8 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Size the global rayon pool once; 0 means one thread per physical core.
+/// Size the global compute pool once (the library's rule: 0 = one thread per physical
+/// core; too many is an error).
 pub fn init_threads(n: usize) -> Result<()> {
-    let n = if n == 0 {
-        llq::threads::default_threads()
-    } else {
-        n
-    };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global()
-        .map_err(|e| llq::Error::usage(format!("cannot start {n} threads: {e}")))
+    llq::threads::init(n)
 }

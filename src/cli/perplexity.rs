@@ -62,7 +62,7 @@ pub fn run(a: Args) -> Result<()> {
     llq::kernels::select().map_err(Error::usage)?;
     let model = llq::model::Model::open(&a.model)?;
     let text = read_text_file(&a.file)?;
-    let tokens = model.tokenizer()?.encode(&text, false);
+    let tokens = model.tokenizer()?.encode_prompt(&text, false, false);
     if a.streaming {
         let kv = KvConfig {
             cache_type: a.cache_type,

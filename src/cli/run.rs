@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use llq::chat::{ChatMessage, ChatTemplate};
-use llq::generate::Session;
+use llq::generate::GenerateParams;
 use llq::{Error, Result};
 
-use super::common::{piece_text, read_text_file, stop_ids, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{read_text_file, KvArgs, ModelArgs, SamplingArgs};
 
 /// Generate text from a prompt, streamed to stdout as it is produced.
 ///
@@ -64,6 +64,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let model = a.model.load()?;
+    let mut session = a.model.session(&model, &a.kv, &a.sampling)?;
     let text = match (&a.prompt, &a.file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(f)) => Some(read_text_file(f)?),
@@ -77,12 +78,13 @@ pub fn run(a: Args) -> Result<()> {
             ))
         }
         None => a.prompt_ids.clone(),
-        Some(text) => {
-            let tok = model.tokenizer()?;
-            let template = match (a.chat, model.chat_template.as_deref()) {
-                (false, _) => None,
-                (true, Some(src)) => Some(src),
-                (true, None) => {
+        Some(text) if a.chat => {
+            let template = match model.chat_template.as_deref() {
+                Some(src) => Some(
+                    ChatTemplate::new(src)
+                        .map_err(|e| Error::usage(format!("chat template: {e}")))?,
+                ),
+                None => {
                     eprintln!(
                         "llq: warning: {} has no chat template; using plain completion",
                         a.model.model.display()
@@ -90,45 +92,26 @@ pub fn run(a: Args) -> Result<()> {
                     None
                 }
             };
-            if let Some(src) = template {
-                let tpl = ChatTemplate::new(src)
-                    .map_err(|e| Error::usage(format!("chat template: {e}")))?;
-                let mut msgs = Vec::new();
-                if let Some(s) = &a.system {
-                    msgs.push(ChatMessage::new("system", s));
-                }
-                msgs.push(ChatMessage::new("user", &text));
-                let rendered = tpl
-                    .render(
-                        &msgs,
-                        true,
-                        &piece_text(tok, tok.bos_id()),
-                        &piece_text(tok, tok.eos_id()),
-                    )
-                    .map_err(|e| Error::usage(format!("chat template: {e}")))?;
-                tok.encode(&rendered, true)
-            } else {
-                let mut ids = Vec::new();
-                if tok.add_bos() {
-                    ids.extend(tok.bos_id());
-                }
-                ids.extend(tok.encode(&text, true));
-                ids
+            let mut msgs = Vec::new();
+            if let Some(s) = &a.system {
+                msgs.push(ChatMessage::new("system", s));
             }
+            msgs.push(ChatMessage::new("user", &text));
+            session.encode_chat(template.as_ref(), &msgs)?
         }
+        Some(text) => session.encode(&text, true, true)?,
     };
     if a.verbose_prompt {
         let s: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
         eprintln!("llq: prompt ({} tokens): {}", prompt.len(), s.join(" "));
     }
-    let n_ctx = a.model.n_ctx(&model);
+    let n_ctx = session.n_ctx();
     let kv = a.kv.config();
-    let mut session = Session::with_config(&model, n_ctx, a.sampling.params(), kv)?;
     let load = t0.elapsed();
     if a.verbose {
         eprintln!(
-            "llq: KV cache {} × {n_ctx} positions, {} bytes, policy {:?} (keep {})",
-            kv.cache_type.name(),
+            "llq: KV cache {} × {n_ctx} positions, {} bytes, policy {} (keep {})",
+            kv.cache_type,
             session.kv_cache_bytes(),
             kv.policy,
             kv.keep
@@ -160,25 +143,25 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
 
-    let stops = stop_ids(&model);
-    let stop = |t: u32| !a.ignore_eos && stops.contains(&t);
+    let params = GenerateParams {
+        max_tokens: a.n_predict,
+        stop_at_eog: !a.ignore_eos,
+        skip_special: !a.special,
+    };
     let mut out = std::io::stdout().lock();
-    let mut decoder = model
-        .tokenizer
-        .as_ref()
-        .map(|t| t.stream_decoder(!a.special));
     let mut first = true;
     let mut io_err = None;
     let t2 = Instant::now();
-    let n = session.generate(a.n_predict, &stop, |t| {
-        let s = if ids_mode {
-            let s = format!("{}{t}", if first { "" } else { " " });
-            first = false;
-            s
-        } else if stop(t) {
-            String::new()
-        } else {
-            decoder.as_mut().map(|d| d.push(t)).unwrap_or_default()
+    let done = session.generate(&params, |p| {
+        // --prompt-ids prints ids, space-separated; text prompts print text.
+        let s = match (ids_mode, p.token) {
+            (true, None) => return true,
+            (true, Some(t)) => {
+                let s = format!("{}{t}", if first { "" } else { " " });
+                first = false;
+                s
+            }
+            (false, _) => p.text.to_string(),
         };
         if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
             io_err = Some(e);
@@ -189,24 +172,21 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(e) = io_err {
         return Err(Error::io("stdout", e));
     }
-    let tail = decoder.map(|mut d| d.flush()).unwrap_or_default();
-    if !ids_mode {
-        out.write_all(tail.as_bytes())
-            .map_err(|e| Error::io("stdout", e))?;
-    }
     writeln!(out).map_err(|e| Error::io("stdout", e))?;
     let gen_time = t2.elapsed();
     eprintln!(
-        "llq: load {:.2?} | prompt {} tokens ({} evaluated) in {:.2?} ({:.1} tok/s) | generated {n} tokens in {:.2?} ({:.1} tok/s) | kernels {} | KV cache {} {:.1} MiB",
+        "llq: load {:.2?} | prompt {} tokens ({} evaluated) in {:.2?} ({:.1} tok/s) | generated {} tokens in {:.2?} ({:.1} tok/s), stop: {} | kernels {} | KV cache {} {:.1} MiB",
         load,
         prompt.len(),
         prompt_evaluated,
         prompt_time,
         prompt_evaluated as f64 / prompt_time.as_secs_f64().max(1e-9),
+        done.n_tokens,
         gen_time,
-        n as f64 / gen_time.as_secs_f64().max(1e-9),
+        done.n_tokens as f64 / gen_time.as_secs_f64().max(1e-9),
+        done.stop,
         llq::kernels::kernels().name,
-        kv.cache_type.name(),
+        kv.cache_type,
         session.kv_cache_bytes() as f64 / (1 << 20) as f64,
     );
     Ok(())

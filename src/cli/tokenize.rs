@@ -40,7 +40,7 @@ pub fn run(a: Args) -> Result<()> {
         .get_bytes(llq::format::keys::TOKENIZER)
         .ok_or_else(|| Error::invalid(&a.model, "has no tokenizer"))?;
     let tok = Tokenizer::from_bytes(bytes).map_err(|e| Error::invalid(&a.model, e.to_string()))?;
-    let ids = tok.encode(&text, !a.no_parse_special);
+    let ids = tok.encode_prompt(&text, false, !a.no_parse_special);
     if a.ids {
         let s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         println!("{}", s.join(" "));

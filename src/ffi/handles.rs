@@ -4,34 +4,36 @@
 //! are reliably reported as errors; and a call that is running keeps its object alive
 //! even if another thread frees the handle meanwhile.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use super::{err, FfiResult, LLQ_ERR_INVALID_HANDLE, LLQ_ERR_NULL};
 
-/// A live object behind a handle.
-pub(crate) enum Obj {
-    Model(Arc<super::api::ModelObj>),
-    Context(Arc<super::api::ContextObj>),
+/// A live object behind a handle, with the name of its C type. The registry knows no
+/// object type: each one says what it is through [`Handled`].
+pub(crate) struct Obj {
+    kind: &'static str,
+    value: Arc<dyn Any + Send + Sync>,
 }
 
 impl Obj {
     fn kind(&self) -> &'static str {
-        match self {
-            Obj::Model(_) => "llq_model",
-            Obj::Context(_) => "llq_context",
-        }
+        self.kind
+    }
+
+    fn downcast<T: Handled>(&self) -> Option<Arc<T>> {
+        self.value.clone().downcast::<T>().ok()
     }
 }
 
 /// An object type that can sit behind a handle of C type `Self::C`.
-pub(crate) trait Handled: Sized {
+pub(crate) trait Handled: Any + Send + Sync + Sized {
     /// The opaque C type (`llq_model`, `llq_context`).
     type C;
+    /// Its name in messages.
     const KIND: &'static str;
-    fn wrap(a: Arc<Self>) -> Obj;
-    fn unwrap(o: &Obj) -> Option<&Arc<Self>>;
 }
 
 static LIVE: LazyLock<Mutex<HashMap<usize, Obj>>> = LazyLock::new(Default::default);
@@ -46,7 +48,11 @@ fn live() -> MutexGuard<'static, HashMap<usize, Obj>> {
 /// Register `value` and return its new handle.
 pub(crate) fn register<T: Handled>(value: T) -> *mut T::C {
     let id = NEXT.fetch_add(1, Ordering::Relaxed) << 4;
-    live().insert(id, T::wrap(Arc::new(value)));
+    let obj = Obj {
+        kind: T::KIND,
+        value: Arc::new(value),
+    };
+    live().insert(id, obj);
     std::ptr::without_provenance_mut(id)
 }
 
@@ -70,8 +76,8 @@ pub(crate) fn get<T: Handled>(p: *const T::C, what: &str) -> FfiResult<Arc<T>> {
     }
     let map = live();
     let found = map.get(&p.addr());
-    match found.and_then(T::unwrap) {
-        Some(a) => Ok(a.clone()),
+    match found.and_then(Obj::downcast::<T>) {
+        Some(a) => Ok(a),
         None => Err(lookup_error(what, T::KIND, found)),
     }
 }
@@ -85,7 +91,7 @@ pub(crate) fn free<T: Handled>(p: *mut T::C, what: &str) -> FfiResult<()> {
     let obj = {
         let mut map = live();
         let found = map.get(&p.addr());
-        if found.and_then(T::unwrap).is_none() {
+        if found.and_then(Obj::downcast::<T>).is_none() {
             let e = lookup_error(what, T::KIND, found);
             return Err(if found.is_none() {
                 err(

@@ -14,10 +14,23 @@
 //!   `llq_context_request_stop` may be called while the context is busy.
 #![allow(non_camel_case_types)]
 
-mod api;
+mod chat;
+mod context;
+mod generate;
 mod handles;
+mod library;
+mod marshal;
+mod model;
+mod tokenize;
+mod types;
 
-pub use api::*;
+pub use chat::*;
+pub use context::*;
+pub use generate::*;
+pub use library::*;
+pub use model::*;
+pub use tokenize::*;
+pub use types::*;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
@@ -100,6 +113,7 @@ impl From<crate::Error> for FfiError {
             crate::Error::Io { .. } => LLQ_ERR_IO,
             crate::Error::Invalid { .. } => LLQ_ERR_MODEL,
             crate::Error::Usage(_) => LLQ_ERR_INVALID_ARG,
+            crate::Error::ContextFull(_) => LLQ_ERR_CONTEXT_FULL,
         };
         err(code, e.to_string())
     }

@@ -143,6 +143,38 @@ pub struct KvConfig {
     pub keep: usize,
 }
 
+/// Attention sinks kept by the `shift` policy unless told otherwise (StreamingLLM's 4).
+pub const DEFAULT_KEEP: usize = 4;
+
+impl KvConfig {
+    /// What an interactive user wants (the CLI's `run` and `chat`): an f16 cache (half of
+    /// f32's memory, mean KL ~1e-6) that shifts past the window keeping 4 attention sinks,
+    /// so asking for more tokens than fit goes on instead of stopping. The library and the
+    /// C API default to [`KvConfig::default`]: f32, exact, stop when full.
+    pub const fn interactive() -> KvConfig {
+        KvConfig {
+            cache_type: CacheType::F16,
+            policy: ContextPolicy::Shift,
+            keep: DEFAULT_KEEP,
+        }
+    }
+}
+
+impl std::fmt::Display for CacheType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for ContextPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ContextPolicy::Stop => "stop",
+            ContextPolicy::Shift => "shift",
+        })
+    }
+}
+
 /// One layer's worth of typed storage, or a view of it.
 pub enum Store {
     F32(Vec<f32>),

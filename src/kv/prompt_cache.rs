@@ -16,32 +16,67 @@
 //! | … | K then V of slots `0..n_tokens`, layer by layer, in the cache's storage type |
 //! | 4 | CRC32 of everything above |
 //!
-//! Files are written to a temporary file next to the target and renamed over it.
+//! Files are written to a temporary file next to the target and renamed over it, and only
+//! over a missing file or an earlier prompt cache: a path that holds anything else (the
+//! model itself, a text, a device) is refused, never overwritten.
+//!
+//! The cache does not know models: the caller names the model by a [`ModelIdentity`].
 
 use std::io::Write;
 use std::path::Path;
 
 use super::{CacheType, KvCache};
 use crate::error::{Error, Result};
-use crate::model::Model;
 
 const MAGIC: &[u8; 8] = b"LLQPC\x01\0\0";
 const HEAD: usize = 8 + 4 + 12 + 4 + 16;
 
-/// Identity of the model a cache was computed with.
-fn fingerprint(model: &Model) -> (u16, u16, u64, u32) {
-    let f = &model.file;
-    let hs = f.header_size();
-    let crc = u32::from_le_bytes(f.bytes_at(hs..hs + 4).try_into().unwrap());
-    let (major, minor) = f.version();
-    (major, minor, f.file_size() as u64, crc)
+/// The model a cache is computed with, as the cache file records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelIdentity {
+    /// `.llq` format version (major, minor) of the model file.
+    pub format: (u16, u16),
+    /// The model file's size and its header CRC32 (which covers every hyper-parameter,
+    /// tensor name, type and offset, and the data CRC).
+    pub file_size: u64,
+    pub header_crc: u32,
+    pub n_layers: usize,
+    pub kv_dim: usize,
+    pub vocab: usize,
+}
+
+/// Whether `path` may be written: it does not exist, or it is a regular file that starts
+/// like a prompt cache.
+fn check_replaceable(path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+        Ok(m) => m,
+    };
+    let refuse = |what: &str| {
+        Err(Error::invalid(
+            path,
+            format!("{what}, not a prompt cache: refusing to overwrite it"),
+        ))
+    };
+    if !meta.file_type().is_file() {
+        return refuse("this path is not a regular file");
+    }
+    let mut head = [0u8; 8];
+    let read =
+        std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    match read {
+        Ok(()) if &head == MAGIC => Ok(()),
+        _ if meta.len() == 0 => Ok(()),
+        _ => refuse("the file exists and is something else"),
+    }
 }
 
 /// Write a prompt cache for `tokens` (which must be exactly the cache's first positions,
 /// not wrapped) atomically.
 pub fn save(
     path: &Path,
-    model: &Model,
+    model: &ModelIdentity,
     cache: &KvCache,
     tokens: &[u32],
     logits: &[f32],
@@ -52,11 +87,12 @@ pub fn save(
             "prompt cache: the cache does not hold exactly the prompt",
         ));
     }
-    let vocab = model.config.vocab_size;
+    let vocab = model.vocab;
     if logits.len() != vocab {
         return Err(Error::usage("prompt cache: no logits for the prompt"));
     }
-    let (major, minor, size, crc) = fingerprint(model);
+    check_replaceable(path)?;
+    let ((major, minor), size, crc) = (model.format, model.file_size, model.header_crc);
     let mut buf = Vec::with_capacity(HEAD + 4 * n + 4 * vocab + cache.prefix_len(n) + 4);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&major.to_le_bytes());
@@ -64,8 +100,7 @@ pub fn save(
     buf.extend_from_slice(&size.to_le_bytes());
     buf.extend_from_slice(&crc.to_le_bytes());
     buf.extend_from_slice(&[cache.config().cache_type.code(), 0, 0, 0]);
-    let c = &model.config;
-    for v in [c.n_layers, c.kv_dim(), vocab, n] {
+    for v in [model.n_layers, model.kv_dim, vocab, n] {
         buf.extend_from_slice(&(v as u32).to_le_bytes());
     }
     tokens
@@ -98,7 +133,7 @@ pub struct Loaded {
 
 /// Read and validate a prompt cache for `model` and a cache like `cache`. The error says
 /// why the file cannot be used (the caller warns and evaluates the prompt normally).
-pub fn load(path: &Path, model: &Model, cache: &KvCache) -> Result<Loaded> {
+pub fn load(path: &Path, model: &ModelIdentity, cache: &KvCache) -> Result<Loaded> {
     let bad = |m: String| Error::invalid(path, m);
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.len() < HEAD + 4 || &bytes[..8] != MAGIC {
@@ -115,7 +150,7 @@ pub fn load(path: &Path, model: &Model, cache: &KvCache) -> Result<Loaded> {
     }
     let u16_at = |o: usize| u16::from_le_bytes(bytes[o..o + 2].try_into().unwrap());
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
-    let (major, minor, size, crc) = fingerprint(model);
+    let ((major, minor), size, crc) = (model.format, model.file_size, model.header_crc);
     if (u16_at(8), u16_at(10)) != (major, minor) {
         return Err(bad(format!(
             "made for llq format {}.{}, this model file is {major}.{minor}",
@@ -138,14 +173,13 @@ pub fn load(path: &Path, model: &Model, cache: &KvCache) -> Result<Loaded> {
             ct.name()
         )));
     }
-    let c = &model.config;
-    let vocab = c.vocab_size;
+    let vocab = model.vocab;
     let n = u32_at(40) as usize;
     if (
         u32_at(28) as usize,
         u32_at(32) as usize,
         u32_at(36) as usize,
-    ) != (c.n_layers, c.kv_dim(), vocab)
+    ) != (model.n_layers, model.kv_dim, vocab)
     {
         return Err(bad("made with different model dimensions".into()));
     }

@@ -114,6 +114,21 @@ impl ModelConfig {
 }
 
 impl Model {
+    /// How a prompt cache names this model (see [`crate::kv::prompt_cache`]).
+    pub fn identity(&self) -> crate::kv::prompt_cache::ModelIdentity {
+        let f = &self.file;
+        let hs = f.header_size();
+        let crc = f.bytes_at(hs..hs + 4);
+        crate::kv::prompt_cache::ModelIdentity {
+            format: f.version(),
+            file_size: f.file_size() as u64,
+            header_crc: u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]),
+            n_layers: self.config.n_layers,
+            kv_dim: self.config.kv_dim(),
+            vocab: self.config.vocab_size,
+        }
+    }
+
     pub fn open(path: &Path) -> Result<Model> {
         Self::open_with(path, false)
     }

@@ -180,6 +180,18 @@ impl Tokenizer {
         serialize::from_bytes(bytes)
     }
 
+    /// Encode a prompt: BOS first when `add_special` is set and the tokenizer asks for one
+    /// (`add_bos`), then the text. This is the one place where "add BOS, then encode" is
+    /// decided; chat templates write BOS themselves and pass `add_special = false`.
+    pub fn encode_prompt(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        let mut ids = Vec::new();
+        if add_special && self.add_bos() {
+            ids.extend(self.bos_id());
+        }
+        ids.extend(self.encode(text, parse_special));
+        ids
+    }
+
     /// Encodes `text` to token ids. No BOS/EOS is added (see [`Tokenizer::add_bos`]).
     /// With `parse_special`, special/control tokens written in the text (e.g.
     /// `<|im_start|>`) become single tokens; turn it off for untrusted text.
