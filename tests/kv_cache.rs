@@ -265,7 +265,7 @@ fn prompt_cache_skips_the_saved_prefix() {
             let e = s.load_prompt_cache(&path, &prompt).unwrap_err().to_string();
             assert!(e.contains(msg), "{what}: {e}");
             assert_eq!(greedy_after(&mut s, &prompt, 16), reference, "{what}");
-            assert_eq!(s.evaluated(), prompt.len() + 15, "{what}");
+            assert_eq!(s.evaluated(), prompt.len() + 16, "{what}");
         }
         std::fs::write(&path, &good).unwrap();
         let mut s = new();
@@ -374,9 +374,20 @@ fn smollm2() -> &'static Model {
 #[test]
 fn smollm2_streaming_perplexity_is_close_to_windowed() {
     let p = read_json(&fixtures().join("smollm2/perplexity.json"));
-    let tokens = ids(&p["token_ids"]);
-    let windowed = p["ppl"].as_f64().unwrap();
+    let mut tokens = ids(&p["token_ids"]);
+    let mut windowed = p["ppl"].as_f64().unwrap();
     let matched = p["llamacpp_protocol"]["ppl"].as_f64().unwrap();
+    if common::quick() {
+        // A forced kernel level: the first 5 windows' worth of text (the ring wraps 4
+        // times), bounded by the windowed PPL of the same windows. The matched-context
+        // golden exists for the whole text only, so it is checked at the default level.
+        let per_window: Vec<f64> = p["per_window_mean_nll"].as_array().unwrap()[..5]
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        windowed = (per_window.iter().sum::<f64>() / 5.0).exp();
+        tokens.truncate(5 * 256);
+    }
     let cfg = shift(CacheType::F32, 4);
     let r = llq::perplexity::perplexity_streaming(smollm2(), &tokens, 256, cfg, 64, |_, _, _| {})
         .unwrap();
@@ -394,7 +405,7 @@ fn smollm2_streaming_perplexity_is_close_to_windowed() {
         r.ppl
     );
     assert!(
-        rel < 0.10,
+        common::quick() || rel < 0.10,
         "streaming PPL {} vs matched-context windowed {matched}",
         r.ppl
     );

@@ -33,4 +33,10 @@ cc -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Wall -Wextra -Werror -Iinclude tes
 RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \
     --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
     "$work/misuse" "$work/tiny.llq"
+# Every context parameter, with the context shifting past n_ctx (tests/c/policy.c).
+cc -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Wall -Wextra -Werror -Iinclude tests/c/policy.c \
+    -L"$libdir" -lllq -Wl,-rpath,"$libdir" -o "$work/policy"
+RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+    "$work/policy" "$work/tiny.llq" 1,5,9 24 16 1 4 f16 0.8 42
 echo "valgrind: clean"

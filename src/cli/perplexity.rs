@@ -44,13 +44,13 @@ pub struct Args {
     #[arg(long, requires = "kl_divergence_base")]
     kl_divergence: bool,
     /// Storage type of the KV cache: f32, f16 or q8_0.
-    #[arg(long, default_value = "f16")]
+    #[arg(long, default_value_t = KvConfig::interactive().cache_type)]
     cache_type: CacheType,
     /// Stream the text through a ring cache of -c positions instead of windows.
     #[arg(long, conflicts_with = "kl_divergence_base")]
     streaming: bool,
     /// Attention-sink positions kept by --streaming.
-    #[arg(long, default_value_t = 4, requires = "streaming")]
+    #[arg(long, default_value_t = llq::kv::DEFAULT_KEEP, requires = "streaming")]
     keep: usize,
     /// Tokens per forward call with --streaming.
     #[arg(long, default_value_t = 64, requires = "streaming")]

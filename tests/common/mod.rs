@@ -39,30 +39,67 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
-/// Convert a fixture checkpoint into [`scratch_dir`], for tests that need the file's path
-/// for the whole process (the C API, the command line).
+/// Where models converted for the whole process live. `tools/test.sh` sets
+/// `LLQ_TEST_MODELS` to one folder that it empties at the start of a run: then every test
+/// binary, and every forced kernel level, of that run shares one conversion per model and
+/// type (conversion does not depend on the kernel level: it is the reference code in
+/// `llq::quant`). Without it, each test binary converts into its own [`scratch_dir`],
+/// replacing what an earlier run left.
+fn models_dir() -> (PathBuf, bool) {
+    match std::env::var_os("LLQ_TEST_MODELS") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+            (d, true)
+        }
+        None => (scratch_dir(), false),
+    }
+}
+
+/// `out` converted from `ck` at `dtype`: reused when the run shares converted models and
+/// the file is there, converted otherwise (`convert` renames a finished file into place,
+/// so a reader never sees half a file). Conversions within a process are serialized so
+/// that parallel tests wanting the same file convert it once.
+fn convert_once(name: &str, dtype: DType, ck: &dyn llq::convert::Checkpoint) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (dir, shared) = models_dir();
+    let out = dir.join(format!("{name}.{}.llq", dtype.name()));
+    static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if done.contains(&out) || (shared && out.is_file()) {
+        return out;
+    }
+    convert(ck, dtype, &out, &Silent).unwrap();
+    done.push(out.clone());
+    out
+}
+
+/// Convert a fixture checkpoint once (see [`convert_once`]), for tests that need the
+/// file's path for the whole process (the C API, the command line).
 pub fn convert_fixture_to_scratch(name: &str, dtype: DType) -> PathBuf {
-    let out = scratch_dir().join(format!("{name}.{}.llq", dtype.name()));
     let ck = HfCheckpoint::open(&fixtures().join(name)).unwrap();
-    convert(&ck, dtype, &out, &Silent).unwrap();
-    out
+    convert_once(name, dtype, &ck)
 }
 
-/// Convert SmolLM2 into [`scratch_dir`] and return the path.
+/// Convert SmolLM2 once (see [`convert_once`]) and return the path.
 pub fn convert_smollm2_to_scratch(dtype: DType) -> PathBuf {
-    let out = scratch_dir().join(format!("smollm2.{}.llq", dtype.name()));
     let ck = GgufCheckpoint::open(&smollm2_gguf()).unwrap();
-    convert(&ck, dtype, &out, &Silent).unwrap();
-    out
+    convert_once("smollm2", dtype, &ck)
 }
 
-/// Convert SmolLM2 and open it for the rest of the process. The file is unlinked at once:
-/// the mapping keeps its data alive, and nothing is left on disk when the process ends.
+/// SmolLM2 at `dtype`, opened for the rest of the process.
 pub fn open_smollm2(dtype: DType) -> Model {
-    let path = convert_smollm2_to_scratch(dtype);
-    let model = Model::open(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    model
+    Model::open(&convert_smollm2_to_scratch(dtype)).unwrap()
+}
+
+/// Whether a forced kernel level is being re-checked (`tools/test.sh` sets `LLQ_TEST_QUICK`
+/// for every level after the first): real-model tests then score a few windows of text
+/// instead of all of it. The kernels themselves are compared with the scalar reference on
+/// random data at every level (`tests/kernels.rs`); what the real model adds per level is
+/// that a whole forward pass stays within the same statistical bounds.
+pub fn quick() -> bool {
+    std::env::var_os("LLQ_TEST_QUICK").is_some()
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
