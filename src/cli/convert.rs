@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use llq::convert::{convert, open_checkpoint, Progress};
+use llq::lora::merge_adapters;
 use llq::quant::DType;
 use llq::Result;
 
@@ -29,6 +30,39 @@ pub struct Args {
     /// Threads used to quantize (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to
+    /// merge into the weights before quantizing: W' = W + scale·(alpha/r)·B·A (alpha/sqrt(r)
+    /// with use_rslora). Repeat to merge several, in order. The base is INPUT, never the
+    /// adapter's base_model_name_or_path. Plain LoRA on q/k/v/o/gate/up/down only: DoRA,
+    /// modules_to_save, embedding or lm_head targets, rank/alpha patterns, fan_in_fan_out,
+    /// layers_to_transform and trained biases are refused.
+    #[arg(long = "lora", value_name = "ADAPTER_DIR")]
+    lora: Vec<PathBuf>,
+    /// Multiplier of the adapters' update: once for all --lora adapters, or once per
+    /// --lora in the same order (default 1).
+    #[arg(long = "lora-scale", value_name = "S", allow_negative_numbers = true)]
+    lora_scale: Vec<f32>,
+}
+
+/// Pair each --lora with its scale.
+fn lora_specs(a: &Args) -> Result<Vec<(PathBuf, f32)>> {
+    let scale = |i: usize| match a.lora_scale.len() {
+        0 => Ok(1.0),
+        1 => Ok(a.lora_scale[0]),
+        n if n == a.lora.len() => Ok(a.lora_scale[i]),
+        n => Err(llq::Error::usage(format!(
+            "{n} --lora-scale values for {} --lora adapters: give one for all or one per adapter",
+            a.lora.len()
+        ))),
+    };
+    if a.lora.is_empty() && !a.lora_scale.is_empty() {
+        return Err(llq::Error::usage("--lora-scale needs --lora"));
+    }
+    a.lora
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Ok((d.clone(), scale(i)?)))
+        .collect()
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
@@ -53,7 +87,11 @@ impl Progress for Bar {
 pub fn run(a: Args) -> Result<()> {
     super::init_threads(a.threads)?;
     let start = std::time::Instant::now();
-    let ck = open_checkpoint(&a.input)?;
+    let specs = lora_specs(&a)?;
+    let mut ck = open_checkpoint(&a.input)?;
+    if !specs.is_empty() {
+        ck = Box::new(merge_adapters(ck, &specs)?);
+    }
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {msg}")
             .expect("valid template")
