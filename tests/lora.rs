@@ -694,3 +694,195 @@ fn gguf_base_merges_in_hf_row_order() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Run-time adapters: the adapter file and the rank-r product.
+
+/// `llq convert --lora-only` equivalent: the PEFT adapter as an adapter file at `dtype`.
+fn adapter_file(name: &str, dtype: DType, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{name}.{}.llq", dtype.name()));
+    let a = llq::lora::open_peft(&adapter_dir(name)).unwrap();
+    llq::lora::write_adapter(&a, dtype, &out).unwrap();
+    out
+}
+
+/// The file holds A and Bᵀ exactly (f32) or rounded to f16, plus rank/alpha/rsLoRA, and
+/// is checked against a model's shapes.
+#[test]
+fn adapter_file_round_trip() {
+    use llq::lora::file::Mat;
+    use llq::lora::{Adapter, Proj};
+    let dir = tempfile::tempdir().unwrap();
+    for name in ADAPTERS {
+        let peft = llq::lora::open_peft(&adapter_dir(name)).unwrap();
+        for dtype in [DType::F32, DType::F16] {
+            let a = Adapter::open(&adapter_file(name, dtype, dir.path())).unwrap();
+            assert_eq!(
+                (a.rank, a.alpha, a.use_rslora),
+                (peft.rank, peft.alpha, peft.use_rslora)
+            );
+            assert_eq!(a.scaling(), peft.scaling());
+            assert_eq!(a.sha256, peft.sha256);
+            let mut seen = 0;
+            for l in 0..a.n_layers() {
+                for (p, (_, part)) in Proj::ALL.iter().zip(llq::lora::PROJECTIONS) {
+                    let Some(t) = a.target(l, *p) else { continue };
+                    seen += 1;
+                    let want = peft.target(&llq::model::names::layer(l, part)).unwrap();
+                    let (am, btm) = a.matrices(t);
+                    let f = |m: Mat| -> Vec<f32> {
+                        match m {
+                            Mat::F32(v) => v.to_vec(),
+                            Mat::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+                        }
+                    };
+                    let bt: Vec<f32> = (0..t.rank * t.out_dim)
+                        .map(|j| want.b[(j % t.out_dim) * t.rank + j / t.out_dim])
+                        .collect();
+                    let tol = if dtype == DType::F16 { 1e-3 } else { 0.0 };
+                    assert!(max_abs_diff(&f(am), &want.a) <= tol);
+                    assert!(max_abs_diff(&f(btm), &bt) <= tol);
+                }
+            }
+            assert_eq!(seen, peft.targets.len());
+            let base = HfCheckpoint::open(&base_dir()).unwrap();
+            a.check_model(base.config()).unwrap();
+            let other = HfCheckpoint::open(&fixtures().join("tiny-llama3-rope")).unwrap();
+            let e = a.check_model(other.config()).unwrap_err().to_string();
+            assert!(e.contains("another model"), "{e}");
+        }
+    }
+    // A model file is not an adapter, and an adapter is not a model.
+    let model = convert_fixture_to_scratch("tiny-llama-gqa", DType::F32);
+    let e = Adapter::open(&model).err().unwrap().to_string();
+    assert!(e.contains("not a LoRA adapter"), "{e}");
+    let e = Model::open(&adapter_file(ADAPTERS[0], DType::F16, dir.path()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is a LoRA adapter"), "{e}");
+}
+
+/// `AdapterSet::apply` adds scale·scaling·B·(A·x) for one token and for a batch, at every
+/// size where the work is split across the pool or not, against a plain f64 product.
+#[test]
+fn apply_matches_plain_product() {
+    use llq::lora::{Adapter, AdapterSet, LoraScratch, Proj};
+    let dir = tempfile::tempdir().unwrap();
+    let base = HfCheckpoint::open(&base_dir()).unwrap();
+    let cfg = base.config().clone();
+    let peft = llq::lora::open_peft(&adapter_dir(ADAPTERS[0])).unwrap();
+    let a = std::sync::Arc::new(
+        Adapter::open(&adapter_file(ADAPTERS[0], DType::F32, dir.path())).unwrap(),
+    );
+    let set = AdapterSet::new(vec![(a.clone(), 0.75)], &cfg).unwrap();
+    let k = llq::kernels::kernels();
+    let mut scratch = LoraScratch::default();
+    for proj in [Proj::Q, Proj::K, Proj::Down] {
+        let (rows, cols) = proj.shape(&cfg);
+        let part = llq::lora::PROJECTIONS[proj as usize].1;
+        let t = peft.target(&llq::model::names::layer(1, part)).unwrap();
+        for n in [1, 5] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let base_out: Vec<f32> = (0..n * rows).map(|i| i as f32 * 1e-3).collect();
+            let mut out = base_out.clone();
+            set.apply(k, 1, proj, &x, n, &mut out, &mut scratch);
+            let factor = 0.75 * peft.scaling() as f64;
+            for tok in 0..n {
+                let xt = &x[tok * cols..(tok + 1) * cols];
+                let ax: Vec<f64> = (0..t.rank)
+                    .map(|kk| {
+                        (0..cols)
+                            .map(|j| t.a[kk * cols + j] as f64 * xt[j] as f64)
+                            .sum()
+                    })
+                    .collect();
+                for i in 0..rows {
+                    let d: f64 = (0..t.rank)
+                        .map(|kk| t.b[i * t.rank + kk] as f64 * ax[kk])
+                        .sum();
+                    let want = base_out[tok * rows + i] as f64 + factor * d;
+                    let got = out[tok * rows + i] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{proj:?} n={n} t={tok} i={i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    // Nothing for a projection the adapter leaves alone (rsLoRA adapts q and v only).
+    let rs = std::sync::Arc::new(
+        Adapter::open(&adapter_file(ADAPTERS[1], DType::F32, dir.path())).unwrap(),
+    );
+    let set = AdapterSet::new(vec![(rs, 1.0)], &cfg).unwrap();
+    let x = vec![1.0f32; cfg.dim];
+    let mut out = vec![0.5f32; cfg.kv_dim()];
+    set.apply(k, 0, Proj::K, &x, 1, &mut out, &mut scratch);
+    assert!(out.iter().all(|v| *v == 0.5));
+}
+
+/// The single-token path splits large products across the pool: a synthetic rank-16
+/// adapter on a 4096 × 4096 projection, f16, in a 3-thread pool, against an f64 product
+/// of the same (f16-rounded) values.
+#[test]
+fn apply_splits_large_single_token_products() {
+    use llq::lora::{Adapter, AdapterSet, LoraAdapter, LoraScratch, LoraTarget, Proj};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = HfCheckpoint::open(&base_dir()).unwrap().config().clone();
+    (cfg.dim, cfg.ffn_dim) = (4096, 4096);
+    let (r, n) = (16, 4096);
+    let val = |i: usize| half::f16::from_f32(((i * 7919 % 1009) as f32 - 504.0) / 5040.0).to_f32();
+    let t = LoraTarget {
+        name: llq::model::names::layer(0, "ffn_down"),
+        rank: r,
+        in_dim: n,
+        out_dim: n,
+        a: (0..r * n).map(val).collect(),
+        b: (0..r * n).map(|i| val(i + 17)).collect(),
+    };
+    let la = LoraAdapter {
+        name: "synthetic".into(),
+        sha256: String::new(),
+        rank: r,
+        alpha: 32.0,
+        use_rslora: false,
+        targets: vec![t.clone()],
+    };
+    let path = dir.path().join("big.llq");
+    llq::lora::write_adapter(&la, DType::F16, &path).unwrap();
+    let set = AdapterSet::new(
+        vec![(std::sync::Arc::new(Adapter::open(&path).unwrap()), 1.0)],
+        &cfg,
+    )
+    .unwrap();
+    let x: Vec<f32> = (0..n).map(|i| val(i + 3)).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let mut out = vec![0f32; n];
+    pool.install(|| {
+        set.apply(
+            llq::kernels::kernels(),
+            0,
+            Proj::Down,
+            &x,
+            1,
+            &mut out,
+            &mut LoraScratch::default(),
+        )
+    });
+    let ax: Vec<f64> = (0..r)
+        .map(|k| (0..n).map(|j| t.a[k * n + j] as f64 * x[j] as f64).sum())
+        .collect();
+    for (i, got) in out.iter().enumerate() {
+        let want: f64 = 2.0 * (0..r).map(|k| t.b[i * r + k] as f64 * ax[k]).sum::<f64>();
+        assert!(
+            (*got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+            "row {i}: {got} vs {want}"
+        );
+    }
+}

@@ -19,14 +19,22 @@ use llq::Result;
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory or .gguf file.
-    input: PathBuf,
+    #[arg(required_unless_present = "lora_only")]
+    input: Option<PathBuf>,
     /// Output .llq file.
     #[arg(short, long)]
     output: PathBuf,
     /// Weight type: f32, f16, q8_0 (8.5 bits/weight) or q4_0 (4.5 bits/weight). Norms stay
-    /// f32; matrices whose rows are not a multiple of 32 fall back to f16.
-    #[arg(long = "type", default_value = "q8_0", value_parser = parse_dtype)]
-    dtype: DType,
+    /// f32; matrices whose rows are not a multiple of 32 fall back to f16. Default q8_0
+    /// (f16 with --lora-only, where only f16 and f32 are allowed).
+    #[arg(long = "type", value_parser = parse_dtype)]
+    dtype: Option<DType>,
+    /// Convert only a PEFT LoRA adapter directory into a run-time adapter file (its A and
+    /// B matrices at --type f16 or f32, with alpha, rank and targets), for
+    /// `llq run -m base.llq --lora adapter.llq[:scale]`. No base model is read; the
+    /// adapter is checked against the model when it is loaded.
+    #[arg(long = "lora-only", value_name = "ADAPTER_DIR", conflicts_with_all = ["input", "lora", "lora_scale"])]
+    lora_only: Option<PathBuf>,
     /// Threads used to quantize (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -84,11 +92,35 @@ impl Progress for Bar {
     }
 }
 
+/// `--lora-only`: a PEFT adapter → run-time adapter file.
+fn adapter_only(dir: &std::path::Path, a: &Args) -> Result<()> {
+    let dtype = a.dtype.unwrap_or(DType::F16);
+    let adapter = llq::lora::open_peft(dir)?;
+    llq::lora::write_adapter(&adapter, dtype, &a.output)?;
+    eprintln!(
+        "llq: wrote {} (LoRA adapter '{}': rank {}, {} projections, {})",
+        a.output.display(),
+        adapter.name,
+        adapter.rank,
+        adapter.targets.len(),
+        dtype.name()
+    );
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     super::init_threads(a.threads)?;
+    if let Some(dir) = &a.lora_only {
+        return adapter_only(dir, &a);
+    }
     let start = std::time::Instant::now();
+    let dtype = a.dtype.unwrap_or(DType::Q8_0);
     let specs = lora_specs(&a)?;
-    let mut ck = open_checkpoint(&a.input)?;
+    let input = a
+        .input
+        .as_ref()
+        .expect("clap requires INPUT without --lora-only");
+    let mut ck = open_checkpoint(input)?;
     if !specs.is_empty() {
         ck = Box::new(merge_adapters(ck, &specs)?);
     }
@@ -97,13 +129,13 @@ pub fn run(a: Args) -> Result<()> {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    convert(ck.as_ref(), a.dtype, &a.output, &Bar(bar))?;
+    convert(ck.as_ref(), dtype, &a.output, &Bar(bar))?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "llq: wrote {} ({:.1} MiB, {}) in {:.2?}",
         a.output.display(),
         size as f64 / (1 << 20) as f64,
-        a.dtype.name(),
+        dtype.name(),
         start.elapsed()
     );
     Ok(())

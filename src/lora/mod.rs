@@ -5,10 +5,14 @@
 //! weights before conversion (`llq convert --lora`). Everything PEFT can express that these
 //! do not implement is refused with a message naming it, never ignored.
 
+pub mod apply;
+pub mod file;
 pub mod merge;
 pub mod peft;
 mod sha256;
 
+pub use apply::{AdapterSet, LoraScratch};
+pub use file::{write_adapter, Adapter};
 pub use merge::{merge_adapters, MergedCheckpoint};
 pub use peft::open_peft;
 pub use sha256::sha256_hex;
@@ -26,6 +30,42 @@ pub const PROJECTIONS: [(&str, &str); 7] = [
     ("mlp.up_proj", "ffn_up"),
     ("mlp.down_proj", "ffn_down"),
 ];
+
+/// A projection of a LLaMA layer, in [`PROJECTIONS`] order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proj {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Proj {
+    pub const ALL: [Proj; 7] = [
+        Proj::Q,
+        Proj::K,
+        Proj::V,
+        Proj::O,
+        Proj::Gate,
+        Proj::Up,
+        Proj::Down,
+    ];
+
+    /// `[out, in]` of this projection's weight in `cfg`'s model.
+    pub fn shape(self, cfg: &ModelConfig) -> (usize, usize) {
+        let (d, q, kv, f) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        match self {
+            Proj::Q => (q, d),
+            Proj::K | Proj::V => (kv, d),
+            Proj::O => (d, q),
+            Proj::Gate | Proj::Up => (f, d),
+            Proj::Down => (d, f),
+        }
+    }
+}
 
 /// One adapted projection: `delta = scaling · B·A` with `A` `[rank, in_dim]` and `B`
 /// `[out_dim, rank]`, both row-major f32.

@@ -1,0 +1,301 @@
+//! The run-time adapter file: a LoRA adapter in the `.llq` container (docs/FORMAT.md,
+//! "LoRA adapter files"), written by `llq convert --lora-only` and mapped by [`Adapter`].
+//!
+//! Per adapted projection it holds `A` as `blk.N.<part>.lora_a` `[r, in]` and `B`
+//! *transposed* as `blk.N.<part>.lora_bt` `[r, out]`, both row-major f16 or f32. The
+//! transpose is what lets the run-time product `B·(A·x)` be a sum of r rows of length
+//! `out` weighted by the r values of `A·x`, the access pattern of attention's value
+//! kernel, instead of `out` dot products of length r.
+
+use std::path::Path;
+
+use half::f16;
+
+use super::{LoraAdapter, Proj, PROJECTIONS};
+use crate::error::{Error, Result};
+use crate::format::{keys, Layout, LlqFile, LlqWriter, TensorEntry, TensorPlan, Value};
+use crate::model::ModelConfig;
+use crate::quant::DType;
+
+/// `general.architecture` of an adapter file: a model loader refuses it by name.
+pub const ARCHITECTURE: &str = "llama-lora";
+pub const KEY_RANK: &str = "lora.rank";
+pub const KEY_ALPHA: &str = "lora.alpha";
+pub const KEY_RSLORA: &str = "lora.use_rslora";
+pub const KEY_SHA256: &str = "lora.source_sha256";
+
+/// Write `a` as an adapter file with its matrices stored as `dtype` (f16 or f32).
+pub fn write_adapter(a: &LoraAdapter, dtype: DType, out: &Path) -> Result<()> {
+    if !matches!(dtype, DType::F16 | DType::F32) {
+        return Err(Error::usage(format!(
+            "an adapter is stored as f16 or f32, not {}",
+            dtype.name()
+        )));
+    }
+    let meta = vec![
+        (
+            keys::ARCHITECTURE.to_string(),
+            Value::Str(ARCHITECTURE.into()),
+        ),
+        (keys::NAME.to_string(), Value::Str(a.name.clone())),
+        (keys::SOURCE.to_string(), Value::Str("peft".into())),
+        (
+            keys::CONVERTER.to_string(),
+            Value::Str(format!("llq {}", env!("CARGO_PKG_VERSION"))),
+        ),
+        (
+            keys::QUANTIZATION.to_string(),
+            Value::Str(dtype.name().into()),
+        ),
+        (KEY_RANK.to_string(), Value::U32(a.rank as u32)),
+        (KEY_ALPHA.to_string(), Value::F64(a.alpha)),
+        (KEY_RSLORA.to_string(), Value::Bool(a.use_rslora)),
+        (KEY_SHA256.to_string(), Value::Str(a.sha256.clone())),
+    ];
+    let plan = |name: String, rows: usize, cols: usize| TensorPlan {
+        name,
+        dtype,
+        shape: vec![rows as u64, cols as u64],
+        layout: Layout::RowMajor,
+    };
+    let mut plans = Vec::new();
+    for t in &a.targets {
+        let base = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+        plans.push(plan(format!("{base}.lora_a"), t.rank, t.in_dim));
+        plans.push(plan(format!("{base}.lora_bt"), t.rank, t.out_dim));
+    }
+    let mut w = LlqWriter::create(out, meta, plans)?;
+    for t in &a.targets {
+        w.write_tensor(&encode(dtype, &t.a))?;
+        let mut bt = vec![0f32; t.b.len()];
+        for i in 0..t.out_dim {
+            for k in 0..t.rank {
+                bt[k * t.out_dim + i] = t.b[i * t.rank + k];
+            }
+        }
+        w.write_tensor(&encode(dtype, &bt))?;
+    }
+    w.finish()
+}
+
+fn encode(dtype: DType, v: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F16 => v
+            .iter()
+            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// Where one projection's matrices lie in the mapped file.
+#[derive(Clone, Debug)]
+pub struct TargetRef {
+    pub dtype: DType,
+    pub rank: usize,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    a: std::ops::Range<usize>,
+    bt: std::ops::Range<usize>,
+}
+
+/// A mapped adapter file, ready to be applied beside a base model's matmuls.
+pub struct Adapter {
+    file: LlqFile,
+    pub name: String,
+    pub sha256: String,
+    pub rank: usize,
+    pub alpha: f64,
+    pub use_rslora: bool,
+    /// `slots[layer][proj]`.
+    slots: Vec<[Option<TargetRef>; 7]>,
+}
+
+/// A matrix of an adapter, viewed in place.
+#[derive(Clone, Copy, Debug)]
+pub enum Mat<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl Adapter {
+    /// Map and validate an adapter file (written by `llq convert --lora-only`).
+    pub fn open(path: &Path) -> Result<Adapter> {
+        let file = LlqFile::open(path)?;
+        let bad = |msg: String| Error::invalid(path, msg);
+        let arch = file.get(keys::ARCHITECTURE).and_then(Value::as_str);
+        if arch != Some(ARCHITECTURE) {
+            return Err(bad(format!(
+                "not a LoRA adapter file (architecture {arch:?}, '{ARCHITECTURE}' expected; \
+                 make one with llq convert --lora-only)"
+            )));
+        }
+        let rank = file
+            .get(KEY_RANK)
+            .and_then(Value::as_u64)
+            .filter(|&r| r > 0 && r <= 1 << 16)
+            .ok_or_else(|| bad(format!("metadata '{KEY_RANK}' is missing or out of range")))?
+            as usize;
+        let alpha = file
+            .get(KEY_ALPHA)
+            .and_then(Value::as_f64)
+            .filter(|a| a.is_finite())
+            .ok_or_else(|| bad(format!("metadata '{KEY_ALPHA}' is missing or not finite")))?;
+        let use_rslora = match file.get(KEY_RSLORA) {
+            Some(Value::Bool(b)) => *b,
+            _ => return Err(bad(format!("metadata '{KEY_RSLORA}' is missing"))),
+        };
+        let str_of = |k: &str| {
+            file.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut slots: Vec<[Option<TargetRef>; 7]> = Vec::new();
+        let tensors = file.tensors();
+        if tensors.is_empty() || !tensors.len().is_multiple_of(2) {
+            return Err(bad(format!(
+                "{} tensors: an adapter holds lora_a/lora_bt pairs",
+                tensors.len()
+            )));
+        }
+        for pair in tensors.chunks_exact(2) {
+            let (a, bt) = (&pair[0], &pair[1]);
+            let (layer, proj) = parse_name(&a.name, ".lora_a")
+                .ok_or_else(|| bad(format!("unexpected tensor '{}'", a.name)))?;
+            if parse_name(&bt.name, ".lora_bt") != Some((layer, proj)) {
+                return Err(bad(format!(
+                    "tensor '{}' is not followed by its lora_bt (found '{}')",
+                    a.name, bt.name
+                )));
+            }
+            let t = target_ref(a, bt, rank).map_err(&bad)?;
+            if layer >= slots.len() {
+                // Layer indices are bounded by the tensor count (checked: one pair per
+                // slot), so this cannot be driven to a huge allocation.
+                if layer >= tensors.len() * 8 {
+                    return Err(bad(format!(
+                        "tensor '{}': layer {layer} is implausible",
+                        a.name
+                    )));
+                }
+                slots.resize(layer + 1, Default::default());
+            }
+            let slot = &mut slots[layer][proj as usize];
+            if slot.is_some() {
+                return Err(bad(format!("tensor '{}' appears twice", a.name)));
+            }
+            *slot = Some(t);
+        }
+        Ok(Adapter {
+            name: str_of(keys::NAME),
+            sha256: str_of(KEY_SHA256),
+            rank,
+            alpha,
+            use_rslora,
+            slots,
+            file,
+        })
+    }
+
+    pub fn scaling(&self) -> f32 {
+        super::scaling(self.alpha, self.rank, self.use_rslora)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn target(&self, layer: usize, proj: Proj) -> Option<&TargetRef> {
+        self.slots.get(layer)?[proj as usize].as_ref()
+    }
+
+    /// `A` (`[r, in]`) and `Bᵀ` (`[r, out]`) of a target.
+    pub fn matrices(&self, t: &TargetRef) -> (Mat<'_>, Mat<'_>) {
+        let view = |r: &std::ops::Range<usize>| {
+            let b = self.file.bytes_at(r.clone());
+            match t.dtype {
+                DType::F16 => Mat::F16(crate::quant::blocks::<f16>(b)),
+                _ => Mat::F32(crate::quant::blocks::<f32>(b)),
+            }
+        };
+        (view(&t.a), view(&t.bt))
+    }
+
+    /// Check every target against `cfg`'s model: same layers, same projection shapes.
+    pub fn check_model(&self, cfg: &ModelConfig) -> Result<()> {
+        let bad = |msg: String| Error::invalid(self.path(), msg);
+        if self.slots.len() > cfg.n_layers {
+            return Err(bad(format!(
+                "adapts layer {}, the model has {} layers",
+                self.slots.len() - 1,
+                cfg.n_layers
+            )));
+        }
+        for (l, slots) in self.slots.iter().enumerate() {
+            for (p, t) in slots.iter().enumerate() {
+                let Some(t) = t else { continue };
+                let proj = Proj::ALL[p];
+                let (rows, cols) = proj.shape(cfg);
+                if (t.out_dim, t.in_dim) != (rows, cols) {
+                    return Err(bad(format!(
+                        "layer {l} {}: B·A is [{}, {}], the model's matrix is [{rows}, {cols}] \
+                         (an adapter for another model?)",
+                        PROJECTIONS[p].1, t.out_dim, t.in_dim
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `blk.N.<part><suffix>` → (N, projection).
+fn parse_name(name: &str, suffix: &str) -> Option<(usize, Proj)> {
+    let rest = name.strip_prefix("blk.")?.strip_suffix(suffix)?;
+    let (layer, part) = rest.split_once('.')?;
+    let p = PROJECTIONS.iter().position(|(_, q)| *q == part)?;
+    Some((layer.parse().ok()?, Proj::ALL[p]))
+}
+
+fn target_ref(
+    a: &TensorEntry,
+    bt: &TensorEntry,
+    rank: usize,
+) -> std::result::Result<TargetRef, String> {
+    for t in [a, bt] {
+        if !matches!(t.dtype, DType::F16 | DType::F32) || t.layout != Layout::RowMajor {
+            return Err(format!(
+                "tensor '{}' is {} {}; adapters are row-major f16 or f32",
+                t.name,
+                t.dtype.name(),
+                t.layout.name()
+            ));
+        }
+        if t.shape.len() != 2 || t.shape[0] != rank as u64 {
+            return Err(format!(
+                "tensor '{}' has shape {:?}, expected [{rank}, _]",
+                t.name, t.shape
+            ));
+        }
+    }
+    if a.dtype != bt.dtype {
+        return Err(format!("'{}' and '{}' differ in type", a.name, bt.name));
+    }
+    let range = |t: &TensorEntry| {
+        // Absolute offsets, validated by the reader to lie inside the data section.
+        t.offset..t.offset + t.n_bytes
+    };
+    Ok(TargetRef {
+        dtype: a.dtype,
+        rank,
+        in_dim: a.shape[1] as usize,
+        out_dim: bt.shape[1] as usize,
+        a: range(a),
+        bt: range(bt),
+    })
+}
