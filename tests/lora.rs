@@ -715,8 +715,10 @@ fn adapter_file_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     for name in ADAPTERS {
         let peft = llq::lora::open_peft(&adapter_dir(name)).unwrap();
+        let base = HfCheckpoint::open(&base_dir()).unwrap();
         for dtype in [DType::F32, DType::F16] {
-            let a = Adapter::open(&adapter_file(name, dtype, dir.path())).unwrap();
+            let path = adapter_file(name, dtype, dir.path());
+            let a = Adapter::open(&path, base.config()).unwrap();
             assert_eq!(
                 (a.rank, a.alpha, a.use_rslora),
                 (peft.rank, peft.alpha, peft.use_rslora)
@@ -745,16 +747,18 @@ fn adapter_file_round_trip() {
                 }
             }
             assert_eq!(seen, peft.targets.len());
-            let base = HfCheckpoint::open(&base_dir()).unwrap();
-            a.check_model(base.config()).unwrap();
             let other = HfCheckpoint::open(&fixtures().join("tiny-llama3-rope")).unwrap();
-            let e = a.check_model(other.config()).unwrap_err().to_string();
+            let e = Adapter::open(&path, other.config())
+                .err()
+                .unwrap()
+                .to_string();
             assert!(e.contains("another model"), "{e}");
         }
     }
     // A model file is not an adapter, and an adapter is not a model.
     let model = convert_fixture_to_scratch("tiny-llama-gqa", DType::F32);
-    let e = Adapter::open(&model).err().unwrap().to_string();
+    let cfg = Model::open(&model).unwrap().config;
+    let e = Adapter::open(&model, &cfg).err().unwrap().to_string();
     assert!(e.contains("not a LoRA adapter"), "{e}");
     let e = Model::open(&adapter_file(ADAPTERS[0], DType::F16, dir.path()))
         .err()
@@ -773,7 +777,7 @@ fn apply_matches_plain_product() {
     let cfg = base.config().clone();
     let peft = llq::lora::open_peft(&adapter_dir(ADAPTERS[0])).unwrap();
     let a = std::sync::Arc::new(
-        Adapter::open(&adapter_file(ADAPTERS[0], DType::F32, dir.path())).unwrap(),
+        Adapter::open(&adapter_file(ADAPTERS[0], DType::F32, dir.path()), &cfg).unwrap(),
     );
     let set = AdapterSet::new(vec![(a.clone(), 0.75)], &cfg).unwrap();
     let k = llq::kernels::kernels();
@@ -815,7 +819,7 @@ fn apply_matches_plain_product() {
     }
     // Nothing for a projection the adapter leaves alone (rsLoRA adapts q and v only).
     let rs = std::sync::Arc::new(
-        Adapter::open(&adapter_file(ADAPTERS[1], DType::F32, dir.path())).unwrap(),
+        Adapter::open(&adapter_file(ADAPTERS[1], DType::F32, dir.path()), &cfg).unwrap(),
     );
     let set = AdapterSet::new(vec![(rs, 1.0)], &cfg).unwrap();
     let x = vec![1.0f32; cfg.dim];
@@ -854,7 +858,10 @@ fn apply_splits_large_single_token_products() {
     let path = dir.path().join("big.llq");
     llq::lora::write_adapter(&la, DType::F16, &path).unwrap();
     let set = AdapterSet::new(
-        vec![(std::sync::Arc::new(Adapter::open(&path).unwrap()), 1.0)],
+        vec![(
+            std::sync::Arc::new(Adapter::open(&path, &cfg).unwrap()),
+            1.0,
+        )],
         &cfg,
     )
     .unwrap();
@@ -884,5 +891,138 @@ fn apply_splits_large_single_token_products() {
             (*got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
             "row {i}: {got} vs {want}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// llama.cpp GGUF LoRA adapters.
+
+/// The PEFT adapter `name` written as llama.cpp's convert_lora_to_gguf.py writes it:
+/// `blk.N.<part>.weight.lora_a` (ggml dims `[in, r]`), `.lora_b` (`[r, out]`) with the
+/// rows of q/k's B permuted like the base weights, alpha in `adapter.lora.alpha`.
+fn adapter_as_gguf(name: &str, path: &Path) {
+    let peft = llq::lora::open_peft(&adapter_dir(name)).unwrap();
+    let cfg = read_json(&base_dir().join("config.json"));
+    let heads = |k: &str| cfg[k].as_u64().unwrap() as usize;
+    let kvs = vec![
+        ("general.architecture", T_STRING, gstr("llama")),
+        ("general.type", T_STRING, gstr("adapter")),
+        ("adapter.type", T_STRING, gstr("lora")),
+        ("general.name", T_STRING, gstr(name)),
+        (
+            "adapter.lora.alpha",
+            T_F32,
+            (peft.alpha as f32).to_le_bytes().to_vec(),
+        ),
+    ];
+    let mut tensors = Vec::new();
+    for t in &peft.targets {
+        let mut b = t.b.clone();
+        if t.name.contains("attn_q") {
+            b = permute(&b, heads("num_attention_heads"), t.rank);
+        } else if t.name.contains("attn_k") {
+            b = permute(&b, heads("num_key_value_heads"), t.rank);
+        }
+        let (r, i, o) = (t.rank as u64, t.in_dim as u64, t.out_dim as u64);
+        tensors.push((format!("{}.lora_a", t.name), vec![i, r], t.a.clone()));
+        tensors.push((format!("{}.lora_b", t.name), vec![r, o], b));
+    }
+    write_gguf(path, &kvs, &tensors);
+}
+
+/// A GGUF adapter merged into the HF base and into the GGUF base reproduces PEFT's
+/// goldens (r8, whose alpha/r rule is llama.cpp's too; it adapts q and k, so the B rows
+/// must be un-permuted). llama.cpp ignores use_rslora, so the rsLoRA adapter as GGUF is
+/// scaled by alpha/r and must *not* match its goldens.
+#[test]
+fn gguf_adapter_matches_peft_goldens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (adapter, base_gguf) = (dir.path().join("r8.gguf"), dir.path().join("base.gguf"));
+    adapter_as_gguf(ADAPTERS[0], &adapter);
+    base_as_gguf(&base_gguf);
+    let exp = expected(ADAPTERS[0]);
+    let (_d, m) = merged_model(&[(adapter.clone(), 1.0)], DType::F32);
+    assert_matches("HF base + GGUF r8 adapter", &compare(&m, &exp));
+    let ck = merge_adapters(open_checkpoint(&base_gguf).unwrap(), &[(adapter, 1.0)]).unwrap();
+    let m = convert_open(&ck, DType::F32, dir.path());
+    assert_matches("GGUF base + GGUF r8 adapter", &compare(&m, &exp));
+
+    let rs = dir.path().join("rs.gguf");
+    adapter_as_gguf(ADAPTERS[1], &rs);
+    let (_d, m) = merged_model(&[(rs, 1.0)], DType::F32);
+    assert!(!compare(&m, &expected(ADAPTERS[1])).matches());
+}
+
+/// What a GGUF adapter may not hold.
+#[test]
+fn gguf_adapter_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = HfCheckpoint::open(&base_dir()).unwrap();
+    let cfg = base.config().clone();
+    let write = |kvs: Vec<(&str, u32, Vec<u8>)>, tensors: &[(String, Vec<u64>, Vec<f32>)]| {
+        let p = dir.path().join("a.gguf");
+        write_gguf(&p, &kvs, tensors);
+        match llq::lora::gguf::open_gguf_adapter(&p, &cfg) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let head = |ty: &str| {
+        vec![
+            ("general.architecture", T_STRING, gstr("llama")),
+            ("general.type", T_STRING, gstr(ty)),
+            ("adapter.type", T_STRING, gstr("lora")),
+            ("adapter.lora.alpha", T_F32, 16f32.to_le_bytes().to_vec()),
+        ]
+    };
+    let pair = |base: &str, i: u64, o: u64, r: u64| {
+        vec![
+            (
+                format!("{base}.lora_a"),
+                vec![i, r],
+                vec![0.0; (i * r) as usize],
+            ),
+            (
+                format!("{base}.lora_b"),
+                vec![r, o],
+                vec![0.0; (r * o) as usize],
+            ),
+        ]
+    };
+    let q = pair("blk.0.attn_q.weight", 64, 64, 8);
+    for (kvs, tensors, want) in [
+        (head("model"), q.clone(), "not a GGUF LoRA adapter"),
+        (
+            head("adapter"),
+            pair("token_embd.weight", 64, 512, 8),
+            "not a linear projection",
+        ),
+        (
+            head("adapter"),
+            pair("blk.5.attn_q.weight", 64, 64, 8),
+            "does not have",
+        ),
+        (
+            head("adapter"),
+            pair("blk.0.attn_q.weight", 128, 64, 8),
+            "another model",
+        ),
+        (
+            head("adapter"),
+            [q.clone(), pair("blk.0.attn_v.weight", 64, 32, 4)].concat(),
+            "per-module ranks",
+        ),
+        (
+            head("adapter"),
+            [
+                q.clone(),
+                vec![("blk.0.attn_norm.weight".into(), vec![64], vec![1.0; 64])],
+            ]
+            .concat(),
+            "plain LoRA only",
+        ),
+    ] {
+        let e = write(kvs, &tensors);
+        assert!(e.contains(want), "'{e}' does not name '{want}'");
     }
 }

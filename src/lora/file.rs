@@ -7,7 +7,7 @@
 //! `out` weighted by the r values of `A·x`, the access pattern of attention's value
 //! kernel, instead of `out` dot products of length r.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use half::f16;
 
@@ -67,15 +67,20 @@ pub fn write_adapter(a: &LoraAdapter, dtype: DType, out: &Path) -> Result<()> {
     let mut w = LlqWriter::create(out, meta, plans)?;
     for t in &a.targets {
         w.write_tensor(&encode(dtype, &t.a))?;
-        let mut bt = vec![0f32; t.b.len()];
-        for i in 0..t.out_dim {
-            for k in 0..t.rank {
-                bt[k * t.out_dim + i] = t.b[i * t.rank + k];
-            }
-        }
-        w.write_tensor(&encode(dtype, &bt))?;
+        w.write_tensor(&encode(dtype, &transpose(&t.b, t.out_dim, t.rank)))?;
     }
     w.finish()
+}
+
+/// The transpose of a row-major `[rows, cols]` matrix.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for i in 0..rows {
+        for k in 0..cols {
+            t[k * rows + i] = m[i * cols + k];
+        }
+    }
+    t
 }
 
 fn encode(dtype: DType, v: &[f32]) -> Vec<u8> {
@@ -88,20 +93,31 @@ fn encode(dtype: DType, v: &[f32]) -> Vec<u8> {
     }
 }
 
-/// Where one projection's matrices lie in the mapped file.
+/// Where a matrix lies: a byte range of the mapped file, or an index into the adapter's
+/// own f32 matrices (adapters read from GGUF).
+#[derive(Clone, Debug)]
+enum Loc {
+    File(std::ops::Range<usize>),
+    Owned(usize),
+}
+
+/// Where one projection's matrices lie.
 #[derive(Clone, Debug)]
 pub struct TargetRef {
     pub dtype: DType,
     pub rank: usize,
     pub in_dim: usize,
     pub out_dim: usize,
-    a: std::ops::Range<usize>,
-    bt: std::ops::Range<usize>,
+    a: Loc,
+    bt: Loc,
 }
 
-/// A mapped adapter file, ready to be applied beside a base model's matmuls.
+/// A run-time adapter, ready to be applied beside a base model's matmuls: an adapter file
+/// mapped in place, or (from a GGUF adapter) matrices held in memory.
 pub struct Adapter {
-    file: LlqFile,
+    path: PathBuf,
+    file: Option<LlqFile>,
+    owned: Vec<Vec<f32>>,
     pub name: String,
     pub sha256: String,
     pub rank: usize,
@@ -119,8 +135,61 @@ pub enum Mat<'a> {
 }
 
 impl Adapter {
+    /// Open a run-time adapter for `cfg`'s model: an adapter file (`llq convert
+    /// --lora-only`) or a llama.cpp GGUF LoRA adapter. Every target is checked against the
+    /// model's layers and shapes.
+    pub fn open(path: &Path, cfg: &ModelConfig) -> Result<Adapter> {
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && &magic == b"GGUF";
+        let a = if is_gguf {
+            let la = super::gguf::open_gguf_adapter(path, cfg)?;
+            Adapter::from_lora(&la, path)
+        } else {
+            Adapter::open_file(path)?
+        };
+        a.check_model(cfg)?;
+        Ok(a)
+    }
+
+    /// An adapter held in memory (f32), e.g. one read from GGUF.
+    pub fn from_lora(la: &LoraAdapter, path: &Path) -> Adapter {
+        let mut owned = Vec::with_capacity(2 * la.targets.len());
+        let mut slots: Vec<[Option<TargetRef>; 7]> = Vec::new();
+        for t in &la.targets {
+            let (layer, proj) =
+                parse_name(&t.name, ".weight").expect("LoraAdapter targets are projections");
+            if layer >= slots.len() {
+                slots.resize(layer + 1, Default::default());
+            }
+            owned.push(t.a.clone());
+            owned.push(transpose(&t.b, t.out_dim, t.rank));
+            slots[layer][proj as usize] = Some(TargetRef {
+                dtype: DType::F32,
+                rank: t.rank,
+                in_dim: t.in_dim,
+                out_dim: t.out_dim,
+                a: Loc::Owned(owned.len() - 2),
+                bt: Loc::Owned(owned.len() - 1),
+            });
+        }
+        Adapter {
+            path: path.to_path_buf(),
+            file: None,
+            owned,
+            name: la.name.clone(),
+            sha256: la.sha256.clone(),
+            rank: la.rank,
+            alpha: la.alpha,
+            use_rslora: la.use_rslora,
+            slots,
+        }
+    }
+
     /// Map and validate an adapter file (written by `llq convert --lora-only`).
-    pub fn open(path: &Path) -> Result<Adapter> {
+    fn open_file(path: &Path) -> Result<Adapter> {
         let file = LlqFile::open(path)?;
         let bad = |msg: String| Error::invalid(path, msg);
         let arch = file.get(keys::ARCHITECTURE).and_then(Value::as_str);
@@ -188,13 +257,15 @@ impl Adapter {
             *slot = Some(t);
         }
         Ok(Adapter {
+            path: path.to_path_buf(),
             name: str_of(keys::NAME),
             sha256: str_of(KEY_SHA256),
             rank,
             alpha,
             use_rslora,
             slots,
-            file,
+            file: Some(file),
+            owned: Vec::new(),
         })
     }
 
@@ -203,7 +274,7 @@ impl Adapter {
     }
 
     pub fn path(&self) -> &Path {
-        self.file.path()
+        &self.path
     }
 
     pub fn n_layers(&self) -> usize {
@@ -216,11 +287,15 @@ impl Adapter {
 
     /// `A` (`[r, in]`) and `Bᵀ` (`[r, out]`) of a target.
     pub fn matrices(&self, t: &TargetRef) -> (Mat<'_>, Mat<'_>) {
-        let view = |r: &std::ops::Range<usize>| {
-            let b = self.file.bytes_at(r.clone());
-            match t.dtype {
-                DType::F16 => Mat::F16(crate::quant::blocks::<f16>(b)),
-                _ => Mat::F32(crate::quant::blocks::<f32>(b)),
+        let view = |l: &Loc| match l {
+            Loc::Owned(i) => Mat::F32(&self.owned[*i]),
+            Loc::File(r) => {
+                let file = self.file.as_ref().expect("file locations come from a file");
+                let b = file.bytes_at(r.clone());
+                match t.dtype {
+                    DType::F16 => Mat::F16(crate::quant::blocks::<f16>(b)),
+                    _ => Mat::F32(crate::quant::blocks::<f32>(b)),
+                }
             }
         };
         (view(&t.a), view(&t.bt))
@@ -295,7 +370,7 @@ fn target_ref(
         rank,
         in_dim: a.shape[1] as usize,
         out_dim: bt.shape[1] as usize,
-        a: range(a),
-        bt: range(bt),
+        a: Loc::File(range(a)),
+        bt: Loc::File(range(bt)),
     })
 }

@@ -37,14 +37,22 @@ impl MergedCheckpoint {
     }
 }
 
-/// Open the PEFT adapters in `specs` (directory, scale) and wrap `base` with them.
+/// Open the adapters in `specs` (path, scale) and wrap `base` with them. A directory is a
+/// PEFT adapter, a file a llama.cpp GGUF LoRA adapter.
 pub fn merge_adapters(
     base: Box<dyn Checkpoint>,
     specs: &[(PathBuf, f32)],
 ) -> Result<MergedCheckpoint> {
     let adapters = specs
         .iter()
-        .map(|(dir, scale)| Ok((open_peft(dir)?, *scale)))
+        .map(|(path, scale)| {
+            let a = if path.is_file() {
+                super::gguf::open_gguf_adapter(path, base.config())?
+            } else {
+                open_peft(path)?
+            };
+            Ok((a, *scale))
+        })
         .collect::<Result<Vec<_>>>()?;
     MergedCheckpoint::new(base, adapters)
 }

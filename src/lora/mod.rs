@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod file;
+pub mod gguf;
 pub mod merge;
 pub mod peft;
 mod sha256;
