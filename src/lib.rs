@@ -18,6 +18,7 @@ pub mod model;
 pub mod perplexity;
 pub mod quant;
 pub mod sample;
+pub mod sys;
 pub mod threads;
 pub mod tokenizer;
 

@@ -128,6 +128,15 @@ pub fn convert(
                 p.shape
             )));
         }
+        // A NaN or infinity would quantize to garbage (or poison a whole block's scale)
+        // and surface only as nonsense output: refuse the checkpoint instead.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::usage(format!(
+                "tensor '{}' holds a non-finite value ({}) at element {i}: the checkpoint is \
+                 corrupt",
+                p.name, data[i]
+            )));
+        }
         let n_bytes = p.n_bytes().unwrap() as usize;
         buf.clear();
         buf.resize(n_bytes, 0u8);
