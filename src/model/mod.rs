@@ -1,5 +1,6 @@
 //! A LLaMA model mapped from a `.llq` file: hyper-parameters plus zero-copy weight views.
 
+mod attention;
 mod config;
 mod forward;
 mod rope;
