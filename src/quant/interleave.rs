@@ -149,6 +149,42 @@ pub fn q4_0_row_block(sb: &BlockQ4_0x16, i: usize) -> BlockQ4_0 {
     }
 }
 
+/// A superblock type of the `rows16` layout: what code generic over the interleaved
+/// weight kinds (decoding a row, encoding a matrix) needs to know about it.
+pub trait Interleaved: Block {
+    /// The row-major block type a superblock holds 16 of (one per row).
+    type Plain: Block;
+    /// How each row is encoded.
+    const DTYPE: DType;
+    /// Interleave groups of 16 rows of `nb` plain blocks each (row by row) into `nb`
+    /// superblocks per group.
+    fn interleave(rows: &[Self::Plain], out: &mut [Self]);
+    /// Decode row `i`'s 32 values of this superblock into `out`.
+    fn dequantize_row(&self, i: usize, out: &mut [f32]);
+}
+
+impl Interleaved for BlockQ8_0x16 {
+    type Plain = BlockQ8_0;
+    const DTYPE: DType = DType::Q8_0;
+    fn interleave(rows: &[BlockQ8_0], out: &mut [Self]) {
+        interleave_q8_0(rows, out)
+    }
+    fn dequantize_row(&self, i: usize, out: &mut [f32]) {
+        dequantize_row_q8_0(&[q8_0_row_block(self, i)], out)
+    }
+}
+
+impl Interleaved for BlockQ4_0x16 {
+    type Plain = BlockQ4_0;
+    const DTYPE: DType = DType::Q4_0;
+    fn interleave(rows: &[BlockQ4_0], out: &mut [Self]) {
+        interleave_q4_0(rows, out)
+    }
+    fn dequantize_row(&self, i: usize, out: &mut [f32]) {
+        dequantize_row_q4_0(&[q4_0_row_block(self, i)], out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,41 +246,5 @@ mod tests {
         assert_eq!(a.d, 0.5);
         assert_eq!(a.sum, (0..32).map(|k| k - 16).sum::<i32>());
         assert_eq!(a.qs, b.qs);
-    }
-}
-
-/// A superblock type of the `rows16` layout: what code generic over the interleaved
-/// weight kinds (decoding a row, encoding a matrix) needs to know about it.
-pub trait Interleaved: Block {
-    /// The row-major block type a superblock holds 16 of (one per row).
-    type Plain: Block;
-    /// How each row is encoded.
-    const DTYPE: DType;
-    /// Interleave groups of 16 rows of `nb` plain blocks each (row by row) into `nb`
-    /// superblocks per group.
-    fn interleave(rows: &[Self::Plain], out: &mut [Self]);
-    /// Decode row `i`'s 32 values of this superblock into `out`.
-    fn dequantize_row(&self, i: usize, out: &mut [f32]);
-}
-
-impl Interleaved for BlockQ8_0x16 {
-    type Plain = BlockQ8_0;
-    const DTYPE: DType = DType::Q8_0;
-    fn interleave(rows: &[BlockQ8_0], out: &mut [Self]) {
-        interleave_q8_0(rows, out)
-    }
-    fn dequantize_row(&self, i: usize, out: &mut [f32]) {
-        dequantize_row_q8_0(&[q8_0_row_block(self, i)], out)
-    }
-}
-
-impl Interleaved for BlockQ4_0x16 {
-    type Plain = BlockQ4_0;
-    const DTYPE: DType = DType::Q4_0;
-    fn interleave(rows: &[BlockQ4_0], out: &mut [Self]) {
-        interleave_q4_0(rows, out)
-    }
-    fn dequantize_row(&self, i: usize, out: &mut [f32]) {
-        dequantize_row_q4_0(&[q4_0_row_block(self, i)], out)
     }
 }
