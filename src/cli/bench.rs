@@ -222,7 +222,7 @@ pub fn bench(
             let (avg_ts, stddev_ts) = stats(&samples_ts);
             let r = BenchResult {
                 model: name.to_string(),
-                model_type: wq.dtype.name().to_string(),
+                model_type: wq.kind.dtype().name().to_string(),
                 model_size: size,
                 model_n_params: n_params(model),
                 weight_bytes: model.weight_bytes() as u64,

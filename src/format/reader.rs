@@ -10,13 +10,12 @@ use memmap2::Mmap;
 use super::spec::*;
 use super::value::{tag, Value};
 use crate::error::{Error, Result};
-use crate::quant::DType;
+use crate::quant::{DType, WeightKind};
 
 #[derive(Clone, Debug)]
 pub struct TensorEntry {
     pub name: String,
-    pub dtype: DType,
-    pub layout: Layout,
+    pub kind: WeightKind,
     /// Outermost dimension first.
     pub shape: Vec<u64>,
     /// Absolute byte offset in the file.
@@ -307,11 +306,20 @@ fn tensor_entry(
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .filter(|&n| n > 0)
         .ok_or(format!("shape {shape:?} is empty or overflows"))?;
-    let expected = super::spec::tensor_bytes(dtype, layout, &shape).ok_or(match layout {
-        Layout::RowMajor => format!(
+    let cols = *shape.last().expect("at least one dimension");
+    let not_whole = || {
+        format!(
             "shape {shape:?} is not a whole number of {} blocks",
             dtype.name()
-        ),
+        )
+    };
+    usize::try_from(cols)
+        .ok()
+        .and_then(|c| dtype.row_bytes(c))
+        .ok_or_else(not_whole)?;
+    let kind = kind_from_codes(dtype, layout)?;
+    let expected = kind.tensor_bytes(&shape).ok_or_else(|| match layout {
+        Layout::RowMajor => not_whole(),
         Layout::Rows16 => format!(
             "layout rows16 needs a quantized 2-D tensor of whole blocks, not {} {shape:?}",
             dtype.name()
@@ -338,8 +346,7 @@ fn tensor_entry(
     }
     Ok(TensorEntry {
         name: name.to_string(),
-        dtype,
-        layout,
+        kind,
         shape,
         offset: data_offset + offset as usize,
         n_bytes: n_bytes as usize,
