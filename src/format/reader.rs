@@ -29,6 +29,58 @@ impl TensorEntry {
     }
 }
 
+/// Open `path` for reading, refusing anything but a regular file (after symlinks) with a
+/// message that says what the path is. The open itself never blocks: a FIFO would wait
+/// for a writer, so it is opened non-blocking and refused by `fstat` on the open file
+/// (checking before opening would leave a window for the path to change).
+fn open_regular(path: &Path) -> Result<(std::fs::File, u64)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK changes nothing for regular files (reads from disk do not honour it).
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let what = file_type_name(&meta.file_type());
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("is {what}, not a .llq model file"),
+            ),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+fn file_type_name(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
+}
+
 pub struct LlqFile {
     path: PathBuf,
     map: Mmap,
@@ -50,8 +102,7 @@ impl LlqFile {
     /// page-aligned allocation instead of being mapped (for file systems without mmap, or
     /// to avoid page faults on first use). Views behave the same either way.
     pub fn open_with(path: &Path, in_memory: bool) -> Result<LlqFile> {
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let (mut file, len) = open_regular(path)?;
         if len < FIXED_HEADER_LEN as u64 {
             return Err(Error::invalid(
                 path,

@@ -370,8 +370,10 @@ impl KvCache {
             ContextPolicy::Stop => 0,
             ContextPolicy::Shift => {
                 if cfg.keep >= n_ctx {
+                    // Worded for every shell: the CLI calls it --keep, the C API n_keep.
                     return Err(Error::usage(format!(
-                        "--keep {} leaves no room in a context of {n_ctx}",
+                        "keeping {} positions leaves no room in a context of {n_ctx}: \
+                         keep must be less than the context size",
                         cfg.keep
                     )));
                 }

@@ -176,6 +176,9 @@ impl Model {
                 Error::invalid(path, format!("metadata '{}': {e}", keys::TOKENIZER))
             })?),
         };
+        if let Some(t) = &tokenizer {
+            check_special_ids(path, &config, t)?;
+        }
         let chat_template = file
             .get(keys::CHAT_TEMPLATE)
             .and_then(|v| v.as_str())
@@ -224,6 +227,23 @@ impl Model {
     /// Total bytes of weights read for one token (each weight once).
     pub fn weight_bytes(&self) -> usize {
         self.file.tensors().iter().map(|t| t.n_bytes).sum()
+    }
+}
+
+/// The tokenizer's BOS, EOS and end-of-generation ids must be in the model's vocabulary
+/// (the rows of the embedding and logits), which can differ from the tokenizer's own;
+/// the config's are checked by [`ModelConfig::validate`].
+fn check_special_ids(path: &Path, config: &ModelConfig, t: &Tokenizer) -> Result<()> {
+    let n = config.vocab_size;
+    let named = [("BOS", t.bos_id()), ("EOS", t.eos_id())];
+    let named = named.into_iter().filter_map(|(what, id)| Some((what, id?)));
+    let eog = t.eog_ids().iter().map(|&id| ("end-of-generation", id));
+    match named.chain(eog).find(|&(_, id)| id as usize >= n) {
+        Some((what, id)) => Err(Error::invalid(
+            path,
+            format!("tokenizer: {what} token id {id} is outside the vocabulary (vocab size {n})"),
+        )),
+        None => Ok(()),
     }
 }
 
