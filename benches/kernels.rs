@@ -11,11 +11,10 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use llq::convert::{encode_matrix, storage_layout};
-use llq::format::tensor_bytes;
-use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
+use llq::convert::encode_matrix;
+use llq::kernels::matmul::{matmul, MatmulScratch};
 use llq::kernels::{available, Kernels};
-use llq::quant::DType;
+use llq::quant::{DType, WeightKind, WeightView};
 
 // SmolLM2 q/o, TinyLlama up/gate and down, LLaMA-7B up/gate, TinyLlama output.
 const SHAPES: &[(usize, usize)] = &[
@@ -48,15 +47,15 @@ struct Weights {
 impl Weights {
     fn new(dtype: DType, rows: usize, cols: usize) -> Weights {
         let mut rng = Rng(0x1234_5678);
-        let len = tensor_bytes(dtype, storage_layout(dtype), &[rows as u64, cols as u64]).unwrap()
-            as usize;
+        let kind = WeightKind::for_dtype(dtype);
+        let len = kind.tensor_bytes(&[rows as u64, cols as u64]).unwrap() as usize;
         let mut store = vec![[0u64; 8]; len.div_ceil(64)];
         // SAFETY (bench setup): the u64 storage viewed as bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), len) };
         // One random row repeated: the kernels' speed does not depend on the values.
         let row: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
         let src: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
-        encode_matrix(dtype, storage_layout(dtype), &src, cols, None, bytes);
+        encode_matrix(kind, &src, cols, None, bytes);
         Weights {
             store,
             len,
@@ -70,8 +69,7 @@ impl Weights {
         let data =
             unsafe { std::slice::from_raw_parts(self.store.as_ptr().cast::<u8>(), self.len) };
         WeightView {
-            dtype: self.dtype,
-            layout: storage_layout(self.dtype),
+            kind: WeightKind::for_dtype(self.dtype),
             rows: self.rows,
             cols: self.cols,
             data,

@@ -33,7 +33,8 @@
 
 /**
  * Version of this C API; bumped on any incompatible change. Compare with
- * `llq_api_version()` at run time to detect a header/library mismatch.
+ * `llq_api_version()` at run time to detect a header/library mismatch. It is also the
+ * shared library's SONAME number on Linux (`libllq.so.1`; build.rs reads it from here).
  */
 #define LLQ_API_VERSION 1
 
@@ -305,7 +306,8 @@ typedef struct {
 #define LLQ_ERR_CONTEXT_FULL -12
 
 /**
- * The request is valid but not supported by this build (e.g. `use_mmap = false`).
+ * The request is valid but not supported here: e.g. `use_mlock` on a platform without
+ * mlock, or an `LLQ_KERNEL` level this CPU cannot run.
  */
 #define LLQ_ERR_UNSUPPORTED -13
 
@@ -366,7 +368,16 @@ llq_status llq_context_new(const llq_model *model,
                            llq_context **out_ctx);
 
 /**
- * Free a context. NULL is a no-op; a second free returns `LLQ_ERR_INVALID_HANDLE`.
+ * Free a context. NULL is a no-op; a second free returns `LLQ_ERR_INVALID_HANDLE`
+ * (handles are never reused, so this is always detected).
+ *
+ * A context that a call is running on (e.g. `llq_generate` on another thread, or this
+ * thread from inside its callback) is not freed: the result is `LLQ_ERR_BUSY` and the
+ * context is untouched and still valid, so `llq_context_request_stop` still works. Stop
+ * the call, wait for it to return, then free. A call that starts on another thread while
+ * the free is under way either runs with the context still live (the free then returns
+ * `LLQ_ERR_BUSY`; the call itself may get `LLQ_ERR_BUSY` if it meets the free's check)
+ * or returns `LLQ_ERR_INVALID_HANDLE` (the context was freed first).
  */
 LLQ_API
 llq_status llq_context_free(llq_context *ctx);
@@ -508,6 +519,12 @@ llq_model_params llq_model_default_params(void);
  * Open a `.llq` model file. On success `*out_model` receives a handle to free with
  * `llq_model_free`; on failure it is set to NULL.
  *
+ * A path that is not a regular file (a directory, FIFO, device...) is `LLQ_ERR_IO` with a
+ * message saying what it is; opening never blocks. A file whose BOS, EOS or
+ * end-of-generation ids are outside its vocabulary is `LLQ_ERR_MODEL`. If the compute
+ * pool (started by the first open) cannot start its threads, the result is `LLQ_ERR_IO`
+ * with a message about the pool, not the file.
+ *
  * # Safety
  * `path` is a NUL-terminated path; `out_model` is writable.
  */
@@ -518,8 +535,9 @@ llq_status llq_model_open(const char *path,
 
 /**
  * Free a model handle. NULL is a no-op. Contexts created from it stay valid (they keep
- * the model alive). A second free of the same handle returns `LLQ_ERR_INVALID_HANDLE`
- * (best effort: the address must not have been reused by a new model meanwhile).
+ * the model alive), and so do calls running on it on other threads. A second free of the
+ * same handle returns `LLQ_ERR_INVALID_HANDLE` (handles are never reused, so this is
+ * always detected).
  */
 LLQ_API
 llq_status llq_model_free(llq_model *model);

@@ -45,6 +45,15 @@ fn line_suffix(line: Option<usize>) -> String {
 
 const RAISED_PREFIX: &str = "raise_exception: ";
 
+/// Instructions a template may run per render. Real templates need a few thousand per
+/// message; `{% for i in range(100000) %}{% for j in range(100000) %}` must end.
+const TEMPLATE_FUEL: u64 = 20_000_000;
+/// Nesting depth of macros, includes and expressions.
+const TEMPLATE_RECURSION: usize = 100;
+/// Longest rendered conversation (bytes): a template that doubles a string in a loop
+/// stops here.
+pub const MAX_RENDERED: usize = 16 << 20;
+
 fn describe(e: &Error) -> String {
     match e.detail() {
         Some(d) => format!("{}: {d}", e.kind()),
@@ -78,6 +87,9 @@ impl ChatTemplate {
                 })?,
         );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // A template is a program from the model's download: bound its work and depth.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(
                 ErrorKind::InvalidOperation,
@@ -141,30 +153,62 @@ impl ChatTemplate {
                 msg: describe(&e),
                 line: e.line(),
             })?;
-        tmpl.render(context! {
+        let ctx = context! {
             messages => minijinja::Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
             bos_token => bos_token,
             eos_token => eos_token,
-        })
-        .map_err(|e| {
-            // Find a raise_exception() anywhere in the error chain.
-            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(err) = cur {
-                if let Some(me) = err.downcast_ref::<Error>() {
-                    if let Some(d) = me.detail() {
-                        if let Some(m) = d.strip_prefix(RAISED_PREFIX) {
-                            return ChatError::Raised(m.to_string());
+        };
+        let mut out = CappedWriter::default();
+        let result = tmpl.render_captured_to(ctx, &mut out).map(drop);
+        result
+            .map(|()| String::from_utf8_lossy(&out.bytes).into_owned())
+            .map_err(|e| {
+                if out.overflowed {
+                    return ChatError::Render {
+                        msg: format!("the output is larger than {} MiB", MAX_RENDERED >> 20),
+                        line: None,
+                    };
+                }
+                // Find a raise_exception() anywhere in the error chain.
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(err) = cur {
+                    if let Some(me) = err.downcast_ref::<Error>() {
+                        if let Some(d) = me.detail() {
+                            if let Some(m) = d.strip_prefix(RAISED_PREFIX) {
+                                return ChatError::Raised(m.to_string());
+                            }
                         }
                     }
+                    cur = err.source();
                 }
-                cur = err.source();
-            }
-            ChatError::Render {
-                msg: describe(&e),
-                line: e.line(),
-            }
-        })
+                ChatError::Render {
+                    msg: describe(&e),
+                    line: e.line(),
+                }
+            })
+    }
+}
+
+/// Collects rendered output up to [`MAX_RENDERED`] bytes, then fails the render.
+#[derive(Default)]
+struct CappedWriter {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@ pub mod model;
 pub mod perplexity;
 pub mod quant;
 pub mod sample;
+pub mod sys;
 pub mod threads;
 pub mod tokenizer;
 

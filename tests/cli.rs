@@ -213,3 +213,59 @@ fn tokenize_prints_ids_and_pieces() {
     assert!(ok);
     assert_eq!(out, "19556\tHello\n905\tĠworld\n");
 }
+
+/// Sizes and counts from flags that cannot be honoured are one-line errors (exit 1),
+/// never an abort in the allocator or a thread storm.
+#[test]
+fn absurd_sizes_and_counts_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = converted(dir.path());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "-m", &m, "--prompt-ids", "1,2,3", "-n", "2"];
+        a.extend_from_slice(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+            .args(&a)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8(o.stderr).unwrap())
+    };
+    for (flags, needle) in [
+        (&["-c", "1000000000"][..], "larger than the maximum"),
+        (&["-c", "4294967296"][..], "larger than the maximum"),
+        (&["-c", "144115188075855872"][..], "larger than the maximum"),
+        (&["-t", "100000"][..], "threads requested"),
+        (&["--temp", "nan"][..], "temperature"),
+        (&["--temp=-1"][..], "temperature"),
+        (&["--temp", "inf"][..], "temperature"),
+        (&["--top-p", "1.5"][..], "top-p"),
+        (&["--min-p", "2"][..], "min-p"),
+        (&["--repeat-penalty", "0"][..], "repeat penalty"),
+    ] {
+        let (code, err) = run(flags);
+        assert_eq!(code, Some(1), "{flags:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+    let (ok, _, err) = llq(&["bench", "-m", &m, "-p", "1000000000", "-n", "0"]);
+    assert!(
+        !ok && err.contains("longer than the largest context"),
+        "{err}"
+    );
+}
+
+/// Endless or huge inputs stop at a cap checked while reading.
+#[test]
+fn unbounded_inputs_stop_at_a_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = converted(dir.path());
+    for args in [
+        vec!["run", "-m", &m, "-f", "/dev/zero"],
+        vec!["tokenize", "-m", &m, "-f", "/dev/zero"],
+    ] {
+        let (ok, _, err) = llq(&args);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains("/dev/zero") && err.contains("MiB"), "{err}");
+    }
+    // `llq chat < /dev/zero`: tests/smollm2.rs (chat needs a tokenizer).
+}

@@ -271,3 +271,31 @@ fn malformed_tokenizer_model() {
     .unwrap();
     expect_error(dir.path(), &["tokenizer.model"]);
 }
+
+#[test]
+fn empty_weight_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::fixtures().join("tiny-llama-tied-bf16-sharded");
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        r#"{"weight_map": {}}"#,
+    )
+    .unwrap();
+    expect_error(dir.path(), &["model.safetensors.index.json", "weight_map"]);
+}
+
+#[test]
+fn non_finite_weights() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let dir = checkpoint_copy();
+        edit_tensors(dir.path(), |t| {
+            let (_, _, bytes) = t.get_mut("model.layers.1.mlp.down_proj.weight").unwrap();
+            bytes[40..44].copy_from_slice(&bad.to_le_bytes());
+        });
+        expect_error(
+            dir.path(),
+            &["blk.1.ffn_down.weight", "non-finite", "element 10"],
+        );
+    }
+}

@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use common::*;
 use llq::chat::{ChatMessage, ChatTemplate};
+use llq::format::{keys, LlqFile, LlqWriter, TensorPlan, Value};
 use llq::generate::{GenerateParams, Session, SessionConfig, StopReason};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::model::Model;
@@ -217,6 +218,8 @@ fn examples_and_test_programs_compile_both_ways() {
         "tests/c/threads.c",
         "tests/c/misuse.c",
         "tests/c/policy.c",
+        "tests/c/lifetime.c",
+        "tests/c/refusals.c",
     ] {
         for link in [Link::Shared, Link::Static] {
             build_c(src, link);
@@ -265,6 +268,241 @@ fn misuse_gives_documented_codes() {
         let out = run(&bin, &[path.to_str().unwrap()], None);
         assert!(out.contains("checks passed"), "{out}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lifetimes, refusals and the library's identity (issue #18).
+
+#[test]
+fn freeing_a_context_in_use_is_busy_and_it_can_still_be_stopped() {
+    let (_, path) = tiny();
+    for link in [Link::Shared, Link::Static] {
+        let bin = build_c("tests/c/lifetime.c", link);
+        let out = run(&bin, &[path.to_str().unwrap()], None);
+        assert!(out.contains("checks passed"), "{out}");
+    }
+}
+
+/// A copy of the .llq at `src` whose metadata key `key` is `value` (an existing key is
+/// replaced): the reader's checks pass (the writer computes the checksums), so what is
+/// tested is the model's check of the value.
+fn llq_with(src: &Path, dst: &Path, key: &str, value: Value) {
+    let f = LlqFile::open(src).unwrap();
+    let mut meta: Vec<(String, Value)> = f
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k != key)
+        .cloned()
+        .collect();
+    meta.push((key.to_string(), value));
+    let plans = f
+        .tensors()
+        .iter()
+        .map(|t| TensorPlan {
+            name: t.name.clone(),
+            kind: t.kind,
+            shape: t.shape.clone(),
+        })
+        .collect();
+    let mut w = LlqWriter::create(dst, meta, plans).unwrap();
+    for t in f.tensors() {
+        w.write_tensor(f.tensor_data(t)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// A kernel level this build knows but this CPU cannot run (there is always one: the
+/// x86 and Arm levels exclude each other).
+fn unavailable_kernel_level() -> &'static str {
+    let here: Vec<&str> = llq::kernels::available().iter().map(|k| k.name).collect();
+    llq::kernels::ALL_LEVELS
+        .iter()
+        .copied()
+        .find(|l| !here.contains(l))
+        .expect("a kernel level this CPU lacks")
+}
+
+#[test]
+fn open_and_new_refuse_with_messages_that_say_why() {
+    let (model, path) = tiny();
+    // In the scratch directory (not a temporary one), like the converted fixtures: a
+    // failure can be rerun by hand.
+    let dir = scratch_dir();
+    let bad_bos = dir.join("bad-bos.llq");
+    let id = model.config.vocab_size as u32 + 7;
+    llq_with(path, &bad_bos, keys::BOS_ID, Value::U32(id));
+    let id = id.to_string();
+    let args = [
+        path.to_str().unwrap(),
+        bad_bos.to_str().unwrap(),
+        &id,
+        unavailable_kernel_level(),
+    ];
+    for link in [Link::Shared, Link::Static] {
+        let bin = build_c("tests/c/refusals.c", link);
+        let out = run(&bin, &args, None);
+        assert!(out.contains("checks passed"), "{out}");
+    }
+    // The check is the library's: the CLI says the same.
+    let (ok, _, err) = llq_cli(
+        &[
+            "run",
+            "-m",
+            bad_bos.to_str().unwrap(),
+            "--prompt-ids",
+            "1",
+            "-n",
+            "1",
+        ],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "BOS token id {id} is outside the vocabulary (vocab size {})",
+            model.config.vocab_size
+        )),
+        "{err}"
+    );
+    // So is an EOS id.
+    let bad_eos = dir.join("bad-eos.llq");
+    let eos = model.config.vocab_size as u32;
+    llq_with(path, &bad_eos, keys::EOS_IDS, Value::ArrU32(vec![2, eos]));
+    let e = Model::open(&bad_eos)
+        .err()
+        .expect("EOS outside the vocabulary");
+    assert!(
+        e.to_string()
+            .contains(&format!("EOS token id {eos} is outside the vocabulary")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_pool_that_cannot_start_is_reported_as_itself() {
+    let (_, path) = tiny();
+    let bin = build_c("tests/c/refusals.c", Link::Shared);
+    let out = run(&bin, &["--pool", path.to_str().unwrap()], None);
+    assert!(out.contains("checks passed"), "{out}");
+}
+
+/// `LLQ_API_VERSION` is the SONAME's number.
+fn soname() -> String {
+    format!("libllq.so.{}", llq::ffi::LLQ_API_VERSION)
+}
+
+fn readelf_dynamic(file: &Path) -> String {
+    let o = Command::new("readelf")
+        .arg("-d")
+        .arg(file)
+        .output()
+        .expect("readelf (binutils) is needed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn shared_library_has_the_api_major_as_soname() {
+    let (so, _) = libs();
+    let d = readelf_dynamic(so);
+    assert!(
+        d.contains(&format!("Library soname: [{}]", soname())),
+        "{d}"
+    );
+    // Programs linked with -lllq record the SONAME, found next to the library.
+    let link = so.with_file_name(soname());
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("libllq.so"));
+    let bin = build_c("examples/c/generate.c", Link::Shared);
+    let d = readelf_dynamic(&bin);
+    assert!(
+        d.contains(&format!("Shared library: [{}]", soname())),
+        "{d}"
+    );
+}
+
+/// The fenced block that follows `marker` in docs/C_API.md.
+fn docs_block(marker: &str) -> String {
+    let doc = std::fs::read_to_string(root().join("docs/C_API.md")).unwrap();
+    let at = doc
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in docs/C_API.md"));
+    let rest = &doc[at..];
+    let start = rest
+        .find("```sh\n")
+        .expect("a ```sh block after the marker")
+        + 6;
+    let len = rest[start..].find("```").expect("the block's end");
+    rest[start..start + len].to_string()
+}
+
+#[test]
+fn docs_build_lines_work_as_written() {
+    let (_, model) = tiny();
+    let _ = libs(); // built (and checked) once; the docs' cargo line is then a no-op
+    for (marker, bin) in [
+        ("<!-- tested: build-shared -->", "generate"),
+        ("<!-- tested: build-static -->", "generate-static"),
+    ] {
+        let block = docs_block(marker);
+        if bin == "generate" {
+            // The examples' build comments say the same.
+            let cc = block.lines().find(|l| l.starts_with("cc ")).unwrap();
+            for ex in ["generate", "chat"] {
+                let src = std::fs::read_to_string(root().join(format!("examples/c/{ex}.c")));
+                let line = cc.replace("generate", ex);
+                assert!(src.unwrap().contains(&line), "examples/c/{ex}.c: {line}");
+            }
+        }
+        let out = root().join(bin);
+        let _ = std::fs::remove_file(&out);
+        // As a user runs it: in the source tree, the default target directory.
+        let o = Command::new("sh")
+            .args(["-ec", &block])
+            .current_dir(root())
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{block}failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Run from elsewhere, with no LD_LIBRARY_PATH: the rpath finds the library.
+        let ids = run(
+            &out,
+            &[model.to_str().unwrap(), "--ids", "1,5,9", "-n", "4"],
+            None,
+        );
+        std::fs::remove_file(&out).unwrap();
+        assert_eq!(parse_ids(&ids).len(), 4, "{ids}");
+    }
+}
+
+#[test]
+fn make_install_installs_the_soname_and_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = profile_dir().parent().unwrap().to_path_buf();
+    if profile_dir().file_name().unwrap() != "release" {
+        return; // the Makefile installs the release build
+    }
+    let _ = libs();
+    let o = Command::new("make")
+        .arg("install")
+        .arg(format!("DESTDIR={}", dir.path().display()))
+        .arg("PREFIX=/usr")
+        .arg(format!("CARGO_TARGET_DIR={}", target.display()))
+        .current_dir(root())
+        .output()
+        .expect("make");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lib = dir.path().join("usr/lib");
+    assert!(lib.join(soname()).is_file());
+    assert_eq!(
+        std::fs::read_link(lib.join("libllq.so")).unwrap(),
+        Path::new(&soname())
+    );
+    assert!(readelf_dynamic(&lib.join(soname())).contains(&soname()));
+    assert!(dir.path().join("usr/include/llq.h").is_file());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use llq::format::{Layout, LlqFile, LlqWriter, TensorPlan, Value};
-use llq::quant::DType;
+use llq::format::{LlqFile, LlqWriter, TensorPlan, Value};
+use llq::quant::WeightKind;
 
 fn write_valid(path: &Path) {
     let meta = vec![
@@ -24,20 +24,19 @@ fn write_valid(path: &Path) {
     let plans = vec![
         TensorPlan {
             name: "a".into(),
-            dtype: DType::F32,
+            kind: WeightKind::F32,
             shape: vec![3],
-            layout: Layout::RowMajor,
         },
+        // Two rows of q8_0 in rows16, padded to a group of 16.
         TensorPlan {
             name: "b".into(),
-            dtype: DType::Q8_0,
+            kind: WeightKind::Q8_0x16,
             shape: vec![2, 64],
-            layout: Layout::RowMajor,
         },
     ];
     let mut w = LlqWriter::create(path, meta, plans).unwrap();
     w.write_tensor(&[0u8; 12]).unwrap();
-    w.write_tensor(&[1u8; 2 * 2 * 34]).unwrap();
+    w.write_tensor(&[1u8; 16 * 2 * 34]).unwrap();
     w.finish().unwrap();
 }
 
@@ -240,7 +239,7 @@ fn rows16_tensor_is_padded_to_whole_groups() {
     raw.data = vec![0; 16 * 68];
     let f = open_bytes(&raw.bytes()).unwrap();
     let t = f.tensor("t").unwrap();
-    assert_eq!((t.layout, t.n_bytes), (Layout::Rows16, 16 * 68));
+    assert_eq!((t.kind, t.n_bytes), (WeightKind::Q8_0x16, 16 * 68));
 }
 
 #[test]
@@ -295,6 +294,11 @@ fn hostile_headers_with_valid_checksums() {
         "does not match shape",
     );
     expect_err(Raw::new().tensor("t", 2, 0, &[2, 33], 0, 0), "whole number");
+    // Quantized matrices row-major (as llq format 1.0 wrote them): no such weight kind.
+    expect_err(
+        Raw::new().tensor("t", 2, 0, &[2, 64], 0, 136),
+        "q8_0 in the row-major layout is not supported",
+    );
     // rows16: quantized matrices only, rows padded to 16 (2 rows of q8_0 × 64 → 16 × 68).
     expect_err(
         Raw::new().tensor("t", 0, 1, &[16, 4], 0, 256),

@@ -15,11 +15,12 @@
 //! at most 2γ_m · A ≈ m · ε · A, which is the tolerance used ([`tol`]).
 
 use half::f16;
-use llq::format::Layout;
-use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
+use llq::kernels::matmul::{matmul, MatmulScratch};
 use llq::kernels::{available, select_from, Kernels};
 use llq::quant::interleave::{interleave_q4_0, interleave_q8_0, ActQ8, BlockQ4_0x16, BlockQ8_0x16};
-use llq::quant::{block_bytes, quantize_row_q8_0, BlockQ4_0, BlockQ8_0, DType, QK};
+use llq::quant::{
+    block_bytes, quantize_row_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind, WeightView, QK,
+};
 
 /// SplitMix64: small, seeded, good enough for test data.
 struct Rng(u64);
@@ -555,17 +556,11 @@ fn matmul_matches_scalar() {
         for dtype in DType::ALL {
             for rows in [1, 3, 17, 40] {
                 let store = weight_bytes(&mut rng, dtype, rows, cols);
-                let layout = if dtype.is_quantized() {
-                    Layout::Rows16
-                } else {
-                    Layout::RowMajor
-                };
-                let len = llq::format::tensor_bytes(dtype, layout, &[rows as u64, cols as u64])
-                    .unwrap() as usize;
+                let kind = WeightKind::for_dtype(dtype);
+                let len = kind.tensor_bytes(&[rows as u64, cols as u64]).unwrap() as usize;
                 let data = &bytemuck_u32(&store)[..len];
                 let w = WeightView {
-                    dtype,
-                    layout,
+                    kind,
                     rows,
                     cols,
                     data,
@@ -630,16 +625,10 @@ fn matmul_many_equals_separate_calls() {
         .iter()
         .zip(&stores)
         .map(|(&(dtype, rows), st)| {
-            let layout = if dtype.is_quantized() {
-                Layout::Rows16
-            } else {
-                Layout::RowMajor
-            };
-            let len = llq::format::tensor_bytes(dtype, layout, &[rows as u64, cols as u64]).unwrap()
-                as usize;
+            let kind = WeightKind::for_dtype(dtype);
+            let len = kind.tensor_bytes(&[rows as u64, cols as u64]).unwrap() as usize;
             WeightView {
-                dtype,
-                layout,
+                kind,
                 rows,
                 cols,
                 data: &bytemuck_u32(st)[..len],
@@ -656,7 +645,7 @@ fn matmul_many_equals_separate_calls() {
                 for (w, f) in set.iter().zip(&fused) {
                     let mut one = vec![0.0; n * w.rows];
                     matmul(k, w, &x, n, &mut one, &mut MatmulScratch::default());
-                    assert_eq!(&one, f, "{}: {:?} rows={} n={n}", k.name, w.dtype, w.rows);
+                    assert_eq!(&one, f, "{}: {:?} rows={} n={n}", k.name, w.kind, w.rows);
                 }
             }
         }

@@ -166,6 +166,22 @@ fn bad_cache_configs_are_errors() {
 
 // ---- Saved prompts ----
 
+/// A cache larger than the machine's memory is an error that says what would fit, and
+/// sizes whose product overflows are refused before anything is allocated.
+#[test]
+fn kv_cache_larger_than_memory_is_an_error() {
+    use llq::kv::KvCache;
+    let cfg = KvConfig::default();
+    let err = |r: llq::Result<KvCache>| r.err().expect("an error").to_string();
+    let e = err(KvCache::new(4096, 64, 128, 1 << 20, cfg));
+    assert!(
+        e.contains("more than this machine's") && e.contains("would fit"),
+        "{e}"
+    );
+    let e = err(KvCache::new(usize::MAX / 4, 64, 128, 1 << 20, cfg));
+    assert!(e.contains("overflow") || e.contains("more than"), "{e}");
+}
+
 fn greedy_after(s: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
     s.set_prompt(prompt).unwrap();
     let mut out = Vec::new();

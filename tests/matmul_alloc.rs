@@ -7,10 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use llq::convert::encode_matrix;
-use llq::format::{tensor_bytes, Layout as TensorLayout};
 use llq::kernels::kernels;
-use llq::kernels::matmul::{matmul, MatmulScratch, WeightView};
-use llq::quant::DType;
+use llq::kernels::matmul::{matmul, MatmulScratch};
+use llq::quant::{WeightKind, WeightView};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -40,20 +39,16 @@ static A: Counting = Counting;
 fn matmul_steady_state_does_not_allocate() {
     let (rows, cols) = (512, 256);
     let src: Vec<f32> = (0..rows * cols).map(|i| (i as f32).sin()).collect();
-    let len = tensor_bytes(
-        DType::Q8_0,
-        TensorLayout::Rows16,
-        &[rows as u64, cols as u64],
-    )
-    .unwrap();
+    let len = WeightKind::Q8_0x16
+        .tensor_bytes(&[rows as u64, cols as u64])
+        .unwrap();
     let mut store = vec![0u32; len as usize / 4];
     // SAFETY (test): u32 storage viewed as bytes.
     let bytes =
         unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), store.len() * 4) };
-    encode_matrix(DType::Q8_0, TensorLayout::Rows16, &src, cols, None, bytes);
+    encode_matrix(WeightKind::Q8_0x16, &src, cols, None, bytes);
     let w = WeightView {
-        dtype: DType::Q8_0,
-        layout: TensorLayout::Rows16,
+        kind: WeightKind::Q8_0x16,
         rows,
         cols,
         data: bytes,

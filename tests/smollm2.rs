@@ -293,6 +293,21 @@ fn cli_chat_with_piped_stdin() {
     assert_eq!(out, format!("{want}\n"));
 }
 
+/// A line without end on stdin (`llq chat < /dev/zero`) stops at the message cap with a
+/// one-line error instead of filling the memory.
+#[test]
+fn cli_chat_stops_reading_an_endless_line() {
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args(["chat", "-m", &model_path(DType::F32)])
+        .stdin(zero)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("longer than"), "{err}");
+}
+
 /// `--type f32` reproduces the GGUF's (dequantized) weights exactly; Q and K differ only by
 /// the row order llama.cpp uses for its RoPE.
 #[test]

@@ -505,3 +505,23 @@ fn hf_json_spm_style_matches_sentencepiece() {
         &failures[..failures.len().min(5)]
     );
 }
+
+/// A chat template is a program from a download: endless loops run out of fuel, and an
+/// output larger than the cap stops the render, each as an error.
+#[test]
+fn chat_template_work_and_output_are_bounded() {
+    use llq::chat::{ChatMessage, ChatTemplate};
+    let msgs = [ChatMessage::new("user", "hi")];
+    let t0 = std::time::Instant::now();
+    let nested = ChatTemplate::new(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let e = nested.render(&msgs, true, "", "").unwrap_err().to_string();
+    assert!(e.contains("fuel"), "{e}");
+    let big =
+        ChatTemplate::new("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}").unwrap();
+    let e = big.render(&msgs, true, "", "").unwrap_err().to_string();
+    assert!(e.contains("larger than"), "{e}");
+    assert!(t0.elapsed().as_secs() < 30, "{:?}", t0.elapsed());
+}

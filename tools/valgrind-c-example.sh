@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build examples/c/generate.c (and tests/c/misuse.c) against libllq.so and run them under
+# Build examples/c/generate.c (and tests/c/{misuse,lifetime,refusals}.c) against libllq.so and run them under
 # valgrind on the tiny
 # fixture model (token level: it has no tokenizer). Exits non-zero on leaks ("definitely
 # lost"/"indirectly lost") or memory errors; "still reachable" blocks (rayon's global
@@ -39,4 +39,17 @@ cc -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Wall -Wextra -Werror -Iinclude tes
 RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \
     --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
     "$work/policy" "$work/tiny.llq" 1,5,9 24 16 1 4 f16 0.8 42
+# Lifetimes (a free refused while another thread generates; a free racing with calls) and
+# refusals (non-regular files, bad ids and values). The --pool mode limits the address
+# space, which valgrind's own mappings defeat: it runs in the test suite only.
+for prog in lifetime refusals; do
+    cc -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Wall -Wextra -Werror -Iinclude "tests/c/$prog.c" \
+        -L"$libdir" -lllq -Wl,-rpath,"$libdir" -lpthread -o "$work/$prog"
+done
+RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+    "$work/lifetime" "$work/tiny.llq" 20
+RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+    "$work/refusals" "$work/tiny.llq" - -
 echo "valgrind: clean"

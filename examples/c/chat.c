@@ -5,7 +5,8 @@
  *
  *   chat MODEL.llq [-n MAX_TOKENS] [--system "You are ..."] [--seed N] [--temp T]
  *
- * Build: cc chat.c -Iinclude -Ltarget/release -lllq -o chat
+ * Build (from the repository root, after `cargo build --release --lib`; see docs/C_API.md):
+ *   cc examples/c/chat.c -Iinclude -Ltarget/release -lllq -Wl,-rpath,"$PWD/target/release" -o chat
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,8 @@
  *       prints the N generated ids space-separated (end-of-generation tokens do not stop
  *       it); works on models without a tokenizer.
  *
- * Build: cc generate.c -Iinclude -Ltarget/release -lllq -o generate
+ * Build (from the repository root, after `cargo build --release --lib`; see docs/C_API.md):
+ *   cc examples/c/generate.c -Iinclude -Ltarget/release -lllq -Wl,-rpath,"$PWD/target/release" -o generate
  */
 #include <stdio.h>
 #include <stdlib.h>

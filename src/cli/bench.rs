@@ -180,21 +180,20 @@ pub fn bench(
     let max_pp = n_prompt.iter().copied().max().unwrap_or(0);
     let max_tg = n_gen.iter().copied().max().unwrap_or(0);
     let n_ctx = max_pp.max(max_tg + 1).max(1);
-    if n_ctx > cfg.context_length.max(n_ctx) {
-        return Err(Error::usage("test longer than the context"));
+    if n_ctx > llq::generate::MAX_CTX {
+        return Err(Error::usage(format!(
+            "a test of {n_ctx} tokens is longer than the largest context ({})",
+            llq::generate::MAX_CTX
+        )));
     }
     let size = std::fs::metadata(model.file.path())
         .map(|m| m.len())
         .unwrap_or(0);
     let wq = &model.layers[0].wq;
     let mut out = Vec::new();
-    let mut state = State::new(model, n_ctx);
+    let mut state = State::with_config(model, n_ctx, llq::kv::KvConfig::default())?;
     for &t in threads {
-        let t = if t == 0 {
-            llq::threads::default_threads()
-        } else {
-            t
-        };
+        let t = llq::threads::resolve(t)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()
@@ -223,7 +222,7 @@ pub fn bench(
             let (avg_ts, stddev_ts) = stats(&samples_ts);
             let r = BenchResult {
                 model: name.to_string(),
-                model_type: wq.dtype.name().to_string(),
+                model_type: wq.kind.dtype().name().to_string(),
                 model_size: size,
                 model_n_params: n_params(model),
                 weight_bytes: model.weight_bytes() as u64,

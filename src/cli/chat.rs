@@ -1,6 +1,6 @@
 //! `llq chat`: an interactive conversation with the model's own chat template.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -8,7 +8,10 @@ use llq::chat::ChatTemplate;
 use llq::generate::{Conversation, GenerateParams, StopHandle, StopReason};
 use llq::{Error, Result};
 
-use super::common::{KvArgs, ModelArgs, SamplingArgs};
+use super::common::{read_line_bounded, KvArgs, ModelArgs, SamplingArgs};
+
+/// Longest message read from stdin (`llq chat < /dev/zero` must not fill the memory).
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// Talk with the model. Each line read from stdin is a user message; the answer streams
 /// to stdout. The conversation is kept in the context (the oldest turns are dropped when it
@@ -83,13 +86,7 @@ pub fn run(a: Args) -> Result<()> {
         if interactive {
             eprint!("> ");
         }
-        line.clear();
-        if stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::io("stdin", e))?
-            == 0
-        {
+        if !read_line_bounded(&mut stdin.lock(), &mut line, MAX_MESSAGE)? {
             break;
         }
         let msg = line.trim_end_matches(['\n', '\r']);

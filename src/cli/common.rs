@@ -120,9 +120,29 @@ impl SamplingArgs {
     }
 }
 
-/// Read a text file byte for byte; invalid UTF-8 is an error naming the byte offset.
+/// Largest text file read whole (prompts, perplexity texts): a device such as /dev/zero
+/// or a mistaken path must give an error, not fill the memory.
+pub const MAX_TEXT_FILE: u64 = 256 << 20;
+
+/// Read a text file byte for byte, at most [`MAX_TEXT_FILE`] bytes (checked while
+/// reading, so an endless stream stops there); invalid UTF-8 is an error naming the byte
+/// offset.
 pub fn read_text_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TEXT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_TEXT_FILE {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "larger than {} MiB: not read (is it the right file?)",
+                MAX_TEXT_FILE >> 20
+            ),
+        ));
+    }
     String::from_utf8(bytes).map_err(|e| {
         Error::invalid(
             path,
@@ -132,4 +152,41 @@ pub fn read_text_file(path: &Path) -> Result<String> {
             ),
         )
     })
+}
+
+/// Read one line of at most `max` bytes from `input` into `line` (cleared first).
+/// Returns false at the end of input; a longer line is an error (input without line
+/// breaks, such as /dev/zero, must not fill the memory).
+pub fn read_line_bounded(
+    input: &mut impl std::io::BufRead,
+    line: &mut String,
+    max: usize,
+) -> Result<bool> {
+    use std::io::{BufRead, Read};
+    line.clear();
+    let mut bytes = Vec::new();
+    let n = input
+        .by_ref()
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut bytes)
+        .map_err(|e| Error::io("stdin", e))?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if bytes.len() > max && bytes.last() != Some(&b'\n') {
+        return Err(Error::invalid(
+            "stdin",
+            format!("a line longer than {} KiB: not a chat message", max >> 10),
+        ));
+    }
+    *line = String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(
+            "stdin",
+            format!(
+                "invalid UTF-8 at byte offset {}",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    Ok(true)
 }

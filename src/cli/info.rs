@@ -111,7 +111,7 @@ pub fn run(a: Args) -> Result<()> {
         println!(
             "  {:<28} {:<6} {:<16} {:>12} {:>12} {:>6.2}",
             t.name,
-            t.dtype.name(),
+            t.kind.dtype().name(),
             format!("{:?}", t.shape),
             t.offset,
             t.n_bytes,

@@ -389,6 +389,12 @@ fn open_shards(dir: &Path) -> Result<Vec<Shard>> {
                 files.push(f.to_string());
             }
         }
+        if files.is_empty() {
+            return Err(Error::invalid(
+                &index,
+                "'weight_map' names no tensor (an empty index: no shard to read)",
+            ));
+        }
         files.sort();
         files.into_iter().map(|f| dir.join(f)).collect()
     } else if single.is_file() {

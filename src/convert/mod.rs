@@ -12,9 +12,10 @@ pub use hf::HfCheckpoint;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{keys, Layout, LlqWriter, TensorPlan, Value};
+use crate::format::{keys, LlqWriter, TensorPlan, Value};
 use crate::model::{names, ModelConfig};
-use crate::quant::{quantize_row_weighted, DType};
+use crate::quant::interleave::{BlockQ4_0x16, BlockQ8_0x16, Interleaved, GROUP};
+use crate::quant::{blocks, blocks_mut, quantize_row_weighted, DType, WeightKind};
 
 /// A source of weights in llq's canonical naming and orientation.
 pub trait Checkpoint {
@@ -97,8 +98,7 @@ pub fn convert(
         .map(|(name, shape)| {
             let dtype = storage_type(target, &name, cfg.tie_embeddings, &shape);
             TensorPlan {
-                layout: storage_layout(dtype),
-                dtype,
+                kind: WeightKind::for_dtype(dtype),
                 name,
                 shape,
             }
@@ -129,15 +129,24 @@ pub fn convert(
                 p.shape
             )));
         }
+        // A NaN or infinity would quantize to garbage (or poison a whole block's scale)
+        // and surface only as nonsense output: refuse the checkpoint instead.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::usage(format!(
+                "tensor '{}' holds a non-finite value ({}) at element {i}: the checkpoint is \
+                 corrupt",
+                p.name, data[i]
+            )));
+        }
         let n_bytes = p.n_bytes().unwrap() as usize;
         buf.clear();
         buf.resize(n_bytes, 0u8);
         let cols = *p.shape.last().unwrap() as usize;
-        let weights = match p.dtype.is_quantized() {
+        let weights = match p.kind.dtype().is_quantized() {
             true => column_importance(src, &p.name)?,
             false => None,
         };
-        encode_matrix(p.dtype, p.layout, &data, cols, weights.as_deref(), &mut buf);
+        encode_matrix(p.kind, &data, cols, weights.as_deref(), &mut buf);
         drop(data);
         w.write_tensor(&buf)?;
         src.release(&p.name);
@@ -148,23 +157,12 @@ pub fn convert(
     Ok(())
 }
 
-/// Layout of a tensor stored as `dtype`: quantized matrices are interleaved by 16 rows
-/// for the kernels (`quant::interleave`), everything else is row-major.
-pub fn storage_layout(dtype: DType) -> Layout {
-    if dtype.is_quantized() {
-        Layout::Rows16
-    } else {
-        Layout::RowMajor
-    }
-}
-
-/// Encode a row-major f32 matrix (or vector) with `cols` columns as `dtype` in `layout`
-/// into `out`, which must be exactly [`crate::format::tensor_bytes`] long.
-/// `weights` (one per column, or `None` for uniform) weigh each column's quantization
-/// error ([`crate::quant::quantize_row_weighted`]).
+/// Encode a row-major f32 matrix (or vector) with `cols` columns as `kind` into `out`,
+/// which must be exactly [`WeightKind::tensor_bytes`] long. `weights` (one per column, or
+/// `None` for uniform) weigh each column's quantization error
+/// ([`crate::quant::quantize_row_weighted`]).
 pub fn encode_matrix(
-    dtype: DType,
-    layout: Layout,
+    kind: WeightKind,
     data: &[f32],
     cols: usize,
     weights: Option<&[f32]>,
@@ -173,9 +171,10 @@ pub fn encode_matrix(
     if let Some(w) = weights {
         assert_eq!(w.len(), cols);
     }
-    match layout {
-        Layout::RowMajor => encode_rows(dtype, data, cols, weights, out),
-        Layout::Rows16 => encode_rows16(dtype, data, cols, weights, out),
+    match kind {
+        WeightKind::F32 | WeightKind::F16 => encode_rows(kind.dtype(), data, cols, weights, out),
+        WeightKind::Q8_0x16 => encode_groups::<BlockQ8_0x16>(data, cols, weights, out),
+        WeightKind::Q4_0x16 => encode_groups::<BlockQ4_0x16>(data, cols, weights, out),
     }
 }
 
@@ -232,23 +231,22 @@ fn encode_rows(dtype: DType, data: &[f32], cols: usize, weights: Option<&[f32]>,
 
 /// Encode groups of 16 rows in parallel: quantize each row, then interleave the group
 /// (a last partial group is padded with zero rows).
-fn encode_rows16(dtype: DType, data: &[f32], cols: usize, weights: Option<&[f32]>, out: &mut [u8]) {
-    use crate::quant::interleave::{interleave_q4_0, interleave_q8_0, GROUP};
-    use crate::quant::{blocks, blocks_mut};
+fn encode_groups<B: Interleaved>(
+    data: &[f32],
+    cols: usize,
+    weights: Option<&[f32]>,
+    out: &mut [u8],
+) {
     use rayon::prelude::*;
-    let row_bytes = dtype.row_bytes(cols).unwrap();
+    let row_bytes = B::DTYPE.row_bytes(cols).unwrap();
     out.par_chunks_mut(GROUP * row_bytes)
         .zip(data.par_chunks(GROUP * cols))
         .for_each(|(o, rows)| {
             let mut plain = vec![0u8; GROUP * row_bytes];
             for (p, r) in plain.chunks_exact_mut(row_bytes).zip(rows.chunks(cols)) {
-                quantize_row_weighted(dtype, r, weights, p);
+                quantize_row_weighted(B::DTYPE, r, weights, p);
             }
             // Padding rows: all-zero blocks (scale 0), which decode to 0.
-            match dtype {
-                DType::Q8_0 => interleave_q8_0(blocks(&plain), blocks_mut(o)),
-                DType::Q4_0 => interleave_q4_0(blocks(&plain), blocks_mut(o)),
-                DType::F32 | DType::F16 => unreachable!("only quantized types are interleaved"),
-            }
+            B::interleave(blocks(&plain), blocks_mut(o));
         });
 }

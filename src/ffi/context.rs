@@ -22,24 +22,71 @@ pub(crate) struct ContextObj {
 impl Handled for ContextObj {
     type C = llq_context;
     const KIND: &'static str = "llq_context";
-}
 
-pub(crate) fn ctx_ref(p: *const llq_context) -> FfiResult<Arc<ContextObj>> {
-    handles::get::<ContextObj>(p, "ctx")
-}
-
-impl ContextObj {
-    pub(crate) fn lock(&self) -> FfiResult<MutexGuard<'_, SessionOf<Arc<Model>>>> {
+    /// A context is not freed while a call holds its session: the caller would lose the
+    /// only way to stop that call (`llq_context_request_stop` takes the handle).
+    fn can_free(&self) -> FfiResult<()> {
         match self.inner.try_lock() {
-            Ok(g) => Ok(g),
-            // A panic inside a previous call: the session may be mid-update, but every
-            // field is still a valid value; the caller can llq_context_reset.
-            Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+            Ok(_) | Err(TryLockError::Poisoned(_)) => Ok(()),
             Err(TryLockError::WouldBlock) => Err(err(
                 LLQ_ERR_BUSY,
-                "context is in use (by another thread, or re-entrantly from a callback)",
+                "ctx is in use by a running call (another thread, or this one from a callback); \
+                 nothing was freed: stop it with llq_context_request_stop, let the call return, \
+                 then free",
             )),
         }
+    }
+}
+
+/// A looked-up context and its handle number, so that claiming the session can check the
+/// handle was not freed in between (see [`CtxRef::lock`]).
+pub(crate) struct CtxRef {
+    obj: Arc<ContextObj>,
+    handle: usize,
+}
+
+impl std::ops::Deref for CtxRef {
+    type Target = ContextObj;
+    fn deref(&self) -> &ContextObj {
+        &self.obj
+    }
+}
+
+pub(crate) fn ctx_ref(p: *const llq_context) -> FfiResult<CtxRef> {
+    Ok(CtxRef {
+        obj: handles::get::<ContextObj>(p, "ctx")?,
+        handle: p.addr(),
+    })
+}
+
+impl CtxRef {
+    /// Claim the session for this call: `LLQ_ERR_BUSY` if another call holds it.
+    ///
+    /// With `llq_context_free` this is linearizable: free checks the session under the
+    /// registry lock (`can_free`), and this checks the handle after claiming the session.
+    /// So either the handle is still live here, and a free from now until the call
+    /// returns sees the session held and answers `LLQ_ERR_BUSY`; or a free got in between
+    /// the look-up and the claim, and this call fails as if it came after the free.
+    pub(crate) fn lock(&self) -> FfiResult<MutexGuard<'_, SessionOf<Arc<Model>>>> {
+        let guard = match self.obj.inner.try_lock() {
+            Ok(g) => g,
+            // A panic inside a previous call: the session may be mid-update, but every
+            // field is still a valid value; the caller can llq_context_reset.
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err(err(
+                    LLQ_ERR_BUSY,
+                    "context is in use (by another thread, or re-entrantly from a callback)",
+                ))
+            }
+        };
+        if !handles::is_live(self.handle) {
+            return Err(err(
+                LLQ_ERR_INVALID_HANDLE,
+                "ctx was freed (by another thread, while this call started)",
+            ));
+        }
+        Ok(guard)
     }
 }
 
@@ -156,7 +203,16 @@ pub unsafe extern "C" fn llq_context_new(
     })
 }
 
-/// Free a context. NULL is a no-op; a second free returns `LLQ_ERR_INVALID_HANDLE`.
+/// Free a context. NULL is a no-op; a second free returns `LLQ_ERR_INVALID_HANDLE`
+/// (handles are never reused, so this is always detected).
+///
+/// A context that a call is running on (e.g. `llq_generate` on another thread, or this
+/// thread from inside its callback) is not freed: the result is `LLQ_ERR_BUSY` and the
+/// context is untouched and still valid, so `llq_context_request_stop` still works. Stop
+/// the call, wait for it to return, then free. A call that starts on another thread while
+/// the free is under way either runs with the context still live (the free then returns
+/// `LLQ_ERR_BUSY`; the call itself may get `LLQ_ERR_BUSY` if it meets the free's check)
+/// or returns `LLQ_ERR_INVALID_HANDLE` (the context was freed first).
 #[no_mangle]
 pub extern "C" fn llq_context_free(ctx: *mut llq_context) -> llq_status {
     guard(|| handles::free::<ContextObj>(ctx, "ctx"))

@@ -3,6 +3,12 @@
 //! are never reused, so NULL, freed (use-after-free, double free) and wrong-kind handles
 //! are reliably reported as errors; and a call that is running keeps its object alive
 //! even if another thread frees the handle meanwhile.
+//!
+//! An object type may refuse to be freed while it is in use ([`Handled::can_free`]): the
+//! check runs under the registry lock, so between it and the handle's removal no call
+//! can look the handle up. A call that looked the handle up *before* the free but has
+//! not yet claimed the object must check again after claiming it ([`is_live`]); see
+//! `ffi::context` for how contexts do that.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -34,6 +40,12 @@ pub(crate) trait Handled: Any + Send + Sync + Sized {
     type C;
     /// Its name in messages.
     const KIND: &'static str;
+
+    /// Whether the handle may be freed now; an error (e.g. `LLQ_ERR_BUSY`) keeps the
+    /// handle live and untouched. Called with the registry locked: it must not block.
+    fn can_free(&self) -> FfiResult<()> {
+        Ok(())
+    }
 }
 
 static LIVE: LazyLock<Mutex<HashMap<usize, Obj>>> = LazyLock::new(Default::default);
@@ -82,8 +94,15 @@ pub(crate) fn get<T: Handled>(p: *const T::C, what: &str) -> FfiResult<Arc<T>> {
     }
 }
 
+/// Whether handle `p` is still registered. Numbers are never reused, so a live `p` is
+/// the same object it was when looked up.
+pub(crate) fn is_live(p: usize) -> bool {
+    live().contains_key(&p)
+}
+
 /// Unregister handle `p`; the object is dropped once no running call uses it. NULL is a
-/// no-op; a handle that is not live (double free) is an error and nothing happens.
+/// no-op; a handle that is not live (double free), or whose object refuses
+/// ([`Handled::can_free`]), is an error and nothing happens.
 pub(crate) fn free<T: Handled>(p: *mut T::C, what: &str) -> FfiResult<()> {
     if p.is_null() {
         return Ok(());
@@ -91,7 +110,7 @@ pub(crate) fn free<T: Handled>(p: *mut T::C, what: &str) -> FfiResult<()> {
     let obj = {
         let mut map = live();
         let found = map.get(&p.addr());
-        if found.and_then(Obj::downcast::<T>).is_none() {
+        let Some(value) = found.and_then(Obj::downcast::<T>) else {
             let e = lookup_error(what, T::KIND, found);
             return Err(if found.is_none() {
                 err(
@@ -101,7 +120,10 @@ pub(crate) fn free<T: Handled>(p: *mut T::C, what: &str) -> FfiResult<()> {
             } else {
                 e
             });
-        }
+        };
+        // Still under the registry lock: no call can look the handle up between this
+        // check and the removal.
+        value.can_free()?;
         map.remove(&p.addr())
     };
     // Dropped outside the registry lock: freeing a model can take a while (munmap).

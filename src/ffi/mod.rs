@@ -3,8 +3,10 @@
 //! Design rules:
 //! - Handles (`llq_model *`, `llq_context *`) are opaque: never-reused numbers looked up in
 //!   a registry of live objects, never dereferenced. A null, freed (double free,
-//!   use after free) or wrong-kind handle is reported as an error, and an object stays
-//!   alive until the calls using it return even if another thread frees its handle.
+//!   use after free) or wrong-kind handle is reported as an error. A model stays alive
+//!   until the calls and contexts using it are done even if its handle is freed; a
+//!   context that a call is running on refuses to be freed (`LLQ_ERR_BUSY`), so it can
+//!   still be stopped.
 //! - Every entry point runs inside `catch_unwind`: a Rust panic becomes `LLQ_ERR_PANIC`.
 //! - Errors are negative `llq_status` codes; `llq_last_error()` gives this thread's message.
 //! - A model is shared (internally an `Arc`): any number of contexts, on any threads, may
@@ -42,7 +44,8 @@ pub type llq_status = i32;
 pub type llq_token = i32;
 
 /// Version of this C API; bumped on any incompatible change. Compare with
-/// `llq_api_version()` at run time to detect a header/library mismatch.
+/// `llq_api_version()` at run time to detect a header/library mismatch. It is also the
+/// shared library's SONAME number on Linux (`libllq.so.1`; build.rs reads it from here).
 pub const LLQ_API_VERSION: i32 = 1;
 
 /// No token (returned for a missing BOS/EOS, passed to callbacks for trailing text).
@@ -74,7 +77,8 @@ pub const LLQ_ERR_NO_CHAT_TEMPLATE: llq_status = -10;
 pub const LLQ_ERR_TEMPLATE: llq_status = -11;
 /// The tokens do not fit in the context (`n_ctx`).
 pub const LLQ_ERR_CONTEXT_FULL: llq_status = -12;
-/// The request is valid but not supported by this build (e.g. `use_mmap = false`).
+/// The request is valid but not supported here: e.g. `use_mlock` on a platform without
+/// mlock, or an `LLQ_KERNEL` level this CPU cannot run.
 pub const LLQ_ERR_UNSUPPORTED: llq_status = -13;
 /// The context is in use by another call (another thread, or re-entrantly from a callback).
 pub const LLQ_ERR_BUSY: llq_status = -14;

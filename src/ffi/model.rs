@@ -40,7 +40,10 @@ pub extern "C" fn llq_model_default_params() -> llq_model_params {
 fn init_threads(n: i32) -> FfiResult<()> {
     let n =
         usize::try_from(n).map_err(|_| err(LLQ_ERR_INVALID_ARG, format!("n_threads {n} < 0")))?;
-    Ok(crate::threads::init(n)?)
+    // A count out of range is the caller's mistake; past that check the only failure is
+    // the operating system refusing to start threads, which is no argument error.
+    crate::threads::resolve(n)?;
+    crate::threads::init(n).map_err(|e| err(LLQ_ERR_IO, e.to_string()))
 }
 
 #[cfg(unix)]
@@ -71,6 +74,12 @@ fn mlock(_: &Model) -> FfiResult<()> {
 
 /// Open a `.llq` model file. On success `*out_model` receives a handle to free with
 /// `llq_model_free`; on failure it is set to NULL.
+///
+/// A path that is not a regular file (a directory, FIFO, device...) is `LLQ_ERR_IO` with a
+/// message saying what it is; opening never blocks. A file whose BOS, EOS or
+/// end-of-generation ids are outside its vocabulary is `LLQ_ERR_MODEL`. If the compute
+/// pool (started by the first open) cannot start its threads, the result is `LLQ_ERR_IO`
+/// with a message about the pool, not the file.
 ///
 /// # Safety
 /// `path` is a NUL-terminated path; `out_model` is writable.
@@ -114,8 +123,9 @@ pub unsafe extern "C" fn llq_model_open(
 }
 
 /// Free a model handle. NULL is a no-op. Contexts created from it stay valid (they keep
-/// the model alive). A second free of the same handle returns `LLQ_ERR_INVALID_HANDLE`
-/// (best effort: the address must not have been reused by a new model meanwhile).
+/// the model alive), and so do calls running on it on other threads. A second free of the
+/// same handle returns `LLQ_ERR_INVALID_HANDLE` (handles are never reused, so this is
+/// always detected).
 #[no_mangle]
 pub extern "C" fn llq_model_free(model: *mut llq_model) -> llq_status {
     guard(|| handles::free::<ModelObj>(model, "model"))

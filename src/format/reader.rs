@@ -10,13 +10,12 @@ use memmap2::Mmap;
 use super::spec::*;
 use super::value::{tag, Value};
 use crate::error::{Error, Result};
-use crate::quant::DType;
+use crate::quant::{DType, WeightKind};
 
 #[derive(Clone, Debug)]
 pub struct TensorEntry {
     pub name: String,
-    pub dtype: DType,
-    pub layout: Layout,
+    pub kind: WeightKind,
     /// Outermost dimension first.
     pub shape: Vec<u64>,
     /// Absolute byte offset in the file.
@@ -27,6 +26,58 @@ pub struct TensorEntry {
 impl TensorEntry {
     pub fn n_elements(&self) -> u64 {
         self.shape.iter().product()
+    }
+}
+
+/// Open `path` for reading, refusing anything but a regular file (after symlinks) with a
+/// message that says what the path is. The open itself never blocks: a FIFO would wait
+/// for a writer, so it is opened non-blocking and refused by `fstat` on the open file
+/// (checking before opening would leave a window for the path to change).
+fn open_regular(path: &Path) -> Result<(std::fs::File, u64)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK changes nothing for regular files (reads from disk do not honour it).
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let what = file_type_name(&meta.file_type());
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("is {what}, not a .llq model file"),
+            ),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+fn file_type_name(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
     }
 }
 
@@ -51,8 +102,7 @@ impl LlqFile {
     /// page-aligned allocation instead of being mapped (for file systems without mmap, or
     /// to avoid page faults on first use). Views behave the same either way.
     pub fn open_with(path: &Path, in_memory: bool) -> Result<LlqFile> {
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let (mut file, len) = open_regular(path)?;
         if len < FIXED_HEADER_LEN as u64 {
             return Err(Error::invalid(
                 path,
@@ -307,11 +357,20 @@ fn tensor_entry(
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .filter(|&n| n > 0)
         .ok_or(format!("shape {shape:?} is empty or overflows"))?;
-    let expected = super::spec::tensor_bytes(dtype, layout, &shape).ok_or(match layout {
-        Layout::RowMajor => format!(
+    let cols = *shape.last().expect("at least one dimension");
+    let not_whole = || {
+        format!(
             "shape {shape:?} is not a whole number of {} blocks",
             dtype.name()
-        ),
+        )
+    };
+    usize::try_from(cols)
+        .ok()
+        .and_then(|c| dtype.row_bytes(c))
+        .ok_or_else(not_whole)?;
+    let kind = kind_from_codes(dtype, layout)?;
+    let expected = kind.tensor_bytes(&shape).ok_or_else(|| match layout {
+        Layout::RowMajor => not_whole(),
         Layout::Rows16 => format!(
             "layout rows16 needs a quantized 2-D tensor of whole blocks, not {} {shape:?}",
             dtype.name()
@@ -338,8 +397,7 @@ fn tensor_entry(
     }
     Ok(TensorEntry {
         name: name.to_string(),
-        dtype,
-        layout,
+        kind,
         shape,
         offset: data_offset + offset as usize,
         n_bytes: n_bytes as usize,

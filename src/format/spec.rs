@@ -1,5 +1,7 @@
 //! Constants of the `.llq` format (see docs/FORMAT.md).
 
+use crate::quant::{DType, WeightKind};
+
 pub const MAGIC: [u8; 4] = *b"LLQF";
 pub const VERSION_MAJOR: u16 = 1;
 /// 1.1 added the `rows16` layout (a 1.0 reader refuses such files: "unknown layout id").
@@ -18,7 +20,8 @@ pub const MAX_KEY_LEN: usize = 1 << 10;
 pub const MAX_NAME_LEN: usize = 1 << 10;
 pub const MAX_DIMS: usize = 4;
 
-/// Tensor element order inside the file.
+/// Tensor element order inside the file: with the dtype code, what a tensor entry stores
+/// of its [`WeightKind`] (see [`stored_codes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Layout {
@@ -47,22 +50,32 @@ impl Layout {
     }
 }
 
-/// Byte length of a tensor's data, or `None` if the shape does not fit the type and
-/// layout or the size overflows. `rows16` pads the row count to a multiple of 16 (the
-/// padding rows are zero blocks), so every group is complete.
-pub fn tensor_bytes(dtype: crate::quant::DType, layout: Layout, shape: &[u64]) -> Option<u64> {
-    let cols = usize::try_from(*shape.last()?).ok()?;
-    let row_bytes = dtype.row_bytes(cols)? as u64;
-    let mut rows = shape[..shape.len() - 1]
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d))?;
-    if layout == Layout::Rows16 {
-        if !(dtype.is_quantized() && shape.len() == 2) {
-            return None;
-        }
-        rows = rows.checked_next_multiple_of(16)?;
-    }
-    row_bytes.checked_mul(rows)
+/// The (dtype, layout) codes a tensor of `kind` is stored with.
+pub fn stored_codes(kind: WeightKind) -> (DType, Layout) {
+    let layout = if kind.interleaved() {
+        Layout::Rows16
+    } else {
+        Layout::RowMajor
+    };
+    (kind.dtype(), layout)
+}
+
+/// The weight kind stored as `(dtype, layout)`, or why llq cannot read that combination.
+pub fn kind_from_codes(dtype: DType, layout: Layout) -> Result<WeightKind, String> {
+    WeightKind::ALL
+        .into_iter()
+        .find(|k| stored_codes(*k) == (dtype, layout))
+        .ok_or_else(|| match layout {
+            Layout::Rows16 => format!(
+                "layout rows16 needs a quantized 2-D tensor, not {}",
+                dtype.name()
+            ),
+            // llq format 1.0 stored quantized matrices row-major.
+            Layout::RowMajor => format!(
+                "{} in the row-major layout is not supported: this llq reads quantized tensors in the rows16 layout only (re-convert the model)",
+                dtype.name()
+            ),
+        })
 }
 
 /// Metadata keys written by the converter and read by the runtime.

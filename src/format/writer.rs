@@ -10,16 +10,15 @@ use tempfile::NamedTempFile;
 use super::spec::*;
 use super::value::Value;
 use crate::error::{Error, Result};
-use crate::quant::DType;
+use crate::quant::WeightKind;
 
 /// What a tensor will look like in the file; its data is written later.
 #[derive(Clone, Debug)]
 pub struct TensorPlan {
     pub name: String,
-    pub dtype: DType,
+    pub kind: WeightKind,
     /// Outermost dimension first (a weight matrix is `[rows, cols]`).
     pub shape: Vec<u64>,
-    pub layout: Layout,
 }
 
 impl TensorPlan {
@@ -29,7 +28,7 @@ impl TensorPlan {
 
     /// Byte length of the tensor's data, or `None` if the shape does not fit the type.
     pub fn n_bytes(&self) -> Option<u64> {
-        super::spec::tensor_bytes(self.dtype, self.layout, &self.shape)
+        self.kind.tensor_bytes(&self.shape)
     }
 }
 
@@ -62,7 +61,7 @@ impl LlqWriter {
                     "tensor '{}': shape {:?} cannot be stored as {}",
                     t.name,
                     t.shape,
-                    t.dtype.name()
+                    t.kind.dtype().name()
                 ))
             })?;
             let off = align_up(end, TENSOR_ALIGN);
@@ -237,8 +236,9 @@ fn encode_header(
     for (t, off) in tensors.iter().zip(offsets) {
         body.extend_from_slice(&(t.name.len() as u32).to_le_bytes());
         body.extend_from_slice(t.name.as_bytes());
-        body.extend_from_slice(&(t.dtype as u32).to_le_bytes());
-        body.extend_from_slice(&(t.layout as u32).to_le_bytes());
+        let (dtype, layout) = stored_codes(t.kind);
+        body.extend_from_slice(&(dtype as u32).to_le_bytes());
+        body.extend_from_slice(&(layout as u32).to_le_bytes());
         body.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
         for d in &t.shape {
             body.extend_from_slice(&d.to_le_bytes());

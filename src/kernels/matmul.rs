@@ -1,72 +1,48 @@
 //! `out = x · Wᵀ` for a weight matrix stored in the mapped file, split across the rayon
 //! pool by chunks of output rows.
 
-use half::f16;
 use rayon::prelude::*;
 
-use super::Kernels;
-use crate::format::{tensor_bytes, Layout};
-use crate::quant::interleave::{
-    q4_0_row_block, q8_0_row_block, ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP,
-};
-use crate::quant::{
-    blocks, dequantize_row, dequantize_row_q4_0, dequantize_row_q8_0, BlockQ8_0, DType, QK,
-};
+use super::{GroupFn, Kernels};
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::{blocks, BlockQ8_0, WeightKind, WeightView, QK};
 
-/// A `[rows, cols]` weight matrix, borrowed from the mapped file.
-#[derive(Clone, Copy, Debug)]
-pub struct WeightView<'a> {
-    pub dtype: DType,
-    pub layout: Layout,
-    pub rows: usize,
-    pub cols: usize,
-    pub data: &'a [u8],
+/// How [`matmul`] multiplies a matrix of each kind: the one match on [`WeightKind`] in
+/// the kernels (a new kind adds its arm here, and its variant to [`Gemm`]).
+#[derive(Clone, Copy)]
+enum Route {
+    /// Row-major floats: one `dot_*` per row and token.
+    RowsF32,
+    RowsF16,
+    /// Interleaved quantized rows: the group kernels.
+    Groups(Gemm),
 }
 
-impl<'a> WeightView<'a> {
-    pub fn row_bytes(&self) -> usize {
-        self.dtype.row_bytes(self.cols).expect("validated at load")
+impl Route {
+    fn of(k: &Kernels, kind: WeightKind) -> Route {
+        match kind {
+            WeightKind::F32 => Route::RowsF32,
+            WeightKind::F16 => Route::RowsF16,
+            WeightKind::Q8_0x16 => Route::Groups(Gemm::Q8_0(k.gemm_q8_0x16)),
+            WeightKind::Q4_0x16 => Route::Groups(Gemm::Q4_0(k.gemm_q4_0x16)),
+        }
     }
+}
 
-    /// Row `r` of a row-major matrix.
-    pub fn row(&self, r: usize) -> &'a [u8] {
-        assert_eq!(
-            self.layout,
-            Layout::RowMajor,
-            "row() of an interleaved matrix"
-        );
-        let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
-    }
+/// The group kernel of an interleaved matrix, picked once per call.
+#[derive(Clone, Copy)]
+enum Gemm {
+    Q8_0(GroupFn<BlockQ8_0x16>),
+    Q4_0(GroupFn<BlockQ4_0x16>),
+}
 
-    /// The bytes of 16-row group `g` of a `rows16` matrix.
-    fn group(&self, g: usize) -> &'a [u8] {
-        let gb = GROUP * self.row_bytes();
-        &self.data[g * gb..(g + 1) * gb]
-    }
-
-    /// Decode row `r` into `out` (`cols` values), whatever the layout.
-    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        match self.layout {
-            Layout::RowMajor => dequantize_row(self.dtype, self.row(r), out),
-            Layout::Rows16 => {
-                assert!(r < self.rows, "row {r} of {}", self.rows);
-                let (g, i) = (self.group(r / GROUP), r % GROUP);
-                let outs = out.chunks_exact_mut(QK);
-                match self.dtype {
-                    DType::Q8_0 => {
-                        for (sb, o) in blocks::<BlockQ8_0x16>(g).iter().zip(outs) {
-                            dequantize_row_q8_0(&[q8_0_row_block(sb, i)], o);
-                        }
-                    }
-                    DType::Q4_0 => {
-                        for (sb, o) in blocks::<BlockQ4_0x16>(g).iter().zip(outs) {
-                            dequantize_row_q4_0(&[q4_0_row_block(sb, i)], o);
-                        }
-                    }
-                    DType::F32 | DType::F16 => unreachable!("rows16 is for quantized types"),
-                }
-            }
+impl Gemm {
+    /// One 16-row group (its bytes) times a tile of tokens (see [`Kernels::gemm_q8_0x16`]).
+    #[inline(always)]
+    fn run(self, group: &[u8], x: &[ActQ8], out: &mut [f32]) {
+        match self {
+            Gemm::Q8_0(f) => f(blocks(group), x, out),
+            Gemm::Q4_0(f) => f(blocks(group), x, out),
         }
     }
 }
@@ -149,30 +125,48 @@ pub fn matmul_many(
         assert_eq!(out.len(), n * w.rows);
         assert_eq!(
             Some(w.data.len() as u64),
-            tensor_bytes(w.dtype, w.layout, &[w.rows as u64, w.cols as u64])
+            w.kind.tensor_bytes(&[w.rows as u64, w.cols as u64])
         );
     }
     if n == 0 || ws.is_empty() {
         return;
     }
-    if ws.iter().all(|w| w.layout == Layout::Rows16) {
-        matmul_groups(k, ws, x, n, outs, scratch);
+    if let Some(gemms) = group_kernels(k, ws) {
+        matmul_groups(k, ws, &gemms, x, n, outs, scratch);
     } else {
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
-            match w.layout {
-                Layout::RowMajor => matmul_rows(k, w, x, n, out),
-                Layout::Rows16 => matmul_groups(k, &[*w], x, n, &mut [out], scratch),
+            match Route::of(k, w.kind) {
+                Route::RowsF32 => matmul_rows(w, x, n, out, |r, xt| (k.dot_f32)(blocks(r), xt)),
+                Route::RowsF16 => matmul_rows(w, x, n, out, |r, xt| (k.dot_f16)(blocks(r), xt)),
+                Route::Groups(g) => matmul_groups(k, &[*w], &[g], x, n, &mut [out], scratch),
             }
         }
     }
 }
 
+/// The group kernel of each of `ws` when all are interleaved (then they go to the pool as
+/// one job), else `None`.
+fn group_kernels(k: &Kernels, ws: &[WeightView]) -> Option<[Gemm; MAX_FUSED]> {
+    // Entries past `ws.len()` are never read.
+    let mut gemms = [Gemm::Q8_0(k.gemm_q8_0x16); MAX_FUSED];
+    for (g, w) in gemms.iter_mut().zip(ws) {
+        match Route::of(k, w.kind) {
+            Route::Groups(gemm) => *g = gemm,
+            Route::RowsF32 | Route::RowsF16 => return None,
+        }
+    }
+    Some(gemms)
+}
+
 /// Most matrices [`matmul_many`] takes at once.
 pub const MAX_FUSED: usize = 4;
 
+/// Interleaved matrices `ws` with their group kernels `gemms`: quantize the activations
+/// once, then every 16-row group of every matrix for every token tile.
 fn matmul_groups(
     k: &Kernels,
     ws: &[WeightView],
+    gemms: &[Gemm],
     x: &[f32],
     n: usize,
     outs: &mut [&mut [f32]],
@@ -221,16 +215,12 @@ fn matmul_groups(
             while gg >= first[m + 1] {
                 m += 1;
             }
-            let (w, g, p) = (&ws[m], gg - first[m], ptrs[m]);
+            let (w, gemm, g, p) = (&ws[m], gemms[m], gg - first[m], ptrs[m]);
             let (rows, live) = (w.rows, GROUP.min(w.rows - g * GROUP));
             for ts in (0..n).step_by(TILE_TOKS) {
                 let te = (ts + TILE_TOKS).min(n);
                 let (xs, o) = (&xa[ts * nb..te * nb], &mut buf[..(te - ts) * GROUP]);
-                match w.dtype {
-                    DType::Q8_0 => (k.gemm_q8_0x16)(blocks(w.group(g)), xs, o),
-                    DType::Q4_0 => (k.gemm_q4_0x16)(blocks(w.group(g)), xs, o),
-                    DType::F32 | DType::F16 => unreachable!("rows16 is for quantized types"),
-                }
+                gemm.run(w.group(g), xs, o);
                 for t in ts..te {
                     let src = &buf[(t - ts) * GROUP..][..GROUP];
                     let dst = p.0.wrapping_add(t * rows + g * GROUP);
@@ -260,20 +250,16 @@ fn matmul_groups(
     }
 }
 
-/// Float (f32/f16) row-major matrices: one `dot_*` per row and token.
-fn matmul_rows(k: &Kernels, w: &WeightView, x: &[f32], n: usize, out: &mut [f32]) {
+/// Row-major float matrices: `dot(row, x_t)` (the row's bytes) per row and token.
+fn matmul_rows(
+    w: &WeightView,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    dot: impl Fn(&[u8], &[f32]) -> f32 + Sync,
+) {
     let (rows, cols) = (w.rows, w.cols);
-    let dot_row = |r: usize, t: usize| -> f32 {
-        let row = w.row(r);
-        let xt = &x[t * cols..(t + 1) * cols];
-        match w.dtype {
-            DType::F32 => (k.dot_f32)(blocks::<f32>(row), xt),
-            DType::F16 => (k.dot_f16)(blocks::<f16>(row), xt),
-            DType::Q8_0 | DType::Q4_0 => {
-                unreachable!("quantized matrices are rows16 (checked at load)")
-            }
-        }
-    };
+    let dot_row = |r: usize, t: usize| -> f32 { dot(w.row(r), &x[t * cols..(t + 1) * cols]) };
     let threads = rayon::current_num_threads().max(1);
     let chunk = chunk_rows(rows, threads);
     let n_chunks = rows.div_ceil(chunk);

@@ -175,6 +175,40 @@ impl std::fmt::Display for ContextPolicy {
     }
 }
 
+/// The number of cached elements of K (or V) for `n_ctx` positions, checked before
+/// anything is allocated: the arithmetic must not overflow, and K and V together must fit
+/// in the machine's memory (a typo such as `-c 1000000000` is an error that says what
+/// would fit, not an abort in the allocator).
+fn check_size(t: CacheType, n_layers: usize, kv_dim: usize, n_ctx: usize) -> Result<usize> {
+    let per_position = n_layers
+        .checked_mul(kv_dim)
+        .and_then(|e| e.checked_mul(2 * t.bytes_for(QK)))
+        .map(|b| b / QK)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| Error::usage("the model's KV dimensions overflow"))?;
+    let bytes = (per_position as u128) * (n_ctx as u128);
+    let elems = n_layers
+        .checked_mul(n_ctx)
+        .and_then(|e| e.checked_mul(kv_dim));
+    let limit = crate::sys::physical_memory().unwrap_or(u64::MAX);
+    match elems {
+        Some(elems) if bytes <= limit as u128 => Ok(elems),
+        _ => Err(Error::usage(format!(
+            "a KV cache of {n_ctx} positions needs {} ({} cache, {n_layers} layers × {kv_dim} \
+             per position for K and V), more than this machine's {} of memory; a context of \
+             at most {} positions would fit",
+            if bytes > u64::MAX as u128 {
+                "more than 2^64 bytes".to_string()
+            } else {
+                crate::sys::human_bytes(bytes as u64)
+            },
+            t.name(),
+            crate::sys::human_bytes(limit),
+            limit / per_position as u64
+        ))),
+    }
+}
+
 /// One layer's worth of typed storage, or a view of it.
 pub enum Store {
     F32(Vec<f32>),
@@ -336,8 +370,10 @@ impl KvCache {
             ContextPolicy::Stop => 0,
             ContextPolicy::Shift => {
                 if cfg.keep >= n_ctx {
+                    // Worded for every shell: the CLI calls it --keep, the C API n_keep.
                     return Err(Error::usage(format!(
-                        "--keep {} leaves no room in a context of {n_ctx}",
+                        "keeping {} positions leaves no room in a context of {n_ctx}: \
+                         keep must be less than the context size",
                         cfg.keep
                     )));
                 }
@@ -345,7 +381,7 @@ impl KvCache {
             }
         };
         let kv_dim = n_kv_heads * head_dim;
-        let elems = n_layers * n_ctx * kv_dim;
+        let elems = check_size(cfg.cache_type, n_layers, kv_dim, n_ctx)?;
         Ok(KvCache {
             cfg,
             n_ctx,

@@ -119,6 +119,16 @@ impl ModelConfig {
                 }
             }
         }
+        // Prompts start with BOS and generation stops at EOS: an id with no row in the
+        // embedding (and no logit) would be an out-of-range lookup, or a stop never seen.
+        let n = self.vocab_size;
+        let bos = self.bos_id.map(|id| ("BOS", id));
+        let eos = self.eos_ids.iter().map(|&id| ("EOS", id));
+        if let Some((what, id)) = bos.into_iter().chain(eos).find(|&(_, id)| id as usize >= n) {
+            return Err(format!(
+                "{what} token id {id} is outside the vocabulary (vocab size {n})"
+            ));
+        }
         Ok(())
     }
 

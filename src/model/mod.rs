@@ -1,5 +1,6 @@
 //! A LLaMA model mapped from a `.llq` file: hyper-parameters plus zero-copy weight views.
 
+mod attention;
 mod config;
 mod forward;
 mod rope;
@@ -11,16 +12,14 @@ pub use rope::Rope;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{keys, Layout, LlqFile, TensorEntry};
-use crate::kernels::matmul::WeightView;
-use crate::quant::{blocks, DType};
+use crate::format::{keys, LlqFile, TensorEntry};
+use crate::quant::{blocks, WeightKind, WeightView};
 use crate::tokenizer::Tokenizer;
 
 /// Where one weight matrix lives in the mapped file.
 #[derive(Clone, Debug)]
 pub struct TensorRef {
-    pub dtype: DType,
-    pub layout: Layout,
+    pub kind: WeightKind,
     pub rows: usize,
     pub cols: usize,
     offset: usize,
@@ -177,6 +176,9 @@ impl Model {
                 Error::invalid(path, format!("metadata '{}': {e}", keys::TOKENIZER))
             })?),
         };
+        if let Some(t) = &tokenizer {
+            check_special_ids(path, &config, t)?;
+        }
         let chat_template = file
             .get(keys::CHAT_TEMPLATE)
             .and_then(|v| v.as_str())
@@ -206,8 +208,7 @@ impl Model {
 
     pub fn weight(&self, t: &TensorRef) -> WeightView<'_> {
         WeightView {
-            dtype: t.dtype,
-            layout: t.layout,
+            kind: t.kind,
             rows: t.rows,
             cols: t.cols,
             data: self.bytes(t),
@@ -229,6 +230,23 @@ impl Model {
     }
 }
 
+/// The tokenizer's BOS, EOS and end-of-generation ids must be in the model's vocabulary
+/// (the rows of the embedding and logits), which can differ from the tokenizer's own;
+/// the config's are checked by [`ModelConfig::validate`].
+fn check_special_ids(path: &Path, config: &ModelConfig, t: &Tokenizer) -> Result<()> {
+    let n = config.vocab_size;
+    let named = [("BOS", t.bos_id()), ("EOS", t.eos_id())];
+    let named = named.into_iter().filter_map(|(what, id)| Some((what, id?)));
+    let eog = t.eog_ids().iter().map(|&id| ("end-of-generation", id));
+    match named.chain(eog).find(|&(_, id)| id as usize >= n) {
+        Some((what, id)) => Err(Error::invalid(
+            path,
+            format!("tokenizer: {what} token id {id} is outside the vocabulary (vocab size {n})"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn check_tensor(path: &Path, t: &TensorEntry, shape: &[u64]) -> Result<TensorRef> {
     if t.shape != shape {
         return Err(Error::invalid(
@@ -239,26 +257,15 @@ fn check_tensor(path: &Path, t: &TensorEntry, shape: &[u64]) -> Result<TensorRef
             ),
         ));
     }
-    if shape.len() == 1 && t.dtype != DType::F32 {
+    // (Which kinds exist at all, e.g. quantized matrices only in the rows16 layout, the
+    // reader already checked.)
+    if shape.len() == 1 && t.kind != WeightKind::F32 {
         return Err(Error::invalid(
             path,
             format!(
                 "tensor '{}' is {}, vectors must be f32",
                 t.name,
-                t.dtype.name()
-            ),
-        ));
-    }
-    // The matmul kernels read quantized matrices in the interleaved layout only (files of
-    // llq format 1.0 stored them row-major).
-    if t.dtype.is_quantized() && t.layout != Layout::Rows16 {
-        return Err(Error::invalid(
-            path,
-            format!(
-                "tensor '{}' is {} in the {} layout; this llq reads quantized matrices in the rows16 layout only (re-convert the model)",
-                t.name,
-                t.dtype.name(),
-                t.layout.name()
+                t.kind.dtype().name()
             ),
         ));
     }
@@ -268,8 +275,7 @@ fn check_tensor(path: &Path, t: &TensorEntry, shape: &[u64]) -> Result<TensorRef
         _ => unreachable!("expected shapes are 1-D or 2-D"),
     };
     Ok(TensorRef {
-        dtype: t.dtype,
-        layout: t.layout,
+        kind: t.kind,
         rows,
         cols,
         offset: t.offset,
@@ -282,22 +288,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantized_matrices_must_be_interleaved() {
-        let entry = |dtype, layout| TensorEntry {
-            name: "blk.0.attn_q.weight".into(),
-            dtype,
-            layout,
-            shape: vec![16, 64],
+    fn vectors_must_be_f32() {
+        let entry = |kind, shape: &[u64]| TensorEntry {
+            name: "blk.0.attn_norm.weight".into(),
+            kind,
+            shape: shape.to_vec(),
             offset: 0,
-            n_bytes: 16 * 68,
+            n_bytes: 0,
         };
         let p = Path::new("m.llq");
-        let e = check_tensor(p, &entry(DType::Q8_0, Layout::RowMajor), &[16, 64])
+        let e = check_tensor(p, &entry(WeightKind::F16, &[64]), &[64])
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("rows16") && e.contains("re-convert"), "{e}");
-        assert!(check_tensor(p, &entry(DType::Q8_0, Layout::Rows16), &[16, 64]).is_ok());
-        assert!(check_tensor(p, &entry(DType::F16, Layout::RowMajor), &[16, 64]).is_ok());
+        assert!(e.contains("vectors must be f32"), "{e}");
+        assert!(check_tensor(p, &entry(WeightKind::F32, &[64]), &[64]).is_ok());
+        assert!(check_tensor(p, &entry(WeightKind::Q8_0x16, &[16, 64]), &[16, 64]).is_ok());
     }
 }

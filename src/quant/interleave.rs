@@ -21,7 +21,7 @@
 //! so a `rows16` tensor has exactly the byte size of its row-major twin. Group `g` (rows
 //! `16g..16g+16`) is `nb = cols / 32` consecutive superblocks.
 
-use super::{Block, BlockQ4_0, BlockQ8_0, QK};
+use super::{dequantize_row_q4_0, dequantize_row_q8_0, Block, BlockQ4_0, BlockQ8_0, DType, QK};
 
 /// Rows per interleaved group.
 pub const GROUP: usize = 16;
@@ -146,6 +146,42 @@ pub fn q4_0_row_block(sb: &BlockQ4_0x16, i: usize) -> BlockQ4_0 {
     BlockQ4_0 {
         d: sb.d[i],
         qs: std::array::from_fn(|j| sb.qs[q4_index(i, j)]),
+    }
+}
+
+/// A superblock type of the `rows16` layout: what code generic over the interleaved
+/// weight kinds (decoding a row, encoding a matrix) needs to know about it.
+pub trait Interleaved: Block {
+    /// The row-major block type a superblock holds 16 of (one per row).
+    type Plain: Block;
+    /// How each row is encoded.
+    const DTYPE: DType;
+    /// Interleave groups of 16 rows of `nb` plain blocks each (row by row) into `nb`
+    /// superblocks per group.
+    fn interleave(rows: &[Self::Plain], out: &mut [Self]);
+    /// Decode row `i`'s 32 values of this superblock into `out`.
+    fn dequantize_row(&self, i: usize, out: &mut [f32]);
+}
+
+impl Interleaved for BlockQ8_0x16 {
+    type Plain = BlockQ8_0;
+    const DTYPE: DType = DType::Q8_0;
+    fn interleave(rows: &[BlockQ8_0], out: &mut [Self]) {
+        interleave_q8_0(rows, out)
+    }
+    fn dequantize_row(&self, i: usize, out: &mut [f32]) {
+        dequantize_row_q8_0(&[q8_0_row_block(self, i)], out)
+    }
+}
+
+impl Interleaved for BlockQ4_0x16 {
+    type Plain = BlockQ4_0;
+    const DTYPE: DType = DType::Q4_0;
+    fn interleave(rows: &[BlockQ4_0], out: &mut [Self]) {
+        interleave_q4_0(rows, out)
+    }
+    fn dequantize_row(&self, i: usize, out: &mut [f32]) {
+        dequantize_row_q4_0(&[q4_0_row_block(self, i)], out)
     }
 }
 

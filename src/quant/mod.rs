@@ -9,6 +9,7 @@ pub mod interleave;
 mod q4_0;
 mod q8_0;
 mod search;
+mod weight;
 
 pub use q4_0::{
     block_q4_0_weighted, dequantize_row_q4_0, quantize_row_q4_0, quantize_row_q4_0_search,
@@ -18,6 +19,8 @@ pub use q8_0::{
     block_q8_0_weighted, dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_weighted,
     BlockQ8_0,
 };
+
+pub use weight::{WeightKind, WeightView};
 
 use half::f16;
 

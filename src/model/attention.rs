@@ -1,0 +1,271 @@
+//! Causal attention of a batch's queries against the KV cache: per query and head,
+//! [`attend`] (scores, softmax, weighted values), and beside it the ring bookkeeping that
+//! says which rows a query reads ([`Slots`]) and how it reads the sinks ([`Queries`]).
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::{ModelConfig, Rope};
+use crate::kernels::Kernels;
+use crate::kv::{axpy, LayerView, StoreRef};
+use crate::quant::{BlockQ8_0, QK};
+
+/// Per batch token, cos and -sin of the rotation that moves the sinks next to the window
+/// (see "RoPE with a ring" in `crate::kv`); rows of `head_dim / 2`, read only for the
+/// tokens whose [`LayerView::sink_delta`] is non-zero.
+pub(super) struct SinkRotation<'a> {
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+}
+
+/// `out = softmax(q·Kᵀ / √head_dim) · V` for every query head of every batch token, against
+/// the cache (which already holds the batch's keys and values). Heads are split across
+/// threads. Slot order is position order until the window wraps, so the f32 cache sums
+/// exactly as the flat cache always did.
+pub(super) fn attention(
+    k: &Kernels,
+    cfg: &ModelConfig,
+    q: &[f32],
+    view: &LayerView<'_>,
+    sink: &SinkRotation<'_>,
+    out: &mut [f32],
+) {
+    thread_local! {
+        static SCRATCH: RefCell<HeadScratch> = RefCell::new(HeadScratch::default());
+    }
+    let (hd, n_heads, kv_dim) = (cfg.head_dim, cfg.n_heads, cfg.kv_dim());
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let half = hd / 2;
+    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+        let (t, h) = (i / n_heads, i % n_heads);
+        let slots = Slots::new(view, t, (h / group) * hd, hd, kv_dim);
+        let rot = (
+            &sink.cos[t * half..(t + 1) * half],
+            &sink.sin[t * half..(t + 1) * half],
+        );
+        SCRATCH.with_borrow_mut(|sc| {
+            let q = sc.q.prepare(k, &q[i * hd..(i + 1) * hd], &slots, rot);
+            attend(k, &q, &slots, scale, &mut sc.scores, o);
+        });
+    });
+}
+
+/// One query head: scores against the visible slots, softmax, weighted sum of values.
+fn attend(k: &Kernels, q: &Queries, s: &Slots, scale: f32, scores: &mut Vec<f32>, o: &mut [f32]) {
+    key_scores(k, q, s, scale, scores);
+    (k.softmax)(scores);
+    o.fill(0.0);
+    weighted_values(k, scores, s, o);
+}
+
+/// `scores[j] = q · K[j] · scale` for the visible slots, the sinks with the shifted query.
+fn key_scores(k: &Kernels, q: &Queries, s: &Slots, scale: f32, scores: &mut Vec<f32>) {
+    let (len, ns, off, kv_dim) = (s.len, s.n_sinks, s.off, s.kv_dim);
+    scores.clear();
+    match (s.view.k, s.future) {
+        // The common case, one loop per type: no slot of this query was overwritten by a
+        // later token of its batch. Float caches: one kernel call for the sinks, one for
+        // the rest.
+        (StoreRef::F32(kc), false) => {
+            scores.resize(len, 0.0);
+            let (s0, s1) = scores.split_at_mut(ns);
+            (k.attn_scores_f32)(q.sink, &kc[off..], kv_dim, s0);
+            (k.attn_scores_f32)(q.plain, &kc[ns * kv_dim + off..], kv_dim, s1);
+            scores.iter_mut().for_each(|s| *s *= scale);
+        }
+        (StoreRef::F16(kc), false) => {
+            scores.resize(len, 0.0);
+            let (s0, s1) = scores.split_at_mut(ns);
+            (k.attn_scores_f16)(q.sink, &kc[off..], kv_dim, s0);
+            (k.attn_scores_f16)(q.plain, &kc[ns * kv_dim + off..], kv_dim, s1);
+            scores.iter_mut().for_each(|s| *s *= scale);
+        }
+        (StoreRef::Q8_0(kc), false) => scores
+            .extend((0..len).map(|j| (k.dot_q8_0)(&kc[s.blocks(j)], q.q8_for(j < ns)) * scale)),
+        // Some rows come from the saved old contents: slot by slot.
+        _ => scores.extend((0..len).map(|j| {
+            let sink = j < ns;
+            let d = match s.row(s.view.k, s.view.old_k, j) {
+                StoreRef::F32(kj) => (k.dot_f32)(q.f32_for(sink), kj),
+                StoreRef::F16(kj) => (k.dot_f16)(kj, q.f32_for(sink)),
+                StoreRef::Q8_0(kj) => (k.dot_q8_0)(kj, q.q8_for(sink)),
+            };
+            d * scale
+        })),
+    }
+}
+
+/// `o += Σ_j p[j] · V[j]` over the visible slots, in slot order.
+fn weighted_values(k: &Kernels, p: &[f32], s: &Slots, o: &mut [f32]) {
+    let (off, kv_dim) = (s.off, s.kv_dim);
+    match (s.view.v, s.future) {
+        (StoreRef::F32(vc), false) => (k.attn_values_f32)(o, p, &vc[off..], kv_dim),
+        (StoreRef::F16(vc), false) => (k.attn_values_f16)(o, p, &vc[off..], kv_dim),
+        (StoreRef::Q8_0(vc), false) => {
+            for (j, &pj) in p.iter().enumerate() {
+                axpy(k, o, pj, StoreRef::Q8_0(&vc[s.blocks(j)]));
+            }
+        }
+        _ => {
+            for (j, &pj) in p.iter().enumerate() {
+                axpy(k, o, pj, s.row(s.view.v, s.view.old_v, j));
+            }
+        }
+    }
+}
+
+/// The ring bookkeeping for one query (batch token `t`) and one kv head: how many slots
+/// it sees, which of them are sinks read with the shifted query, and where each slot's
+/// row is when a later token of the same batch has already overwritten it.
+struct Slots<'a, 'v> {
+    view: &'a LayerView<'v>,
+    t: usize,
+    /// Offset of the kv head inside a slot's `kv_dim` values.
+    off: usize,
+    hd: usize,
+    kv_dim: usize,
+    /// Slots visible to this query.
+    len: usize,
+    /// Slots `0..n_sinks` are sinks scored with the shifted query (none until the window
+    /// has wrapped).
+    n_sinks: usize,
+    /// Whether a later token of the batch overwrote a slot this query reads; then rows
+    /// are looked up one by one through [`Slots::row`].
+    future: bool,
+}
+
+impl<'a, 'v> Slots<'a, 'v> {
+    fn new(view: &'a LayerView<'v>, t: usize, off: usize, hd: usize, kv_dim: usize) -> Self {
+        let len = view.visible(t);
+        let n_sinks = if view.sink_delta(t) > 0 {
+            view.keep.min(len)
+        } else {
+            0
+        };
+        Slots {
+            view,
+            t,
+            off,
+            hd,
+            kv_dim,
+            len,
+            n_sinks,
+            future: view.has_future_evictions(t),
+        }
+    }
+
+    /// Whether the sinks are read with a rotated query (the window has wrapped).
+    fn shifted(&self) -> bool {
+        self.view.sink_delta(self.t) > 0
+    }
+
+    /// Row of slot `j` for this head: the cache (`store`), or the saved old contents
+    /// (`old`) when a later token of this batch overwrote the slot.
+    fn row(&self, store: StoreRef<'v>, old: StoreRef<'v>, j: usize) -> StoreRef<'v> {
+        match self
+            .future
+            .then(|| self.view.evicted_by_later(j, self.t))
+            .flatten()
+        {
+            Some(u) => sub(old, u * self.kv_dim + self.off, self.hd),
+            None => sub(store, j * self.kv_dim + self.off, self.hd),
+        }
+    }
+
+    /// The q8_0 blocks of slot `j`'s row for this head, in a q8_0 cache.
+    fn blocks(&self, j: usize) -> Range<usize> {
+        let at = j * self.kv_dim + self.off;
+        at / QK..(at + self.hd) / QK
+    }
+}
+
+/// The query as each key type reads it: as is, and (once the window has wrapped) rotated
+/// by `-delta` for the sinks; for a q8_0 cache both also quantized to Q8_0, as llama.cpp
+/// does. Slices that the cache type or position does not need are empty.
+struct Queries<'a> {
+    plain: &'a [f32],
+    sink: &'a [f32],
+    q8: &'a [BlockQ8_0],
+    q8_sink: &'a [BlockQ8_0],
+}
+
+impl Queries<'_> {
+    fn f32_for(&self, sink: bool) -> &[f32] {
+        if sink {
+            self.sink
+        } else {
+            self.plain
+        }
+    }
+
+    fn q8_for(&self, sink: bool) -> &[BlockQ8_0] {
+        if sink {
+            self.q8_sink
+        } else {
+            self.q8
+        }
+    }
+}
+
+const ZERO_BLOCK: BlockQ8_0 = BlockQ8_0 { d: 0, qs: [0; QK] };
+
+/// Per-thread buffers of one head's attention, reused across calls.
+#[derive(Default)]
+struct HeadScratch {
+    scores: Vec<f32>,
+    q: QueryScratch,
+}
+
+#[derive(Default)]
+struct QueryScratch {
+    sink: Vec<f32>,
+    q8: Vec<BlockQ8_0>,
+    q8_sink: Vec<BlockQ8_0>,
+}
+
+impl QueryScratch {
+    /// The forms of query head `qh` that the slots `s` are read with; `(cos, sin)` is the
+    /// sink rotation of its token.
+    fn prepare<'a>(
+        &'a mut self,
+        k: &Kernels,
+        qh: &'a [f32],
+        s: &Slots,
+        (cos, sin): (&[f32], &[f32]),
+    ) -> Queries<'a> {
+        let shifted = s.shifted();
+        self.sink.clear();
+        if shifted {
+            self.sink.extend_from_slice(qh);
+            Rope::apply(&mut self.sink, cos, sin);
+        }
+        let q8 = matches!(s.view.k, StoreRef::Q8_0(_));
+        if q8 {
+            let nb = qh.len() / QK;
+            self.q8.resize(nb, ZERO_BLOCK);
+            (k.quantize_q8_0)(qh, &mut self.q8);
+            if shifted {
+                self.q8_sink.resize(nb, ZERO_BLOCK);
+                (k.quantize_q8_0)(&self.sink, &mut self.q8_sink);
+            }
+        }
+        Queries {
+            plain: qh,
+            sink: &self.sink,
+            q8: if q8 { &self.q8 } else { &[] },
+            q8_sink: if q8 && shifted { &self.q8_sink } else { &[] },
+        }
+    }
+}
+
+/// Elements `at..at + len` of a store view (element offsets; q8_0 in whole blocks).
+fn sub(s: StoreRef<'_>, at: usize, len: usize) -> StoreRef<'_> {
+    match s {
+        StoreRef::F32(v) => StoreRef::F32(&v[at..at + len]),
+        StoreRef::F16(v) => StoreRef::F16(&v[at..at + len]),
+        StoreRef::Q8_0(v) => StoreRef::Q8_0(&v[at / QK..(at + len) / QK]),
+    }
+}
