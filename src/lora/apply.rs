@@ -23,6 +23,8 @@ use crate::model::ModelConfig;
 #[derive(Clone, Default)]
 pub struct AdapterSet {
     list: Vec<(Arc<Adapter>, f32)>,
+    /// The model configuration the adapters were checked against (`None` when empty).
+    checked: Option<ModelConfig>,
 }
 
 /// Buffers reused by every [`AdapterSet::apply`] of a context.
@@ -47,11 +49,18 @@ impl AdapterSet {
             }
             a.check_model(cfg)?;
         }
-        Ok(AdapterSet { list })
+        let checked = (!list.is_empty()).then(|| cfg.clone());
+        Ok(AdapterSet { list, checked })
     }
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Whether the set may be applied to a model of configuration `cfg` (an empty set
+    /// fits any).
+    pub fn fits(&self, cfg: &ModelConfig) -> bool {
+        self.checked.as_ref().is_none_or(|c| c == cfg)
     }
 
     pub fn adapters(&self) -> &[(Arc<Adapter>, f32)] {

@@ -13,9 +13,9 @@ use half::f16;
 
 use super::{LoraAdapter, Proj, PROJECTIONS};
 use crate::error::{Error, Result};
-use crate::format::{keys, Layout, LlqFile, LlqWriter, TensorEntry, TensorPlan, Value};
+use crate::format::{keys, LlqFile, LlqWriter, TensorEntry, TensorPlan, Value};
 use crate::model::ModelConfig;
-use crate::quant::DType;
+use crate::quant::{DType, WeightKind};
 
 /// `general.architecture` of an adapter file: a model loader refuses it by name.
 pub const ARCHITECTURE: &str = "llama-lora";
@@ -52,11 +52,11 @@ pub fn write_adapter(a: &LoraAdapter, dtype: DType, out: &Path) -> Result<()> {
         (KEY_RSLORA.to_string(), Value::Bool(a.use_rslora)),
         (KEY_SHA256.to_string(), Value::Str(a.sha256.clone())),
     ];
+    let kind = WeightKind::for_dtype(dtype);
     let plan = |name: String, rows: usize, cols: usize| TensorPlan {
         name,
-        dtype,
+        kind,
         shape: vec![rows as u64, cols as u64],
-        layout: Layout::RowMajor,
     };
     let mut plans = Vec::new();
     for t in &a.targets {
@@ -343,12 +343,10 @@ fn target_ref(
     rank: usize,
 ) -> std::result::Result<TargetRef, String> {
     for t in [a, bt] {
-        if !matches!(t.dtype, DType::F16 | DType::F32) || t.layout != Layout::RowMajor {
+        if !matches!(t.kind, WeightKind::F16 | WeightKind::F32) {
             return Err(format!(
-                "tensor '{}' is {} {}; adapters are row-major f16 or f32",
-                t.name,
-                t.dtype.name(),
-                t.layout.name()
+                "tensor '{}' is {:?}; adapters are row-major f16 or f32",
+                t.name, t.kind
             ));
         }
         if t.shape.len() != 2 || t.shape[0] != rank as u64 {
@@ -358,7 +356,7 @@ fn target_ref(
             ));
         }
     }
-    if a.dtype != bt.dtype {
+    if a.kind != bt.kind {
         return Err(format!("'{}' and '{}' differ in type", a.name, bt.name));
     }
     let range = |t: &TensorEntry| {
@@ -366,7 +364,7 @@ fn target_ref(
         t.offset..t.offset + t.n_bytes
     };
     Ok(TargetRef {
-        dtype: a.dtype,
+        dtype: a.kind.dtype(),
         rank,
         in_dim: a.shape[1] as usize,
         out_dim: bt.shape[1] as usize,
