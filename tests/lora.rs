@@ -1345,3 +1345,133 @@ fn runtime_cli_and_misuse() {
     );
     assert!(!ok && err.contains("another model"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Cost of run-time adapters on decode (issue #17: ≤ 10% on the 1.1B model with an r = 16
+// adapter on every projection). Opt-in, as it writes a 640 MB model:
+//   cargo test --release --test lora -- --ignored --nocapture decode_overhead
+
+/// Deterministic pseudo-random weights (xorshift), ~N(0, 0.02)-sized, norms near 1.
+struct RandomCheckpoint {
+    cfg: llq::model::ModelConfig,
+}
+
+impl Checkpoint for RandomCheckpoint {
+    fn config(&self) -> &llq::model::ModelConfig {
+        &self.cfg
+    }
+    fn load(&self, name: &str) -> llq::Result<Vec<f32>> {
+        let (_, shape) = self
+            .cfg
+            .expected_tensors()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap();
+        let n: u64 = shape.iter().product();
+        let mut s = name.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        }) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        Ok((0..n)
+            .map(|_| match shape.len() {
+                1 => 1.0 + 0.1 * next(),
+                _ => 0.07 * next(),
+            })
+            .collect())
+    }
+    fn extra_metadata(&self) -> llq::Result<Vec<(String, Value)>> {
+        Ok(vec![(
+            keys::NAME.into(),
+            Value::Str("tinyllama-shape-random".into()),
+        )])
+    }
+}
+
+#[test]
+#[ignore = "writes a 640 MB TinyLlama-shaped model and benchmarks it (minutes)"]
+fn decode_overhead_of_a_rank16_adapter_on_1b() {
+    let mut cfg = HfCheckpoint::open(&base_dir()).unwrap().config().clone();
+    (cfg.vocab_size, cfg.dim, cfg.ffn_dim, cfg.n_layers) = (32000, 2048, 5632, 22);
+    (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim) = (32, 4, 64);
+    cfg.context_length = 2048;
+    cfg.tie_embeddings = false;
+    let dir = scratch_dir();
+    let model = dir.join("tinyllama-shape.q4_0.llq");
+    if !model.is_file() {
+        convert(
+            &RandomCheckpoint { cfg: cfg.clone() },
+            DType::Q4_0,
+            &model,
+            &Silent,
+        )
+        .unwrap();
+    }
+    // An r = 16 adapter on all seven projections of every layer (f16, the default).
+    let adapter = dir.join("tinyllama-shape.r16.llq");
+    if !adapter.is_file() {
+        let mut targets = Vec::new();
+        let ck = RandomCheckpoint { cfg: cfg.clone() };
+        for l in 0..cfg.n_layers {
+            for (p, (_, part)) in llq::lora::Proj::ALL.iter().zip(llq::lora::PROJECTIONS) {
+                let (out_dim, in_dim) = p.shape(&cfg);
+                let name = llq::model::names::layer(l, part);
+                let w = ck.load(&name).unwrap();
+                targets.push(llq::lora::LoraTarget {
+                    name,
+                    rank: 16,
+                    in_dim,
+                    out_dim,
+                    a: w[..16 * in_dim].to_vec(),
+                    b: w[w.len() - 16 * out_dim..].to_vec(),
+                });
+            }
+        }
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        let la = llq::lora::LoraAdapter {
+            name: "r16-all".into(),
+            sha256: String::new(),
+            rank: 16,
+            alpha: 16.0,
+            use_rslora: false,
+            targets,
+        };
+        llq::lora::write_adapter(&la, DType::F16, &adapter).unwrap();
+    }
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let bench = |lora: bool| -> f64 {
+        let (m, a) = (s(&model), s(&adapter));
+        let mut args = vec!["bench", "-m", &m, "-p", "0", "-n", "32", "-r", "3"];
+        args.extend(["-o", "json"]);
+        if lora {
+            args.extend(["--lora", &a]);
+        }
+        let (ok, out, err) = llq_cli(&args, "");
+        assert!(ok, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        j[0]["avg_ts"].as_f64().unwrap()
+    };
+    // Alternate to spread the machine's noise over both.
+    let (mut plain, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        plain.push(bench(false));
+        with.push(bench(true));
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    let (p, w) = (best(&plain), best(&with));
+    let slower = 1.0 - w / p;
+    eprintln!(
+        "tg32 on the TinyLlama-shaped q4_0 model: {plain:.2?} t/s plain, {with:.2?} t/s with an \
+         r = 16 adapter on all projections; best {p:.2} vs {w:.2}: {:.1}% slower",
+        slower * 100.0
+    );
+    assert!(
+        slower <= 0.10,
+        "run-time adapter costs {:.1}% of decode speed",
+        slower * 100.0
+    );
+}
