@@ -38,10 +38,12 @@ pub struct Args {
     /// Threads used to quantize (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
-    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to
-    /// merge into the weights before quantizing: W' = W + scale·(alpha/r)·B·A (alpha/sqrt(r)
-    /// with use_rslora). Repeat to merge several, in order. The base is INPUT, never the
-    /// adapter's base_model_name_or_path. Plain LoRA on q/k/v/o/gate/up/down only: DoRA,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) or
+    /// a llama.cpp GGUF LoRA file to merge into the weights before quantizing:
+    /// W' = W + scale·(alpha/r)·B·A (alpha/sqrt(r) with use_rslora). Repeat to merge
+    /// several, in order. The base is INPUT (a Hugging Face directory or a GGUF, whose Q/K
+    /// rows are put back in Hugging Face order before the merge), never the adapter's
+    /// base_model_name_or_path. Plain LoRA on q/k/v/o/gate/up/down only: DoRA,
     /// modules_to_save, embedding or lm_head targets, rank/alpha patterns, fan_in_fan_out,
     /// layers_to_transform and trained biases are refused.
     #[arg(long = "lora", value_name = "ADAPTER_DIR")]
