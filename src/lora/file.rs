@@ -146,21 +146,22 @@ impl Adapter {
             && &magic == b"GGUF";
         let a = if is_gguf {
             let la = super::gguf::open_gguf_adapter(path, cfg)?;
-            Adapter::from_lora(&la, path)
+            Adapter::from_lora(&la, path)?
         } else {
-            Adapter::open_file(path)?
+            Adapter::open_file(path, cfg)?
         };
         a.check_model(cfg)?;
         Ok(a)
     }
 
-    /// An adapter held in memory (f32), e.g. one read from GGUF.
-    pub fn from_lora(la: &LoraAdapter, path: &Path) -> Adapter {
+    /// An adapter held in memory (f32) from one already checked against the model (a
+    /// GGUF adapter).
+    fn from_lora(la: &LoraAdapter, path: &Path) -> Result<Adapter> {
         let mut owned = Vec::with_capacity(2 * la.targets.len());
         let mut slots: Vec<[Option<TargetRef>; 7]> = Vec::new();
         for t in &la.targets {
-            let (layer, proj) =
-                parse_name(&t.name, ".weight").expect("LoraAdapter targets are projections");
+            let (layer, proj) = parse_name(&t.name, ".weight")
+                .ok_or_else(|| Error::invalid(path, format!("'{}' is not a projection", t.name)))?;
             if layer >= slots.len() {
                 slots.resize(layer + 1, Default::default());
             }
@@ -175,7 +176,7 @@ impl Adapter {
                 bt: Loc::Owned(owned.len() - 1),
             });
         }
-        Adapter {
+        Ok(Adapter {
             path: path.to_path_buf(),
             file: None,
             owned,
@@ -185,11 +186,12 @@ impl Adapter {
             alpha: la.alpha,
             use_rslora: la.use_rslora,
             slots,
-        }
+        })
     }
 
-    /// Map and validate an adapter file (written by `llq convert --lora-only`).
-    fn open_file(path: &Path) -> Result<Adapter> {
+    /// Map and validate an adapter file (written by `llq convert --lora-only`); layer
+    /// indices are checked against `cfg` before anything is sized by them.
+    fn open_file(path: &Path, cfg: &ModelConfig) -> Result<Adapter> {
         let file = LlqFile::open(path)?;
         let bad = |msg: String| Error::invalid(path, msg);
         let arch = file.get(keys::ARCHITECTURE).and_then(Value::as_str);
@@ -239,15 +241,13 @@ impl Adapter {
                 )));
             }
             let t = target_ref(a, bt, rank).map_err(&bad)?;
+            if layer >= cfg.n_layers {
+                return Err(bad(format!(
+                    "tensor '{}' adapts layer {layer}, the model has {} layers",
+                    a.name, cfg.n_layers
+                )));
+            }
             if layer >= slots.len() {
-                // Layer indices are bounded by the tensor count (checked: one pair per
-                // slot), so this cannot be driven to a huge allocation.
-                if layer >= tensors.len() * 8 {
-                    return Err(bad(format!(
-                        "tensor '{}': layer {layer} is implausible",
-                        a.name
-                    )));
-                }
                 slots.resize(layer + 1, Default::default());
             }
             let slot = &mut slots[layer][proj as usize];
