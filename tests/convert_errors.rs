@@ -299,3 +299,33 @@ fn non_finite_weights() {
         );
     }
 }
+
+/// A temporary file left by a killed conversion (its process is gone) is removed by the
+/// next conversion into that folder; one of a live process is left alone.
+#[test]
+fn stale_temporaries_of_dead_runs_are_removed() {
+    let dir = checkpoint_copy();
+    let out_dir = tempfile::tempdir().unwrap();
+    // A pid above the kernel's limit (pid_max is at most 2^22) belongs to no process.
+    let dead = out_dir.path().join(".llq-9999999-abc123.tmp");
+    let live = out_dir
+        .path()
+        .join(format!(".llq-{}-abc123.tmp", std::process::id()));
+    let other = out_dir.path().join("notes.tmp");
+    for p in [&dead, &live, &other] {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let out = out_dir.path().join("m.llq");
+    let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args([
+            "convert",
+            dir.path().to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!dead.exists(), "the dead run's temporary is still there");
+    assert!(live.exists() && other.exists());
+}

@@ -293,6 +293,43 @@ fn cli_chat_with_piped_stdin() {
     assert_eq!(out, format!("{want}\n"));
 }
 
+/// SIGINT or SIGTERM during `llq convert` removes the temporary file: nothing is left in
+/// the output folder, and the exit code is 128 + the signal.
+#[test]
+fn interrupted_convert_leaves_nothing() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.llq");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llq"))
+            .args(["convert", gguf_path().to_str().unwrap(), "-o"])
+            .arg(&out)
+            .args(["--type", "q4_0"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the temporary file exists, then interrupt.
+        let t0 = std::time::Instant::now();
+        let tmp_exists = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        };
+        while !tmp_exists() {
+            assert!(t0.elapsed().as_secs() < 60, "no temporary file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + sig), "{name}: {status:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{name} left {left:?}");
+    }
+}
+
 /// A line without end on stdin (`llq chat < /dev/zero`) stops at the message cap with a
 /// one-line error instead of filling the memory.
 #[test]

@@ -52,6 +52,8 @@ impl Progress for Bar {
 
 pub fn run(a: Args) -> Result<()> {
     super::init_threads(a.threads)?;
+    // Ctrl-C or a kill during the conversion must not leave the temporary file behind.
+    llq::format::temp::install_signal_cleanup();
     let start = std::time::Instant::now();
     let ck = open_checkpoint(&a.input)?;
     let bar = ProgressBar::new(0).with_style(
