@@ -53,6 +53,18 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// llama.cpp's flags that are one dash and several letters (`-ngl 99`), which no flag
+/// parser reads as one flag (clap would take `-ngl` as `-n gl`), spelled the long way.
+pub fn llama_cpp_spellings(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> impl Iterator<Item = std::ffi::OsString> {
+    args.map(|a| match a.to_str() {
+        Some("-ngl") => "--n-gpu-layers".into(),
+        Some(s) if s.starts_with("-ngl=") => format!("--n-gpu-layers={}", &s[5..]).into(),
+        _ => a,
+    })
+}
+
 /// Size the global compute pool once (the library's rule: 0 = one thread per physical
 /// core; too many is an error).
 pub fn init_threads(n: usize) -> Result<()> {
