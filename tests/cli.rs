@@ -296,7 +296,7 @@ fn llama_cpp_habits() {
         "--temp",
         "0",
     ]);
-    assert_eq!(out.split_whitespace().count(), 24 - 3 + 0, "{out}");
+    assert_eq!(out.split_whitespace().count(), 24 - 3, "{out}");
     assert!(err.contains("stop: context full"), "{err}");
     let seed_of = |err: &str| -> String {
         let s = err.split("llq: seed ").nth(1).expect("a printed seed");
