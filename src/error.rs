@@ -36,15 +36,40 @@ impl Error {
     pub fn invalid(file: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::Invalid {
             file: file.as_ref().to_path_buf(),
-            msg: msg.into(),
+            msg: one_line(msg.into()),
         }
     }
 
     pub fn usage(msg: impl Into<String>) -> Self {
-        Error::Usage(msg.into())
+        Error::Usage(one_line(msg.into()))
     }
 
     pub fn context_full(msg: impl Into<String>) -> Self {
-        Error::ContextFull(msg.into())
+        Error::ContextFull(one_line(msg.into()))
     }
+}
+
+/// Longest error message kept (characters): names and keys read from a corrupt file can
+/// be kilobytes long.
+const MAX_MESSAGE: usize = 400;
+
+/// A message as one printable line: control characters (newlines, NULs, escapes that a
+/// corrupt file may carry in a name) are escaped, and an overlong message is cut.
+fn one_line(msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE && !msg.chars().any(char::is_control) {
+        return msg;
+    }
+    let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE + 16));
+    for (n, c) in msg.chars().enumerate() {
+        if n == MAX_MESSAGE {
+            out.push_str("… (message cut)");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -55,6 +55,19 @@ impl SamplerParams {
     }
 }
 
+/// A seed that differs from run to run (clock and process id, mixed): what `--seed -1`
+/// asks for.
+pub fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = t ^ ((std::process::id() as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    // splitmix64's finalizer: nearby clock values give unrelated seeds.
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) & (i64::MAX as u64)
+}
+
 pub struct Sampler {
     params: SamplerParams,
     rng: Rng,

@@ -269,3 +269,88 @@ fn unbounded_inputs_stop_at_a_cap() {
     }
     // `llq chat < /dev/zero`: tests/smollm2.rs (chat needs a tokenizer).
 }
+
+/// llama.cpp habits: `-ngl` is accepted with a note, `-n -1` generates until the context
+/// is full (or an end-of-generation token), `--seed -1` and the default pick a seed per
+/// run and print it, and a printed seed repeats the run.
+#[test]
+fn llama_cpp_habits() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = converted(dir.path());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "-m", &m, "--prompt-ids", "1,2,3"];
+        a.extend_from_slice(extra);
+        let (ok, out, err) = llq(&a);
+        assert!(ok, "{a:?}: {err}");
+        (out, err)
+    };
+    let (_, err) = run(&["-ngl", "99", "-n", "2", "--temp", "0"]);
+    assert!(err.contains("llq runs on the CPU"), "{err}");
+    let (out, err) = run(&[
+        "-n",
+        "-1",
+        "-c",
+        "24",
+        "--context-policy",
+        "stop",
+        "--temp",
+        "0",
+    ]);
+    assert_eq!(out.split_whitespace().count(), 24 - 3, "{out}");
+    assert!(err.contains("stop: context full"), "{err}");
+    let seed_of = |err: &str| -> String {
+        let s = err.split("llq: seed ").nth(1).expect("a printed seed");
+        s.split_whitespace().next().unwrap().to_string()
+    };
+    let (a, err_a) = run(&["-n", "16", "--temp", "1"]);
+    let (b, err_b) = run(&["-n", "16", "--temp", "1", "--seed", "-1"]);
+    let (sa, sb) = (seed_of(&err_a), seed_of(&err_b));
+    assert_ne!(sa, sb, "two runs drew the same seed");
+    assert_ne!(a, b, "two random seeds gave the same 16 tokens");
+    let (again, err) = run(&["-n", "16", "--temp", "1", "--seed", &sa]);
+    assert_eq!(again, a, "the printed seed does not repeat the run");
+    assert!(!err.contains("llq: seed"), "{err}");
+    let (ok, _, err) = llq(&["run", "-m", &m, "--prompt-ids", "1", "-n", "-2"]);
+    assert!(!ok && err.contains("-1 for no limit"), "{err}");
+}
+
+/// `-m` also takes a Hugging Face checkpoint directory: it is converted once into the
+/// cache, said on stderr, and reused by the next run.
+#[test]
+fn run_takes_a_checkpoint_directory() {
+    let cache = tempfile::tempdir().unwrap();
+    let src = common::fixtures().join("tiny-llama-gqa");
+    let run = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+            .args([
+                "run",
+                "-m",
+                src.to_str().unwrap(),
+                "--prompt-ids",
+                "1,2,3",
+                "-n",
+                "4",
+            ])
+            .args(["--temp", "0"])
+            .env("LLQ_CACHE", cache.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(o.status.success(), "{err}");
+        (String::from_utf8(o.stdout).unwrap(), err)
+    };
+    let (first, err) = run();
+    assert!(
+        err.contains("Hugging Face checkpoint: converting it to q8_0 once"),
+        "{err}"
+    );
+    let (second, err) = run();
+    assert!(!err.contains("converting"), "{err}");
+    assert_eq!(first, second);
+    let converted: Vec<_> = std::fs::read_dir(cache.path().join("converted"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(converted.len(), 1, "{converted:?}");
+    assert!(converted[0].starts_with("tiny-llama-gqa-") && converted[0].ends_with(".q8_0.llq"));
+}

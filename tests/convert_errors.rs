@@ -299,3 +299,94 @@ fn non_finite_weights() {
         );
     }
 }
+
+/// A temporary file left by a killed conversion (its process is gone) is removed by the
+/// next conversion into that folder; one of a live process is left alone.
+#[test]
+fn stale_temporaries_of_dead_runs_are_removed() {
+    let dir = checkpoint_copy();
+    let out_dir = tempfile::tempdir().unwrap();
+    // A pid above the kernel's limit (pid_max is at most 2^22) belongs to no process.
+    let dead = out_dir.path().join(".llq-9999999-abc123.tmp");
+    let live = out_dir
+        .path()
+        .join(format!(".llq-{}-abc123.tmp", std::process::id()));
+    let other = out_dir.path().join("notes.tmp");
+    for p in [&dead, &live, &other] {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let out = out_dir.path().join("m.llq");
+    let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args([
+            "convert",
+            dir.path().to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!dead.exists(), "the dead run's temporary is still there");
+    assert!(live.exists() && other.exists());
+}
+
+/// A full disk (here: a file-size limit, which fails writes the same way) is a one-line
+/// error naming the output, and leaves neither the output nor a temporary file.
+#[test]
+fn disk_full_during_convert_leaves_nothing() {
+    use std::os::unix::process::CommandExt;
+    let dir = checkpoint_copy();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.llq");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llq"));
+    cmd.args([
+        "convert",
+        dir.path().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "f32",
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec: ignore SIGXFSZ (so the
+    // write fails with EFBIG instead of killing the process) and cap the file size.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 100_000,
+                rlim_max: 100_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("m.llq") && err.contains("too large"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `llq convert` replaces a model by renaming a finished file over it, so a process that
+/// has the old file mapped keeps reading the old, complete data (its inode lives until
+/// unmapped) and gets the same results as before the replacement. (Overwriting a mapped
+/// file in place, with `cp` or `truncate`, is what can fault a running process: see
+/// docs/RELIABILITY.md.)
+#[test]
+fn converting_over_a_mapped_model_is_safe_for_its_readers() {
+    let dir = checkpoint_copy();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.llq");
+    let ck = llq::convert::HfCheckpoint::open(dir.path()).unwrap();
+    llq::convert::convert(&ck, llq::quant::DType::F32, &out, &llq::convert::Silent).unwrap();
+    let model = llq::model::Model::open(&out).unwrap();
+    let before = common::greedy(&model, &[1, 5, 9], 8);
+    llq::convert::convert(&ck, llq::quant::DType::Q4_0, &out, &llq::convert::Silent).unwrap();
+    assert_eq!(common::greedy(&model, &[1, 5, 9], 8), before);
+    let replaced = llq::model::Model::open(&out).unwrap();
+    assert_eq!(replaced.layers[0].wq.kind.dtype(), llq::quant::DType::Q4_0);
+}

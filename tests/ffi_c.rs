@@ -218,6 +218,7 @@ fn examples_and_test_programs_compile_both_ways() {
         "tests/c/threads.c",
         "tests/c/misuse.c",
         "tests/c/policy.c",
+        "tests/c/stress.c",
         "tests/c/lifetime.c",
         "tests/c/refusals.c",
         "tests/c/lora.c",
@@ -258,6 +259,23 @@ fn two_threads_on_one_model_equal_sequential_and_rust() {
         );
         let got: Vec<Vec<u32>> = out.lines().map(parse_ids).collect();
         assert_eq!(got, want, "{link:?}");
+    }
+}
+
+/// 16 threads × 100 rounds on one model (tests/c/stress.c): contexts churned, seeded
+/// generation equal to (a prefix of, when stopped) the single-threaded run, stop requests
+/// across threads, busy calls and frees refused, per-thread last errors, misuse.
+#[test]
+fn sixteen_threads_churning_contexts_make_no_error() {
+    let (_, path) = tiny();
+    for link in [Link::Shared, Link::Static] {
+        let bin = build_c("tests/c/stress.c", link);
+        let out = run(&bin, &[path.to_str().unwrap(), "16", "100"], None);
+        assert!(
+            out.contains("16 threads x 100 rounds") && out.contains(" 0 errors"),
+            "{out}"
+        );
+        eprintln!("{link:?}: {}", out.trim_end());
     }
 }
 

@@ -663,3 +663,35 @@ fn random_corruption_never_panics() {
         assert!(r.is_ok(), "panic on corrupted input {b:02x?}");
     }
 }
+
+/// Names read from a corrupt file reach the user as one printable line of bounded length:
+/// control characters escaped, kilobytes of name cut.
+#[test]
+fn raw_bytes_in_names_are_escaped_and_cut_in_messages() {
+    let mut s = base();
+    let evil = format!("tok\nembd\u{0}\u{1b}[31m{}", "x".repeat(3000));
+    s.tensors[2].name = evil.clone();
+    s.tensors.push(Ti {
+        name: evil,
+        ..s.tensors[2].clone()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.gguf");
+    std::fs::write(&path, build(&s).bytes).unwrap();
+    let out = dir.path().join("out.llq");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args([
+            "convert",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains('\0') && !err.contains('\u{1b}'), "{err:?}");
+    assert!(err.len() < 1000, "{} bytes: {err}", err.len());
+    eprintln!("{}", err.trim_end());
+}

@@ -58,6 +58,11 @@ fn f32_logits_argmax_and_greedy_match_transformers() {
                 "case {ci}: argmax at position {pos}"
             );
         }
+        // A forced kernel level checks the greedy continuation of two prompts (the logits
+        // and argmax of every prompt position are checked for all of them).
+        if quick() && ci >= 2 {
+            continue;
+        }
         let got = greedy(m, &prompt, 32);
         assert_eq!(got, ids(&case["greedy_new_ids"]), "case {ci}: greedy ids");
         eprintln!("case {ci}: max |Δlogit| {diff:.2e}; argmax at all {} positions and 32 greedy ids equal", prompt.len());
@@ -72,9 +77,9 @@ fn quantized_models_stay_close_to_f32() {
     let exp = expected();
     let p = read_json(&fixtures().join("smollm2/perplexity.json"));
     let tokens = ids(&p["token_ids"]);
-    // All 19 windows of english.txt, or the first 4 when a forced kernel level is
+    // All 19 windows of english.txt, or the first 2 when a forced kernel level is
     // re-checked (`quick`), against the golden PPL of the same windows.
-    let (n_tokens, golden_ppl) = golden_ppl_of_windows(&p, if quick() { 4 } else { 19 });
+    let (n_tokens, golden_ppl) = golden_ppl_of_windows(&p, if quick() { 2 } else { 19 });
     // (type, max mean KL, min top-1 agreement, max PPL ratio). Measured 2026-11-30 with the
     // avx512vnni rows16 kernels, the weighted block search and the polynomial exp: f16 KL
     // 4.5e-6, 192/192, PPL 18.9202; q8_0 KL 7.3e-3, 184/192, PPL 19.009; q4_0 KL 0.35,
@@ -163,17 +168,18 @@ fn cli_perplexity_on_the_text_file() {
     let mut golden = p["ppl"].as_f64().unwrap();
     let dir = tempfile::tempdir().unwrap();
     if quick() {
-        // The text up to a space after its first 4 windows: those windows tokenize as in
+        // The text up to a space after its first 2 windows: those windows tokenize as in
         // the whole text.
-        let cut = text[..5000].rfind(' ').unwrap();
+        let end = text.char_indices().nth(3000).unwrap().0;
+        let cut = text[..end].rfind(' ').unwrap();
         let short = &text[..cut];
         let ids = tok.encode(short, false);
-        assert!(ids.len() >= 4 * 256 && ids.len() < 5 * 256, "{}", ids.len());
-        assert_eq!(ids[..1024], golden_ids[..1024]);
-        file = dir.path().join("english-4-windows.txt");
+        assert!(ids.len() >= 2 * 256 && ids.len() < 3 * 256, "{}", ids.len());
+        assert_eq!(ids[..512], golden_ids[..512]);
+        file = dir.path().join("english-2-windows.txt");
         std::fs::write(&file, short).unwrap();
-        (n_windows, n_scored) = (4, 4 * 255);
-        golden = golden_ppl_of_windows(&p, 4).1;
+        (n_windows, n_scored) = (2, 2 * 255);
+        golden = golden_ppl_of_windows(&p, 2).1;
     }
     let (ok, out, err) = llq_cli(
         &[
@@ -291,6 +297,80 @@ fn cli_chat_with_piped_stdin() {
     );
     assert!(ok, "{err}");
     assert_eq!(out, format!("{want}\n"));
+}
+
+/// `llq run -m model.gguf`: converted once into the cache, then the same output as the
+/// .llq converted explicitly.
+#[test]
+fn run_takes_a_gguf_file() {
+    let cache = tempfile::tempdir().unwrap();
+    let gguf = gguf_path();
+    let run = |m: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_llq"))
+            .args([
+                "run",
+                "-m",
+                m,
+                "-p",
+                "The capital of France is",
+                "-n",
+                "8",
+                "--temp",
+                "0",
+            ])
+            .env("LLQ_CACHE", cache.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(o.status.success(), "{err}");
+        (String::from_utf8(o.stdout).unwrap(), err)
+    };
+    let (out, err) = run(gguf.to_str().unwrap());
+    assert!(
+        err.contains("is a GGUF file: converting it to q8_0 once"),
+        "{err}"
+    );
+    let (again, err) = run(gguf.to_str().unwrap());
+    assert!(!err.contains("converting"), "{err}");
+    assert_eq!(out, again);
+    assert_eq!(out, run(&model_path(DType::Q8_0)).0);
+}
+
+/// SIGINT or SIGTERM during `llq convert` removes the temporary file: nothing is left in
+/// the output folder, and the exit code is 128 + the signal.
+#[test]
+fn interrupted_convert_leaves_nothing() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.llq");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llq"))
+            .args(["convert", gguf_path().to_str().unwrap(), "-o"])
+            .arg(&out)
+            .args(["--type", "q4_0"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the temporary file exists, then interrupt.
+        let t0 = std::time::Instant::now();
+        let tmp_exists = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        };
+        while !tmp_exists() {
+            assert!(t0.elapsed().as_secs() < 60, "no temporary file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + sig), "{name}: {status:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{name} left {left:?}");
+    }
 }
 
 /// A line without end on stdin (`llq chat < /dev/zero`) stops at the message cap with a

@@ -297,7 +297,7 @@ pub fn md_row(r: &BenchResult) -> String {
 
 pub fn run(a: Args) -> Result<()> {
     llq::kernels::select().map_err(Error::usage)?;
-    let model = Model::open(&a.model)?;
+    let model = Model::open(&super::common::llq_path_for(&a.model)?)?;
     let name = a
         .model
         .file_name()

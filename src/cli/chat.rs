@@ -8,7 +8,7 @@ use llq::chat::ChatTemplate;
 use llq::generate::{Conversation, GenerateParams, StopHandle, StopReason};
 use llq::{Error, Result};
 
-use super::common::{read_line_bounded, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{parse_n_predict, read_line_bounded, KvArgs, ModelArgs, SamplingArgs};
 
 /// Longest message read from stdin (`llq chat < /dev/zero` must not fill the memory).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -31,8 +31,9 @@ pub struct Args {
     /// System message that opens the conversation.
     #[arg(long)]
     system: Option<String>,
-    /// Longest answer, in tokens.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    /// Tokens to generate; -1 = until an end-of-generation token or a full context.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512, allow_negative_numbers = true,
+          value_parser = parse_n_predict)]
     n_predict: usize,
 }
 

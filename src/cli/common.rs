@@ -20,9 +20,14 @@ fn sampler_default() -> SamplerParams {
 
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory, which
+    /// is converted to q8_0 once and kept in the cache (~/.cache/llq/converted, or
+    /// $LLQ_CACHE/converted).
     #[arg(short, long)]
     pub model: PathBuf,
+    /// Accepted for llama.cpp habits and ignored: llq runs on the CPU.
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl", value_name = "N")]
+    pub n_gpu_layers: Option<i64>,
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0, help = format!(
         "Context size in tokens (0 = the model's trained context, capped at {DEFAULT_MAX_CTX})"))]
     pub ctx_size: usize,
@@ -60,11 +65,15 @@ pub fn load_adapters(model: &Model, specs: &[(PathBuf, f32)]) -> Result<AdapterS
 }
 
 impl ModelArgs {
-    /// Start the thread pool, check the kernel choice and map the model.
+    /// Start the thread pool, check the kernel choice and map the model (converting a
+    /// GGUF file or a checkpoint directory first, once).
     pub fn load(&self) -> Result<Model> {
+        if self.n_gpu_layers.is_some() {
+            eprintln!("llq: note: llq runs on the CPU; --n-gpu-layers is ignored");
+        }
         super::init_threads(self.threads)?;
         llq::kernels::select().map_err(Error::usage)?;
-        Model::open(&self.model)
+        Model::open(&llq_path_for(&self.model)?)
     }
 
     /// A generation session on `model` with these flags (checked by the library).
@@ -84,7 +93,111 @@ impl ModelArgs {
         if !self.lora.is_empty() {
             session.set_adapters(load_adapters(model, &self.lora)?)?;
         }
+        if sampling.seed < 0 && cfg.sampler.temp > 0.0 {
+            let s = cfg.sampler.seed;
+            eprintln!("llq: seed {s} (pass --seed {s} to repeat this run)");
+        }
         Ok(session)
+    }
+}
+
+/// The `.llq` file to open for `path`: `path` itself when it is one (or anything else:
+/// opening it gives the error); a GGUF file or a Hugging Face checkpoint directory is
+/// converted to q8_0 once into the cache, keyed by the source's path, size and
+/// modification time, and reused from then on.
+pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let kind = if meta.is_dir() {
+        "Hugging Face checkpoint"
+    } else {
+        let mut magic = [0u8; 4];
+        let read = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+        match (read, &magic) {
+            (Ok(()), b"GGUF") => "GGUF file",
+            _ => return Ok(path.to_path_buf()),
+        }
+    };
+    let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let key = fnv1a(format!("{}\0{}\0{mtime}", canonical.display(), meta.len()).as_bytes());
+    let stem = canonical
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let dtype = llq::quant::DType::Q8_0;
+    let out = cache_dir()?
+        .join("converted")
+        .join(format!("{stem}-{key:016x}.{}.llq", dtype.name()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    eprintln!(
+        "llq: {} is a {kind}: converting it to {} once, into {}",
+        path.display(),
+        dtype.name(),
+        out.display()
+    );
+    let dir = out.parent().expect("a file in the cache");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    llq::format::temp::install_signal_cleanup();
+    let ck = llq::convert::open_checkpoint(path).map_err(|e| {
+        Error::usage(format!(
+            "{e} (llq runs .llq files; converting {} failed)",
+            path.display()
+        ))
+    })?;
+    llq::convert::convert(ck.as_ref(), dtype, &out, &ConvertProgress::new())?;
+    Ok(out)
+}
+
+/// `$LLQ_CACHE`, or `~/.cache/llq`.
+fn cache_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("LLQ_CACHE") {
+        return Ok(PathBuf::from(d));
+    }
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| Error::usage("neither LLQ_CACHE nor HOME is set: no cache folder"))?;
+    Ok(PathBuf::from(home).join(".cache/llq"))
+}
+
+/// 64-bit FNV-1a: a stable key for cache file names (not a security property).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A conversion's progress bar on stderr: elapsed time, bytes written of the total, ETA,
+/// and the tensor being written (hidden when stderr is not a terminal).
+pub struct ConvertProgress(indicatif::ProgressBar);
+
+impl ConvertProgress {
+    pub fn new() -> ConvertProgress {
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:30}] {bytes}/{total_bytes} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        ConvertProgress(bar)
+    }
+}
+
+impl llq::convert::Progress for ConvertProgress {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, tensor: &str, bytes: u64) {
+        self.0.set_message(tensor.to_string());
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
     }
 }
 
@@ -135,12 +248,19 @@ pub struct SamplingArgs {
     /// How many recent tokens --repeat-penalty looks at.
     #[arg(long, default_value_t = sampler_default().repeat_last_n)]
     pub repeat_last_n: usize,
-    /// Random seed: the same seed, model and flags give the same output.
-    #[arg(short = 's', long, default_value_t = sampler_default().seed)]
-    pub seed: u64,
+    /// Random seed: the same seed, model and flags give the same output. -1 (the default)
+    /// picks a new one each run and prints it on stderr, so a run can be repeated.
+    #[arg(short = 's', long, default_value_t = -1, allow_negative_numbers = true)]
+    pub seed: i64,
 }
 
 impl SamplingArgs {
+    /// The seed to use: the given one, or a fresh one (`ModelArgs::session` says which on
+    /// stderr when sampling is not greedy).
+    fn seed(&self) -> u64 {
+        u64::try_from(self.seed).unwrap_or_else(|_| llq::sample::random_seed())
+    }
+
     pub fn params(&self) -> SamplerParams {
         SamplerParams {
             temp: self.temp,
@@ -149,7 +269,7 @@ impl SamplingArgs {
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
-            seed: self.seed,
+            seed: self.seed(),
         }
     }
 }
@@ -223,4 +343,15 @@ pub fn read_line_bounded(
         )
     })?;
     Ok(true)
+}
+
+/// `-n`: a count, or -1 for "no limit" (llama.cpp's convention).
+pub fn parse_n_predict(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(usize::MAX),
+        Ok(n) if n >= 0 => Ok(n as usize),
+        _ => Err(format!(
+            "'{s}' is not a token count (a number >= 0, or -1 for no limit)"
+        )),
+    }
 }

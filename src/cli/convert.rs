@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use llq::convert::{convert, open_checkpoint, Progress};
+use llq::convert::{convert, open_checkpoint};
 use llq::lora::merge_adapters;
+
+use super::common::ConvertProgress;
 use llq::quant::DType;
 use llq::Result;
 
@@ -79,21 +80,6 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::from_name(s).ok_or_else(|| format!("unknown type '{s}' (f32, f16, q8_0, q4_0)"))
 }
 
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, total: u64) {
-        self.0.set_length(total);
-    }
-    fn advance(&self, tensor: &str, bytes: u64) {
-        self.0.set_message(tensor.to_string());
-        self.0.inc(bytes);
-    }
-    fn finish(&self) {
-        self.0.finish_and_clear();
-    }
-}
-
 /// `--lora-only`: a PEFT adapter → run-time adapter file.
 fn adapter_only(dir: &std::path::Path, a: &Args) -> Result<()> {
     let dtype = a.dtype.unwrap_or(DType::F16);
@@ -113,8 +99,11 @@ fn adapter_only(dir: &std::path::Path, a: &Args) -> Result<()> {
 pub fn run(a: Args) -> Result<()> {
     super::init_threads(a.threads)?;
     if let Some(dir) = &a.lora_only {
+        llq::format::temp::install_signal_cleanup();
         return adapter_only(dir, &a);
     }
+    // Ctrl-C or a kill during the conversion must not leave the temporary file behind.
+    llq::format::temp::install_signal_cleanup();
     let start = std::time::Instant::now();
     let dtype = a.dtype.unwrap_or(DType::Q8_0);
     let specs = lora_specs(&a)?;
@@ -126,12 +115,7 @@ pub fn run(a: Args) -> Result<()> {
     if !specs.is_empty() {
         ck = Box::new(merge_adapters(ck, &specs)?);
     }
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    convert(ck.as_ref(), dtype, &a.output, &Bar(bar))?;
+    convert(ck.as_ref(), dtype, &a.output, &ConvertProgress::new())?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "llq: wrote {} ({:.1} MiB, {}) in {:.2?}",

@@ -17,10 +17,13 @@ use llq::Result;
     name = "llq",
     version,
     about = "A quantized LLM runtime for the LLaMA family",
-    long_about = "llq converts LLaMA-family checkpoints (Hugging Face safetensors) into one \
-self-contained, memory-mappable .llq file and runs them on the CPU.\n\n\
+    long_about = "llq converts LLaMA-family checkpoints (a Hugging Face safetensors \
+directory or a GGUF file) into one self-contained, memory-mappable .llq file and runs them \
+on the CPU.\n\n\
 Typical use:\n  llq convert ./TinyLlama-1.1B -o tinyllama.llq --type q4_0\n  \
-llq info tinyllama.llq\n  llq run -m tinyllama.llq --prompt-ids 1,450,4996 -n 32 --temp 0"
+llq convert SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2.llq --type q8_0\n  \
+llq info tinyllama.llq\n  llq run -m smollm2.llq -p \"Why is the sky blue?\" -n 64\n  \
+llq chat -m smollm2.llq"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -48,6 +51,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
     }
+}
+
+/// llama.cpp's flags that are one dash and several letters (`-ngl 99`), which no flag
+/// parser reads as one flag (clap would take `-ngl` as `-n gl`), spelled the long way.
+pub fn llama_cpp_spellings(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> impl Iterator<Item = std::ffi::OsString> {
+    args.map(|a| match a.to_str() {
+        Some("-ngl") => "--n-gpu-layers".into(),
+        Some(s) if s.starts_with("-ngl=") => format!("--n-gpu-layers={}", &s[5..]).into(),
+        _ => a,
+    })
 }
 
 /// Size the global compute pool once (the library's rule: 0 = one thread per physical

@@ -60,7 +60,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     super::init_threads(a.threads)?;
     llq::kernels::select().map_err(Error::usage)?;
-    let model = llq::model::Model::open(&a.model)?;
+    let model = llq::model::Model::open(&super::common::llq_path_for(&a.model)?)?;
     let text = read_text_file(&a.file)?;
     let tokens = model.tokenizer()?.encode_prompt(&text, false, false);
     if a.streaming {

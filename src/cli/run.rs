@@ -8,7 +8,7 @@ use llq::chat::{ChatMessage, ChatTemplate};
 use llq::generate::GenerateParams;
 use llq::{Error, Result};
 
-use super::common::{read_text_file, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{parse_n_predict, read_text_file, KvArgs, ModelArgs, SamplingArgs};
 
 /// Generate text from a prompt, streamed to stdout as it is produced.
 ///
@@ -42,8 +42,9 @@ pub struct Args {
     /// Prompt as comma-separated token ids (used as is: no BOS is added).
     #[arg(long, value_delimiter = ',')]
     prompt_ids: Vec<u32>,
-    /// Number of tokens to generate.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    /// Tokens to generate; -1 = until an end-of-generation token or a full context.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128, allow_negative_numbers = true,
+          value_parser = parse_n_predict)]
     n_predict: usize,
     /// Wrap the prompt in the model's chat template as a user message.
     #[arg(long)]

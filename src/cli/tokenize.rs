@@ -35,7 +35,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     // Only the tokenizer is needed: read it without mapping the weights for a forward pass.
-    let f = LlqFile::open(&a.model)?;
+    let f = LlqFile::open(&super::common::llq_path_for(&a.model)?)?;
     let bytes = f
         .get_bytes(llq::format::keys::TOKENIZER)
         .ok_or_else(|| Error::invalid(&a.model, "has no tokenizer"))?;

@@ -3,6 +3,7 @@
 
 mod reader;
 mod spec;
+pub mod temp;
 mod value;
 mod writer;
 

@@ -35,6 +35,8 @@ impl TensorPlan {
 pub struct LlqWriter {
     path: PathBuf,
     out: ChunkWriter<NamedTempFile>,
+    /// Lets a SIGINT/SIGTERM handler remove the temporary file (`format::temp`).
+    _registration: super::temp::Registration,
     metadata: Vec<(String, Value)>,
     tensors: Vec<TensorPlan>,
     /// Offset of each tensor relative to the data section.
@@ -75,13 +77,17 @@ impl LlqWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        super::temp::remove_stale(&dir);
+        let prefix = super::temp::prefix();
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".llq-").suffix(".tmp");
+        builder.prefix(&prefix).suffix(".tmp");
         // A model file is an ordinary, world-readable file (tempfile defaults to 0600).
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
         let tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(path, e))?;
+        let registration = super::temp::register(tmp.path());
         let mut w = LlqWriter {
+            _registration: registration,
             path: path.to_path_buf(),
             out: ChunkWriter::new(tmp),
             metadata,
