@@ -79,6 +79,12 @@
 #define LLQ_CACHE_Q8_0 2
 
 /**
+ * A LoRA adapter (opaque handle), opened for one model. Shareable between threads and
+ * contexts: any number of contexts of that model may apply it, each with its own scale.
+ */
+typedef struct llq_adapter llq_adapter;
+
+/**
  * A generation context (opaque handle): KV cache, sampler and stop flag over a model.
  */
 typedef struct llq_context llq_context;
@@ -324,6 +330,51 @@ typedef struct {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Open a LoRA adapter for `model`: a file written by `llq convert --lora-only` (a PEFT
+ * adapter, A and B in f16 or f32) or a llama.cpp GGUF LoRA adapter
+ * (`convert_lora_to_gguf.py`). Its targets are checked against the model's layers and
+ * shapes (`LLQ_ERR_MODEL` if they do not fit). The weights are mapped in place for an
+ * llq adapter file (read into memory for GGUF); the model's are never copied. On success
+ * `*out_adapter` receives a handle to free with `llq_adapter_free`; on failure it is set
+ * to NULL.
+ *
+ * # Safety
+ * `path` is a NUL-terminated path; `out_adapter` is writable.
+ */
+LLQ_API
+llq_status llq_adapter_open(const llq_model *model,
+                            const char *path,
+                            llq_adapter **out_adapter);
+
+/**
+ * Free an adapter handle. NULL is a no-op; a second free returns
+ * `LLQ_ERR_INVALID_HANDLE`. Contexts that apply the adapter keep using it (they hold it
+ * alive) until they are given other adapters or freed.
+ */
+LLQ_API
+llq_status llq_adapter_free(llq_adapter *adapter);
+
+/**
+ * Apply `n` adapters to `ctx` from now on, adapter `i` with scale `scales[i]` (`scales`
+ * may be NULL: every scale 1). Each projection then computes `W·x + Σ_i scales[i] ·
+ * scaling_i · B_i·(A_i·x)` beside the model's (possibly quantized) weights, scaling_i
+ * being the adapter's alpha/r (alpha/sqrt(r) for rsLoRA). Replaces the
+ * context's previous adapters; `n = 0` removes them. The context is reset (as by
+ * `llq_context_reset`): what it held was computed with the previous adapters. Adapters
+ * must have been opened for a model of the same configuration as the context's
+ * (`LLQ_ERR_INVALID_ARG` otherwise), scales must be finite; on error the context is
+ * unchanged. Other contexts on the same model are not affected.
+ *
+ * # Safety
+ * `adapters` readable for `n` handles; `scales` NULL or readable for `n` floats.
+ */
+LLQ_API
+llq_status llq_context_set_adapters(llq_context *ctx,
+                                    const llq_adapter *const *adapters,
+                                    const float *scales,
+                                    size_t n);
 
 /**
  * Render `n` chat messages with a Jinja chat template: `tmpl` if non-NULL, else the

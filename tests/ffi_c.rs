@@ -221,6 +221,7 @@ fn examples_and_test_programs_compile_both_ways() {
         "tests/c/stress.c",
         "tests/c/lifetime.c",
         "tests/c/refusals.c",
+        "tests/c/lora.c",
     ] {
         for link in [Link::Shared, Link::Static] {
             build_c(src, link);
@@ -884,4 +885,57 @@ fn smollm2_python_ctypes_example_equals_rust() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("prompt tokens: {ids:?}")), "{err}");
     assert_eq!(String::from_utf8(o.stdout).unwrap(), format!("{want}\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// LoRA adapters (issue #17).
+
+/// tests/c/lora.c: two adapters opened for the f32 tiny model, applied to two contexts
+/// run on two threads, give PEFT's merged goldens' greedy ids; removed, the base model's.
+#[test]
+fn lora_adapters_from_c_give_merged_goldens() {
+    let fx = fixtures();
+    let base = convert_fixture_to_scratch("tiny-llama-gqa", DType::F32);
+    let other = convert_fixture_to_scratch("tiny-llama3-rope", DType::F32);
+    let names = ["tiny-llama-gqa-lora-r8", "tiny-llama-gqa-lora-rslora"];
+    let files: Vec<PathBuf> = names
+        .iter()
+        .map(|n| {
+            let out = scratch_dir().join(format!("{n}.f32.llq"));
+            let a = llq::lora::open_peft(&fx.join("lora").join(n)).unwrap();
+            llq::lora::write_adapter(&a, DType::F32, &out).unwrap();
+            out
+        })
+        .collect();
+    let exp: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| read_json(&fx.join("lora").join(n).join("expected.json")))
+        .collect();
+    let base_exp = read_json(&fx.join("tiny-llama-gqa").join("expected.json"));
+    for case in [1, 2] {
+        let prompt = ids(&exp[0]["cases"][case]["prompt_ids"]);
+        let want: Vec<Vec<u32>> = vec![
+            ids(&exp[0]["cases"][case]["greedy_new_ids"]),
+            ids(&exp[1]["cases"][case]["greedy_new_ids"]),
+            ids(&base_exp["cases"][case]["greedy_new_ids"]),
+        ];
+        for link in [Link::Shared, Link::Static] {
+            let bin = build_c("tests/c/lora.c", link);
+            let s = |p: &Path| p.to_str().unwrap().to_string();
+            let out = run(
+                &bin,
+                &[
+                    &s(&base),
+                    &s(&files[0]),
+                    &s(&files[1]),
+                    &join(&prompt),
+                    "16",
+                    &s(&other),
+                ],
+                None,
+            );
+            let got: Vec<Vec<u32>> = out.lines().map(parse_ids).collect();
+            assert_eq!(got, want, "case {case} {link:?}");
+        }
+    }
 }

@@ -46,6 +46,9 @@ pub struct Args {
     /// Output format: md (a markdown table) or json.
     #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
     output: String,
+    /// LoRA adapters applied at run time (see `llq run --lora`), to measure their cost.
+    #[arg(long = "lora", value_name = "ADAPTER[:SCALE]", value_parser = super::common::parse_lora)]
+    lora: Vec<(PathBuf, f32)>,
 }
 
 /// One row of the results.
@@ -166,8 +169,10 @@ pub fn decode_bytes(model: &Model) -> u64 {
 }
 
 /// Run every (threads, test) pair; `progress` gets each finished row.
+#[allow(clippy::too_many_arguments)]
 pub fn bench(
     model: &Model,
+    adapters: &llq::lora::AdapterSet,
     name: &str,
     n_prompt: &[usize],
     n_gen: &[usize],
@@ -192,6 +197,7 @@ pub fn bench(
     let wq = &model.layers[0].wq;
     let mut out = Vec::new();
     let mut state = State::with_config(model, n_ctx, llq::kv::KvConfig::default())?;
+    state.set_adapters(adapters.clone());
     for &t in threads {
         let t = llq::threads::resolve(t)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -301,8 +307,14 @@ pub fn run(a: Args) -> Result<()> {
     if md {
         println!("{}", md_header());
     }
+    let adapters = super::common::load_adapters(&model, &a.lora)?;
+    let name = match a.lora.len() {
+        0 => name,
+        n => format!("{name} + {n} LoRA"),
+    };
     let results = bench(
         &model,
+        &adapters,
         &name,
         &a.n_prompt,
         &a.n_gen,

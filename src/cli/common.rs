@@ -1,9 +1,11 @@
 //! Flags and helpers shared by the subcommands that run a model.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use llq::generate::{Session, SessionConfig, DEFAULT_MAX_CTX};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
+use llq::lora::{Adapter, AdapterSet};
 use llq::model::Model;
 use llq::sample::SamplerParams;
 use llq::{Error, Result};
@@ -32,6 +34,34 @@ pub struct ModelArgs {
     /// Threads (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
+    /// A LoRA adapter applied at run time beside the model's weights: an adapter file
+    /// (llq convert --lora-only) or a llama.cpp GGUF LoRA, with an optional scale
+    /// (default 1). Repeat for several.
+    #[arg(long = "lora", value_name = "ADAPTER[:SCALE]", value_parser = parse_lora)]
+    pub lora: Vec<(PathBuf, f32)>,
+}
+
+/// `FILE[:SCALE]`: the text after the last ':' is a scale if it parses as one (so a path
+/// containing ':' still works without a scale).
+pub fn parse_lora(s: &str) -> std::result::Result<(PathBuf, f32), String> {
+    if let Some((path, scale)) = s.rsplit_once(':') {
+        if let Ok(v) = scale.parse::<f32>() {
+            if !v.is_finite() {
+                return Err(format!("LoRA scale '{scale}' is not a finite number"));
+            }
+            return Ok((PathBuf::from(path), v));
+        }
+    }
+    Ok((PathBuf::from(s), 1.0))
+}
+
+/// Open the adapters of `--lora` for `model`, checked against it.
+pub fn load_adapters(model: &Model, specs: &[(PathBuf, f32)]) -> Result<AdapterSet> {
+    let list = specs
+        .iter()
+        .map(|(p, scale)| Ok((Arc::new(Adapter::open(p, &model.config)?), *scale)))
+        .collect::<Result<Vec<_>>>()?;
+    AdapterSet::new(list, &model.config)
 }
 
 impl ModelArgs {
@@ -59,7 +89,10 @@ impl ModelArgs {
             sampler: sampling.params(),
             ..SessionConfig::default()
         };
-        let session = Session::open(model, &cfg)?;
+        let mut session = Session::open(model, &cfg)?;
+        if !self.lora.is_empty() {
+            session.set_adapters(load_adapters(model, &self.lora)?)?;
+        }
         if sampling.seed < 0 && cfg.sampler.temp > 0.0 {
             let s = cfg.sampler.seed;
             eprintln!("llq: seed {s} (pass --seed {s} to repeat this run)");

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use llq::convert::{convert, open_checkpoint};
+use llq::lora::merge_adapters;
 
 use super::common::ConvertProgress;
 use llq::quant::DType;
@@ -19,36 +20,108 @@ use llq::Result;
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint directory or .gguf file.
-    input: PathBuf,
+    #[arg(required_unless_present = "lora_only")]
+    input: Option<PathBuf>,
     /// Output .llq file.
     #[arg(short, long)]
     output: PathBuf,
     /// Weight type: f32, f16, q8_0 (8.5 bits/weight) or q4_0 (4.5 bits/weight). Norms stay
-    /// f32; matrices whose rows are not a multiple of 32 fall back to f16.
-    #[arg(long = "type", default_value = "q8_0", value_parser = parse_dtype)]
-    dtype: DType,
+    /// f32; matrices whose rows are not a multiple of 32 fall back to f16. Default q8_0
+    /// (f16 with --lora-only, where only f16 and f32 are allowed).
+    #[arg(long = "type", value_parser = parse_dtype)]
+    dtype: Option<DType>,
+    /// Convert only a PEFT LoRA adapter directory into a run-time adapter file (its A and
+    /// B matrices at --type f16 or f32, with alpha, rank and targets), for
+    /// `llq run -m base.llq --lora adapter.llq[:scale]`. No base model is read; the
+    /// adapter is checked against the model when it is loaded.
+    #[arg(long = "lora-only", value_name = "ADAPTER_DIR", conflicts_with_all = ["input", "lora", "lora_scale"])]
+    lora_only: Option<PathBuf>,
     /// Threads used to quantize (0 = one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) or
+    /// a llama.cpp GGUF LoRA file to merge into the weights before quantizing:
+    /// W' = W + scale·(alpha/r)·B·A (alpha/sqrt(r) with use_rslora). Repeat to merge
+    /// several, in order. The base is INPUT (a Hugging Face directory or a GGUF, whose Q/K
+    /// rows are put back in Hugging Face order before the merge), never the adapter's
+    /// base_model_name_or_path. Plain LoRA on q/k/v/o/gate/up/down only: DoRA,
+    /// modules_to_save, embedding or lm_head targets, rank/alpha patterns, fan_in_fan_out,
+    /// layers_to_transform and trained biases are refused.
+    #[arg(long = "lora", value_name = "ADAPTER_DIR")]
+    lora: Vec<PathBuf>,
+    /// Multiplier of the adapters' update: once for all --lora adapters, or once per
+    /// --lora in the same order (default 1).
+    #[arg(long = "lora-scale", value_name = "S", allow_negative_numbers = true)]
+    lora_scale: Vec<f32>,
+}
+
+/// Pair each --lora with its scale.
+fn lora_specs(a: &Args) -> Result<Vec<(PathBuf, f32)>> {
+    let scale = |i: usize| match a.lora_scale.len() {
+        0 => Ok(1.0),
+        1 => Ok(a.lora_scale[0]),
+        n if n == a.lora.len() => Ok(a.lora_scale[i]),
+        n => Err(llq::Error::usage(format!(
+            "{n} --lora-scale values for {} --lora adapters: give one for all or one per adapter",
+            a.lora.len()
+        ))),
+    };
+    if a.lora.is_empty() && !a.lora_scale.is_empty() {
+        return Err(llq::Error::usage("--lora-scale needs --lora"));
+    }
+    a.lora
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Ok((d.clone(), scale(i)?)))
+        .collect()
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::from_name(s).ok_or_else(|| format!("unknown type '{s}' (f32, f16, q8_0, q4_0)"))
 }
 
+/// `--lora-only`: a PEFT adapter → run-time adapter file.
+fn adapter_only(dir: &std::path::Path, a: &Args) -> Result<()> {
+    let dtype = a.dtype.unwrap_or(DType::F16);
+    let adapter = llq::lora::open_peft(dir)?;
+    llq::lora::write_adapter(&adapter, dtype, &a.output)?;
+    eprintln!(
+        "llq: wrote {} (LoRA adapter '{}': rank {}, {} projections, {})",
+        a.output.display(),
+        adapter.name,
+        adapter.rank,
+        adapter.targets.len(),
+        dtype.name()
+    );
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     super::init_threads(a.threads)?;
+    if let Some(dir) = &a.lora_only {
+        llq::format::temp::install_signal_cleanup();
+        return adapter_only(dir, &a);
+    }
     // Ctrl-C or a kill during the conversion must not leave the temporary file behind.
     llq::format::temp::install_signal_cleanup();
     let start = std::time::Instant::now();
-    let ck = open_checkpoint(&a.input)?;
-    convert(ck.as_ref(), a.dtype, &a.output, &ConvertProgress::new())?;
+    let dtype = a.dtype.unwrap_or(DType::Q8_0);
+    let specs = lora_specs(&a)?;
+    let input = a
+        .input
+        .as_ref()
+        .expect("clap requires INPUT without --lora-only");
+    let mut ck = open_checkpoint(input)?;
+    if !specs.is_empty() {
+        ck = Box::new(merge_adapters(ck, &specs)?);
+    }
+    convert(ck.as_ref(), dtype, &a.output, &ConvertProgress::new())?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "llq: wrote {} ({:.1} MiB, {}) in {:.2?}",
         a.output.display(),
         size as f64 / (1 << 20) as f64,
-        a.dtype.name(),
+        dtype.name(),
         start.elapsed()
     );
     Ok(())

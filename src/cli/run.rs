@@ -26,8 +26,9 @@ pub struct Args {
     kv: KvArgs,
     /// Saved prompt: if FILE holds the cache of a prompt this one starts with (same model
     /// and cache type), only the rest is evaluated; after the prompt, its cache is saved
-    /// to FILE. An unusable file is ignored with a warning.
-    #[arg(long, value_name = "FILE")]
+    /// to FILE. An unusable file is ignored with a warning. Not with --lora (a prompt
+    /// cache records the model, not the adapters).
+    #[arg(long, value_name = "FILE", conflicts_with = "lora")]
     prompt_cache: Option<PathBuf>,
     /// Print the KV cache and prompt-cache details to stderr.
     #[arg(long)]

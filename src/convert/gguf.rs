@@ -145,7 +145,7 @@ pub fn gguf_tokenizer_parts(f: &GgufFile) -> Option<GgufTokenizerParts> {
 
 /// Undo llama.cpp's Q/K row permutation: within each head, GGUF row `2i + j` is Hugging
 /// Face row `j · head_dim/2 + i`.
-fn unpermute_rows(w: &[f32], n_heads: usize, head_dim: usize) -> Vec<f32> {
+pub(crate) fn unpermute_rows(w: &[f32], n_heads: usize, head_dim: usize) -> Vec<f32> {
     let rows = n_heads * head_dim;
     let cols = w.len() / rows;
     let half = head_dim / 2;

@@ -5,6 +5,7 @@
 mod gguf;
 mod hf;
 
+pub(crate) use gguf::unpermute_rows;
 pub use gguf::{gguf_tokenizer_parts, GgufCheckpoint};
 pub use hf::HfCheckpoint;
 

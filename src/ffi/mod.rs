@@ -16,6 +16,7 @@
 //!   `llq_context_request_stop` may be called while the context is busy.
 #![allow(non_camel_case_types)]
 
+mod adapter;
 mod chat;
 mod context;
 mod generate;
@@ -26,6 +27,7 @@ mod model;
 mod tokenize;
 mod types;
 
+pub use adapter::*;
 pub use chat::*;
 pub use context::*;
 pub use generate::*;

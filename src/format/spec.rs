@@ -86,6 +86,13 @@ pub mod keys {
     pub const SOURCE_FILES: &str = "general.source_files";
     pub const CONVERTER: &str = "general.converter";
     pub const QUANTIZATION: &str = "general.quantization";
+    /// Provenance of LoRA adapters merged at conversion, one entry per adapter in merge
+    /// order: directory name, SHA-256 of `adapter_model.safetensors`, the user's scale and
+    /// the adapter's own scaling (alpha/r or alpha/sqrt(r)).
+    pub const LORA_NAMES: &str = "general.lora.names";
+    pub const LORA_SHA256: &str = "general.lora.sha256";
+    pub const LORA_SCALES: &str = "general.lora.scales";
+    pub const LORA_SCALINGS: &str = "general.lora.scalings";
 
     pub const VOCAB_SIZE: &str = "llama.vocab_size";
     pub const CONTEXT_LENGTH: &str = "llama.context_length";

@@ -24,6 +24,7 @@ use std::path::Path;
 use crate::chat::{encode_messages, ChatMessage, ChatTemplate};
 use crate::error::{Error, Result};
 use crate::kv::{prompt_cache, KvConfig};
+use crate::lora::AdapterSet;
 use crate::model::{Model, State};
 use crate::sample::{Sampler, SamplerParams};
 
@@ -139,6 +140,32 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
         self.sampler = Sampler::new(self.sampler_params.clone());
     }
 
+    /// Apply `adapters` (LoRA, checked against this session's model) from now on; an empty
+    /// set removes them. The context is reset, as by [`SessionOf::reset`]: what it holds
+    /// was computed with the previous adapters.
+    pub fn set_adapters(&mut self, adapters: AdapterSet) -> Result<()> {
+        if !adapters.fits(&self.model.config) {
+            return Err(Error::usage(
+                "LoRA adapters checked against another model's configuration",
+            ));
+        }
+        self.reset();
+        self.window.state.set_adapters(adapters);
+        Ok(())
+    }
+
+    /// A prompt cache records the model, not adapters: refuse it while adapters apply.
+    fn no_adapters_for_prompt_cache(&self, path: &Path) -> Result<()> {
+        if self.window.state.adapters().is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                path,
+                "prompt caches do not record LoRA adapters: not used while adapters apply",
+            ))
+        }
+    }
+
     /// Replace the sampler (fresh random state and repetition history).
     pub fn set_sampler(&mut self, params: SamplerParams) -> Result<()> {
         params.validate()?;
@@ -231,6 +258,7 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
     /// [`SessionOf::set_prompt`] evaluates only the rest. Returns the number of reused
     /// tokens; an error says why the file was not usable (the context is then empty).
     pub fn load_prompt_cache(&mut self, path: &Path, prompt: &[u32]) -> Result<usize> {
+        self.no_adapters_for_prompt_cache(path)?;
         let w = &mut self.window;
         let saved = prompt_cache::load(path, &self.model.identity(), w.state.cache())?;
         let common = saved
@@ -258,6 +286,7 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
     /// prompt cache, atomically. Only a missing file or an existing prompt cache is
     /// replaced: any other file at `path` is an error, never overwritten.
     pub fn save_prompt_cache(&self, path: &Path) -> Result<()> {
+        self.no_adapters_for_prompt_cache(path)?;
         let w = &self.window;
         prompt_cache::save(
             path,

@@ -191,6 +191,13 @@ impl ModelConfig {
     pub fn from_file(f: &LlqFile) -> Result<ModelConfig> {
         let bad = |msg: String| Error::invalid(f.path(), msg);
         let arch = f.get(keys::ARCHITECTURE).and_then(Value::as_str);
+        if arch == Some(crate::lora::file::ARCHITECTURE) {
+            return Err(bad(
+                "is a LoRA adapter, not a model: load it beside a base model with --lora \
+                 (C API: llq_adapter_open)"
+                    .into(),
+            ));
+        }
         if arch != Some("llama") {
             return Err(bad(format!(
                 "architecture {arch:?} is not supported (llama expected)"

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::kernels::matmul::{matmul, matmul_many, MatmulScratch};
 use crate::kernels::{kernels, Kernels};
 use crate::kv::{KvCache, KvConfig, LayerView};
+use crate::lora::{AdapterSet, LoraScratch, Proj};
 
 /// Which logits a forward call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,11 +23,13 @@ pub enum Logits {
     All,
 }
 
-/// Everything that changes while a sequence is evaluated: the KV cache and the buffers
-/// reused by every call.
+/// Everything that changes while a sequence is evaluated: the KV cache, the buffers
+/// reused by every call, and the LoRA adapters this sequence applies (per state, so
+/// contexts sharing one model may use different adapters).
 pub struct State {
     cache: KvCache,
     buf: Buffers,
+    adapters: AdapterSet,
 }
 
 #[derive(Default)]
@@ -47,6 +50,7 @@ struct Buffers {
     sink_cos: Vec<f32>,
     sink_sin: Vec<f32>,
     mm: MatmulScratch,
+    lora: LoraScratch,
 }
 
 impl State {
@@ -62,7 +66,21 @@ impl State {
         Ok(State {
             cache: KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, n_ctx, cfg)?,
             buf: Buffers::default(),
+            adapters: AdapterSet::default(),
         })
+    }
+
+    /// Apply `adapters` from now on (an empty set: none). The cache is reset: the keys and
+    /// values in it were computed with the previous adapters. The set must have been made
+    /// for this state's model (`AdapterSet::new` checks the shapes; `forward` refuses a
+    /// set made for another configuration).
+    pub fn set_adapters(&mut self, adapters: AdapterSet) {
+        self.adapters = adapters;
+        self.cache.reset();
+    }
+
+    pub fn adapters(&self) -> &AdapterSet {
+        &self.adapters
     }
 
     /// Number of tokens evaluated since the last reset (the next token's position). Under
@@ -110,12 +128,21 @@ impl Model {
         want: Logits,
     ) -> Result<&'s [f32]> {
         self.check_batch(&state.cache, tokens)?;
+        if !state.adapters.fits(&self.config) {
+            return Err(Error::usage(
+                "the context's LoRA adapters were checked against another model",
+            ));
+        }
         let (k, cfg, n) = (kernels(), &self.config, tokens.len());
         let n_logits = match want {
             Logits::Last => 1,
             Logits::All => n,
         };
-        let State { cache, buf: b } = state;
+        let State {
+            cache,
+            buf: b,
+            adapters: ad,
+        } = state;
         b.ensure(cfg, n, n_logits);
         // Every layer rotates by the same angles: computed once per call, not per layer.
         self.rope_tables(&cache.layer(0, n), b);
@@ -126,8 +153,8 @@ impl Model {
             embd.dequantize_row(*t as usize, x);
         }
         for (l, lw) in self.layers.iter().enumerate() {
-            self.attention_block(k, l, lw, cache, b, n);
-            self.mlp_block(k, lw, b, n);
+            self.attention_block(k, l, lw, cache, b, ad, n);
+            self.mlp_block(k, l, lw, b, ad, n);
         }
         cache.advance(n);
         self.logits(k, b, n, n_logits);
@@ -168,7 +195,10 @@ impl Model {
     }
 
     /// `x += Wo · attention(RoPE(Wq · h), RoPE(Wk · h), Wv · h)` with `h = rmsnorm(x)`;
-    /// the batch's keys and values go into layer `l` of the cache first.
+    /// the batch's keys and values go into layer `l` of the cache first. Each projection
+    /// `W` is `W + ΔW` under the context's adapters (the low-rank `ΔW · h` is added to the
+    /// product, before RoPE for Q and K).
+    #[allow(clippy::too_many_arguments)]
     fn attention_block(
         &self,
         k: &Kernels,
@@ -176,6 +206,7 @@ impl Model {
         lw: &LayerWeights,
         cache: &mut KvCache,
         b: &mut Buffers,
+        ad: &AdapterSet,
         n: usize,
     ) {
         let cfg = &self.config;
@@ -193,6 +224,11 @@ impl Model {
         ];
         let outs = &mut [&mut b.q[..], &mut b.k[..], &mut b.v[..]];
         matmul_many(k, &qkv, &b.xb, n, outs, &mut b.mm);
+        if !ad.is_empty() {
+            ad.apply(k, l, Proj::Q, &b.xb, n, &mut b.q, &mut b.lora);
+            ad.apply(k, l, Proj::K, &b.xb, n, &mut b.k, &mut b.lora);
+            ad.apply(k, l, Proj::V, &b.xb, n, &mut b.v, &mut b.lora);
+        }
         rotate_qk(cfg, &mut b.q, &mut b.k, &b.cos, &b.sin, n);
         cache.store(l, &b.k, &b.v);
         let sink = SinkRotation {
@@ -201,11 +237,23 @@ impl Model {
         };
         attention(k, cfg, &b.q, &cache.layer(l, n), &sink, &mut b.att);
         matmul(k, &self.weight(&lw.wo), &b.att, n, &mut b.xb, &mut b.mm);
+        if !ad.is_empty() {
+            ad.apply(k, l, Proj::O, &b.att, n, &mut b.xb, &mut b.lora);
+        }
         add(&mut b.x, &b.xb);
     }
 
-    /// `x += W_down · (silu(W_gate · h) ⊙ (W_up · h))` with `h = rmsnorm(x)` (SwiGLU).
-    fn mlp_block(&self, k: &Kernels, lw: &LayerWeights, b: &mut Buffers, n: usize) {
+    /// `x += W_down · (silu(W_gate · h) ⊙ (W_up · h))` with `h = rmsnorm(x)` (SwiGLU), each
+    /// `W` with the context's adapters' `ΔW` (see `attention_block`).
+    fn mlp_block(
+        &self,
+        k: &Kernels,
+        l: usize,
+        lw: &LayerWeights,
+        b: &mut Buffers,
+        ad: &AdapterSet,
+        n: usize,
+    ) {
         let cfg = &self.config;
         rmsnorm(
             &mut b.xb,
@@ -217,6 +265,10 @@ impl Model {
         let gate_up = [self.weight(&lw.w_gate), self.weight(&lw.w_up)];
         let outs = &mut [&mut b.gate[..], &mut b.up[..]];
         matmul_many(k, &gate_up, &b.xb, n, outs, &mut b.mm);
+        if !ad.is_empty() {
+            ad.apply(k, l, Proj::Gate, &b.xb, n, &mut b.gate, &mut b.lora);
+            ad.apply(k, l, Proj::Up, &b.xb, n, &mut b.up, &mut b.lora);
+        }
         swiglu(k, &mut b.gate, &b.up, cfg.ffn_dim, n);
         matmul(
             k,
@@ -226,6 +278,9 @@ impl Model {
             &mut b.xb,
             &mut b.mm,
         );
+        if !ad.is_empty() {
+            ad.apply(k, l, Proj::Down, &b.gate, n, &mut b.xb, &mut b.lora);
+        }
         add(&mut b.x, &b.xb);
     }
 
