@@ -39,6 +39,12 @@
 #define LLQ_API_VERSION 1
 
 /**
+ * Additions to this major version, counted (compatible: old programs keep working).
+ * 1: LoRA adapters (`llq_adapter_open`, `llq_adapter_free`, `llq_context_set_adapters`).
+ */
+#define LLQ_API_VERSION_MINOR 1
+
+/**
  * `llq_generate` stopped after `max_tokens` tokens.
  */
 #define LLQ_STOP_MAX_TOKENS 0

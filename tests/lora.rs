@@ -1139,7 +1139,7 @@ fn runtime_several_adapters_equal_merged() {
     );
 }
 
-/// On quantized bases: the run-time adapter (f16 file, the default) on a q8_0/q4_0 base
+/// On quantized bases: the run-time adapter (an f16 file) on a q8_0/q4_0 base
 /// against the same adapter merged and then quantized to that type — the two ways to ship
 /// a fine-tune at that size. Mean KL(merged-then-quantized ‖ run-time) over the cases'
 /// last positions and top-1 agreement along the golden continuation (teacher-forced) are
@@ -1411,7 +1411,7 @@ fn decode_overhead_of_a_rank16_adapter_on_1b() {
         )
         .unwrap();
     }
-    // An r = 16 adapter on all seven projections of every layer (f16, the default).
+    // An r = 16 adapter on all seven projections of every layer (an f16 file).
     let adapter = dir.join("tinyllama-shape.r16.llq");
     if !adapter.is_file() {
         let mut targets = Vec::new();

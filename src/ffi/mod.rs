@@ -50,6 +50,10 @@ pub type llq_token = i32;
 /// shared library's SONAME number on Linux (`libllq.so.1`; build.rs reads it from here).
 pub const LLQ_API_VERSION: i32 = 1;
 
+/// Additions to this major version, counted (compatible: old programs keep working).
+/// 1: LoRA adapters (`llq_adapter_open`, `llq_adapter_free`, `llq_context_set_adapters`).
+pub const LLQ_API_VERSION_MINOR: i32 = 1;
+
 /// No token (returned for a missing BOS/EOS, passed to callbacks for trailing text).
 pub const LLQ_TOKEN_NULL: llq_token = -1;
 

@@ -10,13 +10,19 @@ pub mod file;
 pub mod gguf;
 pub mod merge;
 pub mod peft;
-mod sha256;
 
 pub use apply::{AdapterSet, LoraScratch};
 pub use file::{write_adapter, Adapter};
 pub use merge::{merge_adapters, MergedCheckpoint};
 pub use peft::open_peft;
-pub use sha256::sha256_hex;
+/// The hex SHA-256 of `data` (what `sha256sum` prints): the provenance of merged adapters.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 use crate::model::ModelConfig;
 
