@@ -282,3 +282,75 @@ macro_rules! float_kernels {
     };
 }
 pub(crate) use float_kernels;
+
+/// Implements [`F32Simd`] for a token type from a table of the ISA's intrinsics (in the
+/// spirit of ggml's `simd-mappings.h`): each entry is a function or closure called inside
+/// an `unsafe` block. The token type must only be constructible (unsafely) where the
+/// features those intrinsics need were detected.
+macro_rules! impl_f32_simd {
+    ($tok:ty, $v:ty, $lanes:literal {
+        zero: $zero:expr, splat: $splat:expr, fma: $fma:expr, add: $add:expr,
+        reduce: $reduce:expr, load: $load:expr, store: $store:expr,
+        load_f16: $lf16:expr, h2f: $h2f:expr $(, load2_f16: $l2:expr)? $(,)?
+    }) => {
+        // SAFETY (every block in this impl): a token exists only where the intrinsics'
+        // features were detected; pointer arguments are the callers' (see `F32Simd`).
+        impl $crate::kernels::simd::F32Simd for $tok {
+            type V = $v;
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            fn zero(self) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($zero)() }
+            }
+            #[inline(always)]
+            fn splat(self, a: f32) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($splat)(a) }
+            }
+            #[inline(always)]
+            fn fma(self, a: $v, b: $v, acc: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($fma)(a, b, acc) }
+            }
+            #[inline(always)]
+            fn add(self, a: $v, b: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($add)(a, b) }
+            }
+            #[inline(always)]
+            fn reduce(self, v: $v) -> f32 {
+                // SAFETY: see the impl.
+                unsafe { ($reduce)(v) }
+            }
+            #[inline(always)]
+            unsafe fn load(self, p: *const f32) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($load)(p) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut f32, v: $v) {
+                // SAFETY: see the impl.
+                unsafe { ($store)(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn load_f16(self, p: *const half::f16) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($lf16)(p) }
+            }
+            $(
+                #[inline(always)]
+                unsafe fn load2_f16(self, p: *const half::f16) -> [$v; 2] {
+                    // SAFETY: see the impl.
+                    unsafe { ($l2)(p) }
+                }
+            )?
+            #[inline(always)]
+            fn h2f(self, h: half::f16) -> f32 {
+                // SAFETY: see the impl.
+                unsafe { ($h2f)(h.to_bits()) }
+            }
+        }
+    };
+}
+pub(crate) use impl_f32_simd;

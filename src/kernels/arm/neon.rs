@@ -10,7 +10,7 @@ use std::arch::asm;
 
 use half::f16;
 
-use crate::kernels::simd::{self, F32Simd, Q8Dot};
+use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::{BlockQ8_0, QK};
@@ -49,63 +49,21 @@ impl Neon {
     }
 }
 
-// SAFETY (every block in this impl): a `Neon` exists only where neon was detected
-// (`Neon::new`); pointer arguments are the callers' (see `F32Simd`).
-impl F32Simd for Neon {
-    type V = float32x4_t;
-    const LANES: usize = 4;
-    #[inline(always)]
-    fn zero(self) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe { vdupq_n_f32(0.0) }
-    }
-    #[inline(always)]
-    fn splat(self, a: f32) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe { vdupq_n_f32(a) }
-    }
-    #[inline(always)]
-    fn fma(self, a: float32x4_t, b: float32x4_t, acc: float32x4_t) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe { vfmaq_f32(acc, a, b) }
-    }
-    #[inline(always)]
-    fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe { vaddq_f32(a, b) }
-    }
-    #[inline(always)]
-    fn reduce(self, v: float32x4_t) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { vaddvq_f32(v) }
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const f32) -> float32x4_t {
-        // SAFETY: see the impl; 4 readable floats at `p` (caller).
-        unsafe { vld1q_f32(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32, v: float32x4_t) {
-        // SAFETY: see the impl; 4 writable floats at `p` (caller).
-        unsafe { vst1q_f32(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn load_f16(self, p: *const f16) -> float32x4_t {
-        // SAFETY: see the impl; 4 readable f16 at `p` (caller).
-        unsafe { h2f4(vld1_u16(p.cast())) }
-    }
-    #[inline(always)]
-    unsafe fn load2_f16(self, p: *const f16) -> [float32x4_t; 2] {
-        // SAFETY: see the impl; 8 readable f16 at `p` (caller).
-        let (lo, hi) = unsafe { h2f8(vld1q_u16(p.cast())) };
+simd::impl_f32_simd!(Neon, float32x4_t, 4 {
+    zero: || vdupq_n_f32(0.0),
+    splat: vdupq_n_f32,
+    fma: |a, b, acc| vfmaq_f32(acc, a, b),
+    add: vaddq_f32,
+    reduce: vaddvq_f32,
+    load: vld1q_f32,
+    store: vst1q_f32,
+    load_f16: |p: *const f16| h2f4(vld1_u16(p.cast())),
+    h2f: h2f,
+    load2_f16: |p: *const f16| {
+        let (lo, hi) = h2f8(vld1q_u16(p.cast()));
         [lo, hi]
-    }
-    #[inline(always)]
-    fn h2f(self, h: f16) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { h2f(h.to_bits()) }
-    }
-}
+    },
+});
 
 // SAFETY (every block in this impl): as for `F32Simd`.
 impl Q8Dot for Neon {

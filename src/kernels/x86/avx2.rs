@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::simd::{self, F32Simd, Q8Dot};
+use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::{BlockQ8_0, QK};
 
@@ -50,57 +50,17 @@ impl Avx2 {
     }
 }
 
-// SAFETY (every block in this impl): an `Avx2` exists only where avx2, fma and f16c
-// were detected (`Avx2::new`); pointer arguments are the callers' (see `F32Simd`).
-impl F32Simd for Avx2 {
-    type V = __m256;
-    const LANES: usize = 8;
-    #[inline(always)]
-    fn zero(self) -> __m256 {
-        // SAFETY: see the impl.
-        unsafe { _mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    fn splat(self, a: f32) -> __m256 {
-        // SAFETY: see the impl.
-        unsafe { _mm256_set1_ps(a) }
-    }
-    #[inline(always)]
-    fn fma(self, a: __m256, b: __m256, acc: __m256) -> __m256 {
-        // SAFETY: see the impl.
-        unsafe { _mm256_fmadd_ps(a, b, acc) }
-    }
-    #[inline(always)]
-    fn add(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: see the impl.
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn reduce(self, v: __m256) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { hsum(v) }
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const f32) -> __m256 {
-        // SAFETY: see the impl; 8 readable floats at `p` (caller), unaligned load.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32, v: __m256) {
-        // SAFETY: see the impl; 8 writable floats at `p` (caller), unaligned store.
-        unsafe { _mm256_storeu_ps(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn load_f16(self, p: *const f16) -> __m256 {
-        // SAFETY: see the impl; 8 readable f16 at `p` (caller), unaligned load.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
-    }
-    #[inline(always)]
-    fn h2f(self, h: f16) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { h2f(h.to_bits()) }
-    }
-}
+simd::impl_f32_simd!(Avx2, __m256, 8 {
+    zero: _mm256_setzero_ps,
+    splat: _mm256_set1_ps,
+    fma: _mm256_fmadd_ps,
+    add: _mm256_add_ps,
+    reduce: hsum,
+    load: _mm256_loadu_ps,
+    store: _mm256_storeu_ps,
+    load_f16: |p: *const f16| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+    h2f: h2f,
+});
 
 // SAFETY (every block in this impl): as for `F32Simd`.
 impl Q8Dot for Avx2 {

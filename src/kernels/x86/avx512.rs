@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::avx2::{h2f, load_q8, scale2, AVX2};
-use crate::kernels::simd::{self, F32Simd, Q8Dot};
+use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::BlockQ8_0;
 
@@ -54,57 +54,17 @@ impl Avx512 {
     }
 }
 
-// SAFETY (every block in this impl): an `Avx512` exists only where its features were
-// detected (`Avx512::new`); pointer arguments are the callers' (see `F32Simd`).
-impl F32Simd for Avx512 {
-    type V = __m512;
-    const LANES: usize = 16;
-    #[inline(always)]
-    fn zero(self) -> __m512 {
-        // SAFETY: see the impl.
-        unsafe { _mm512_setzero_ps() }
-    }
-    #[inline(always)]
-    fn splat(self, a: f32) -> __m512 {
-        // SAFETY: see the impl.
-        unsafe { _mm512_set1_ps(a) }
-    }
-    #[inline(always)]
-    fn fma(self, a: __m512, b: __m512, acc: __m512) -> __m512 {
-        // SAFETY: see the impl.
-        unsafe { _mm512_fmadd_ps(a, b, acc) }
-    }
-    #[inline(always)]
-    fn add(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: see the impl.
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn reduce(self, v: __m512) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { _mm512_reduce_add_ps(v) }
-    }
-    #[inline(always)]
-    unsafe fn load(self, p: *const f32) -> __m512 {
-        // SAFETY: see the impl; 16 readable floats at `p` (caller), unaligned load.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32, v: __m512) {
-        // SAFETY: see the impl; 16 writable floats at `p` (caller), unaligned store.
-        unsafe { _mm512_storeu_ps(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn load_f16(self, p: *const f16) -> __m512 {
-        // SAFETY: see the impl; 16 readable f16 at `p` (caller), unaligned load.
-        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
-    }
-    #[inline(always)]
-    fn h2f(self, h: f16) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { h2f(h.to_bits()) }
-    }
-}
+simd::impl_f32_simd!(Avx512, __m512, 16 {
+    zero: _mm512_setzero_ps,
+    splat: _mm512_set1_ps,
+    fma: _mm512_fmadd_ps,
+    add: _mm512_add_ps,
+    reduce: _mm512_reduce_add_ps,
+    load: _mm512_loadu_ps,
+    store: _mm512_storeu_ps,
+    load_f16: |p: *const f16| _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+    h2f: h2f,
+});
 
 // SAFETY (every block in this impl): as for `F32Simd`.
 impl Q8Dot for Avx512 {
