@@ -4,6 +4,8 @@
 //! * `gemm128/<level>/<type>/<rows>x<cols>`: 128 tokens, throughput in elements = ops
 //!   (2 per multiply-add), i.e. read "Gelem/s" as GOPS;
 //! * `threads/<n>/...`: the best level's matvec with a pool of n threads;
+//! * `attn/<level>/<kernel>`: the attention and KV-cache kernels of one head (64 values,
+//!   512 cache slots) and the float dots, throughput in multiply-adds;
 //! * `membw/read_1GiB`: sum of a 1 GiB buffer, the machine's single-thread read bandwidth.
 //!
 //! Short measurement times keep a full run to a few minutes: `cargo bench --bench kernels`.
@@ -183,6 +185,67 @@ fn threads(c: &mut Criterion) {
     g.finish();
 }
 
+fn attn(c: &mut Criterion) {
+    use half::f16;
+    use llq::quant::{quantize_row_q8_0, BlockQ8_0, QK};
+    let (hd, slots, stride) = (64usize, 512usize, 192usize);
+    let mut rng = Rng(0x9e37_79b9);
+    let q: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
+    let k32: Vec<f32> = (0..slots * stride).map(|_| rng.f()).collect();
+    let k16: Vec<f16> = k32.iter().map(|&v| f16::from_f32(v)).collect();
+    let p: Vec<f32> = (0..slots).map(|_| rng.f().abs() / slots as f32).collect();
+    // Odd lengths so the tails run too.
+    let n = 2048 + 37;
+    let a32: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+    let b32: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+    let a16: Vec<f16> = a32.iter().map(|&v| f16::from_f32(v)).collect();
+    let mut qa = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; 2048 / QK];
+    let mut qb = qa.clone();
+    quantize_row_q8_0(&a32[..2048], &mut qa);
+    quantize_row_q8_0(&b32[..2048], &mut qb);
+    let mut g = c.benchmark_group("attn");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(700));
+    for k in available() {
+        let name = |what: &str| format!("{}/{what}", k.name);
+        let mut s = vec![0.0f32; slots];
+        let mut o = vec![0.0f32; hd];
+        g.throughput(Throughput::Elements((slots * hd) as u64));
+        g.bench_function(name("scores_f32"), |b| {
+            b.iter(|| (k.attn_scores_f32)(&q, &k32, stride, &mut s))
+        });
+        g.bench_function(name("scores_f16"), |b| {
+            b.iter(|| (k.attn_scores_f16)(&q, &k16, stride, &mut s))
+        });
+        g.bench_function(name("values_f32"), |b| {
+            b.iter(|| (k.attn_values_f32)(&mut o, &p, &k32, stride))
+        });
+        g.bench_function(name("values_f16"), |b| {
+            b.iter(|| (k.attn_values_f16)(&mut o, &p, &k16, stride))
+        });
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(name("dot_f32"), |b| {
+            b.iter(|| (k.dot_f32)(std::hint::black_box(&a32), &b32))
+        });
+        g.bench_function(name("dot_f16"), |b| {
+            b.iter(|| (k.dot_f16)(std::hint::black_box(&a16), &b32))
+        });
+        let mut acc = a32.clone();
+        g.bench_function(name("axpy_f32"), |b| {
+            b.iter(|| (k.axpy_f32)(&mut acc, 1e-3, &b32))
+        });
+        g.bench_function(name("axpy_f16"), |b| {
+            b.iter(|| (k.axpy_f16)(&mut acc, 1e-3, &a16))
+        });
+        g.throughput(Throughput::Elements(2048));
+        g.bench_function(name("dot_q8_0"), |b| {
+            b.iter(|| (k.dot_q8_0)(std::hint::black_box(&qa), &qb))
+        });
+    }
+    g.finish();
+}
+
 fn membw(c: &mut Criterion) {
     let n = (1usize << 30) / 8;
     let buf: Vec<u64> = (0..n as u64).collect();
@@ -206,5 +269,5 @@ fn membw(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, membw, matvec, gemm, threads);
+criterion_group!(benches, membw, matvec, gemm, threads, attn);
 criterion_main!(benches);

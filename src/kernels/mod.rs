@@ -9,6 +9,7 @@
 pub mod cpu;
 pub mod matmul;
 pub mod scalar;
+mod simd;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;

@@ -12,34 +12,62 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::neon::{self, h2f, ld_s8, ld_u8, load_act, load_q8, scales16, store4};
+use super::neon::{h2f, ld_s8, ld_u8, load_act, load_q8, scales16, store4, NEON};
+use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::BlockQ8_0;
 
-pub(crate) static KERNELS: Kernels = Kernels {
+/// neon with the SDOT dot and group kernels; the i8mm level starts from it.
+pub(super) const DOTPROD: Kernels = Kernels {
     name: "dotprod",
     dot_q8_0,
-    dot_f16: neon::dot_f16,
-    dot_f32: neon::dot_f32,
-    axpy_f32: neon::axpy_f32,
-    axpy_f16: neon::axpy_f16,
-    attn_scores_f32: neon::attn_scores_f32,
-    attn_scores_f16: neon::attn_scores_f16,
-    attn_values_f32: neon::attn_values_f32,
-    attn_values_f16: neon::attn_values_f16,
-    softmax: super::activation::softmax,
-    silu_mul: super::activation::silu_mul,
-    quantize_q8_0: neon::quantize_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
+    ..NEON
 };
 
-pub(super) fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through tables installed after detecting neon + dotprod.
-    unsafe { dot_q8_sdot(w, x) }
+pub(crate) static KERNELS: Kernels = DOTPROD;
+
+/// Token of neon + dotprod.
+#[derive(Clone, Copy)]
+struct Dotprod(());
+
+impl Dotprod {
+    /// # Safety
+    /// The CPU must have neon and dotprod.
+    #[inline(always)]
+    unsafe fn new() -> Dotprod {
+        Dotprod(())
+    }
 }
+
+// SAFETY (every block in this impl): a `Dotprod` exists only where neon and dotprod were
+// detected (`Dotprod::new`).
+impl Q8Dot for Dotprod {
+    type Acc = float32x4_t;
+    #[inline(always)]
+    fn zero(self) -> float32x4_t {
+        // SAFETY: see the impl.
+        unsafe { vdupq_n_f32(0.0) }
+    }
+    #[inline(always)]
+    fn step(self, acc: float32x4_t, w: &BlockQ8_0, x: &BlockQ8_0) -> float32x4_t {
+        // SAFETY: see the impl.
+        unsafe {
+            let s = vcvtq_f32_s32(idot(&load_q8(w), &load_q8(x)));
+            vfmaq_n_f32(acc, s, h2f(w.d) * h2f(x.d))
+        }
+    }
+    #[inline(always)]
+    fn finish(self, a: float32x4_t, b: float32x4_t) -> f32 {
+        // SAFETY: see the impl.
+        unsafe { vaddvq_f32(vaddq_f32(a, b)) }
+    }
+}
+
+simd::kernel!("neon,dotprod", Dotprod::new(), dot_q8_0,
+    (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 
 fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
@@ -74,26 +102,6 @@ fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 #[target_feature(enable = "neon,dotprod")]
 fn idot(w: &[int8x16_t; 2], x: &[int8x16_t; 2]) -> int32x4_t {
     sdot(sdot(vdupq_n_s32(0), w[0], x[0]), w[1], x[1])
-}
-
-#[target_feature(enable = "neon,dotprod")]
-fn dot_q8_sdot(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    let step = |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
-        let s = vcvtq_f32_s32(idot(&load_q8(a), &load_q8(b)));
-        vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
-    };
-    // Two named accumulators (an indexed array would live in memory).
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step(acc0, &a[0], &b[0]);
-        acc1 = step(acc1, &a[1], &b[1]);
-    }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step(acc0, a, b);
-    }
-    vaddvq_f32(vaddq_f32(acc0, acc1))
 }
 
 /// `acc[i] += Σ_k w[4i + k] · x[4L + k]`: SDOT by element (lane `L` of `x` against every

@@ -15,27 +15,17 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::dotprod;
-use super::neon::{self, ld_s8, ld_u8, load_act, scales16, store4};
+use super::dotprod::{self, DOTPROD};
+use super::neon::{ld_s8, ld_u8, load_act, scales16, store4};
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 
+/// dotprod with the SMMLA group kernels (matrix × vector stays SDOT).
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "i8mm",
-    dot_q8_0: dotprod::dot_q8_0,
-    dot_f16: neon::dot_f16,
-    dot_f32: neon::dot_f32,
-    axpy_f32: neon::axpy_f32,
-    axpy_f16: neon::axpy_f16,
-    attn_scores_f32: neon::attn_scores_f32,
-    attn_scores_f16: neon::attn_scores_f16,
-    attn_values_f32: neon::attn_values_f32,
-    attn_values_f16: neon::attn_values_f16,
-    softmax: super::activation::softmax,
-    silu_mul: super::activation::silu_mul,
-    quantize_q8_0: neon::quantize_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
+    ..DOTPROD
 };
 
 fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {

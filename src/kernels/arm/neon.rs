@@ -10,11 +10,13 @@ use std::arch::asm;
 
 use half::f16;
 
+use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::{BlockQ8_0, QK};
 
-pub(crate) static KERNELS: Kernels = Kernels {
+/// The neon table; the higher AArch64 levels start from it.
+pub(super) const NEON: Kernels = Kernels {
     name: "neon",
     dot_q8_0,
     dot_f16,
@@ -32,136 +34,63 @@ pub(crate) static KERNELS: Kernels = Kernels {
     gemm_q4_0x16,
 };
 
-fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { dot_q8_neon(w, x) }
-}
+pub(crate) static KERNELS: Kernels = NEON;
 
-pub(super) fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
-    unsafe { dot_f16_neon(w, x) }
-}
+/// Token of neon: 4-lane `q` vectors for the skeletons of `simd`.
+#[derive(Clone, Copy)]
+pub(super) struct Neon(());
 
-pub(super) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
-    unsafe { dot_f32_neon(w, x) }
-}
-
-pub(super) fn axpy_f32(out: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(out.len(), x.len());
-    // SAFETY: only reachable through the AArch64 tables, installed after detecting neon.
-    unsafe { axpy_f32_neon(out, a, x) }
-}
-
-pub(super) fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
-    assert_eq!(out.len(), x.len());
-    // SAFETY: only reachable through the AArch64 tables, installed after detecting neon.
-    unsafe { axpy_f16_neon(out, a, x) }
-}
-
-pub(super) fn attn_scores_f32(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
-    crate::kernels::attn_dims(out.len(), q.len(), stride, keys.len());
-    // SAFETY: only reachable through the AArch64 tables, installed after detecting neon.
-    unsafe {
-        for (j, s) in out.iter_mut().enumerate() {
-            *s = dot_f32_neon(&keys[j * stride..j * stride + q.len()], q);
-        }
+impl Neon {
+    /// # Safety
+    /// The CPU must have neon.
+    #[inline(always)]
+    pub(super) unsafe fn new() -> Neon {
+        Neon(())
     }
 }
 
-pub(super) fn attn_scores_f16(q: &[f32], keys: &[f16], stride: usize, out: &mut [f32]) {
-    crate::kernels::attn_dims(out.len(), q.len(), stride, keys.len());
-    // SAFETY: as above.
-    unsafe {
-        for (j, s) in out.iter_mut().enumerate() {
-            *s = dot_f16_neon(&keys[j * stride..j * stride + q.len()], q);
-        }
-    }
-}
+simd::impl_f32_simd!(Neon, float32x4_t, 4 {
+    zero: || vdupq_n_f32(0.0),
+    splat: vdupq_n_f32,
+    fma: |a, b, acc| vfmaq_f32(acc, a, b),
+    add: vaddq_f32,
+    reduce: vaddvq_f32,
+    load: vld1q_f32,
+    store: vst1q_f32,
+    load_f16: |p: *const f16| h2f4(vld1_u16(p.cast())),
+    h2f: h2f,
+    load2_f16: |p: *const f16| {
+        let (lo, hi) = h2f8(vld1q_u16(p.cast()));
+        [lo, hi]
+    },
+});
 
-pub(super) fn attn_values_f32(o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) {
-    crate::kernels::attn_dims(p.len(), o.len(), stride, vals.len());
-    // SAFETY: as above; `attn_dims` checked that every row is inside `vals`.
-    unsafe {
-        let n = o.len() / 4 * 4;
-        for c in (0..n).step_by(4) {
-            let mut acc = vld1q_f32(o.as_ptr().add(c));
-            for (j, &pj) in p.iter().enumerate() {
-                acc = vfmaq_n_f32(acc, vld1q_f32(vals.as_ptr().add(j * stride + c)), pj);
-            }
-            vst1q_f32(o.as_mut_ptr().add(c), acc);
-        }
-        for d in n..o.len() {
-            for (j, &pj) in p.iter().enumerate() {
-                o[d] += pj * vals[j * stride + d];
-            }
-        }
+// SAFETY (every block in this impl): as for `F32Simd`.
+impl Q8Dot for Neon {
+    type Acc = float32x4_t;
+    #[inline(always)]
+    fn zero(self) -> float32x4_t {
+        // SAFETY: see the impl.
+        unsafe { vdupq_n_f32(0.0) }
     }
-}
-
-pub(super) fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
-    crate::kernels::attn_dims(p.len(), o.len(), stride, vals.len());
-    // SAFETY: as above; `attn_dims` checked that every row is inside `vals`.
-    unsafe {
-        let n = o.len() / 8 * 8;
-        for c in (0..n).step_by(8) {
-            let (mut a0, mut a1) = (
-                vld1q_f32(o.as_ptr().add(c)),
-                vld1q_f32(o.as_ptr().add(c + 4)),
-            );
-            for (j, &pj) in p.iter().enumerate() {
-                let (v0, v1) = h2f8(vld1q_u16(vals.as_ptr().add(j * stride + c).cast()));
-                a0 = vfmaq_n_f32(a0, v0, pj);
-                a1 = vfmaq_n_f32(a1, v1, pj);
-            }
-            vst1q_f32(o.as_mut_ptr().add(c), a0);
-            vst1q_f32(o.as_mut_ptr().add(c + 4), a1);
-        }
-        for d in n..o.len() {
-            for (j, &pj) in p.iter().enumerate() {
-                o[d] += pj * h2f(vals[j * stride + d].to_bits());
-            }
-        }
-    }
-}
-
-#[target_feature(enable = "neon")]
-fn axpy_f32_neon(out: &mut [f32], a: f32, x: &[f32]) {
-    let n = out.len() / 4 * 4;
-    for i in (0..n).step_by(4) {
-        // SAFETY: i + 4 <= n <= len of both slices.
+    #[inline(always)]
+    fn step(self, acc: float32x4_t, w: &BlockQ8_0, x: &BlockQ8_0) -> float32x4_t {
+        // SAFETY: see the impl.
         unsafe {
-            let o = out.as_mut_ptr().add(i);
-            vst1q_f32(
-                o,
-                vfmaq_n_f32(vld1q_f32(o), vld1q_f32(x.as_ptr().add(i)), a),
-            );
+            let s = vcvtq_f32_s32(idot(&load_q8(w), &load_q8(x)));
+            vfmaq_n_f32(acc, s, h2f(w.d) * h2f(x.d))
         }
     }
-    for i in n..out.len() {
-        out[i] += a * x[i];
+    #[inline(always)]
+    fn finish(self, a: float32x4_t, b: float32x4_t) -> f32 {
+        // SAFETY: see the impl.
+        unsafe { vaddvq_f32(vaddq_f32(a, b)) }
     }
 }
 
-#[target_feature(enable = "neon")]
-fn axpy_f16_neon(out: &mut [f32], a: f32, x: &[f16]) {
-    let n = out.len() / 8 * 8;
-    for i in (0..n).step_by(8) {
-        // SAFETY: i + 8 <= n <= len of both slices.
-        unsafe {
-            let (v0, v1) = h2f8(vld1q_u16(x.as_ptr().add(i).cast()));
-            let o = out.as_mut_ptr().add(i);
-            vst1q_f32(o, vfmaq_n_f32(vld1q_f32(o), v0, a));
-            vst1q_f32(o.add(4), vfmaq_n_f32(vld1q_f32(o.add(4)), v1, a));
-        }
-    }
-    for i in n..out.len() {
-        out[i] += a * h2f(x[i].to_bits());
-    }
-}
+simd::float_kernels!("neon", Neon::new(), 2);
+simd::kernel!("neon", Neon::new(), dot_q8_0,
+    (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 
 pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);
@@ -195,6 +124,23 @@ pub(super) fn h2f(h: u16) -> f32 {
             "fcvtl {v:v}.4s, {v:v}.4h",
             h = in(reg) h as u32,
             v = out(vreg) r,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    r
+}
+
+/// Four f16 → four f32.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn h2f4(h: uint16x4_t) -> float32x4_t {
+    let r: float32x4_t;
+    // SAFETY: register-only instruction of base Advanced SIMD (neon was detected).
+    unsafe {
+        asm!(
+            "fcvtl {r:v}.4s, {h:v}.4h",
+            h = in(vreg) h,
+            r = out(vreg) r,
             options(pure, nomem, nostack, preserves_flags)
         );
     }
@@ -284,78 +230,6 @@ fn idot(w: &[int8x16_t; 2], x: &[int8x16_t; 2]) -> int32x4_t {
 
 // ---------------------------------------------------------------------------------------
 // Matrix × vector.
-
-#[target_feature(enable = "neon")]
-fn dot_q8_neon(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    let step = |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
-        let s = vcvtq_f32_s32(idot(&load_q8(a), &load_q8(b)));
-        vfmaq_n_f32(acc, s, h2f(a.d) * h2f(b.d))
-    };
-    // Two named accumulators (an indexed array would live in memory).
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step(acc0, &a[0], &b[0]);
-        acc1 = step(acc1, &a[1], &b[1]);
-    }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step(acc0, a, b);
-    }
-    vaddvq_f32(vaddq_f32(acc0, acc1))
-}
-
-#[target_feature(enable = "neon")]
-fn dot_f16_neon(w: &[f16], x: &[f32]) -> f32 {
-    let n = w.len() / 16 * 16;
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    for i in (0..n).step_by(16) {
-        for k in 0..2 {
-            let o = i + 8 * k;
-            // SAFETY: o + 8 <= n <= len of both slices.
-            let (h, x0, x1) = unsafe {
-                (
-                    vld1q_u16(w.as_ptr().add(o).cast()),
-                    vld1q_f32(x.as_ptr().add(o)),
-                    vld1q_f32(x.as_ptr().add(o + 4)),
-                )
-            };
-            let (w0, w1) = h2f8(h);
-            acc[2 * k] = vfmaq_f32(acc[2 * k], w0, x0);
-            acc[2 * k + 1] = vfmaq_f32(acc[2 * k + 1], w1, x1);
-        }
-    }
-    let mut s = vaddvq_f32(vaddq_f32(
-        vaddq_f32(acc[0], acc[1]),
-        vaddq_f32(acc[2], acc[3]),
-    ));
-    for i in n..w.len() {
-        s += h2f(w[i].to_bits()) * x[i];
-    }
-    s
-}
-
-#[target_feature(enable = "neon")]
-fn dot_f32_neon(w: &[f32], x: &[f32]) -> f32 {
-    let n = w.len() / 16 * 16;
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    for i in (0..n).step_by(16) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            let o = i + 4 * k;
-            // SAFETY: o + 4 <= n <= len of both slices.
-            let (wv, xv) = unsafe { (vld1q_f32(w.as_ptr().add(o)), vld1q_f32(x.as_ptr().add(o))) };
-            *a = vfmaq_f32(*a, wv, xv);
-        }
-    }
-    let mut s = vaddvq_f32(vaddq_f32(
-        vaddq_f32(acc[0], acc[1]),
-        vaddq_f32(acc[2], acc[3]),
-    ));
-    for i in n..w.len() {
-        s += w[i] * x[i];
-    }
-    s
-}
 
 /// Bit-identical to `quant::quantize_row_q8_0`: `fcvtas` rounds half away from zero and
 /// saturates (NaN → 0) exactly like `f32::round() as i32`, and the saturating narrows

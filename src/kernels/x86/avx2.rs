@@ -12,10 +12,12 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{attn_dims, Kernels};
+use crate::kernels::simd::{self, Q8Dot};
+use crate::kernels::Kernels;
 use crate::quant::{BlockQ8_0, QK};
 
-pub(crate) static KERNELS: Kernels = Kernels {
+/// The avx2 table; the higher x86 levels start from it.
+pub(super) const AVX2: Kernels = Kernels {
     name: "avx2",
     dot_q8_0,
     dot_f16,
@@ -33,120 +35,57 @@ pub(crate) static KERNELS: Kernels = Kernels {
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
 };
 
-fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS, installed after detecting avx2+fma+f16c.
-    unsafe { dot_q8_0_avx2(w, x) }
-}
+pub(crate) static KERNELS: Kernels = AVX2;
 
-pub(super) fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
-    unsafe { dot_f16_avx2(w, x) }
-}
+/// Token of avx2 + fma + f16c: 8-lane `ymm` vectors for the skeletons of `simd`.
+#[derive(Clone, Copy)]
+pub(super) struct Avx2(());
 
-pub(super) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
-    unsafe { dot_f32_avx2(w, x) }
-}
-
-pub(super) fn axpy_f32(out: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(out.len(), x.len());
-    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
-    unsafe { axpy_f32_avx2(out, a, x) }
-}
-
-pub(super) fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
-    assert_eq!(out.len(), x.len());
-    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
-    unsafe { axpy_f16_avx2(out, a, x) }
-}
-
-pub(super) fn attn_scores_f32(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
-    attn_dims(out.len(), q.len(), stride, keys.len());
-    // SAFETY: only reachable through KERNELS tables of levels that require avx2+fma+f16c.
-    unsafe {
-        for (j, s) in out.iter_mut().enumerate() {
-            *s = dot_f32_avx2(&keys[j * stride..j * stride + q.len()], q);
-        }
+impl Avx2 {
+    /// # Safety
+    /// The CPU must have avx2, fma and f16c.
+    #[inline(always)]
+    pub(super) unsafe fn new() -> Avx2 {
+        Avx2(())
     }
 }
 
-pub(super) fn attn_scores_f16(q: &[f32], keys: &[f16], stride: usize, out: &mut [f32]) {
-    attn_dims(out.len(), q.len(), stride, keys.len());
-    // SAFETY: as above.
-    unsafe {
-        for (j, s) in out.iter_mut().enumerate() {
-            *s = dot_f16_avx2(&keys[j * stride..j * stride + q.len()], q);
-        }
+simd::impl_f32_simd!(Avx2, __m256, 8 {
+    zero: _mm256_setzero_ps,
+    splat: _mm256_set1_ps,
+    fma: _mm256_fmadd_ps,
+    add: _mm256_add_ps,
+    reduce: hsum,
+    load: _mm256_loadu_ps,
+    store: _mm256_storeu_ps,
+    load_f16: |p: *const f16| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+    h2f: h2f,
+});
+
+// SAFETY (every block in this impl): as for `F32Simd`.
+impl Q8Dot for Avx2 {
+    type Acc = __m256;
+    #[inline(always)]
+    fn zero(self) -> __m256 {
+        // SAFETY: see the impl.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    fn step(self, acc: __m256, w: &BlockQ8_0, x: &BlockQ8_0) -> __m256 {
+        // SAFETY: see the impl.
+        unsafe { step_q8(acc, w, x) }
+    }
+    #[inline(always)]
+    fn finish(self, a: __m256, b: __m256) -> f32 {
+        // SAFETY: see the impl.
+        unsafe { hsum(_mm256_add_ps(a, b)) }
     }
 }
 
-pub(super) fn attn_values_f32(o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) {
-    attn_dims(p.len(), o.len(), stride, vals.len());
-    // SAFETY: as above; the bounds were checked by `attn_dims`.
-    unsafe {
-        attn_values_avx2(
-            o,
-            p,
-            vals.as_ptr(),
-            stride,
-            |ptr| _mm256_loadu_ps(ptr),
-            |v| *v,
-        )
-    }
-}
+simd::float_kernels!("avx2,fma,f16c", Avx2::new(), 1);
 
-pub(super) fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
-    attn_dims(p.len(), o.len(), stride, vals.len());
-    // SAFETY: as above; the bounds were checked by `attn_dims`.
-    unsafe {
-        attn_values_avx2(
-            o,
-            p,
-            vals.as_ptr(),
-            stride,
-            |ptr| _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast())),
-            |v| h2f(v.to_bits()),
-        )
-    }
-}
-
-/// `o[d] += Σ_j p[j] · row_j[d]` with row j at `vals + j · stride`: 8 output values at a
-/// time stay in a register across all keys.
-///
-/// # Safety
-/// avx2, fma and f16c must be available, and `p.len()` rows of `o.len()` values at
-/// `stride` must be readable from `vals`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attn_values_avx2<T>(
-    o: &mut [f32],
-    p: &[f32],
-    vals: *const T,
-    stride: usize,
-    load8: impl Fn(*const T) -> __m256,
-    one: impl Fn(&T) -> f32,
-) {
-    let n = o.len() / 8 * 8;
-    for c in (0..n).step_by(8) {
-        // SAFETY: c + 8 <= o.len(); rows j < p.len() are readable (caller).
-        unsafe {
-            let mut acc = _mm256_loadu_ps(o.as_ptr().add(c));
-            for (j, &pj) in p.iter().enumerate() {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(pj), load8(vals.add(j * stride + c)), acc);
-            }
-            _mm256_storeu_ps(o.as_mut_ptr().add(c), acc);
-        }
-    }
-    for (d, od) in o.iter_mut().enumerate().skip(n) {
-        for (j, &pj) in p.iter().enumerate() {
-            // SAFETY: d < o.len(); rows j < p.len() are readable (caller).
-            *od += pj * one(unsafe { &*vals.add(j * stride + d) });
-        }
-    }
-}
+simd::kernel!("avx2,fma,f16c", Avx2::new(), dot_q8_0,
+    (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 
 pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);
@@ -214,112 +153,6 @@ pub(super) fn scale2(a: u16, b: u16) -> __m256 {
 fn step_q8(acc: __m256, a: &BlockQ8_0, b: &BlockQ8_0) -> __m256 {
     let s = idot16(&widen(load_q8(a)), &widen(load_q8(b)));
     _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale2(a.d, b.d), acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q8_0_avx2(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    // Two named accumulators (not an indexed array, which would live in memory).
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step_q8(acc0, &a[0], &b[0]);
-        acc1 = step_q8(acc1, &a[1], &b[1]);
-    }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step_q8(acc0, a, b);
-    }
-    hsum(_mm256_add_ps(acc0, acc1))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f16_avx2(w: &[f16], x: &[f32]) -> f32 {
-    let n = w.len() / 32 * 32;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in (0..n).step_by(32) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            let o = i + 8 * k;
-            // SAFETY: o + 8 <= n <= len of both slices; unaligned loads.
-            let (wv, xv) = unsafe {
-                (
-                    _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(o).cast())),
-                    _mm256_loadu_ps(x.as_ptr().add(o)),
-                )
-            };
-            *a = _mm256_fmadd_ps(wv, xv, *a);
-        }
-    }
-    let mut s = hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ));
-    for i in n..w.len() {
-        s += h2f(w[i].to_bits()) * x[i];
-    }
-    s
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f32_avx2(w: &[f32], x: &[f32]) -> f32 {
-    let n = w.len() / 32 * 32;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in (0..n).step_by(32) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            let o = i + 8 * k;
-            // SAFETY: o + 8 <= n <= len of both slices; unaligned loads.
-            let (wv, xv) = unsafe {
-                (
-                    _mm256_loadu_ps(w.as_ptr().add(o)),
-                    _mm256_loadu_ps(x.as_ptr().add(o)),
-                )
-            };
-            *a = _mm256_fmadd_ps(wv, xv, *a);
-        }
-    }
-    let mut s = hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ));
-    for i in n..w.len() {
-        s += w[i] * x[i];
-    }
-    s
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn axpy_f32_avx2(out: &mut [f32], a: f32, x: &[f32]) {
-    let n = out.len() / 8 * 8;
-    let av = _mm256_set1_ps(a);
-    for i in (0..n).step_by(8) {
-        // SAFETY: i + 8 <= n <= len of both slices; unaligned loads and store.
-        unsafe {
-            let o = out.as_mut_ptr().add(i);
-            _mm256_storeu_ps(
-                o,
-                _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(o)),
-            );
-        }
-    }
-    for i in n..out.len() {
-        out[i] += a * x[i];
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn axpy_f16_avx2(out: &mut [f32], a: f32, x: &[f16]) {
-    let n = out.len() / 8 * 8;
-    let av = _mm256_set1_ps(a);
-    for i in (0..n).step_by(8) {
-        // SAFETY: i + 8 <= n <= len of both slices; unaligned loads and store.
-        unsafe {
-            let o = out.as_mut_ptr().add(i);
-            let v = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(av, v, _mm256_loadu_ps(o)));
-        }
-    }
-    for i in n..out.len() {
-        out[i] += a * h2f(x[i].to_bits());
-    }
 }
 
 // ---------------------------------------------------------------------------------------

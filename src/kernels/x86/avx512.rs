@@ -15,65 +15,83 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::avx2::{self, h2f, load_q8, scale2};
+use super::avx2::{h2f, load_q8, scale2, AVX2};
+use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::BlockQ8_0;
 
+/// avx2 with 512-bit dots. The group kernels stay AVX2's: AVX-512BW has no `vpsignb` for
+/// the Q8_0 sign trick, and CPUs with AVX-512 but without VNNI (Skylake-SP) are rare by
+/// now. The attention loops, `axpy` and the activation quantizer are AVX2's too (short
+/// rows, a tiny share of the work).
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "avx512",
     dot_q8_0,
     dot_f16,
     dot_f32,
-    axpy_f32: avx2::axpy_f32,
-    axpy_f16: avx2::axpy_f16,
-    attn_scores_f32: avx2::attn_scores_f32,
-    attn_scores_f16: avx2::attn_scores_f16,
-    attn_values_f32: avx2::attn_values_f32,
-    attn_values_f16: avx2::attn_values_f16,
-    softmax: super::activation::softmax,
-    silu_mul: super::activation::silu_mul,
-    quantize_q8_0: avx2::quantize_q8_0,
-    // The AVX2 group kernels: AVX-512BW has no `vpsignb` for the Q8_0 sign trick, and
-    // CPUs with AVX-512 but without VNNI (Skylake-SP) are rare by now.
-    gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
-    gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
+    ..AVX2
 };
 
+/// avx512 with the VNNI dot and group kernels.
 pub(crate) static KERNELS_VNNI: Kernels = Kernels {
     name: "avx512vnni",
     dot_q8_0: dot_q8_0_vnni,
-    dot_f16,
-    dot_f32,
-    axpy_f32: avx2::axpy_f32,
-    axpy_f16: avx2::axpy_f16,
-    attn_scores_f32: avx2::attn_scores_f32,
-    attn_scores_f16: avx2::attn_scores_f16,
-    attn_values_f32: avx2::attn_values_f32,
-    attn_values_f16: avx2::attn_values_f16,
-    softmax: super::activation::softmax,
-    silu_mul: super::activation::silu_mul,
-    quantize_q8_0: avx2::quantize_q8_0,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_vnni,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_vnni,
+    ..KERNELS
 };
 
-fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through KERNELS, installed after detecting avx512f/bw/vl+avx2.
-    unsafe { dot_q8_0_512(w, x) }
+/// Token of avx2 + fma + f16c + avx512f/bw/vl: 16-lane `zmm` vectors.
+#[derive(Clone, Copy)]
+struct Avx512(());
+
+impl Avx512 {
+    /// # Safety
+    /// The CPU must have avx2, fma, f16c, avx512f, avx512bw and avx512vl.
+    #[inline(always)]
+    unsafe fn new() -> Avx512 {
+        Avx512(())
+    }
 }
 
-fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through the avx512 tables, installed after feature detection.
-    unsafe { dot_f16_512(w, x) }
+simd::impl_f32_simd!(Avx512, __m512, 16 {
+    zero: _mm512_setzero_ps,
+    splat: _mm512_set1_ps,
+    fma: _mm512_fmadd_ps,
+    add: _mm512_add_ps,
+    reduce: _mm512_reduce_add_ps,
+    load: _mm512_loadu_ps,
+    store: _mm512_storeu_ps,
+    load_f16: |p: *const f16| _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+    h2f: h2f,
+});
+
+// SAFETY (every block in this impl): as for `F32Simd`.
+impl Q8Dot for Avx512 {
+    type Acc = __m512;
+    #[inline(always)]
+    fn zero(self) -> __m512 {
+        // SAFETY: see the impl.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    fn step(self, acc: __m512, w: &BlockQ8_0, x: &BlockQ8_0) -> __m512 {
+        // SAFETY: see the impl.
+        unsafe { step_q8(acc, w, x) }
+    }
+    #[inline(always)]
+    fn finish(self, a: __m512, b: __m512) -> f32 {
+        // SAFETY: see the impl.
+        unsafe { _mm512_reduce_add_ps(_mm512_add_ps(a, b)) }
+    }
 }
 
-fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    // SAFETY: only reachable through the avx512 tables, installed after feature detection.
-    unsafe { dot_f32_512(w, x) }
-}
+simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_q8_0,
+    (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
+simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f32,
+    (w: &[f32], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
+simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f16,
+    (w: &[f16], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
 
 fn dot_q8_0_vnni(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
@@ -102,75 +120,6 @@ fn fma_scaled(acc: __m512, s: __m512i, a: u16, b: u16) -> __m512 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 fn step_q8(acc: __m512, a: &BlockQ8_0, b: &BlockQ8_0) -> __m512 {
     fma_scaled(acc, _mm512_madd_epi16(w16_q8(a), w16_q8(b)), a.d, b.d)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-fn dot_q8_0_512(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (a, b) in wc.zip(xc) {
-        acc0 = step_q8(acc0, &a[0], &b[0]);
-        acc1 = step_q8(acc1, &a[1], &b[1]);
-    }
-    for (a, b) in wt.iter().zip(xt) {
-        acc0 = step_q8(acc0, a, b);
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-fn dot_f16_512(w: &[f16], x: &[f32]) -> f32 {
-    let n = w.len() / 64 * 64;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    for i in (0..n).step_by(64) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            let o = i + 16 * k;
-            // SAFETY: o + 16 <= n <= len of both slices; unaligned loads.
-            let (wv, xv) = unsafe {
-                (
-                    _mm512_cvtph_ps(_mm256_loadu_si256(w.as_ptr().add(o).cast())),
-                    _mm512_loadu_ps(x.as_ptr().add(o)),
-                )
-            };
-            *a = _mm512_fmadd_ps(wv, xv, *a);
-        }
-    }
-    let mut s = _mm512_reduce_add_ps(_mm512_add_ps(
-        _mm512_add_ps(acc[0], acc[1]),
-        _mm512_add_ps(acc[2], acc[3]),
-    ));
-    for i in n..w.len() {
-        s += h2f(w[i].to_bits()) * x[i];
-    }
-    s
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-fn dot_f32_512(w: &[f32], x: &[f32]) -> f32 {
-    let n = w.len() / 64 * 64;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    for i in (0..n).step_by(64) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            let o = i + 16 * k;
-            // SAFETY: o + 16 <= n <= len of both slices; unaligned loads.
-            let (wv, xv) = unsafe {
-                (
-                    _mm512_loadu_ps(w.as_ptr().add(o)),
-                    _mm512_loadu_ps(x.as_ptr().add(o)),
-                )
-            };
-            *a = _mm512_fmadd_ps(wv, xv, *a);
-        }
-    }
-    let mut s = _mm512_reduce_add_ps(_mm512_add_ps(
-        _mm512_add_ps(acc[0], acc[1]),
-        _mm512_add_ps(acc[2], acc[3]),
-    ));
-    for i in n..w.len() {
-        s += w[i] * x[i];
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,356 @@
+//! Loop skeletons written once over small SIMD traits; each ISA supplies only its
+//! vector type and a handful of `#[inline(always)]` primitives.
+//!
+//! * [`F32Simd`]: an f32 vector (width, load, store, f16 load, fma, add, reduce). The
+//!   float dots, `axpy` and the attention loops below are generic over it.
+//! * [`Q8Dot`]: one Q8_0 block pair's contribution to a float accumulator (`smull` +
+//!   `sadalp` on NEON, SDOT on dotprod, `vpmaddwd` on AVX2 and AVX-512); [`dot_q8_0`] is
+//!   the two-accumulator loop over a row around it.
+//!
+//! A value of an implementing type is a *token*: it can only be made (unsafely) where the
+//! ISA's features are known to be present, so its methods are safe to call. The skeletons
+//! are `#[inline(always)]` and meant to be called from a `#[target_feature]` function of
+//! the same ISA (see [`float_kernels!`]), into which they and the primitives inline.
+//!
+//! Every skeleton keeps the exact operation order of the per-ISA loops it replaced, so the
+//! results are bit-identical to them (tests/kernels.rs checks every level against scalar).
+
+use half::f16;
+
+use crate::quant::BlockQ8_0;
+
+/// An f32 SIMD vector type and its primitives (see the module comment for the token rule).
+pub(crate) trait F32Simd: Copy {
+    type V: Copy;
+    /// f32 lanes per vector.
+    const LANES: usize;
+    fn zero(self) -> Self::V;
+    fn splat(self, a: f32) -> Self::V;
+    /// `acc + a · b`, one rounding.
+    fn fma(self, a: Self::V, b: Self::V, acc: Self::V) -> Self::V;
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Sum of the lanes (in the ISA's own, fixed order).
+    fn reduce(self, v: Self::V) -> f32;
+    /// # Safety
+    /// `LANES` floats must be readable at `p`.
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// # Safety
+    /// `LANES` floats must be writable at `p`.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// `LANES` f16 values converted to f32.
+    ///
+    /// # Safety
+    /// `LANES` f16 must be readable at `p`.
+    unsafe fn load_f16(self, p: *const f16) -> Self::V;
+    /// `2 · LANES` f16 values as two vectors (NEON converts one 128-bit load with
+    /// `fcvtl` + `fcvtl2`).
+    ///
+    /// # Safety
+    /// `2 · LANES` f16 must be readable at `p`.
+    #[inline(always)]
+    unsafe fn load2_f16(self, p: *const f16) -> [Self::V; 2] {
+        // SAFETY: 2 · LANES readable f16 at `p` (caller).
+        unsafe { [self.load_f16(p), self.load_f16(p.add(Self::LANES))] }
+    }
+    /// One f16 to f32 (the scalar tails).
+    fn h2f(self, h: f16) -> f32;
+}
+
+/// An element type the float skeletons read: f32 or f16.
+pub(crate) trait Elem: Copy {
+    /// `U` consecutive vectors (`U` is 1 or 2).
+    ///
+    /// # Safety
+    /// `U · LANES` values must be readable at `p`.
+    unsafe fn load_n<S: F32Simd, const U: usize>(s: S, p: *const Self) -> [S::V; U];
+    fn to_f32<S: F32Simd>(s: S, v: Self) -> f32;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    unsafe fn load_n<S: F32Simd, const U: usize>(s: S, p: *const f32) -> [S::V; U] {
+        // SAFETY: U · LANES readable floats at `p` (caller).
+        std::array::from_fn(|k| unsafe { s.load(p.add(k * S::LANES)) })
+    }
+    #[inline(always)]
+    fn to_f32<S: F32Simd>(_: S, v: f32) -> f32 {
+        v
+    }
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    unsafe fn load_n<S: F32Simd, const U: usize>(s: S, p: *const f16) -> [S::V; U] {
+        if U == 2 {
+            // SAFETY: 2 · LANES readable f16 at `p` (caller, U = 2).
+            let v = unsafe { s.load2_f16(p) };
+            std::array::from_fn(|k| v[k])
+        } else {
+            // SAFETY: U · LANES readable f16 at `p` (caller).
+            std::array::from_fn(|k| unsafe { s.load_f16(p.add(k * S::LANES)) })
+        }
+    }
+    #[inline(always)]
+    fn to_f32<S: F32Simd>(s: S, v: f16) -> f32 {
+        s.h2f(v)
+    }
+}
+
+/// `Σ w[i] · x[i]`: four accumulators over `4 · LANES` values per step (vectors `2k` and
+/// `2k + 1` loaded as a pair), added `(a0 + a1) + (a2 + a3)` and reduced, then the tail
+/// `s += w[i] · x[i]` in order. Panics unless the lengths are equal.
+#[inline(always)]
+pub(crate) fn dot<S: F32Simd, E: Elem>(s: S, w: &[E], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let l = S::LANES;
+    let n = w.len() / (4 * l) * (4 * l);
+    let mut acc = [s.zero(); 4];
+    for i in (0..n).step_by(4 * l) {
+        for k in 0..2 {
+            let o = i + 2 * l * k;
+            // SAFETY: o + 2 · LANES <= n <= len of both slices.
+            let (wv, xv) = unsafe {
+                (
+                    E::load_n::<S, 2>(s, w.as_ptr().add(o)),
+                    f32::load_n::<S, 2>(s, x.as_ptr().add(o)),
+                )
+            };
+            acc[2 * k] = s.fma(wv[0], xv[0], acc[2 * k]);
+            acc[2 * k + 1] = s.fma(wv[1], xv[1], acc[2 * k + 1]);
+        }
+    }
+    let mut r = s.reduce(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3])));
+    for i in n..w.len() {
+        r += E::to_f32(s, w[i]) * x[i];
+    }
+    r
+}
+
+/// `out += a · x`, `U · LANES` values per step, then the tail `out[i] += a · x[i]`.
+/// Panics unless the lengths are equal.
+#[inline(always)]
+pub(crate) fn axpy<S: F32Simd, E: Elem, const U: usize>(s: S, out: &mut [f32], a: f32, x: &[E]) {
+    assert_eq!(out.len(), x.len());
+    let step = U * S::LANES;
+    let n = out.len() / step * step;
+    let av = s.splat(a);
+    for i in (0..n).step_by(step) {
+        // SAFETY: i + U · LANES <= n <= len of both slices.
+        unsafe {
+            let o = out.as_mut_ptr().add(i);
+            let xv = E::load_n::<S, U>(s, x.as_ptr().add(i));
+            let ov = f32::load_n::<S, U>(s, o);
+            for k in 0..U {
+                s.store(o.add(k * S::LANES), s.fma(av, xv[k], ov[k]));
+            }
+        }
+    }
+    for i in n..out.len() {
+        out[i] += a * E::to_f32(s, x[i]);
+    }
+}
+
+/// `out[j] = dot(keys[j · stride..][..q.len()], q)` (see `Kernels::attn_scores_f32`).
+#[inline(always)]
+pub(crate) fn attn_scores<S: F32Simd, E: Elem>(
+    s: S,
+    q: &[f32],
+    keys: &[E],
+    stride: usize,
+    out: &mut [f32],
+) {
+    super::attn_dims(out.len(), q.len(), stride, keys.len());
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot(s, &keys[j * stride..j * stride + q.len()], q);
+    }
+}
+
+/// `o[d] += Σ_j p[j] · vals[j · stride + d]`: `U · LANES` output values at a time stay in
+/// registers across all keys; the tail element by element, keys in order.
+#[inline(always)]
+pub(crate) fn attn_values<S: F32Simd, E: Elem, const U: usize>(
+    s: S,
+    o: &mut [f32],
+    p: &[f32],
+    vals: &[E],
+    stride: usize,
+) {
+    super::attn_dims(p.len(), o.len(), stride, vals.len());
+    let step = U * S::LANES;
+    let n = o.len() / step * step;
+    for c in (0..n).step_by(step) {
+        // SAFETY: c + U · LANES <= o.len(); `attn_dims` checked that rows j < p.len() of
+        // o.len() values at `stride` are inside `vals`.
+        unsafe {
+            let mut acc = f32::load_n::<S, U>(s, o.as_ptr().add(c));
+            for (j, &pj) in p.iter().enumerate() {
+                let v = E::load_n::<S, U>(s, vals.as_ptr().add(j * stride + c));
+                for k in 0..U {
+                    acc[k] = s.fma(s.splat(pj), v[k], acc[k]);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                s.store(o.as_mut_ptr().add(c + k * S::LANES), *a);
+            }
+        }
+    }
+    for (d, od) in o.iter_mut().enumerate().skip(n) {
+        for (j, &pj) in p.iter().enumerate() {
+            *od += pj * E::to_f32(s, vals[j * stride + d]);
+        }
+    }
+}
+
+/// One Q8_0 block pair's `Σ w·x · d_w · d_x` added to a float accumulator.
+pub(crate) trait Q8Dot: Copy {
+    type Acc: Copy;
+    fn zero(self) -> Self::Acc;
+    fn step(self, acc: Self::Acc, w: &BlockQ8_0, x: &BlockQ8_0) -> Self::Acc;
+    /// `reduce(a + b)`.
+    fn finish(self, a: Self::Acc, b: Self::Acc) -> f32;
+}
+
+/// `Σ_b d_w · d_x · Σ w·x` over a row pair of Q8_0 blocks: even and odd blocks in two
+/// named accumulators (an indexed array would live in memory), an odd last block into the
+/// first. Panics unless the lengths are equal.
+#[inline(always)]
+pub(crate) fn dot_q8_0<K: Q8Dot>(k: K, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let (mut acc0, mut acc1) = (k.zero(), k.zero());
+    let (wc, xc) = (w.chunks_exact(2), x.chunks_exact(2));
+    let (wt, xt) = (wc.remainder(), xc.remainder());
+    for (a, b) in wc.zip(xc) {
+        acc0 = k.step(acc0, &a[0], &b[0]);
+        acc1 = k.step(acc1, &a[1], &b[1]);
+    }
+    for (a, b) in wt.iter().zip(xt) {
+        acc0 = k.step(acc0, a, b);
+    }
+    k.finish(acc0, acc1)
+}
+
+/// Generates the safe table entry `fn $name(args) -> ret`: a `#[target_feature($feat)]`
+/// function that makes the token `$tok` (an `unsafe` expression) and runs `$body` with it
+/// as `$s`, behind a safe wrapper.
+///
+/// Soundness rests on the caller: the generated function may only be installed in tables
+/// that `push_available` hands out after detecting `$feat`.
+macro_rules! kernel {
+    ($feat:literal, $tok:expr, $name:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty, |$s:ident| $body:expr) => {
+        pub(super) fn $name($($arg: $ty),*) -> $ret {
+            #[target_feature(enable = $feat)]
+            fn imp($($arg: $ty),*) -> $ret {
+                // SAFETY: this function is compiled for `$feat` and only called (below)
+                // from table entries installed after detecting it, so the token is valid.
+                let $s = unsafe { $tok };
+                $body
+            }
+            // SAFETY: only reachable through kernel tables that `push_available` hands
+            // out after detecting `$feat`.
+            unsafe { imp($($arg),*) }
+        }
+    };
+}
+pub(crate) use kernel;
+
+/// Generates the safe table entries `dot_f32`, `dot_f16`, `axpy_f32`, `axpy_f16`,
+/// `attn_scores_f32`, `attn_scores_f16`, `attn_values_f32` and `attn_values_f16` of one
+/// ISA from the skeletons above with [`kernel!`]. `$u16`: vectors per step of the f16
+/// `axpy` / `attn_values` loops (1 or 2).
+macro_rules! float_kernels {
+    ($feat:literal, $tok:expr, $u16:literal) => {
+        $crate::kernels::simd::kernel!($feat, $tok, dot_f32, (w: &[f32], x: &[f32]) -> f32,
+            |s| $crate::kernels::simd::dot(s, w, x));
+        $crate::kernels::simd::kernel!($feat, $tok, dot_f16, (w: &[half::f16], x: &[f32]) -> f32,
+            |s| $crate::kernels::simd::dot(s, w, x));
+        $crate::kernels::simd::kernel!($feat, $tok, axpy_f32, (out: &mut [f32], a: f32, x: &[f32]) -> (),
+            |s| $crate::kernels::simd::axpy::<_, f32, 1>(s, out, a, x));
+        $crate::kernels::simd::kernel!($feat, $tok, axpy_f16, (out: &mut [f32], a: f32, x: &[half::f16]) -> (),
+            |s| $crate::kernels::simd::axpy::<_, half::f16, $u16>(s, out, a, x));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_f32,
+            (q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores(s, q, keys, stride, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_f16,
+            (q: &[f32], keys: &[half::f16], stride: usize, out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores(s, q, keys, stride, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_values_f32,
+            (o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) -> (),
+            |s| $crate::kernels::simd::attn_values::<_, f32, 1>(s, o, p, vals, stride));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_values_f16,
+            (o: &mut [f32], p: &[f32], vals: &[half::f16], stride: usize) -> (),
+            |s| $crate::kernels::simd::attn_values::<_, half::f16, $u16>(s, o, p, vals, stride));
+    };
+}
+pub(crate) use float_kernels;
+
+/// Implements [`F32Simd`] for a token type from a table of the ISA's intrinsics (in the
+/// spirit of ggml's `simd-mappings.h`): each entry is a function or closure called inside
+/// an `unsafe` block. The token type must only be constructible (unsafely) where the
+/// features those intrinsics need were detected.
+macro_rules! impl_f32_simd {
+    ($tok:ty, $v:ty, $lanes:literal {
+        zero: $zero:expr, splat: $splat:expr, fma: $fma:expr, add: $add:expr,
+        reduce: $reduce:expr, load: $load:expr, store: $store:expr,
+        load_f16: $lf16:expr, h2f: $h2f:expr $(, load2_f16: $l2:expr)? $(,)?
+    }) => {
+        // SAFETY (every block in this impl): a token exists only where the intrinsics'
+        // features were detected; pointer arguments are the callers' (see `F32Simd`).
+        impl $crate::kernels::simd::F32Simd for $tok {
+            type V = $v;
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            fn zero(self) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($zero)() }
+            }
+            #[inline(always)]
+            fn splat(self, a: f32) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($splat)(a) }
+            }
+            #[inline(always)]
+            fn fma(self, a: $v, b: $v, acc: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($fma)(a, b, acc) }
+            }
+            #[inline(always)]
+            fn add(self, a: $v, b: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($add)(a, b) }
+            }
+            #[inline(always)]
+            fn reduce(self, v: $v) -> f32 {
+                // SAFETY: see the impl.
+                unsafe { ($reduce)(v) }
+            }
+            #[inline(always)]
+            unsafe fn load(self, p: *const f32) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($load)(p) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut f32, v: $v) {
+                // SAFETY: see the impl.
+                unsafe { ($store)(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn load_f16(self, p: *const half::f16) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($lf16)(p) }
+            }
+            $(
+                #[inline(always)]
+                unsafe fn load2_f16(self, p: *const half::f16) -> [$v; 2] {
+                    // SAFETY: see the impl.
+                    unsafe { ($l2)(p) }
+                }
+            )?
+            #[inline(always)]
+            fn h2f(self, h: half::f16) -> f32 {
+                // SAFETY: see the impl.
+                unsafe { ($h2f)(h.to_bits()) }
+            }
+        }
+    };
+}
+pub(crate) use impl_f32_simd;
