@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llq::convert::{gguf_tokenizer_parts, GgufCheckpoint};
 use llq::convert::{convert, Silent};
+use llq::convert::{gguf_tokenizer_parts, GgufCheckpoint};
 use llq::gguf::GgufFile;
 use llq::quant::DType;
 use llq::tokenizer::Tokenizer;
@@ -14,7 +14,8 @@ const MAX_DEQUANT: u64 = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
     // The last byte (when present) picks the conversion's target type.
-    let target = [DType::Q8_0, DType::Q4_0, DType::F16, DType::F32][*data.last().unwrap_or(&0) as usize % 4];
+    let target =
+        [DType::Q8_0, DType::Q4_0, DType::F16, DType::F32][*data.last().unwrap_or(&0) as usize % 4];
     let Ok(f) = GgufFile::from_bytes(data.to_vec()) else {
         return;
     };

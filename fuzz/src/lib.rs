@@ -44,7 +44,8 @@ pub fn fixtures() -> PathBuf {
 /// their input into fixed names in it: the readers under test take paths.
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
 }
 
 /// The tiny checkpoint of `seeds/tiny-hf` (written by `tools/make_seeds.py`; head_dim 32,
