@@ -1,4 +1,5 @@
-//! `.llq` open (mapped and read into memory) and every tensor view of the model.
+//! `.llq` open (mapped and read into memory) and every tensor view of the model, with the
+//! header CRC recomputed by the harness.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,9 +18,25 @@ fn touch_weight(m: &Model, t: &TensorRef) {
     }
 }
 
+/// Where the fixed header keeps its size (the header CRC32 follows the header).
+const HEADER_SIZE_AT: usize = 8;
+
 fuzz_target!(|data: &[u8]| {
+    // Recompute the header CRC, as an attacker would, so that mutations of the header and
+    // tensor directory reach the checks after it instead of all failing the checksum.
+    let mut bytes = data.to_vec();
+    if let Some(hs) = bytes.get(HEADER_SIZE_AT..HEADER_SIZE_AT + 8) {
+        let hs = u64::from_le_bytes(hs.try_into().unwrap());
+        if let Some(hs) = usize::try_from(hs)
+            .ok()
+            .filter(|&h| h.saturating_add(4) <= bytes.len())
+        {
+            let crc = crc32fast::hash(&bytes[..hs]);
+            bytes[hs..hs + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
     let path = llq_fuzz::scratch().join("input.llq");
-    std::fs::write(&path, data).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
     for in_memory in [false, true] {
         if let Ok(f) = LlqFile::open_with(&path, in_memory) {
             let _ = f.version();
