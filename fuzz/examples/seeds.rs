@@ -1,0 +1,74 @@
+//! Writes the seeds that need the library: `.llq` files converted from the tiny
+//! checkpoint `tools/make_seeds.py` writes to `seeds/tiny-hf`, the compact tokenizer
+//! form, and prompt caches for `llq_fuzz::tiny_model()`. Run from `fuzz/` after the script.
+
+use std::path::Path;
+
+use llq::convert::{convert, open_checkpoint, Silent};
+use llq::kv::prompt_cache::save;
+use llq::kv::{CacheType, KvCache, KvConfig};
+use llq::model::Model;
+use llq::quant::DType;
+
+fn put(target: &str, name: &str, data: &[u8]) {
+    let d = Path::new("corpus").join(target);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(name), data).unwrap();
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = open_checkpoint(Path::new("seeds/tiny-hf")).unwrap();
+    for dtype in [DType::Q4_0, DType::Q8_0, DType::F16] {
+        let out = tmp.path().join(format!("{}.llq", dtype.name()));
+        convert(ck.as_ref(), dtype, &out, &Silent).unwrap();
+        put(
+            "llq_open",
+            &format!("tiny-{}", dtype.name()),
+            &std::fs::read(&out).unwrap(),
+        );
+    }
+    let m = Model::open(&tmp.path().join("q4_0.llq")).unwrap();
+    let tok = m.tokenizer().unwrap();
+    let text = b"Hello world! \xc3\xa9 <|im_start|>";
+    put(
+        "tokenizer",
+        "compact-tiny",
+        &[&[2u8][..], &llq_fuzz::join(&[&tok.to_bytes(), text])].concat(),
+    );
+
+    // Prompt caches for the model the target loads, one per cache type, with the flags
+    // byte the target reads: type in bits 4-5, context 41 (bit 6), identity patched.
+    let model = llq_fuzz::tiny_model();
+    let c = &model.config;
+    for (ti, ct) in CacheType::ALL.into_iter().enumerate() {
+        let cfg = KvConfig {
+            cache_type: ct,
+            ..KvConfig::default()
+        };
+        let mut cache = KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 41, cfg).unwrap();
+        let n = 3;
+        let kv: Vec<f32> = (0..n * c.kv_dim())
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        for l in 0..c.n_layers {
+            cache.store(l, &kv, &kv);
+        }
+        cache.advance(n);
+        let logits: Vec<f32> = (0..c.vocab_size).map(|i| i as f32 / 100.0).collect();
+        let p = tmp.path().join(format!("{}.pcache", ct.name()));
+        save(&p, &model.identity(), &cache, &[1, 5, 9], &logits).unwrap();
+        let flags = 0x40 | ((ti as u8) << 4);
+        put(
+            "prompt_cache",
+            &format!("cache-{}", ct.name()),
+            &[&[flags][..], &std::fs::read(&p).unwrap()].concat(),
+        );
+        put(
+            "prompt_cache",
+            &format!("cache-{}-patched", ct.name()),
+            &[&[flags | 3][..], &std::fs::read(&p).unwrap()].concat(),
+        );
+    }
+    println!("seeds written");
+}
