@@ -4,7 +4,8 @@
 #   2. the kernel-dependent tests again with each other kernel level this CPU has forced
 #      (LLQ_KERNEL; real-model bounds on the first windows of the text),
 #   3. the C example and the misuse program under valgrind memcheck,
-#   4. AArch64 under qemu (Pi 4 / Pi 5 / i8mm CPUs).
+#   4. AArch64 under qemu (Pi 4 / Pi 5 / i8mm CPUs),
+#   5. a short smoke of every fuzz target (tools/fuzz-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,3 +51,8 @@ tools/valgrind-c-example.sh
 
 echo "== AArch64 under qemu" >&2
 tools/test-aarch64.sh
+
+# Every fuzz target for a short smoke on its checked-in corpus (docs/RELIABILITY.md has
+# the campaigns); a crash fails the run and leaves its input in fuzz/artifacts/.
+echo "== fuzz smoke" >&2
+FUZZ_SMOKE_SECS=${FUZZ_SMOKE_SECS:-10} tools/fuzz-smoke.sh
