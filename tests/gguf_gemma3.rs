@@ -14,6 +14,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use llq::gguf::{dequantize, GgmlType, GgufFile, GgufTensorInfo};
+use llq::quant::interleave::{interleave_q8_0, BlockQ8_0x16, GROUP};
+use llq::quant::{block_bytes, blocks, BlockQ8_0, WeightKind, WeightView};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -177,4 +179,118 @@ fn every_tensor_dequantizes_bit_exactly_like_gguf_py() {
             path.display()
         );
     }
+}
+
+/// A 2-D GGUF tensor in llq's own storage: its weight kind and the bytes of that kind,
+/// built straight from the GGUF blocks (no round trip through f32). `None` for the types
+/// llq does not import that way.
+fn repack(info: &GgufTensorInfo, data: &[u8]) -> Option<(WeightKind, Vec<u8>)> {
+    let cols = info.dims[0] as usize;
+    let rows = info.dims[1] as usize;
+    match info.ggml_type {
+        // ggml's block_q8_0 is llq's BlockQ8_0 (f16 scale, 32 i8).
+        GgmlType::Q8_0 => {
+            let nb = cols / 32;
+            let mut plain = blocks::<BlockQ8_0>(data).to_vec();
+            // Interleaved kinds pad the row count to a whole group with zero blocks.
+            let zero = BlockQ8_0 { d: 0, qs: [0; 32] };
+            plain.resize(rows.next_multiple_of(GROUP) * nb, zero);
+            let mut out = vec![
+                BlockQ8_0x16 {
+                    d: [0; GROUP],
+                    qs: [0; GROUP * 32]
+                };
+                plain.len() / GROUP
+            ];
+            for (g, sb) in plain.chunks_exact(GROUP * nb).zip(out.chunks_exact_mut(nb)) {
+                interleave_q8_0(g, sb);
+            }
+            Some((WeightKind::Q8_0x16, block_bytes(&out).to_vec()))
+        }
+        _ => None,
+    }
+}
+
+/// sha256 of a repacked matrix decoded row by row through [`WeightView::dequantize_row`].
+fn rows_sha256(view: &WeightView) -> String {
+    let mut row = vec![0f32; view.cols];
+    let mut bytes = Vec::with_capacity(view.cols * 4);
+    let mut h = Sha256::new();
+    for r in 0..view.rows {
+        row.fill(f32::NAN);
+        view.dequantize_row(r, &mut row);
+        bytes.clear();
+        bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        h.update(&bytes);
+    }
+    hex(h.finalize())
+}
+
+#[test]
+fn every_2d_quantized_tensor_repacked_into_llq_storage_decodes_like_gguf_py() {
+    let path = common::gemma3_gguf();
+    let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let refs = refs();
+    assert_eq!(file.tensors().len(), refs.len());
+    let start = std::time::Instant::now();
+    let results: Vec<(GgmlType, Option<WeightKind>, Option<String>)> = file
+        .tensors()
+        .par_iter()
+        .zip(&refs)
+        .filter(|(info, _)| info.dims.len() == 2 && info.ggml_type != GgmlType::F32)
+        .map(|(info, r)| {
+            assert_eq!(info.name, r.name);
+            let Some((kind, bytes)) = repack(info, file.tensor_data(info)) else {
+                return (info.ggml_type, None, None);
+            };
+            // The view reads its blocks in place: give them the 64-byte alignment the
+            // .llq reader guarantees.
+            let mut buf = vec![0u8; bytes.len() + 64];
+            let at = buf.as_ptr().align_offset(64);
+            buf[at..at + bytes.len()].copy_from_slice(&bytes);
+            let view = WeightView {
+                kind,
+                rows: info.dims[1] as usize,
+                cols: info.dims[0] as usize,
+                data: &buf[at..at + bytes.len()],
+            };
+            let got = rows_sha256(&view);
+            let bad = (got != r.f32_sha256).then(|| {
+                format!(
+                    "{} ({} as {kind:?}): rows decode to sha256 {got}, gguf-py {}",
+                    r.name, r.ty, r.f32_sha256
+                )
+            });
+            (info.ggml_type, Some(kind), bad)
+        })
+        .collect();
+
+    let mut per_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (ty, kind, _) in &results {
+        let e = per_type.entry(ty.name()).or_default();
+        if kind.is_some() {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    eprintln!("2-D quantized tensors repacked in {:.1?}:", start.elapsed());
+    for (ty, (checked, skipped)) in &per_type {
+        eprintln!("  {ty:5} {checked:4} repacked and checked, {skipped:4} without an import path");
+    }
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.2.as_ref()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} repacked tensors differ from gguf-py:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        per_type.get("Q8_0").is_some_and(|c| c.0 > 0),
+        "no Q8_0 tensor repacked"
+    );
 }
