@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::format::{keys, LlqWriter, TensorPlan, Value};
 use crate::model::{names, ModelConfig};
 use crate::quant::interleave::{BlockQ4_0x16, BlockQ8_0x16, Interleaved, GROUP};
+use crate::quant::kx16::{
+    BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
+};
 use crate::quant::{blocks, blocks_mut, quantize_row_weighted, DType, WeightKind};
 
 /// A source of weights in llq's canonical naming and orientation.
@@ -175,6 +178,12 @@ pub fn encode_matrix(
         WeightKind::F32 | WeightKind::F16 => encode_rows(kind.dtype(), data, cols, weights, out),
         WeightKind::Q8_0x16 => encode_groups::<BlockQ8_0x16>(data, cols, weights, out),
         WeightKind::Q4_0x16 => encode_groups::<BlockQ4_0x16>(data, cols, weights, out),
+        WeightKind::Q4_1x16 => encode_groups::<BlockQ4_1x16>(data, cols, weights, out),
+        WeightKind::Q5_0x16 => encode_groups::<BlockQ5_0x16>(data, cols, weights, out),
+        WeightKind::Q5_1x16 => encode_groups::<BlockQ5_1x16>(data, cols, weights, out),
+        WeightKind::Q4_Kx16 => encode_groups::<BlockQ4_Kx16>(data, cols, weights, out),
+        WeightKind::Q5_Kx16 => encode_groups::<BlockQ5_Kx16>(data, cols, weights, out),
+        WeightKind::Q6_Kx16 => encode_groups::<BlockQ6_Kx16>(data, cols, weights, out),
     }
 }
 
