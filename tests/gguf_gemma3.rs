@@ -5,6 +5,11 @@
 //! `tools/gen_gemma3_dequant_refs.py` recorded from `gguf.quants.dequantize` in
 //! `tests/data/gemma3_dequant_sha256.json`: bit-exact dequantization of ~270M values.
 //!
+//! Second, every 2-D quantized tensor (Q4_K, Q6_K, Q5_0, Q8_0) is imported into llq's
+//! `rows16` storage straight from its GGUF blocks (`quant::native` / `quant::kx16`, no
+//! f32 round trip) and decoded row by row through `WeightView::dequantize_row`: the rows
+//! must hash to the same sha256, so the import loses nothing.
+//!
 //! `tools/fetch_gemma3.sh` (run by `tools/setup.sh`) downloads the model; set
 //! LLQ_GEMMA3_GGUF to use another copy. Run it optimized:
 //! `cargo test --release --test gguf_gemma3`.
@@ -14,8 +19,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use llq::gguf::{dequantize, GgmlType, GgufFile, GgufTensorInfo};
-use llq::quant::interleave::{interleave_q8_0, BlockQ8_0x16, GROUP};
-use llq::quant::{block_bytes, blocks, BlockQ8_0, WeightKind, WeightView};
+use llq::quant::interleave::{BlockQ4_0x16, BlockQ8_0x16, Interleaved, GROUP};
+use llq::quant::kx16::{
+    BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
+};
+use llq::quant::{blocks, blocks_mut, WeightKind, WeightView};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -181,34 +189,82 @@ fn every_tensor_dequantizes_bit_exactly_like_gguf_py() {
     }
 }
 
-/// A 2-D GGUF tensor in llq's own storage: its weight kind and the bytes of that kind,
-/// built straight from the GGUF blocks (no round trip through f32). `None` for the types
-/// llq does not import that way.
-fn repack(info: &GgufTensorInfo, data: &[u8]) -> Option<(WeightKind, Vec<u8>)> {
-    let cols = info.dims[0] as usize;
-    let rows = info.dims[1] as usize;
-    match info.ggml_type {
-        // ggml's block_q8_0 is llq's BlockQ8_0 (f16 scale, 32 i8).
-        GgmlType::Q8_0 => {
-            let nb = cols / 32;
-            let mut plain = blocks::<BlockQ8_0>(data).to_vec();
-            // Interleaved kinds pad the row count to a whole group with zero blocks.
-            let zero = BlockQ8_0 { d: 0, qs: [0; 32] };
-            plain.resize(rows.next_multiple_of(GROUP) * nb, zero);
-            let mut out = vec![
-                BlockQ8_0x16 {
-                    d: [0; GROUP],
-                    qs: [0; GROUP * 32]
-                };
-                plain.len() / GROUP
-            ];
-            for (g, sb) in plain.chunks_exact(GROUP * nb).zip(out.chunks_exact_mut(nb)) {
-                interleave_q8_0(g, sb);
-            }
-            Some((WeightKind::Q8_0x16, block_bytes(&out).to_vec()))
-        }
-        _ => None,
+/// `len` zero bytes at a 64-byte boundary (what the `.llq` reader guarantees a tensor), as
+/// (buffer, offset of the aligned bytes).
+fn aligned_zeros(len: usize) -> (Vec<u8>, usize) {
+    let buf = vec![0u8; len + 64];
+    let at = buf.as_ptr().align_offset(64);
+    (buf, at)
+}
+
+/// A `[rows, cols]` matrix of GGUF blocks (ggml's row-major layout) in llq's `rows16`
+/// storage: the GGUF bytes viewed in place as `B::Plain` blocks and interleaved 16 rows at
+/// a time by `B::interleave`, with no trip through f32. Rows are padded to a whole group
+/// with zero blocks, as `WeightKind::tensor_bytes` lays them out. Returns (buffer, offset).
+fn repack_groups<B: Interleaved>(data: &[u8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
+    let nb = cols / B::COLS;
+    let plain_row = nb * std::mem::size_of::<B::Plain>();
+    assert_eq!(data.len(), rows * plain_row, "GGUF bytes of {rows}x{cols}");
+    let padded = rows.next_multiple_of(GROUP);
+    let (mut src, s) = aligned_zeros(padded * plain_row);
+    src[s..s + data.len()].copy_from_slice(data);
+    let plain = blocks::<B::Plain>(&src[s..s + padded * plain_row]);
+    let (mut out, o) = aligned_zeros(padded * plain_row);
+    let sbs = blocks_mut::<B>(&mut out[o..o + padded * plain_row]);
+    for (g, sb) in plain.chunks_exact(GROUP * nb).zip(sbs.chunks_exact_mut(nb)) {
+        B::interleave(g, sb);
     }
+    (out, o)
+}
+
+/// A 2-D GGUF tensor in llq's own storage: its weight kind and the bytes of that kind,
+/// built straight from the GGUF blocks. `None` for the types without such a kind.
+fn repack(info: &GgufTensorInfo, data: &[u8]) -> Option<(WeightKind, Vec<u8>, usize)> {
+    let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
+    let (kind, (buf, at)) = match info.ggml_type {
+        // ggml's block_q8_0 is llq's BlockQ8_0 (f16 scale, 32 i8).
+        GgmlType::Q8_0 => (
+            WeightKind::Q8_0x16,
+            repack_groups::<BlockQ8_0x16>(data, rows, cols),
+        ),
+        GgmlType::Q4_0 => (
+            WeightKind::Q4_0x16,
+            repack_groups::<BlockQ4_0x16>(data, rows, cols),
+        ),
+        // quant::native's blocks are ggml's byte layouts.
+        GgmlType::Q4_1 => (
+            WeightKind::Q4_1x16,
+            repack_groups::<BlockQ4_1x16>(data, rows, cols),
+        ),
+        GgmlType::Q5_0 => (
+            WeightKind::Q5_0x16,
+            repack_groups::<BlockQ5_0x16>(data, rows, cols),
+        ),
+        GgmlType::Q5_1 => (
+            WeightKind::Q5_1x16,
+            repack_groups::<BlockQ5_1x16>(data, rows, cols),
+        ),
+        GgmlType::Q4_K => (
+            WeightKind::Q4_Kx16,
+            repack_groups::<BlockQ4_Kx16>(data, rows, cols),
+        ),
+        GgmlType::Q5_K => (
+            WeightKind::Q5_Kx16,
+            repack_groups::<BlockQ5_Kx16>(data, rows, cols),
+        ),
+        GgmlType::Q6_K => (
+            WeightKind::Q6_Kx16,
+            repack_groups::<BlockQ6_Kx16>(data, rows, cols),
+        ),
+        _ => return None,
+    };
+    assert_eq!(
+        Some((buf.len() - 64) as u64),
+        kind.tensor_bytes(&[rows as u64, cols as u64]),
+        "{}: repacked size",
+        info.name
+    );
+    Some((kind, buf, at))
 }
 
 /// sha256 of a repacked matrix decoded row by row through [`WeightView::dequantize_row`].
@@ -240,19 +296,14 @@ fn every_2d_quantized_tensor_repacked_into_llq_storage_decodes_like_gguf_py() {
         .filter(|(info, _)| info.dims.len() == 2 && info.ggml_type != GgmlType::F32)
         .map(|(info, r)| {
             assert_eq!(info.name, r.name);
-            let Some((kind, bytes)) = repack(info, file.tensor_data(info)) else {
+            let Some((kind, buf, at)) = repack(info, file.tensor_data(info)) else {
                 return (info.ggml_type, None, None);
             };
-            // The view reads its blocks in place: give them the 64-byte alignment the
-            // .llq reader guarantees.
-            let mut buf = vec![0u8; bytes.len() + 64];
-            let at = buf.as_ptr().align_offset(64);
-            buf[at..at + bytes.len()].copy_from_slice(&bytes);
             let view = WeightView {
                 kind,
                 rows: info.dims[1] as usize,
                 cols: info.dims[0] as usize,
-                data: &buf[at..at + bytes.len()],
+                data: &buf[at..buf.len() - 64 + at],
             };
             let got = rows_sha256(&view);
             let bad = (got != r.f32_sha256).then(|| {
@@ -276,7 +327,7 @@ fn every_2d_quantized_tensor_repacked_into_llq_storage_decodes_like_gguf_py() {
     }
     eprintln!("2-D quantized tensors repacked in {:.1?}:", start.elapsed());
     for (ty, (checked, skipped)) in &per_type {
-        eprintln!("  {ty:5} {checked:4} repacked and checked, {skipped:4} without an import path");
+        eprintln!("  {ty:5} {checked:4} repacked and checked, {skipped:4} without a rows16 kind");
     }
     let failures: Vec<&String> = results.iter().filter_map(|r| r.2.as_ref()).collect();
     assert!(
@@ -289,8 +340,20 @@ fn every_2d_quantized_tensor_repacked_into_llq_storage_decodes_like_gguf_py() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert!(
-        per_type.get("Q8_0").is_some_and(|c| c.0 > 0),
-        "no Q8_0 tensor repacked"
-    );
+    // Every 2-D quantized tensor of this file has a rows16 kind, and each of the four
+    // types is there.
+    for (ty, (_, skipped)) in &per_type {
+        assert_eq!(*skipped, 0, "{ty}: tensors without a rows16 kind");
+    }
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+    ] {
+        assert!(
+            per_type.get(ty.name()).is_some_and(|c| c.0 > 0),
+            "no {ty} tensor repacked"
+        );
+    }
 }
