@@ -341,7 +341,7 @@ fn run_takes_a_checkpoint_directory() {
     };
     let (first, err) = run();
     assert!(
-        err.contains("Hugging Face checkpoint: converting it to q8_0 once"),
+        err.contains("Hugging Face checkpoint: converting it once"),
         "{err}"
     );
     let (second, err) = run();
@@ -352,5 +352,12 @@ fn run_takes_a_checkpoint_directory() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(converted.len(), 1, "{converted:?}");
-    assert!(converted[0].starts_with("tiny-llama-gqa-") && converted[0].ends_with(".q8_0.llq"));
+    assert!(converted[0].starts_with("tiny-llama-gqa-") && converted[0].ends_with(".llq"));
+    // A safetensors checkpoint has no stored types llq keeps: its matrices become q8_0.
+    let f =
+        llq::format::LlqFile::open(&cache.path().join("converted").join(&converted[0])).unwrap();
+    assert_eq!(
+        f.get(llq::format::keys::QUANTIZATION),
+        Some(&llq::format::Value::Str("q8_0".into()))
+    );
 }

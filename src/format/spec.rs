@@ -4,8 +4,9 @@ use crate::quant::{DType, WeightKind};
 
 pub const MAGIC: [u8; 4] = *b"LLQF";
 pub const VERSION_MAJOR: u16 = 1;
-/// 1.1 added the `rows16` layout (a 1.0 reader refuses such files: "unknown layout id").
-pub const VERSION_MINOR: u16 = 1;
+/// 1.1 added the `rows16` layout (a 1.0 reader refuses such files: "unknown layout id");
+/// 1.2 the coded dtypes 4–9, ggml's q4_1 … q6_k (a 1.1 reader: "unknown dtype").
+pub const VERSION_MINOR: u16 = 2;
 
 /// Size of the fixed header that starts every file.
 pub const FIXED_HEADER_LEN: usize = 64;

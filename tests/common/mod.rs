@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llq::convert::{convert, GgufCheckpoint, HfCheckpoint, Silent};
+use llq::convert::{convert, GgufCheckpoint, HfCheckpoint, Silent, Target};
 use llq::model::{Logits, Model, State};
 use llq::quant::DType;
 
@@ -60,17 +60,26 @@ fn models_dir() -> (PathBuf, bool) {
 /// the file is there, converted otherwise (`convert` renames a finished file into place,
 /// so a reader never sees half a file). Conversions within a process are serialized so
 /// that parallel tests wanting the same file convert it once.
-fn convert_once(name: &str, dtype: DType, ck: &dyn llq::convert::Checkpoint) -> PathBuf {
+fn convert_once(
+    name: &str,
+    target: impl Into<Target>,
+    ck: &dyn llq::convert::Checkpoint,
+) -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (dir, shared) = models_dir();
-    let out = dir.join(format!("{name}.{}.llq", dtype.name()));
+    let target = target.into();
+    let label = match target {
+        Target::Type(d) => d.name().to_string(),
+        Target::Keep { fallback } => format!("kept-{}", fallback.name()),
+    };
+    let out = dir.join(format!("{name}.{label}.llq"));
     static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     if done.contains(&out) || (shared && out.is_file()) {
         return out;
     }
-    convert(ck, dtype, &out, &Silent).unwrap();
+    convert(ck, target, &out, &Silent).unwrap();
     done.push(out.clone());
     out
 }
@@ -86,6 +95,19 @@ pub fn convert_fixture_to_scratch(name: &str, dtype: DType) -> PathBuf {
 pub fn convert_smollm2_to_scratch(dtype: DType) -> PathBuf {
     let ck = GgufCheckpoint::open(&smollm2_gguf()).unwrap();
     convert_once("smollm2", dtype, &ck)
+}
+
+/// SmolLM2 with the GGUF's own tensors kept as they are (Q4_1 matrices, Q8_0 embedding:
+/// exactly the weights the f32 goldens were computed with), converted once.
+pub fn convert_smollm2_kept() -> PathBuf {
+    let ck = GgufCheckpoint::open(&smollm2_gguf()).unwrap();
+    convert_once(
+        "smollm2",
+        Target::Keep {
+            fallback: DType::Q8_0,
+        },
+        &ck,
+    )
 }
 
 /// SmolLM2 at `dtype`, opened for the rest of the process.

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""llq runs llama.cpp's own K-quant files: logits against llama.cpp's on the same GGUF.
+
+For each type (default Q4_K_M, Q5_K_M, Q6_K, and the legacy Q4_1/Q5_0/Q5_1 that K-quant
+files use for some rows):
+  1. llama.cpp writes SmolLM2 as an F32 GGUF (llama_model_quantize, ftype ALL_F32, from
+     the Q4_1 GGUF that tools/fetch_smollm2.sh fetches: exactly the weights it holds),
+     then quantizes that F32 file to the type (llama_model_quantize, not a requantize);
+  2. llama.cpp computes every position's logits over english.txt (256-token windows, the
+     protocol of `llq perplexity`), written as an llq KL base file (log-probs, 16 bits);
+  3. `llq convert` imports the GGUF (each tensor keeps its type, no second rounding) and
+     `llq perplexity --kl-divergence-base <llama.cpp's> --kl-divergence` scores it.
+The issue's bar: mean KL ≤ 1e-3 and top-1 agreement ≥ 99% for every type.
+
+Results go to docs/bench/kquant_match.json and are printed; BENCHMARKS.md quotes them.
+Runs inside the virtualenv of tools/bench_vs_llamacpp.py (llama-cpp-python, gguf, numpy).
+
+Usage: tools/kquant_vs_llamacpp.py [--types Q4_K_M Q6_K ...] [--threads 2]
+"""
+
+import argparse
+import ctypes
+import datetime
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_vs_llamacpp as B  # noqa: E402
+
+# llama.cpp's llama_ftype values.
+FTYPES = {"F32": 0, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K_M": 15,
+          "Q5_K_M": 17, "Q6_K": 18}
+DEFAULT_TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q4_1", "Q5_0", "Q5_1"]
+
+
+def llamacpp_quantize(src, dst, ftype, allow_requantize=False):
+    import llama_cpp
+
+    if dst.exists():
+        return dst
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = ftype
+    p.allow_requantize = allow_requantize
+    tmp = dst.with_suffix(".tmp")
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p)):
+        raise SystemExit(f"llama_model_quantize({src} -> ftype {ftype}) failed")
+    tmp.rename(dst)
+    return dst
+
+
+def llamacpp_base(gguf_path, token_ids, window, threads, out):
+    """llama.cpp's log-probs at every scored position, in llq's KL base format."""
+    import numpy as np
+
+    if out.exists():
+        return out
+    lc = B.LlamaCpp(gguf_path, n_ctx=window)
+    lc.context(threads, n_batch=window)
+    vocab = lc.n_vocab
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(b"LLQKLD\x01\x00")
+        f.write(struct.pack("<IIQ", vocab, window, len(token_ids)))
+        f.write(np.asarray(token_ids, dtype="<u4").tobytes())
+        for w in range(len(token_ids) // window):
+            toks = [int(t) for t in token_ids[w * window:(w + 1) * window]]
+            lg = lc.all_logits(toks)[:window - 1].astype(np.float64)
+            mx = lg.max(axis=1, keepdims=True)
+            lp = (lg - (mx + np.log(np.exp(lg - mx).sum(axis=1, keepdims=True)))).astype(np.float32)
+            # The same 16-bit encoding as llq's save_base_logits (in f32 arithmetic).
+            mn, mxv = lp.min(axis=1), lp.max(axis=1)
+            step = np.maximum((mxv - mn) / np.float32(65535.0), np.finfo(np.float32).tiny)
+            q = np.clip(np.round((lp - mn[:, None]) / step[:, None]), 0, 65535).astype("<u2")
+            for r in range(lp.shape[0]):
+                f.write(struct.pack("<ff", mn[r], step[r]))
+                f.write(q[r].tobytes())
+    lc.close()
+    tmp.rename(out)
+    return out
+
+
+def main():
+    B.ensure_venv()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--types", nargs="+", default=DEFAULT_TYPES)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--llq", help="llq binary (default: cargo build --release)")
+    args = ap.parse_args()
+    llq = B.llq_binary(args)
+    fx = B.FIXTURES / "smollm2"
+    pj = json.loads((fx / "perplexity.json").read_text())
+    window, ids = pj["window"], pj["token_ids"]
+    text = fx / pj["text_file"]
+    if not B.SMOL_GGUF.exists():
+        subprocess.run(["bash", str(B.ROOT / "tools/fetch_smollm2.sh")], check=True)
+    B.WORK.mkdir(parents=True, exist_ok=True)
+    f32 = llamacpp_quantize(B.SMOL_GGUF, B.WORK / "smollm2-135m.llamacpp.f32.gguf",
+                            FTYPES["F32"], allow_requantize=True)
+    rows = []
+    for t in args.types:
+        gg = llamacpp_quantize(f32, B.WORK / f"smollm2-135m.{t}.from-f32.gguf", FTYPES[t])
+        base = llamacpp_base(gg, ids, window, args.threads, B.WORK / f"smollm2-135m.{t}.llamacpp.kld")
+        lq = B.WORK / f"smollm2-135m.{t}.kept.llq"
+        B.sh([str(llq), "convert", str(gg), "-o", str(lq)])
+        r = B.llq_ppl(llq, lq, text, window, base, True)
+        import gguf
+
+        types = {}
+        for tensor in gguf.GGUFReader(str(gg)).tensors:
+            if len(tensor.shape) == 2:
+                n = tensor.tensor_type.name
+                types[n] = types.get(n, 0) + 1
+        row = dict(type=t, gguf_bytes=gg.stat().st_size, llq_bytes=lq.stat().st_size,
+                   tensor_types=types, **r)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = dict(date=datetime.date.today().isoformat(), cpu=B.cpu_model(), commit=B.git_commit(),
+               kernel_level=subprocess.run([str(llq), "info", "--kernels"], capture_output=True,
+                                           text=True).stdout.split()[-1],
+               window=window, n_tokens=len(ids), rows=rows,
+               note="KL(llama.cpp || llq) per position: llama.cpp's log-probs on the same "
+                    "GGUF are the base; llq imports the file keeping every tensor's type")
+    B.RESULTS.mkdir(parents=True, exist_ok=True)
+    (B.RESULTS / "kquant_match.json").write_text(json.dumps(out, indent=1) + "\n")
+    bad = [r["type"] for r in rows if r["mean_kl"] > 1e-3 or r["top1"] < 0.99]
+    print("all within mean KL <= 1e-3, top-1 >= 99%" if not bad else f"outside the bar: {bad}")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
