@@ -9,24 +9,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
-cargo test --target "$target" --test kernels --no-run
+# The cross-test profile (Cargo.toml): llq optimized, its dependencies at opt-level 1 and
+# no debug info, to cut the cross build (5 min in the `test` profile on the CI machine);
+# the kernels are what is tested here.
+profile=(--profile cross-test)
+kernel_cpu=(--test kernels --test hf_fixtures)
+once=(--test tokenizer_fixtures --test format --test gguf_hostile --test gguf_dequant)
+# Every binary in one build, so cargo compiles them in parallel.
+cargo test "${profile[@]}" --target "$target" "${kernel_cpu[@]}" "${once[@]}" --no-run
 for pair in cortex-a72:neon cortex-a76:dotprod max:i8mm; do
     cpu=${pair%%:*} want=${pair##*:}
     echo "== QEMU_CPU=$cpu (expect $want)"
     start=$(date +%s.%N)
-    QEMU_CPU=$cpu LLQ_EXPECT_KERNEL=$want cargo test -q --target "$target" --test kernels \
-        -- --nocapture 2>&1 | grep -E "available kernel levels|selected kernel level|test result|panicked|FAILED" 
+    QEMU_CPU=$cpu LLQ_EXPECT_KERNEL=$want cargo test -q "${profile[@]}" --target "$target" --test kernels \
+        -- --nocapture 2>&1 | grep -E "available kernel levels|selected kernel level|test result|panicked|FAILED"
     test "${PIPESTATUS[0]}" -eq 0
     echo "   $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s"
+    # The fixture logits vs transformers under each CPU model: they hold the whole forward
+    # pass on each ARM kernel level to the references.
+    echo "== hf_fixtures, QEMU_CPU=$cpu"
+    QEMU_CPU=$cpu cargo test -q "${profile[@]}" --target "$target" --test hf_fixtures
 done
-# The fixture tests that need no host binary (logits vs transformers, tokenizers, file
-# formats) under each CPU model: they hold the whole forward pass on ARM to the references.
-for cpu in cortex-a72 cortex-a76 max; do
-    echo "== fixture tests, QEMU_CPU=$cpu"
-    QEMU_CPU=$cpu cargo test -q --target "$target" \
-        --test hf_fixtures --test tokenizer_fixtures --test format --test gguf_hostile --test gguf_dequant
-done
+# Tokenizers and file formats run no kernel: once, on the oldest CPU model (ARM's
+# alignment and byte order under the parsers).
+echo "== fixture tests, QEMU_CPU=cortex-a72"
+QEMU_CPU=cortex-a72 cargo test -q "${profile[@]}" --target "$target" "${once[@]}"
 if [ "${ALL:-0}" = 1 ]; then
     echo "== whole suite, QEMU_CPU=max"
-    QEMU_CPU=max cargo test -q --target "$target"
+    QEMU_CPU=max cargo test -q "${profile[@]}" --target "$target"
 fi

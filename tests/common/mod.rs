@@ -120,8 +120,28 @@ pub fn open_smollm2(dtype: DType) -> Model {
 /// instead of all of it. The kernels themselves are compared with the scalar reference on
 /// random data at every level (`tests/kernels.rs`); what the real model adds per level is
 /// that a whole forward pass stays within the same statistical bounds.
+/// `LLQ_TEST_QUICK=1` and `LLQ_TEST_QUICK=2` both mean quick; 2 is [`quickest`].
 pub fn quick() -> bool {
-    std::env::var_os("LLQ_TEST_QUICK").is_some()
+    quick_level() >= 1
+}
+
+/// The shortest real-model checks, for the scalar level (`LLQ_TEST_QUICK=2`): its kernels
+/// run ~14× slower than the SIMD ones, and they are the reference every other level is
+/// compared with element by element (`tests/kernels.rs`), so on the real model the scalar
+/// level only has to show that a whole forward pass through it lands in the same bounds:
+/// one 256-token window for perplexity, the first prompt for KL divergence, short texts
+/// for the command line.
+pub fn quickest() -> bool {
+    quick_level() >= 2
+}
+
+fn quick_level() -> u32 {
+    match std::env::var("LLQ_TEST_QUICK").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("") | Ok("0") => 0,
+        Ok("1") => 1,
+        Ok("2") => 2,
+        other => panic!("LLQ_TEST_QUICK={other:?}: expected unset, 0, 1 or 2"),
+    }
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
