@@ -6,6 +6,7 @@
 //! Functions here are the *reference*: SIMD kernels are tested against them.
 
 pub mod interleave;
+pub mod kq_encode;
 mod q4_0;
 mod q8_0;
 mod search;
