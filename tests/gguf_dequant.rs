@@ -1,6 +1,10 @@
 //! Checks llq's reference dequantization against vectors generated with the
 //! `gguf` Python package (`tools/gen_ggml_dequant_vectors.py`).
 //!
+//! `<TYPE>.bin` holds random blocks; `<TYPE>_edge.bin` (quantized types) blocks at the
+//! extremes: all quant bits set or clear, K-quant scales and mins at 0 and 63, Q6_K
+//! scales at -128 and 127, large and subnormal f16 scales.
+//!
 //! Equality is bit-exact: both sides do the same f32 operations in the same
 //! order (f16 -> f32 widening is exact, no fused multiply-add).
 
@@ -13,7 +17,15 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 fn check(ty: GgmlType) {
-    let path = format!("{DIR}/{}.bin", ty.name());
+    check_file(ty, "");
+}
+
+fn check_edge(ty: GgmlType) {
+    check_file(ty, "_edge");
+}
+
+fn check_file(ty: GgmlType, suffix: &str) {
+    let path = format!("{DIR}/{}{suffix}.bin", ty.name());
     let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(&file[..8], b"LLQDQV01", "{path}: bad magic");
     assert_eq!(u32_at(&file, 8), ty.id(), "{path}: type id");
@@ -49,7 +61,7 @@ fn check(ty: GgmlType) {
             assert_eq!(
                 g.to_bits(),
                 e.to_bits(),
-                "{ty} block {blk} element {i}: got {g}, expected {e}"
+                "{ty}{suffix} block {blk} element {i}: got {g}, expected {e}"
             );
         }
     }
@@ -78,4 +90,23 @@ vector_tests! {
     q4_k_matches_python => Q4_K,
     q5_k_matches_python => Q5_K,
     q6_k_matches_python => Q6_K,
+}
+
+macro_rules! edge_vector_tests {
+    ($($name:ident => $ty:ident),* $(,)?) => {
+        $(#[test] fn $name() { check_edge(GgmlType::$ty); })*
+    };
+}
+
+edge_vector_tests! {
+    q4_0_edge_blocks_match_python => Q4_0,
+    q4_1_edge_blocks_match_python => Q4_1,
+    q5_0_edge_blocks_match_python => Q5_0,
+    q5_1_edge_blocks_match_python => Q5_1,
+    q8_0_edge_blocks_match_python => Q8_0,
+    q2_k_edge_blocks_match_python => Q2_K,
+    q3_k_edge_blocks_match_python => Q3_K,
+    q4_k_edge_blocks_match_python => Q4_K,
+    q5_k_edge_blocks_match_python => Q5_K,
+    q6_k_edge_blocks_match_python => Q6_K,
 }

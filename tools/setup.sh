@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what llq's tests need on a fresh Debian machine (idempotent; run as root or with
 # sudo): the AArch64 cross toolchain and qemu for the ARM kernel tests, the Rust target,
-# and SmolLM2 (downloaded once into ~/.cache/llq).
+# and the real models the tests read: SmolLM2 and Gemma 3 270M (downloaded once into
+# ~/.cache/llq).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +27,6 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -q aa
 fi
 
 tools/fetch_smollm2.sh >/dev/null
+# Gemma 3 270M Q4_K_M (tests/gguf_gemma3.rs): under the Gemma Terms of Use, so it is
+# downloaded here at setup and never committed.
+tools/fetch_gemma3.sh >/dev/null

@@ -128,17 +128,20 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     let stem = canonical
         .file_stem()
         .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    let dtype = llq::quant::DType::Q8_0;
+    // A GGUF's own types are kept where llq has them (lossless); the rest become q8_0.
+    let target = llq::convert::Target::Keep {
+        fallback: llq::quant::DType::Q8_0,
+    };
     let out = cache_dir()?
         .join("converted")
-        .join(format!("{stem}-{key:016x}.{}.llq", dtype.name()));
+        .join(format!("{stem}-{key:016x}.llq"));
     if out.is_file() {
         return Ok(out);
     }
     eprintln!(
-        "llq: {} is a {kind}: converting it to {} once, into {}",
+        "llq: {} is a {kind}: converting it once (its own types where llq has them, else \
+         q8_0), into {}",
         path.display(),
-        dtype.name(),
         out.display()
     );
     let dir = out.parent().expect("a file in the cache");
@@ -150,7 +153,7 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
             path.display()
         ))
     })?;
-    llq::convert::convert(ck.as_ref(), dtype, &out, &ConvertProgress::new())?;
+    llq::convert::convert(ck.as_ref(), target, &out, &ConvertProgress::new())?;
     Ok(out)
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use llq::convert::{convert, open_checkpoint};
+use llq::convert::{convert, open_checkpoint, Target};
 use llq::lora::merge_adapters;
 
 use super::common::ConvertProgress;
@@ -11,9 +11,10 @@ use llq::Result;
 
 /// Convert a Hugging Face checkpoint directory or a GGUF file into a .llq file.
 ///
-/// A GGUF file must be of the llama architecture (any of F32, F16, BF16, Q8_0, Q4_0, Q4_1,
-/// Q5_0, Q5_1, Q2_K..Q6_K tensors); its weights are dequantized and re-encoded at --type
-/// (--type f32 reproduces them exactly). A Hugging Face directory needs config.json (LlamaForCausalLM or MistralForCausalLM) and
+/// A GGUF file must be of the llama architecture. Without --type its Q8_0, Q4_0, Q4_1,
+/// Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16 and F32 matrices are kept exactly as they are (no
+/// second rounding: a Q4_K_M file stays Q4_K_M, bit for bit), the others (BF16, Q2_K,
+/// Q3_K) become q8_0; with --type every matrix is dequantized and re-encoded. A Hugging Face directory needs config.json (LlamaForCausalLM or MistralForCausalLM) and
 /// model.safetensors or model.safetensors.index.json with its shards (F32, F16 or BF16).
 /// tokenizer.json, tokenizer.model, tokenizer_config.json and chat_template.jinja are
 /// embedded when present. The output appears only when conversion succeeded.
@@ -26,8 +27,9 @@ pub struct Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Weight type: f32, f16, q8_0 (8.5 bits/weight) or q4_0 (4.5 bits/weight). Norms stay
-    /// f32; matrices whose rows are not a multiple of 32 fall back to f16. Default q8_0
-    /// (f32 with --lora-only, where only f32 and f16 are allowed).
+    /// f32; matrices whose rows are not a multiple of 32 fall back to f16. Default: a
+    /// GGUF's own types where llq has them, else q8_0 (f32 with --lora-only, where only
+    /// f32 and f16 are allowed).
     #[arg(long = "type", value_parser = parse_dtype)]
     dtype: Option<DType>,
     /// Convert only a PEFT LoRA adapter directory into a run-time adapter file (its A and
@@ -77,7 +79,25 @@ fn lora_specs(a: &Args) -> Result<Vec<(PathBuf, f32)>> {
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
-    DType::from_name(s).ok_or_else(|| format!("unknown type '{s}' (f32, f16, q8_0, q4_0)"))
+    let known = || {
+        DType::ALL
+            .into_iter()
+            .filter(|d| d.can_encode())
+            .map(DType::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match DType::from_name(s) {
+        Some(d) if d.can_encode() => Ok(d),
+        Some(d) => Err(format!(
+            "llq cannot encode {} from f32 yet (it keeps {} tensors of a GGUF file as they \
+             are; --type takes {})",
+            d.name(),
+            d.name(),
+            known()
+        )),
+        None => Err(format!("unknown type '{s}' ({})", known())),
+    }
 }
 
 /// `--lora-only`: a PEFT adapter → run-time adapter file.
@@ -107,7 +127,12 @@ pub fn run(a: Args) -> Result<()> {
     // Ctrl-C or a kill during the conversion must not leave the temporary file behind.
     llq::format::temp::install_signal_cleanup();
     let start = std::time::Instant::now();
-    let dtype = a.dtype.unwrap_or(DType::Q8_0);
+    let target = match a.dtype {
+        Some(d) => Target::Type(d),
+        None => Target::Keep {
+            fallback: DType::Q8_0,
+        },
+    };
     let specs = lora_specs(&a)?;
     let input = a
         .input
@@ -117,13 +142,19 @@ pub fn run(a: Args) -> Result<()> {
     if !specs.is_empty() {
         ck = Box::new(merge_adapters(ck, &specs)?);
     }
-    convert(ck.as_ref(), dtype, &a.output, &ConvertProgress::new())?;
+    convert(ck.as_ref(), target, &a.output, &ConvertProgress::new())?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    let types = llq::format::LlqFile::open(&a.output)
+        .ok()
+        .and_then(|f| match f.get(llq::format::keys::QUANTIZATION) {
+            Some(llq::format::Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
     eprintln!(
-        "llq: wrote {} ({:.1} MiB, {}) in {:.2?}",
+        "llq: wrote {} ({:.1} MiB, {types}) in {:.2?}",
         a.output.display(),
         size as f64 / (1 << 20) as f64,
-        dtype.name(),
         start.elapsed()
     );
     Ok(())

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::{keys, Value};
 use crate::gguf::GgufFile;
 use crate::model::{names, ModelConfig, RopeScaling};
+use crate::quant::DType;
 use crate::tokenizer::{GgufTokenizerParts, Tokenizer};
 
 pub struct GgufCheckpoint {
@@ -65,6 +66,20 @@ impl GgufCheckpoint {
     }
 }
 
+impl GgufCheckpoint {
+    /// Q and K rows back in Hugging Face's order (values or whole rows of blocks).
+    fn unpermute<T: Copy + Default>(&self, name: &str, w: Vec<T>) -> Vec<T> {
+        let cfg = &self.config;
+        if name.ends_with(".attn_q.weight") {
+            unpermute_rows(&w, cfg.n_heads, cfg.head_dim)
+        } else if name.ends_with(".attn_k.weight") {
+            unpermute_rows(&w, cfg.n_kv_heads, cfg.head_dim)
+        } else {
+            w
+        }
+    }
+}
+
 impl Checkpoint for GgufCheckpoint {
     fn config(&self) -> &ModelConfig {
         &self.config
@@ -79,14 +94,32 @@ impl Checkpoint for GgufCheckpoint {
             .file
             .dequantize_tensor(t)
             .map_err(|e| Error::invalid(&self.path, e.to_string()))?;
-        let cfg = &self.config;
-        Ok(if name.ends_with(".attn_q.weight") {
-            unpermute_rows(&w, cfg.n_heads, cfg.head_dim)
-        } else if name.ends_with(".attn_k.weight") {
-            unpermute_rows(&w, cfg.n_kv_heads, cfg.head_dim)
-        } else {
-            w
-        })
+        Ok(self.unpermute(name, w))
+    }
+
+    fn native_dtype(&self, name: &str) -> Option<DType> {
+        DType::from_ggml(self.file.tensor(name)?.ggml_type)
+    }
+
+    fn load_native(&self, name: &str) -> Result<(DType, Vec<u8>)> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| Error::invalid(&self.path, format!("tensor '{name}' is missing")))?;
+        let dtype = DType::from_ggml(t.ggml_type).ok_or_else(|| {
+            Error::invalid(
+                &self.path,
+                format!("tensor '{name}': {} has no llq storage type", t.ggml_type.name()),
+            )
+        })?;
+        let bytes = self.file.tensor_data(t);
+        if bytes.len() as u64 != t.n_bytes {
+            return Err(Error::invalid(
+                &self.path,
+                format!("tensor '{name}': data lies outside the file"),
+            ));
+        }
+        Ok((dtype, self.unpermute(name, bytes.to_vec())))
     }
 
     fn extra_metadata(&self) -> Result<Vec<(String, Value)>> {
@@ -145,11 +178,13 @@ pub fn gguf_tokenizer_parts(f: &GgufFile) -> Option<GgufTokenizerParts> {
 
 /// Undo llama.cpp's Q/K row permutation: within each head, GGUF row `2i + j` is Hugging
 /// Face row `j · head_dim/2 + i`.
-pub(crate) fn unpermute_rows(w: &[f32], n_heads: usize, head_dim: usize) -> Vec<f32> {
+/// `w` is any row-major element type: f32 values, or a quantized tensor's bytes (a row
+/// is then its blocks).
+pub(crate) fn unpermute_rows<T: Copy + Default>(w: &[T], n_heads: usize, head_dim: usize) -> Vec<T> {
     let rows = n_heads * head_dim;
     let cols = w.len() / rows;
     let half = head_dim / 2;
-    let mut out = vec![0.0; w.len()];
+    let mut out = vec![T::default(); w.len()];
     for h in 0..n_heads {
         for i in 0..half {
             for j in 0..2 {

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::format::{keys, LlqWriter, TensorPlan, Value};
 use crate::model::{names, ModelConfig};
 use crate::quant::interleave::{BlockQ4_0x16, BlockQ8_0x16, Interleaved, GROUP};
+use crate::quant::kx16::{
+    BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
+};
 use crate::quant::{blocks, blocks_mut, quantize_row_weighted, DType, WeightKind};
 
 /// A source of weights in llq's canonical naming and orientation.
@@ -26,6 +29,51 @@ pub trait Checkpoint {
     fn extra_metadata(&self) -> Result<Vec<(String, Value)>>;
     /// Free anything kept for tensor `name` once it has been written (e.g. mapped pages).
     fn release(&self, _name: &str) {}
+    /// The llq type tensor `name` is stored as in the checkpoint, if llq can keep it
+    /// as it is (GGUF tensors of ggml's Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K,
+    /// F16, F32); `None` if the tensor is only available as f32 values.
+    fn native_dtype(&self, _name: &str) -> Option<DType> {
+        None
+    }
+    /// Tensor `name`'s stored bytes, row-major in llq's row order, when
+    /// [`Checkpoint::native_dtype`] is `Some`.
+    fn load_native(&self, name: &str) -> Result<(DType, Vec<u8>)> {
+        Err(Error::usage(format!(
+            "tensor '{name}' has no stored encoding to keep"
+        )))
+    }
+}
+
+/// What [`convert`] stores each weight matrix as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every matrix encoded as this type (with the fallbacks of [`storage_type`]).
+    Type(DType),
+    /// Every matrix the checkpoint stores in a type llq has ([`Checkpoint::native_dtype`])
+    /// kept exactly as it is, no second rounding; the others encoded as `fallback`.
+    /// Vectors are f32 either way.
+    Keep { fallback: DType },
+}
+
+impl From<DType> for Target {
+    fn from(d: DType) -> Target {
+        Target::Type(d)
+    }
+}
+
+impl Target {
+    /// The storage of tensor `name` of `shape` from `src`, and whether its stored bytes
+    /// are kept.
+    fn plan(self, src: &dyn Checkpoint, name: &str, shape: &[u64]) -> (DType, bool) {
+        let tied = src.config().tie_embeddings;
+        match self {
+            Target::Type(t) => (storage_type(t, name, tied, shape), false),
+            Target::Keep { fallback } => match src.native_dtype(name) {
+                Some(d) if shape.len() == 2 => (d, true),
+                _ => (storage_type(fallback, name, tied, shape), false),
+            },
+        }
+    }
 }
 
 /// Open a checkpoint: a directory is a Hugging Face checkpoint, a file a GGUF.
@@ -85,18 +133,23 @@ impl Progress for Silent {
     fn finish(&self) {}
 }
 
+/// Convert `src` into the `.llq` file `out` (written to a temporary file and renamed
+/// into place when complete), storing weights as `target` says.
 pub fn convert(
     src: &dyn Checkpoint,
-    target: DType,
+    target: impl Into<Target>,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let target = target.into();
     let cfg = src.config();
+    let mut keep = Vec::new();
     let plans: Vec<TensorPlan> = cfg
         .expected_tensors()
         .into_iter()
         .map(|(name, shape)| {
-            let dtype = storage_type(target, &name, cfg.tie_embeddings, &shape);
+            let (dtype, kept) = target.plan(src, &name, &shape);
+            keep.push(kept);
             TensorPlan {
                 kind: WeightKind::for_dtype(dtype),
                 name,
@@ -111,7 +164,7 @@ pub fn convert(
     ));
     meta.push((
         keys::QUANTIZATION.to_string(),
-        Value::Str(target.name().to_string()),
+        Value::Str(quantization_name(target, &plans)),
     ));
     meta.extend(src.extra_metadata()?);
 
@@ -119,7 +172,20 @@ pub fn convert(
     let mut w = LlqWriter::create(out, meta, plans.clone())?;
     progress.start(total);
     let mut buf = Vec::new();
-    for p in &plans {
+    for (p, &kept) in plans.iter().zip(&keep) {
+        let n_bytes = p.n_bytes().unwrap() as usize;
+        let cols = *p.shape.last().unwrap() as usize;
+        if kept {
+            buf.clear();
+            buf.resize(n_bytes, 0u8);
+            let (dtype, native) = src.load_native(&p.name)?;
+            check_native(&p.name, dtype, &native, cols)?;
+            place_native(p.kind, &native, cols, &mut buf);
+            w.write_tensor(&buf)?;
+            src.release(&p.name);
+            progress.advance(&p.name, n_bytes as u64);
+            continue;
+        }
         let data = src.load(&p.name)?;
         if data.len() as u64 != p.n_elements() {
             return Err(Error::usage(format!(
@@ -138,10 +204,8 @@ pub fn convert(
                 p.name, data[i]
             )));
         }
-        let n_bytes = p.n_bytes().unwrap() as usize;
         buf.clear();
         buf.resize(n_bytes, 0u8);
-        let cols = *p.shape.last().unwrap() as usize;
         let weights = match p.kind.dtype().is_quantized() {
             true => column_importance(src, &p.name)?,
             false => None,
@@ -155,6 +219,88 @@ pub fn convert(
     w.finish()?;
     progress.finish();
     Ok(())
+}
+
+/// What the file's `quantization` says: the requested type, or for kept tensors the
+/// types of the quantized matrices, most bytes first (e.g. `q4_k+q6_k+q5_0`).
+fn quantization_name(target: Target, plans: &[TensorPlan]) -> String {
+    match target {
+        Target::Type(t) => t.name().to_string(),
+        Target::Keep { .. } => {
+            let mut by_type: Vec<(DType, u64)> = Vec::new();
+            for p in plans.iter().filter(|p| p.kind.dtype().is_quantized()) {
+                let b = p.n_bytes().unwrap_or(0);
+                match by_type.iter_mut().find(|(d, _)| *d == p.kind.dtype()) {
+                    Some((_, n)) => *n += b,
+                    None => by_type.push((p.kind.dtype(), b)),
+                }
+            }
+            by_type.sort_by(|a, b| b.1.cmp(&a.1));
+            let names: Vec<&str> = by_type.iter().map(|(d, _)| d.name()).collect();
+            if names.is_empty() {
+                "f32".to_string()
+            } else {
+                names.join("+")
+            }
+        }
+    }
+}
+
+/// Refuse a stored tensor of the wrong size or with a non-finite value (a NaN or inf
+/// scale would poison every product with its block, and surface only as nonsense).
+fn check_native(name: &str, dtype: DType, bytes: &[u8], cols: usize) -> Result<()> {
+    let row_bytes = dtype.row_bytes(cols).ok_or_else(|| {
+        Error::usage(format!(
+            "tensor '{name}': rows of {cols} are not whole {} blocks",
+            dtype.name()
+        ))
+    })?;
+    if row_bytes == 0 || !bytes.len().is_multiple_of(row_bytes) {
+        return Err(Error::usage(format!(
+            "tensor '{name}': {} bytes are not whole rows of {row_bytes}",
+            bytes.len()
+        )));
+    }
+    let mut vals = vec![0.0f32; cols];
+    for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
+        crate::quant::dequantize_row(dtype, row, &mut vals);
+        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+            return Err(Error::usage(format!(
+                "tensor '{name}' holds a non-finite value ({}) at row {r}, column {i}: the \
+                 checkpoint is corrupt",
+                vals[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Lay out a kept tensor's row-major stored bytes as `kind`: floats as they are,
+/// quantized rows interleaved in groups of 16 (a last partial group padded with zero
+/// blocks, which decode to 0). `out` is [`WeightKind::tensor_bytes`] long.
+fn place_native(kind: WeightKind, native: &[u8], cols: usize, out: &mut [u8]) {
+    fn groups<B: Interleaved>(native: &[u8], cols: usize, out: &mut [u8]) {
+        use rayon::prelude::*;
+        let row_bytes = B::DTYPE.row_bytes(cols).unwrap();
+        out.par_chunks_mut(GROUP * row_bytes)
+            .zip(native.par_chunks(GROUP * row_bytes))
+            .for_each(|(o, rows)| {
+                let mut plain = vec![0u8; GROUP * row_bytes];
+                plain[..rows.len()].copy_from_slice(rows);
+                B::interleave(blocks(&plain), blocks_mut(o));
+            });
+    }
+    match kind {
+        WeightKind::F32 | WeightKind::F16 => out.copy_from_slice(native),
+        WeightKind::Q8_0x16 => groups::<BlockQ8_0x16>(native, cols, out),
+        WeightKind::Q4_0x16 => groups::<BlockQ4_0x16>(native, cols, out),
+        WeightKind::Q4_1x16 => groups::<BlockQ4_1x16>(native, cols, out),
+        WeightKind::Q5_0x16 => groups::<BlockQ5_0x16>(native, cols, out),
+        WeightKind::Q5_1x16 => groups::<BlockQ5_1x16>(native, cols, out),
+        WeightKind::Q4_Kx16 => groups::<BlockQ4_Kx16>(native, cols, out),
+        WeightKind::Q5_Kx16 => groups::<BlockQ5_Kx16>(native, cols, out),
+        WeightKind::Q6_Kx16 => groups::<BlockQ6_Kx16>(native, cols, out),
+    }
 }
 
 /// Encode a row-major f32 matrix (or vector) with `cols` columns as `kind` into `out`,
@@ -175,6 +321,12 @@ pub fn encode_matrix(
         WeightKind::F32 | WeightKind::F16 => encode_rows(kind.dtype(), data, cols, weights, out),
         WeightKind::Q8_0x16 => encode_groups::<BlockQ8_0x16>(data, cols, weights, out),
         WeightKind::Q4_0x16 => encode_groups::<BlockQ4_0x16>(data, cols, weights, out),
+        WeightKind::Q4_1x16 => encode_groups::<BlockQ4_1x16>(data, cols, weights, out),
+        WeightKind::Q5_0x16 => encode_groups::<BlockQ5_0x16>(data, cols, weights, out),
+        WeightKind::Q5_1x16 => encode_groups::<BlockQ5_1x16>(data, cols, weights, out),
+        WeightKind::Q4_Kx16 => encode_groups::<BlockQ4_Kx16>(data, cols, weights, out),
+        WeightKind::Q5_Kx16 => encode_groups::<BlockQ5_Kx16>(data, cols, weights, out),
+        WeightKind::Q6_Kx16 => encode_groups::<BlockQ6_Kx16>(data, cols, weights, out),
     }
 }
 

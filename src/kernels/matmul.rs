@@ -5,6 +5,9 @@ use rayon::prelude::*;
 
 use super::{GroupFn, Kernels};
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::kx16::{
+    BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
+};
 use crate::quant::{blocks, BlockQ8_0, WeightKind, WeightView, QK};
 
 /// How [`matmul`] multiplies a matrix of each kind: the one match on [`WeightKind`] in
@@ -25,15 +28,28 @@ impl Route {
             WeightKind::F16 => Route::RowsF16,
             WeightKind::Q8_0x16 => Route::Groups(Gemm::Q8_0(k.gemm_q8_0x16)),
             WeightKind::Q4_0x16 => Route::Groups(Gemm::Q4_0(k.gemm_q4_0x16)),
+            WeightKind::Q4_1x16 => Route::Groups(Gemm::Q4_1(k.coded.q4_1)),
+            WeightKind::Q5_0x16 => Route::Groups(Gemm::Q5_0(k.coded.q5_0)),
+            WeightKind::Q5_1x16 => Route::Groups(Gemm::Q5_1(k.coded.q5_1)),
+            WeightKind::Q4_Kx16 => Route::Groups(Gemm::Q4_K(k.coded.q4_k)),
+            WeightKind::Q5_Kx16 => Route::Groups(Gemm::Q5_K(k.coded.q5_k)),
+            WeightKind::Q6_Kx16 => Route::Groups(Gemm::Q6_K(k.coded.q6_k)),
         }
     }
 }
 
 /// The group kernel of an interleaved matrix, picked once per call.
 #[derive(Clone, Copy)]
+#[allow(non_camel_case_types)]
 enum Gemm {
     Q8_0(GroupFn<BlockQ8_0x16>),
     Q4_0(GroupFn<BlockQ4_0x16>),
+    Q4_1(GroupFn<BlockQ4_1x16>),
+    Q5_0(GroupFn<BlockQ5_0x16>),
+    Q5_1(GroupFn<BlockQ5_1x16>),
+    Q4_K(GroupFn<BlockQ4_Kx16>),
+    Q5_K(GroupFn<BlockQ5_Kx16>),
+    Q6_K(GroupFn<BlockQ6_Kx16>),
 }
 
 impl Gemm {
@@ -43,6 +59,12 @@ impl Gemm {
         match self {
             Gemm::Q8_0(f) => f(blocks(group), x, out),
             Gemm::Q4_0(f) => f(blocks(group), x, out),
+            Gemm::Q4_1(f) => f(blocks(group), x, out),
+            Gemm::Q5_0(f) => f(blocks(group), x, out),
+            Gemm::Q5_1(f) => f(blocks(group), x, out),
+            Gemm::Q4_K(f) => f(blocks(group), x, out),
+            Gemm::Q5_K(f) => f(blocks(group), x, out),
+            Gemm::Q6_K(f) => f(blocks(group), x, out),
         }
     }
 }

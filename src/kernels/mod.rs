@@ -23,6 +23,9 @@ use half::f16;
 pub use cpu::cpu_features;
 
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::kx16::{
+    BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
+};
 use crate::quant::BlockQ8_0;
 
 /// One implementation level of every kernel the forward pass calls.
@@ -63,6 +66,24 @@ pub struct Kernels {
     pub gemm_q8_0x16: GroupFn<BlockQ8_0x16>,
     /// As [`Kernels::gemm_q8_0x16`] for Q4_0 (values `q − 8`).
     pub gemm_q4_0x16: GroupFn<BlockQ4_0x16>,
+    /// The group kernels of the coded types (ggml's Q4_1, Q5_0, Q5_1 and K-quants).
+    pub coded: CodedKernels,
+}
+
+/// Group kernels of the coded `rows16` types (`quant::kx16`): one 16-row group of `nsb`
+/// superblocks times `toks` tokens of `nsb · SUBS` activation blocks each, where every
+/// weight is `S · code + B`, so each 16-column half contributes
+/// `S · d_x · Σ code·q_x + B · d_x · Σ q_x` (see [`scalar::gemm_coded`], the reference).
+/// Same argument rules as [`Kernels::gemm_q8_0x16`], with `x.len()` a multiple of
+/// `w.len() · SUBS`.
+#[derive(Clone, Copy)]
+pub struct CodedKernels {
+    pub q4_1: GroupFn<BlockQ4_1x16>,
+    pub q5_0: GroupFn<BlockQ5_0x16>,
+    pub q5_1: GroupFn<BlockQ5_1x16>,
+    pub q4_k: GroupFn<BlockQ4_Kx16>,
+    pub q5_k: GroupFn<BlockQ5_Kx16>,
+    pub q6_k: GroupFn<BlockQ6_Kx16>,
 }
 
 /// Constants of the SIMD levels' `e^x` (Cephes' `expf`): `x = n·ln2 + r` with
@@ -107,14 +128,21 @@ pub(crate) fn attn_dims(rows: usize, width: usize, stride: usize, len: usize) {
 
 /// Check the arguments of a group call and return `(nb, toks)`.
 pub(crate) fn group_dims(wlen: usize, xlen: usize, olen: usize) -> (usize, usize) {
+    group_dims_sub(wlen, 1, xlen, olen)
+}
+
+/// [`group_dims`] for superblocks of `subs` activation blocks each: returns
+/// `(activation blocks per token, toks)`.
+pub(crate) fn group_dims_sub(wlen: usize, subs: usize, xlen: usize, olen: usize) -> (usize, usize) {
     assert!(wlen > 0, "group kernel: no blocks");
+    let nb = wlen.checked_mul(subs).expect("group kernel: size overflow");
     assert!(
-        xlen.is_multiple_of(wlen),
-        "group kernel: activations are not whole rows of {wlen} blocks"
+        xlen.is_multiple_of(nb),
+        "group kernel: activations are not whole rows of {nb} blocks"
     );
-    let toks = xlen / wlen;
+    let toks = xlen / nb;
     assert!(olen >= GROUP * toks, "group kernel: output too short");
-    (wlen, toks)
+    (nb, toks)
 }
 
 /// Every level this binary can run on this CPU, scalar first, best last.

@@ -2,8 +2,9 @@
 
 use half::f16;
 
-use super::{attn_dims, group_dims, Kernels};
+use super::{attn_dims, group_dims, group_dims_sub, CodedKernels, Kernels};
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::kx16::{CodedX16, SubScales, SUB};
 use crate::quant::{quantize_row_q8_0, BlockQ8_0, QK};
 
 pub static KERNELS: Kernels = Kernels {
@@ -22,6 +23,17 @@ pub static KERNELS: Kernels = Kernels {
     quantize_q8_0: quantize_row_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
+    coded: CODED,
+};
+
+/// The reference kernels of the coded types (every level starts from these).
+pub const CODED: CodedKernels = CodedKernels {
+    q4_1: gemm_coded,
+    q5_0: gemm_coded,
+    q5_1: gemm_coded,
+    q4_k: gemm_coded,
+    q5_k: gemm_coded,
+    q6_k: gemm_coded,
 };
 
 /// Per block: integer dot product of the int8 values, then one float multiply by both
@@ -162,7 +174,7 @@ pub fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     for t in 0..toks {
         let mut sum = [0.0f32; GROUP];
         for (sb, a) in w.iter().zip(&x[t * nb..(t + 1) * nb]) {
-            let mut isum = [-8 * a.sum; GROUP];
+            let mut isum = [-8 * a.sum(); GROUP];
             for (c, chunk) in sb.qs.chunks_exact(4 * GROUP).enumerate() {
                 let (lo, hi) = (&a.qs[4 * c..4 * c + 4], &a.qs[16 + 4 * c..16 + 4 * c + 4]);
                 for (acc, q) in isum.iter_mut().zip(chunk.chunks_exact(4)) {
@@ -178,5 +190,47 @@ pub fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
             }
         }
         out[t * GROUP..(t + 1) * GROUP].copy_from_slice(&sum);
+    }
+}
+
+/// Reference kernel of the coded types (see [`CodedKernels`]): per superblock the slots'
+/// `S`/`B`, per sub-block the codes, then per token and row
+/// `out += (S·d_x)·Σcode·q_x + B·(d_x·Σq_x)` for each half (Q6_K, whose halves have their
+/// own scales) or for the whole 32-column sub-block (every other type), in order.
+pub fn gemm_coded<B: CodedX16>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
+    let (nb, toks) = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
+    out[..toks * GROUP].fill(0.0);
+    let mut sc = SubScales::ZERO;
+    let mut codes = [[0u8; SUB]; GROUP];
+    for (b, sb) in w.iter().enumerate() {
+        sb.scales(&mut sc);
+        for s in 0..B::SUBS {
+            for (i, row) in codes.iter_mut().enumerate() {
+                for (k, c) in row.iter_mut().enumerate() {
+                    *c = sb.code(s, i, k);
+                }
+            }
+            for t in 0..toks {
+                let a = &x[t * nb + b * B::SUBS + s];
+                let o = &mut out[t * GROUP..(t + 1) * GROUP];
+                for (i, (o, row)) in o.iter_mut().zip(&codes).enumerate() {
+                    let dot = |h: usize| -> i32 {
+                        (16 * h..16 * h + 16)
+                            .map(|k| row[k] as i32 * a.qs[k] as i32)
+                            .sum()
+                    };
+                    if B::SPLIT {
+                        for h in 0..2 {
+                            let slot = 2 * s + h;
+                            *o += sc.s[slot][i] * a.d * dot(h) as f32
+                                + sc.b[slot][i] * (a.d * a.sums[h] as f32);
+                        }
+                    } else {
+                        *o += sc.s[2 * s][i] * a.d * (dot(0) + dot(1)) as f32
+                            + sc.b[2 * s][i] * (a.d * a.sum() as f32);
+                    }
+                }
+            }
+        }
     }
 }

@@ -50,14 +50,16 @@ unsafe impl Block for BlockQ8_0x16 {}
 unsafe impl Block for BlockQ4_0x16 {}
 
 /// One block of 32 activations quantized to int8 for the `rows16` kernels: Q8_0's values
-/// with the scale as f32 (what the kernels multiply with) and the sum of the 32 values,
-/// which turns a product with *unsigned* weights `u = w + off` back into the signed one:
-/// `Σ w·x = Σ u·x − off·sum`. Values are in −127..=127 (never −128).
+/// with the scale as f32 (what the kernels multiply with) and the sums of the values
+/// `0..16` and `16..32`, which turn a product with *unsigned* weights `u = w + off` back
+/// into the signed one: `Σ w·x = Σ u·x − off·sum` (halves for Q6_K, whose halves have
+/// scales of their own). Values are in −127..=127 (never −128), so a half sums to at most
+/// 16 · 127 in magnitude.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
 pub struct ActQ8 {
     pub d: f32,
-    pub sum: i32,
+    pub sums: [i16; 2],
     pub qs: [i8; QK],
 }
 const _: () = assert!(std::mem::size_of::<ActQ8>() == 40);
@@ -67,16 +69,22 @@ unsafe impl Block for ActQ8 {}
 impl ActQ8 {
     pub const ZERO: ActQ8 = ActQ8 {
         d: 0.0,
-        sum: 0,
+        sums: [0; 2],
         qs: [0; QK],
     };
+
+    /// Sum of all 32 values.
+    #[inline(always)]
+    pub fn sum(&self) -> i32 {
+        self.sums[0] as i32 + self.sums[1] as i32
+    }
 
     /// The same numbers as a Q8_0 block (the scale rounded to f16 as Q8_0 stores it, so
     /// every kernel level agrees with the reference quantizer bit for bit).
     pub fn from_q8_0(b: &BlockQ8_0) -> ActQ8 {
         ActQ8 {
             d: b.scale(),
-            sum: b.qs.iter().map(|&q| q as i32).sum(),
+            sums: [0, 1].map(|h| b.qs[16 * h..16 * h + 16].iter().map(|&q| q as i16).sum()),
             qs: b.qs,
         }
     }
@@ -156,10 +164,12 @@ pub trait Interleaved: Block {
     type Plain: Block;
     /// How each row is encoded.
     const DTYPE: DType;
+    /// Columns of each row a superblock covers.
+    const COLS: usize = QK;
     /// Interleave groups of 16 rows of `nb` plain blocks each (row by row) into `nb`
     /// superblocks per group.
     fn interleave(rows: &[Self::Plain], out: &mut [Self]);
-    /// Decode row `i`'s 32 values of this superblock into `out`.
+    /// Decode row `i`'s [`Interleaved::COLS`] values of this superblock into `out`.
     fn dequantize_row(&self, i: usize, out: &mut [f32]);
 }
 
@@ -244,7 +254,7 @@ mod tests {
         };
         let a = ActQ8::from_q8_0(&b);
         assert_eq!(a.d, 0.5);
-        assert_eq!(a.sum, (0..32).map(|k| k - 16).sum::<i32>());
+        assert_eq!(a.sum(), (0..32).map(|k| k - 16).sum::<i32>());
         assert_eq!(a.qs, b.qs);
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod interleave;
 pub mod kq_encode;
+pub mod kx16;
+pub mod native;
 mod q4_0;
 mod q8_0;
 mod search;
@@ -25,22 +27,71 @@ pub use weight::{WeightKind, WeightView};
 
 use half::f16;
 
-/// Elements per quantization block (Q8_0, Q4_0).
+use crate::gguf::GgmlType;
+
+/// Elements per quantization block (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
 pub const QK: usize = 32;
+/// Elements per K-quant super-block (Q4_K, Q5_K, Q6_K).
+pub const QK_K: usize = 256;
 
 /// How a tensor's elements are stored in a `.llq` file. The numeric values are part of
 /// the file format (docs/FORMAT.md) and never change meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // ggml's names, as users know them
 #[repr(u32)]
 pub enum DType {
     F32 = 0,
     F16 = 1,
     Q8_0 = 2,
     Q4_0 = 3,
+    Q4_1 = 4,
+    Q5_0 = 5,
+    Q5_1 = 6,
+    Q4_K = 7,
+    Q5_K = 8,
+    Q6_K = 9,
 }
 
 impl DType {
-    pub const ALL: [DType; 4] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0];
+    pub const ALL: [DType; 10] = [
+        DType::F32,
+        DType::F16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ];
+
+    /// The ggml type with the same block layout (every llq dtype has one).
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            DType::F32 => GgmlType::F32,
+            DType::F16 => GgmlType::F16,
+            DType::Q8_0 => GgmlType::Q8_0,
+            DType::Q4_0 => GgmlType::Q4_0,
+            DType::Q4_1 => GgmlType::Q4_1,
+            DType::Q5_0 => GgmlType::Q5_0,
+            DType::Q5_1 => GgmlType::Q5_1,
+            DType::Q4_K => GgmlType::Q4_K,
+            DType::Q5_K => GgmlType::Q5_K,
+            DType::Q6_K => GgmlType::Q6_K,
+        }
+    }
+
+    /// The llq dtype storing ggml type `t` as it is, if there is one (what a GGUF import
+    /// keeps without a second rounding).
+    pub fn from_ggml(t: GgmlType) -> Option<DType> {
+        Self::ALL.into_iter().find(|d| d.ggml() == t)
+    }
+
+    /// Whether llq can encode f32 weights as this type (the rest are imported only).
+    pub fn can_encode(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::Q8_0 | DType::Q4_0)
+    }
 
     pub fn from_u32(v: u32) -> Option<DType> {
         Self::ALL.into_iter().find(|d| *d as u32 == v)
@@ -52,6 +103,12 @@ impl DType {
             DType::F16 => "f16",
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
+            DType::Q4_K => "q4_k",
+            DType::Q5_K => "q5_k",
+            DType::Q6_K => "q6_k",
         }
     }
 
@@ -65,7 +122,8 @@ impl DType {
     pub fn block_elems(self) -> usize {
         match self {
             DType::F32 | DType::F16 => 1,
-            DType::Q8_0 | DType::Q4_0 => QK,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => QK,
+            DType::Q4_K | DType::Q5_K | DType::Q6_K => QK_K,
         }
     }
 
@@ -76,6 +134,12 @@ impl DType {
             DType::F16 => 2,
             DType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
             DType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
+            DType::Q4_1 => std::mem::size_of::<native::BlockQ4_1>(),
+            DType::Q5_0 => std::mem::size_of::<native::BlockQ5_0>(),
+            DType::Q5_1 => std::mem::size_of::<native::BlockQ5_1>(),
+            DType::Q4_K => std::mem::size_of::<native::BlockQ4_K>(),
+            DType::Q5_K => std::mem::size_of::<native::BlockQ5_K>(),
+            DType::Q6_K => std::mem::size_of::<native::BlockQ6_K>(),
         }
     }
 
@@ -116,6 +180,10 @@ pub fn quantize_row(dtype: DType, src: &[f32], out: &mut [u8]) {
         }
         DType::Q8_0 => quantize_row_q8_0(src, blocks_mut(out)),
         DType::Q4_0 => quantize_row_q4_0(src, blocks_mut(out)),
+        _ => panic!(
+            "llq cannot encode {} yet (see DType::can_encode)",
+            dtype.name()
+        ),
     }
 }
 
@@ -137,6 +205,10 @@ pub fn quantize_row_weighted(dtype: DType, src: &[f32], weights: Option<&[f32]>,
         DType::Q4_0 => quantize_row_q4_0_weighted(src, weights, blocks_mut(out)),
         DType::Q8_0 => quantize_row_q8_0_weighted(src, weights, blocks_mut(out)),
         DType::F32 | DType::F16 => quantize_row(dtype, src, out),
+        _ => panic!(
+            "llq cannot encode {} yet (see DType::can_encode)",
+            dtype.name()
+        ),
     }
 }
 
@@ -156,6 +228,7 @@ pub fn dequantize_row(dtype: DType, src: &[u8], out: &mut [f32]) {
         }
         DType::Q8_0 => dequantize_row_q8_0(blocks(src), out),
         DType::Q4_0 => dequantize_row_q4_0(blocks(src), out),
+        _ => crate::gguf::dequantize(dtype.ggml(), src, out).expect("lengths checked above"),
     }
 }
 

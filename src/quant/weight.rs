@@ -3,7 +3,10 @@
 //! format; `crate::format` maps each kind to and from the (dtype, layout) codes it stores.
 
 use super::interleave::{BlockQ4_0x16, BlockQ8_0x16, Interleaved, GROUP};
-use super::{blocks, dequantize_row, DType, QK};
+use super::kx16::{
+    BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
+};
+use super::{blocks, dequantize_row, DType};
 
 /// How a weight tensor is stored: element encoding and row order together, one variant
 /// per combination that exists (floats row-major, quantized types interleaved by 16 rows
@@ -16,6 +19,7 @@ use super::{blocks, dequantize_row, DType, QK};
 /// `kernels::matmul`; its arm in `convert::encode_matrix`. Every match on the kind is
 /// exhaustive, so the compiler lists them all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // ggml's names, as users know them
 pub enum WeightKind {
     /// Row-major f32 (norm vectors; the matrices of an f32 model).
     F32,
@@ -25,14 +29,28 @@ pub enum WeightKind {
     Q8_0x16,
     /// Q4_0 in 16-row groups of [`BlockQ4_0x16`] (the `rows16` layout).
     Q4_0x16,
+    /// The coded types in 16-row groups (`quant::kx16`): ggml's Q4_1, Q5_0, Q5_1 and the
+    /// K-quants Q4_K, Q5_K, Q6_K, imported from GGUF files without a second rounding.
+    Q4_1x16,
+    Q5_0x16,
+    Q5_1x16,
+    Q4_Kx16,
+    Q5_Kx16,
+    Q6_Kx16,
 }
 
 impl WeightKind {
-    pub const ALL: [WeightKind; 4] = [
+    pub const ALL: [WeightKind; 10] = [
         WeightKind::F32,
         WeightKind::F16,
         WeightKind::Q8_0x16,
         WeightKind::Q4_0x16,
+        WeightKind::Q4_1x16,
+        WeightKind::Q5_0x16,
+        WeightKind::Q5_1x16,
+        WeightKind::Q4_Kx16,
+        WeightKind::Q5_Kx16,
+        WeightKind::Q6_Kx16,
     ];
 
     /// How each row's elements are encoded.
@@ -42,16 +60,19 @@ impl WeightKind {
             WeightKind::F16 => DType::F16,
             WeightKind::Q8_0x16 => <BlockQ8_0x16 as Interleaved>::DTYPE,
             WeightKind::Q4_0x16 => <BlockQ4_0x16 as Interleaved>::DTYPE,
+            WeightKind::Q4_1x16 => <BlockQ4_1x16 as Interleaved>::DTYPE,
+            WeightKind::Q5_0x16 => <BlockQ5_0x16 as Interleaved>::DTYPE,
+            WeightKind::Q5_1x16 => <BlockQ5_1x16 as Interleaved>::DTYPE,
+            WeightKind::Q4_Kx16 => <BlockQ4_Kx16 as Interleaved>::DTYPE,
+            WeightKind::Q5_Kx16 => <BlockQ5_Kx16 as Interleaved>::DTYPE,
+            WeightKind::Q6_Kx16 => <BlockQ6_Kx16 as Interleaved>::DTYPE,
         }
     }
 
     /// Whether rows are interleaved in groups of 16 (`quant::interleave`); otherwise they
     /// are stored one after another.
     pub const fn interleaved(self) -> bool {
-        match self {
-            WeightKind::F32 | WeightKind::F16 => false,
-            WeightKind::Q8_0x16 | WeightKind::Q4_0x16 => true,
-        }
+        !matches!(self, WeightKind::F32 | WeightKind::F16)
     }
 
     /// The kind llq stores a tensor of `dtype` as (what `llq convert` writes).
@@ -123,13 +144,19 @@ impl<'a> WeightView<'a> {
             }
             WeightKind::Q8_0x16 => self.dequantize_group_row::<BlockQ8_0x16>(r, out),
             WeightKind::Q4_0x16 => self.dequantize_group_row::<BlockQ4_0x16>(r, out),
+            WeightKind::Q4_1x16 => self.dequantize_group_row::<BlockQ4_1x16>(r, out),
+            WeightKind::Q5_0x16 => self.dequantize_group_row::<BlockQ5_0x16>(r, out),
+            WeightKind::Q5_1x16 => self.dequantize_group_row::<BlockQ5_1x16>(r, out),
+            WeightKind::Q4_Kx16 => self.dequantize_group_row::<BlockQ4_Kx16>(r, out),
+            WeightKind::Q5_Kx16 => self.dequantize_group_row::<BlockQ5_Kx16>(r, out),
+            WeightKind::Q6_Kx16 => self.dequantize_group_row::<BlockQ6_Kx16>(r, out),
         }
     }
 
     fn dequantize_group_row<B: Interleaved>(&self, r: usize, out: &mut [f32]) {
         assert!(r < self.rows, "row {r} of {}", self.rows);
         let (g, i) = (self.group(r / GROUP), r % GROUP);
-        for (sb, o) in blocks::<B>(g).iter().zip(out.chunks_exact_mut(QK)) {
+        for (sb, o) in blocks::<B>(g).iter().zip(out.chunks_exact_mut(B::COLS)) {
             sb.dequantize_row(i, o);
         }
     }

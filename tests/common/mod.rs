@@ -180,6 +180,26 @@ pub fn smollm2_gguf() -> PathBuf {
     p
 }
 
+/// Gemma 3 270M Q4_K_M's GGUF (real Q4_K, Q6_K, Q5_0 and Q8_0 tensors): `LLQ_GEMMA3_GGUF`,
+/// else the cache `tools/fetch_gemma3.sh` fills (`$LLQ_CACHE`, default `~/.cache/llq`). A
+/// missing model fails the test: `tools/setup.sh` fetches it (Gemma's terms keep it out of
+/// the repository).
+pub fn gemma3_gguf() -> PathBuf {
+    let p = match std::env::var("LLQ_GEMMA3_GGUF") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => std::env::var("LLQ_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llq"))
+            .join("gemma3/gemma-3-270m-q4_k_m.gguf"),
+    };
+    assert!(
+        p.is_file(),
+        "{} is missing: run tools/setup.sh (or tools/fetch_gemma3.sh, or set LLQ_GEMMA3_GGUF)",
+        p.display()
+    );
+    p
+}
+
 /// Run the `llq` binary with `args`, `stdin` piped in: (success, stdout, stderr).
 pub fn llq_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
     use std::io::Write;

@@ -206,7 +206,7 @@ pub(super) fn tile_q4<const T: usize>(
         for r in 0..4 {
             let mut s = [[vdupq_n_s32(0); T]; 2];
             for t in 0..T {
-                s[0][t] = vdupq_n_s32(-8 * a[t].sum);
+                s[0][t] = vdupq_n_s32(-8 * a[t].sum());
             }
             let v: [uint8x16_t; 4] = std::array::from_fn(|c| ld_u8(&sb.qs, 64 * c + 16 * r));
             let lo: [int8x16_t; 4] =

@@ -179,7 +179,7 @@ fn tile_q4<const P: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize
         let xp = act_pairs(&xs, b);
         let dx: [float32x4_t; P] = std::array::from_fn(|q| xp[q].1);
         let corr: [int32x4_t; P] = std::array::from_fn(|q| {
-            let (s0, s1) = (xs[q][0][b].sum, xs[q][1][b].sum);
+            let (s0, s1) = (xs[q][0][b].sum(), xs[q][1][b].sum());
             // [s0, s1, s0, s1], times −8.
             vzip1q_s32(vdupq_n_s32(-8 * s0), vdupq_n_s32(-8 * s1))
         });

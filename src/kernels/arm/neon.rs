@@ -32,6 +32,7 @@ pub(super) const NEON: Kernels = Kernels {
     quantize_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
+    coded: crate::kernels::scalar::CODED,
 };
 
 pub(crate) static KERNELS: Kernels = NEON;
@@ -347,7 +348,7 @@ fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize
             }
             for t in 0..T {
                 let isum = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
-                let isum = vcvtq_f32_s32(vaddq_s32(isum, vdupq_n_s32(-8 * a[t].sum)));
+                let isum = vcvtq_f32_s32(vaddq_s32(isum, vdupq_n_s32(-8 * a[t].sum())));
                 acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
             }
         }

@@ -81,7 +81,7 @@ fn matvec_q8_vnni256(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
     let flip = _mm256_set1_epi8(-128);
     let mut facc = [_mm256_setzero_ps(); 2];
     for (sb, a) in w.iter().zip(x) {
-        let start = _mm256_set1_epi32(-128 * a.sum);
+        let start = _mm256_set1_epi32(-128 * a.sum());
         for (h, f) in facc.iter_mut().enumerate() {
             let (mut p, mut q) = (start, _mm256_setzero_si256());
             for c in (0..8).step_by(2) {
@@ -135,7 +135,7 @@ fn vnni_block<const T: usize>(
     facc: &mut [__m512; T],
 ) {
     for (f, a) in facc.iter_mut().zip(xs) {
-        let start = _mm512_set1_epi32(-off * a.sum);
+        let start = _mm512_set1_epi32(-off * a.sum());
         let acc = if T <= 2 {
             let (mut p, mut q) = (start, _mm512_setzero_si512());
             for c in (0..8).step_by(2) {
@@ -348,7 +348,7 @@ fn tile_q4_avx2<const T: usize>(
             for (t, a) in acc.iter().enumerate() {
                 let i = _mm256_sub_epi32(
                     _mm256_madd_epi16(*a, ones),
-                    _mm256_set1_epi32(8 * xs[t].sum),
+                    _mm256_set1_epi32(8 * xs[t].sum()),
                 );
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d));
                 facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, facc[t][h]);
