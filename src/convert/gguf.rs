@@ -109,7 +109,10 @@ impl Checkpoint for GgufCheckpoint {
         let dtype = DType::from_ggml(t.ggml_type).ok_or_else(|| {
             Error::invalid(
                 &self.path,
-                format!("tensor '{name}': {} has no llq storage type", t.ggml_type.name()),
+                format!(
+                    "tensor '{name}': {} has no llq storage type",
+                    t.ggml_type.name()
+                ),
             )
         })?;
         let bytes = self.file.tensor_data(t);
@@ -180,7 +183,11 @@ pub fn gguf_tokenizer_parts(f: &GgufFile) -> Option<GgufTokenizerParts> {
 /// Face row `j · head_dim/2 + i`.
 /// `w` is any row-major element type: f32 values, or a quantized tensor's bytes (a row
 /// is then its blocks).
-pub(crate) fn unpermute_rows<T: Copy + Default>(w: &[T], n_heads: usize, head_dim: usize) -> Vec<T> {
+pub(crate) fn unpermute_rows<T: Copy + Default>(
+    w: &[T],
+    n_heads: usize,
+    head_dim: usize,
+) -> Vec<T> {
     let rows = n_heads * head_dim;
     let cols = w.len() / rows;
     let half = head_dim / 2;
