@@ -12,6 +12,7 @@ pub mod ffi;
 pub mod format;
 pub mod generate;
 pub mod gguf;
+pub mod imatrix;
 pub mod kernels;
 pub mod kv;
 pub mod lora;

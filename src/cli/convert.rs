@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use llq::convert::{convert, open_checkpoint, Target};
+use llq::convert::{convert_with, open_checkpoint, Mix, Target};
 use llq::lora::merge_adapters;
 
 use super::common::ConvertProgress;
@@ -26,12 +26,19 @@ pub struct Args {
     /// Output .llq file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Weight type: f32, f16, q8_0 (8.5 bits/weight) or q4_0 (4.5 bits/weight). Norms stay
-    /// f32; matrices whose rows are not a multiple of 32 fall back to f16. Default: a
-    /// GGUF's own types where llq has them, else q8_0 (f32 with --lora-only, where only
-    /// f32 and f16 are allowed).
-    #[arg(long = "type", value_parser = parse_dtype)]
-    dtype: Option<DType>,
+    /// Weight type: f32, f16, q8_0 (8.5 bits/weight), q4_0 (4.5), q4_1 (5), q5_0 (5.5),
+    /// q5_1 (6), q4_k (4.5), q5_k (5.5), q6_k (6.56), or llama.cpp's mixtures q4_k_m and
+    /// q5_k_m (Q6_K for the output matrix and for attn_v/ffn_down in some layers). Norms
+    /// stay f32; rows that are not whole blocks fall back as llama.cpp does (q4_k → q5_0,
+    /// q5_k → q5_1, q6_k → q8_0), then to f16. Default: a GGUF's own types where llq has
+    /// them, else q8_0 (f32 with --lora-only, where only f32 and f16 are allowed).
+    #[arg(long = "type", value_parser = parse_type)]
+    dtype: Option<TypeArg>,
+    /// An importance matrix (llama.cpp's imatrix.dat, e.g. from `llq imatrix`): each
+    /// matrix with an entry is encoded minimising the error weighted by its columns' mean
+    /// squared activations.
+    #[arg(long)]
+    imatrix: Option<PathBuf>,
     /// Convert only a PEFT LoRA adapter directory into a run-time adapter file (its A and
     /// B matrices at --type f16 or f32, with alpha, rank and targets), for
     /// `llq run -m base.llq --lora adapter.llq[:scale]`. No base model is read; the
@@ -78,6 +85,20 @@ fn lora_specs(a: &Args) -> Result<Vec<(PathBuf, f32)>> {
         .collect()
 }
 
+/// A `--type`: one storage type, or a mixture.
+#[derive(Clone, Copy)]
+enum TypeArg {
+    One(DType),
+    Mix(Mix),
+}
+
+fn parse_type(s: &str) -> std::result::Result<TypeArg, String> {
+    match Mix::from_name(s) {
+        Some(m) => Ok(TypeArg::Mix(m)),
+        None => parse_dtype(s).map(TypeArg::One),
+    }
+}
+
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     let known = || {
         DType::ALL
@@ -104,7 +125,16 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
 fn adapter_only(dir: &std::path::Path, a: &Args) -> Result<()> {
     // f32 keeps the adapter exact (PEFT's goldens within ~3e-6); adapters are small, and
     // --type f16 halves the file at ~5e-4 of logit error.
-    let dtype = a.dtype.unwrap_or(DType::F32);
+    let dtype = match a.dtype {
+        None => DType::F32,
+        Some(TypeArg::One(d)) => d,
+        Some(TypeArg::Mix(m)) => {
+            return Err(llq::Error::usage(format!(
+                "--lora-only takes f32 or f16, not {}",
+                m.name()
+            )))
+        }
+    };
     let adapter = llq::lora::open_peft(dir)?;
     llq::lora::write_adapter(&adapter, dtype, &a.output)?;
     eprintln!(
@@ -128,7 +158,8 @@ pub fn run(a: Args) -> Result<()> {
     llq::format::temp::install_signal_cleanup();
     let start = std::time::Instant::now();
     let target = match a.dtype {
-        Some(d) => Target::Type(d),
+        Some(TypeArg::One(d)) => Target::Type(d),
+        Some(TypeArg::Mix(m)) => Target::Mix(m),
         None => Target::Keep {
             fallback: DType::Q8_0,
         },
@@ -142,7 +173,27 @@ pub fn run(a: Args) -> Result<()> {
     if !specs.is_empty() {
         ck = Box::new(merge_adapters(ck, &specs)?);
     }
-    convert(ck.as_ref(), target, &a.output, &ConvertProgress::new())?;
+    let imatrix = match &a.imatrix {
+        Some(p) => {
+            let m = llq::imatrix::Imatrix::read(p)?;
+            eprintln!(
+                "llq: importance matrix {} ({} entries, {} chunks of '{}')",
+                p.display(),
+                m.entries.len(),
+                m.last_chunk,
+                m.dataset
+            );
+            Some(m)
+        }
+        None => None,
+    };
+    convert_with(
+        ck.as_ref(),
+        target,
+        &a.output,
+        &ConvertProgress::new(),
+        imatrix.as_ref(),
+    )?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     let types = llq::format::LlqFile::open(&a.output)
         .ok()

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod common;
 mod convert;
+mod imatrix;
 mod info;
 mod perplexity;
 mod run;
@@ -39,6 +40,7 @@ enum Command {
     Tokenize(tokenize::Args),
     Perplexity(perplexity::Args),
     Bench(bench::Args),
+    Imatrix(imatrix::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -50,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Imatrix(a) => imatrix::run(a),
     }
 }
 

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::{keys, LlqWriter, TensorPlan, Value};
+use crate::imatrix::Imatrix;
 use crate::model::{names, ModelConfig};
 use crate::quant::interleave::{BlockQ4_0x16, BlockQ8_0x16, Interleaved, GROUP};
 use crate::quant::kx16::{
@@ -53,6 +54,56 @@ pub enum Target {
     /// kept exactly as it is, no second rounding; the others encoded as `fallback`.
     /// Vectors are f32 either way.
     Keep { fallback: DType },
+    /// One of llama.cpp's K-quant mixtures (see [`Mix`]).
+    Mix(Mix),
+}
+
+/// llama.cpp's `Q4_K_M` / `Q5_K_M` mixtures (its `llama_tensor_get_type`): every matrix
+/// at Q4_K (Q5_K), except the output matrix (or the tied embedding serving as it) at Q6_K,
+/// and `attn_v` and `ffn_down` at Q6_K in the layers [`use_more_bits`] picks (the first
+/// and last eighth, and every third layer between). Rows that are not whole 256-weight
+/// super-blocks fall back as in llama.cpp (see [`storage_type`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    Q4KM,
+    Q5KM,
+}
+
+impl Mix {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Q4KM => "q4_k_m",
+            Mix::Q5KM => "q5_k_m",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Mix> {
+        [Mix::Q4KM, Mix::Q5KM]
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
+    }
+
+    /// The type tensor `name` gets before the row-length fallback.
+    fn wanted(self, cfg: &ModelConfig, name: &str) -> DType {
+        let base = match self {
+            Mix::Q4KM => DType::Q4_K,
+            Mix::Q5KM => DType::Q5_K,
+        };
+        let n = cfg.n_layers;
+        let more =
+            |part: &str| (0..n).any(|i| name == names::layer(i, part) && use_more_bits(i, n));
+        if more("attn_v") || more("ffn_down") {
+            DType::Q6_K
+        } else {
+            base
+        }
+    }
+}
+
+/// llama.cpp's choice of the layers that get more bits in its mixtures: the first and
+/// last eighth, and every third layer in between.
+pub fn use_more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 impl From<DType> for Target {
@@ -72,6 +123,10 @@ impl Target {
                 Some(d) if shape.len() == 2 => (d, true),
                 _ => (storage_type(fallback, name, tied, shape), false),
             },
+            Target::Mix(m) => (
+                storage_type(m.wanted(src.config(), name), name, tied, shape),
+                false,
+            ),
         }
     }
 }
@@ -90,32 +145,40 @@ pub fn open_checkpoint(path: &Path) -> Result<Box<dyn Checkpoint>> {
     }
 }
 
-/// Storage type of each tensor for a requested `--type`: vectors stay f32; a matrix whose
-/// rows are not a whole number of blocks falls back to f16; at q4_0 the output matrix (or
-/// the tied embedding that serves as it) is kept at q8_0, because logits are the most
+/// Storage type of each tensor for a requested `--type`: vectors stay f32; at q4_0 the
+/// output matrix (or the tied embedding that serves as it) is kept at q8_0, and at
+/// q4_k/q5_k (alone or in a mixture) at q6_k, because logits are the most
 /// quantization-sensitive product of the model (llama.cpp likewise keeps it at 6 bits).
+/// A matrix whose rows are not a whole number of blocks falls back as llama.cpp does:
+/// q4_k → q5_0, q5_k → q5_1, q6_k → q8_0, and to f16 if even those do not fit.
 ///
 /// The block format is llama.cpp's, but the encoding is not its reference rounding: every
-/// Q8_0/Q4_0 block's scale and codes are searched for the least *weighted* squared error
-/// (`quant::quantize_row_weighted`), with per-column weights from [`column_importance`]
-/// (the attention norm's gain for Q/K/V, the final norm's for an untied output matrix,
-/// uniform elsewhere).
+/// block's scales and codes are searched for the least *weighted* squared error
+/// (`quant::quantize_row_weighted`, `quant::kq_encode`), with per-column weights from an
+/// importance matrix when one is given, else from [`column_importance`] (the attention
+/// norm's gain for Q/K/V, the final norm's for an untied output matrix, uniform
+/// elsewhere).
 pub fn storage_type(target: DType, name: &str, tied: bool, shape: &[u64]) -> DType {
     if shape.len() < 2 {
         return DType::F32;
     }
     let is_output = name == names::OUTPUT || (tied && name == names::TOKEN_EMBD);
-    let target = if target == DType::Q4_0 && is_output {
-        DType::Q8_0
-    } else {
-        target
+    let target = match target {
+        DType::Q4_0 if is_output => DType::Q8_0,
+        DType::Q4_K | DType::Q5_K if is_output => DType::Q6_K,
+        t => t,
     };
     let cols = *shape.last().unwrap() as usize;
-    if target.row_bytes(cols).is_some() {
-        target
-    } else {
-        DType::F16
-    }
+    let fallback = match target {
+        DType::Q4_K => DType::Q5_0,
+        DType::Q5_K => DType::Q5_1,
+        DType::Q6_K => DType::Q8_0,
+        t => t,
+    };
+    [target, fallback]
+        .into_iter()
+        .find(|t| t.row_bytes(cols).is_some())
+        .unwrap_or(DType::F16)
 }
 
 /// Progress reporting, so the library stays free of terminal concerns.
@@ -140,6 +203,19 @@ pub fn convert(
     target: impl Into<Target>,
     out: &Path,
     progress: &dyn Progress,
+) -> Result<()> {
+    convert_with(src, target, out, progress, None)
+}
+
+/// [`convert`] with an importance matrix (llama.cpp's `imatrix.dat`, see
+/// [`crate::imatrix`]): a matrix with an entry of the right width is encoded minimising
+/// the error weighted by its columns' mean squared activations.
+pub fn convert_with(
+    src: &dyn Checkpoint,
+    target: impl Into<Target>,
+    out: &Path,
+    progress: &dyn Progress,
+    imatrix: Option<&Imatrix>,
 ) -> Result<()> {
     let target = target.into();
     let cfg = src.config();
@@ -206,9 +282,14 @@ pub fn convert(
         }
         buf.clear();
         buf.resize(n_bytes, 0u8);
-        let weights = match p.kind.dtype().is_quantized() {
-            true => column_importance(src, &p.name)?,
-            false => None,
+        let from_imatrix = imatrix
+            .and_then(|m| m.get(&p.name))
+            .map(|e| e.importance())
+            .filter(|v| v.len() == cols && v.iter().all(|x| x.is_finite()));
+        let weights = match (p.kind.dtype().is_quantized(), from_imatrix) {
+            (false, _) => None,
+            (true, Some(v)) => Some(v),
+            (true, None) => column_importance(src, &p.name)?,
         };
         encode_matrix(p.kind, &data, cols, weights.as_deref(), &mut buf);
         drop(data);
@@ -226,6 +307,7 @@ pub fn convert(
 fn quantization_name(target: Target, plans: &[TensorPlan]) -> String {
     match target {
         Target::Type(t) => t.name().to_string(),
+        Target::Mix(m) => m.name().to_string(),
         Target::Keep { .. } => {
             let mut by_type: Vec<(DType, u64)> = Vec::new();
             for p in plans.iter().filter(|p| p.kind.dtype().is_quantized()) {
@@ -235,7 +317,7 @@ fn quantization_name(target: Target, plans: &[TensorPlan]) -> String {
                     None => by_type.push((p.kind.dtype(), b)),
                 }
             }
-            by_type.sort_by(|a, b| b.1.cmp(&a.1));
+            by_type.sort_by_key(|b| std::cmp::Reverse(b.1));
             let names: Vec<&str> = by_type.iter().map(|(d, _)| d.name()).collect();
             if names.is_empty() {
                 "f32".to_string()

@@ -23,13 +23,46 @@ pub enum Logits {
     All,
 }
 
+/// The input of one group of matrix multiplications in a layer, as an [`Observer`] sees
+/// it: Q, K and V read the attention norm's output; the attention output matrix reads the
+/// attention; gate and up read the FFN norm's output; down reads the SwiGLU product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulInput {
+    /// Input of `attn_q`, `attn_k`, `attn_v` (`dim` values per token).
+    AttnNorm,
+    /// Input of `attn_output` (`n_heads · head_dim` per token).
+    Attention,
+    /// Input of `ffn_gate`, `ffn_up` (`dim` per token).
+    FfnNorm,
+    /// Input of `ffn_down` (`ffn_dim` per token).
+    FfnAct,
+}
+
+impl MatmulInput {
+    /// The layer parts (`names::LAYER_PARTS`) whose matrices read this input.
+    pub fn parts(self) -> &'static [&'static str] {
+        match self {
+            MatmulInput::AttnNorm => &["attn_q", "attn_k", "attn_v"],
+            MatmulInput::Attention => &["attn_output"],
+            MatmulInput::FfnNorm => &["ffn_gate", "ffn_up"],
+            MatmulInput::FfnAct => &["ffn_down"],
+        }
+    }
+}
+
+/// Sees the input of every matrix multiplication of the layers (e.g. to build an
+/// importance matrix): `(layer, which input, the batch's rows: n × width values)`.
+pub type Observer = Box<dyn FnMut(usize, MatmulInput, &[f32]) + Send>;
+
 /// Everything that changes while a sequence is evaluated: the KV cache, the buffers
-/// reused by every call, and the LoRA adapters this sequence applies (per state, so
-/// contexts sharing one model may use different adapters).
+/// reused by every call, the LoRA adapters this sequence applies (per state, so
+/// contexts sharing one model may use different adapters), and an optional observer of
+/// the matrix inputs (none in normal use: one branch per matrix group).
 pub struct State {
     cache: KvCache,
     buf: Buffers,
     adapters: AdapterSet,
+    observer: Option<Observer>,
 }
 
 #[derive(Default)]
@@ -67,7 +100,14 @@ impl State {
             cache: KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, n_ctx, cfg)?,
             buf: Buffers::default(),
             adapters: AdapterSet::default(),
+            observer: None,
         })
+    }
+
+    /// Call `observer` with the input of every matrix multiplication of the layers from
+    /// now on (`None`: stop); returns the previous observer.
+    pub fn set_observer(&mut self, observer: Option<Observer>) -> Option<Observer> {
+        std::mem::replace(&mut self.observer, observer)
     }
 
     /// Apply `adapters` from now on (an empty set: none). The cache is reset: the keys and
@@ -142,6 +182,7 @@ impl Model {
             cache,
             buf: b,
             adapters: ad,
+            observer: obs,
         } = state;
         b.ensure(cfg, n, n_logits);
         // Every layer rotates by the same angles: computed once per call, not per layer.
@@ -153,8 +194,8 @@ impl Model {
             embd.dequantize_row(*t as usize, x);
         }
         for (l, lw) in self.layers.iter().enumerate() {
-            self.attention_block(k, l, lw, cache, b, ad, n);
-            self.mlp_block(k, l, lw, b, ad, n);
+            self.attention_block(k, l, lw, cache, b, ad, obs, n);
+            self.mlp_block(k, l, lw, b, ad, obs, n);
         }
         cache.advance(n);
         self.logits(k, b, n, n_logits);
@@ -207,6 +248,7 @@ impl Model {
         cache: &mut KvCache,
         b: &mut Buffers,
         ad: &AdapterSet,
+        obs: &mut Option<Observer>,
         n: usize,
     ) {
         let cfg = &self.config;
@@ -217,6 +259,9 @@ impl Model {
             cfg.rms_eps,
             cfg.dim,
         );
+        if let Some(o) = obs {
+            o(l, MatmulInput::AttnNorm, &b.xb[..n * cfg.dim]);
+        }
         let qkv = [
             self.weight(&lw.wq),
             self.weight(&lw.wk),
@@ -236,6 +281,9 @@ impl Model {
             sin: &b.sink_sin,
         };
         attention(k, cfg, &b.q, &cache.layer(l, n), &sink, &mut b.att);
+        if let Some(o) = obs {
+            o(l, MatmulInput::Attention, &b.att[..n * cfg.q_dim()]);
+        }
         matmul(k, &self.weight(&lw.wo), &b.att, n, &mut b.xb, &mut b.mm);
         if !ad.is_empty() {
             ad.apply(k, l, Proj::O, &b.att, n, &mut b.xb, &mut b.lora);
@@ -245,6 +293,7 @@ impl Model {
 
     /// `x += W_down · (silu(W_gate · h) ⊙ (W_up · h))` with `h = rmsnorm(x)` (SwiGLU), each
     /// `W` with the context's adapters' `ΔW` (see `attention_block`).
+    #[allow(clippy::too_many_arguments)]
     fn mlp_block(
         &self,
         k: &Kernels,
@@ -252,6 +301,7 @@ impl Model {
         lw: &LayerWeights,
         b: &mut Buffers,
         ad: &AdapterSet,
+        obs: &mut Option<Observer>,
         n: usize,
     ) {
         let cfg = &self.config;
@@ -262,6 +312,9 @@ impl Model {
             cfg.rms_eps,
             cfg.dim,
         );
+        if let Some(o) = obs {
+            o(l, MatmulInput::FfnNorm, &b.xb[..n * cfg.dim]);
+        }
         let gate_up = [self.weight(&lw.w_gate), self.weight(&lw.w_up)];
         let outs = &mut [&mut b.gate[..], &mut b.up[..]];
         matmul_many(k, &gate_up, &b.xb, n, outs, &mut b.mm);
@@ -270,6 +323,9 @@ impl Model {
             ad.apply(k, l, Proj::Up, &b.xb, n, &mut b.up, &mut b.lora);
         }
         swiglu(k, &mut b.gate, &b.up, cfg.ffn_dim, n);
+        if let Some(o) = obs {
+            o(l, MatmulInput::FfnAct, &b.gate[..n * cfg.ffn_dim]);
+        }
         matmul(
             k,
             &self.weight(&lw.w_down),

@@ -6,7 +6,7 @@ mod forward;
 mod rope;
 
 pub use config::{ModelConfig, RopeScaling};
-pub use forward::{Logits, State};
+pub use forward::{Logits, MatmulInput, Observer, State};
 pub use rope::Rope;
 
 use std::path::Path;

@@ -6,6 +6,7 @@
 //! Functions here are the *reference*: SIMD kernels are tested against them.
 
 pub mod interleave;
+pub mod kq_encode;
 pub mod kx16;
 pub mod native;
 mod q4_0;
@@ -89,7 +90,9 @@ impl DType {
 
     /// Whether llq can encode f32 weights as this type (the rest are imported only).
     pub fn can_encode(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::Q8_0 | DType::Q4_0)
+        // Every type now (Q4_1..Q6_K through `kq_encode`); kept for callers that ask.
+        let _ = self;
+        true
     }
 
     pub fn from_u32(v: u32) -> Option<DType> {
@@ -204,10 +207,12 @@ pub fn quantize_row_weighted(dtype: DType, src: &[f32], weights: Option<&[f32]>,
         DType::Q4_0 => quantize_row_q4_0_weighted(src, weights, blocks_mut(out)),
         DType::Q8_0 => quantize_row_q8_0_weighted(src, weights, blocks_mut(out)),
         DType::F32 | DType::F16 => quantize_row(dtype, src, out),
-        _ => panic!(
-            "llq cannot encode {} yet (see DType::can_encode)",
-            dtype.name()
-        ),
+        DType::Q4_1 => kq_encode::quantize_row(kq_encode::KqType::Q4_1, src, weights, out),
+        DType::Q5_0 => kq_encode::quantize_row(kq_encode::KqType::Q5_0, src, weights, out),
+        DType::Q5_1 => kq_encode::quantize_row(kq_encode::KqType::Q5_1, src, weights, out),
+        DType::Q4_K => kq_encode::quantize_row(kq_encode::KqType::Q4_K, src, weights, out),
+        DType::Q5_K => kq_encode::quantize_row(kq_encode::KqType::Q5_K, src, weights, out),
+        DType::Q6_K => kq_encode::quantize_row(kq_encode::KqType::Q6_K, src, weights, out),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Q4_0: 32 weights per block, one f16 scale, 4-bit values offset by 8.
 //! Byte j holds element j in its low nibble and element j + 16 in its high nibble.
 
-use super::search::{exact_search, refine_f16, werr, Candidate};
+use super::search::{best_symmetric, werr, Candidate};
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -132,16 +132,7 @@ pub fn block_q4_0_weighted(x: &[f32], w: &[f32]) -> BlockQ4_0 {
         d,
         err: werr(x, w, &q, d),
     };
-    let mut y = [0.0f32; QK];
-    for sign in [1.0f32, -1.0] {
-        for (yi, &v) in y.iter_mut().zip(x) {
-            *yi = sign * v;
-        }
-        // Codes for x at scale sign·d: y ≈ d·q ⇔ x ≈ (sign·d)·q.
-        if let Some(q) = exact_search(&y, w, 0.0, f32::INFINITY, 8, 7) {
-            refine_f16(x, w, q, -8.0, 7.0, &mut best);
-        }
-    }
+    best_symmetric(x, w, 8, 7, None, &mut best);
     let mut b = BlockQ4_0 {
         d: half::f16::from_f32(best.d).to_bits(),
         qs: [0; QK / 2],

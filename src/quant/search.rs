@@ -1,6 +1,8 @@
-//! Weighted least-squares search of a block's scale and codes, shared by the Q4_0 and
-//! Q8_0 encoders. A block of n values x with importance weights w ≥ 0 is stored as a
-//! scale d (f16) and integer codes q; the objective is Σ w (x − d·q)².
+//! Weighted least-squares search of a block's scale and codes, shared by the Q4_0, Q8_0
+//! and Q5_0 encoders and the Q6_K sub-blocks (`kq_encode`). A block of n ≤ 32 values x
+//! with importance weights w ≥ 0 is stored as a scale d (f16) and integer codes q; the
+//! objective is Σ w (x − d·q)². Code arrays are `[i8; 32]`; a shorter block uses the
+//! first n entries (the rest stay 0).
 
 use super::QK;
 
@@ -56,6 +58,8 @@ pub(crate) fn round_codes(x: &[f32], d: f32, lo: f32, hi: f32) -> [i8; QK] {
 /// O(m log m) for m events. Over s in [0, ∞) this finds the global optimum for d > 0
 /// (for its own scale the optimal codes are the rounded ones); a narrower window is
 /// exact within the window. `None` if no code vector in the window is non-zero.
+/// `y.len()` ≤ 32, and the window must produce at most 512 events (e.g. 32 values with
+/// at most 16 code steps each).
 pub(crate) fn exact_search(
     y: &[f32],
     w: &[f32],
@@ -65,6 +69,7 @@ pub(crate) fn exact_search(
     pos_max: u32,
 ) -> Option<[i8; QK]> {
     const MAX_EVENTS: usize = QK * 16;
+    assert!(y.len() <= QK && w.len() >= y.len());
     let mut keys = [0u64; MAX_EVENTS];
     let mut n = 0;
     let mut mag = [0u32; QK];
@@ -173,6 +178,37 @@ pub(crate) fn refine_f16(
             break;
         }
         h = nh;
+    }
+}
+
+/// For each sign of the scale, the exact optimum of [`exact_search`] over codes in
+/// [−neg_max, pos_max], stored with an f16 scale by [`refine_f16`]; `best` (the caller's
+/// starting candidate, e.g. llama.cpp's reference block) is replaced by any encoding with
+/// a lower weighted error. `window` = (lo, hi) limits the inverse scales searched to
+/// [lo, hi] / max|x| (faster: fewer events); `None` searches them all.
+pub(crate) fn best_symmetric(
+    x: &[f32],
+    w: &[f32],
+    neg_max: u32,
+    pos_max: u32,
+    window: Option<(f32, f32)>,
+    best: &mut Candidate,
+) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (s_lo, s_hi) = match window {
+        Some((lo, hi)) if amax > 0.0 => (lo / amax, hi / amax),
+        _ => (0.0, f32::INFINITY),
+    };
+    let mut y = [0.0f32; QK];
+    let y = &mut y[..x.len()];
+    for sign in [1.0f32, -1.0] {
+        for (yi, &v) in y.iter_mut().zip(x) {
+            *yi = sign * v;
+        }
+        // Codes for x at scale sign·d: y ≈ d·q ⇔ x ≈ (sign·d)·q.
+        if let Some(q) = exact_search(y, w, s_lo, s_hi, neg_max, pos_max) {
+            refine_f16(x, w, q, -(neg_max as f32), pos_max as f32, best);
+        }
     }
 }
 
