@@ -140,7 +140,10 @@ def models(args):
     return out
 
 
-FTYPES = {"q8_0": 7, "q4_0": 2}  # LLAMA_FTYPE_MOSTLY_*
+FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}  # LLAMA_FTYPE_MOSTLY_*
+# Types llq runs from llama.cpp's own file (imported as it is, each tensor keeping its
+# type): both runtimes then multiply the very same weights.
+KEPT_TYPES = {"q4_k_m", "q5_k_m", "q6_k"}
 
 
 def quantize_llamacpp(src, dst, qtype):
@@ -163,7 +166,8 @@ def convert_llq(llq, src, dst, qtype):
     # Reuse an earlier conversion only if this llq still reads it (the format evolves).
     if dst.exists() and subprocess.run([str(llq), "info", str(dst)], capture_output=True).returncode == 0:
         return
-    sh([str(llq), "convert", str(src), "-o", str(dst), "--type", qtype])
+    type_args = [] if qtype in KEPT_TYPES else ["--type", qtype]
+    sh([str(llq), "convert", str(src), "-o", str(dst)] + type_args)
 
 
 def prepare(llq, name, src, qtype):
@@ -171,7 +175,7 @@ def prepare(llq, name, src, qtype):
     gg = WORK / f"{name}.llamacpp.{qtype}.gguf"
     lq = WORK / f"{name}.llq.{qtype}.llq"
     quantize_llamacpp(src, gg, qtype)
-    convert_llq(llq, src, lq, qtype)
+    convert_llq(llq, gg if qtype in KEPT_TYPES else src, lq, qtype)
     return gg, lq
 
 
@@ -219,11 +223,19 @@ class LlamaCpp:
         self.n_ctx = n_ctx
         self.ctx = None
 
-    def context(self, threads, n_batch=512, logits_all=False):
+    def context(self, threads, n_batch=512, logits_all=False, kv_f32=False):
         L = self.L
         if self.ctx:
             L.llama_free(self.ctx)
         cp = L.llama_context_default_params()
+        if kv_f32:
+            # An f32 KV cache and no flash attention: attention as llq computes it, so a
+            # comparison of logits isolates the matrix products.
+            cp.type_k = cp.type_v = 0  # GGML_TYPE_F32
+            if hasattr(cp, "flash_attn_type"):
+                cp.flash_attn_type = 0  # LLAMA_FLASH_ATTN_TYPE_DISABLED
+            elif hasattr(cp, "flash_attn"):
+                cp.flash_attn = False
         cp.n_ctx = self.n_ctx
         cp.n_batch = n_batch
         cp.n_ubatch = n_batch

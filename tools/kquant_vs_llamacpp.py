@@ -58,7 +58,7 @@ def llamacpp_base(gguf_path, token_ids, window, threads, out):
     if out.exists():
         return out
     lc = B.LlamaCpp(gguf_path, n_ctx=window)
-    lc.context(threads, n_batch=window)
+    lc.context(threads, n_batch=window, kv_f32=True)
     vocab = lc.n_vocab
     tmp = out.with_suffix(".tmp")
     with open(tmp, "wb") as f:

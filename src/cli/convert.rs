@@ -100,25 +100,14 @@ fn parse_type(s: &str) -> std::result::Result<TypeArg, String> {
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
-    let known = || {
-        DType::ALL
-            .into_iter()
-            .filter(|d| d.can_encode())
-            .map(DType::name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match DType::from_name(s) {
-        Some(d) if d.can_encode() => Ok(d),
-        Some(d) => Err(format!(
-            "llq cannot encode {} from f32 yet (it keeps {} tensors of a GGUF file as they \
-             are; --type takes {})",
-            d.name(),
-            d.name(),
-            known()
-        )),
-        None => Err(format!("unknown type '{s}' ({})", known())),
-    }
+    DType::from_name(s).ok_or_else(|| {
+        let known: Vec<&str> = DType::ALL.into_iter().map(DType::name).collect();
+        format!(
+            "unknown type '{s}' ({}, or the mixtures {})",
+            known.join(", "),
+            Mix::ALL.map(Mix::name).join(", ")
+        )
+    })
 }
 
 /// `--lora-only`: a PEFT adapter → run-time adapter file.

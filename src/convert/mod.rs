@@ -70,6 +70,8 @@ pub enum Mix {
 }
 
 impl Mix {
+    pub const ALL: [Mix; 2] = [Mix::Q4KM, Mix::Q5KM];
+
     pub fn name(self) -> &'static str {
         match self {
             Mix::Q4KM => "q4_k_m",
@@ -78,7 +80,7 @@ impl Mix {
     }
 
     pub fn from_name(s: &str) -> Option<Mix> {
-        [Mix::Q4KM, Mix::Q5KM]
+        Self::ALL
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(s))
     }

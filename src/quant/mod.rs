@@ -88,13 +88,6 @@ impl DType {
         Self::ALL.into_iter().find(|d| d.ggml() == t)
     }
 
-    /// Whether llq can encode f32 weights as this type (the rest are imported only).
-    pub fn can_encode(self) -> bool {
-        // Every type now (Q4_1..Q6_K through `kq_encode`); kept for callers that ask.
-        let _ = self;
-        true
-    }
-
     pub fn from_u32(v: u32) -> Option<DType> {
         Self::ALL.into_iter().find(|d| *d as u32 == v)
     }
@@ -182,10 +175,8 @@ pub fn quantize_row(dtype: DType, src: &[f32], out: &mut [u8]) {
         }
         DType::Q8_0 => quantize_row_q8_0(src, blocks_mut(out)),
         DType::Q4_0 => quantize_row_q4_0(src, blocks_mut(out)),
-        _ => panic!(
-            "llq cannot encode {} yet (see DType::can_encode)",
-            dtype.name()
-        ),
+        // The coded types have no simpler reference rounding in llq: their encoder.
+        _ => quantize_row_weighted(dtype, src, None, out),
     }
 }
 

@@ -72,6 +72,7 @@ fn convert_once(
     let label = match target {
         Target::Type(d) => d.name().to_string(),
         Target::Keep { fallback } => format!("kept-{}", fallback.name()),
+        Target::Mix(m) => m.name().to_string(),
     };
     let out = dir.join(format!("{name}.{label}.llq"));
     static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
