@@ -383,6 +383,28 @@ super::group_driver!(
     tile_q4::<1>
 );
 
+/// `lo += w[0..8] · x[0..8]`, `hi += w[8..16] · x[8..16]` (int8 → i16 lanes) with
+/// `smlal` and `smlal2`, written as `asm!`: with the intrinsics LLVM saw that 4-bit codes
+/// are non-negative and rewrote each pair as `uxtl`, `uxtl2`, `sxtl` and two 16-bit `mla`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn smlal_pair(lo: int16x8_t, hi: int16x8_t, w: int8x16_t, x: int8x16_t) -> (int16x8_t, int16x8_t) {
+    let (mut lo, mut hi) = (lo, hi);
+    // SAFETY: register-only instructions of base Advanced SIMD (neon was detected).
+    unsafe {
+        asm!(
+            "smlal {lo:v}.8h, {w:v}.8b, {x:v}.8b",
+            "smlal2 {hi:v}.8h, {w:v}.16b, {x:v}.16b",
+            lo = inout(vreg) lo,
+            hi = inout(vreg) hi,
+            w = in(vreg) w,
+            x = in(vreg) x,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    (lo, hi)
+}
+
 /// Tokens `t0..t0 + T` of a group of coded superblocks (`quant::kx16`): as [`tile_q4`]
 /// with the codes of `coded::codes_half` (0..=63) and per slot `(S·d)·I + B·d·Σx`.
 /// Each i16 lane gets one product of at most 63·127 per chunk: 8 chunks fit for 4- and
@@ -415,8 +437,7 @@ fn tile_coded<B: NeonCoded, const T: usize>(
                     for (c, &wc) in code.iter().enumerate() {
                         for t in 0..T {
                             let xc = dup4(a[t], 4 * h + c);
-                            lo[t] = vmlal_s8(lo[t], vget_low_s8(wc), vget_low_s8(xc));
-                            hi[t] = vmlal_high_s8(hi[t], wc, xc);
+                            (lo[t], hi[t]) = smlal_pair(lo[t], hi[t], wc, xc);
                         }
                     }
                     if !sep {
