@@ -179,36 +179,41 @@ impl NeonCoded for BlockQ6_Kx16 {
 }
 
 /// Codes of row quad `r` (rows `4r..4r + 4`), sub-block `s`, half `h`: vector `c` is
-/// chunk `k = 4h + c`, i.e. 4 rows × codes `16h + 4c..16h + 4c + 4`, the operand layout
-/// of the Q4_0 kernels. `code = nibble | high << 4`: the nibbles are those of the stored
-/// chunk register `c` (low for `h = 0`, high for `h = 1`); the high bits of chunk `k` are
-/// bit `k` of the quad's 16 bytes of the fifth-bit plane (5-bit codes) or bits `2c, 2c + 1`
-/// of plane `h` (6-bit codes). Each is shifted to bit 4 and masked (one `shl`/`ushr`, one
-/// `and`), then merged: `bsl` with the low nibbles, `usra` with the high ones (none of
-/// which overwrite the stored register, so no copies): 2–3 instructions per vector on
-/// top of Q4_0's one.
+/// chunk `4h + c`, i.e. 4 rows × codes `16h + 4c..16h + 4c + 4`, the operand layout of the
+/// Q4_0 kernels. `code = nibble | high << 4`: the nibbles are those of the stored chunk
+/// register `c` (low for `h = 0`, high for `h = 1`); the high bits of chunk `k = 4h + c`
+/// are bit `k` of the quad's 16 bytes of the fifth-bit plane (5-bit codes) or bits
+/// `2c, 2c + 1` of plane `h` (6-bit codes). Shift-and-insert puts them in place:
+/// 2–3 instructions per vector (1 for 4-bit codes).
 #[inline]
 #[target_feature(enable = "neon")]
 pub(super) fn codes_half<B: CodedX16>(sb: &B, s: usize, r: usize, h: usize) -> [int8x16_t; 4] {
     let v: [uint8x16_t; 4] =
         std::array::from_fn(|c| ld_u8(sb.nibbles(), 256 * s + 64 * c + 16 * r));
+    let hb = B::HIGH_BITS as i8;
     let plane = match B::HIGH_BITS {
         0 => vdupq_n_u8(0),
         1 => ld_u8(sb.high(), 64 * s + 16 * r),
         _ => ld_u8(sb.high(), 128 * s + 64 * h + 16 * r),
     };
-    let m4 = vdupq_n_u8(0x0f);
-    let mask = vdupq_n_u8(((1 << B::HIGH_BITS) - 1) << 4);
+    // Shift counts are constants once the callers' loops are unrolled: `ushl` by a
+    // constant vector becomes an immediate shift (a count of 0 disappears).
+    let shl = |p: uint8x16_t, n: i8| vshlq_u8(p, vdupq_n_s8(n));
+    let low = vdupq_n_u8((1 << B::HIGH_BITS) - 1);
     std::array::from_fn(|c| {
-        // The high bits of chunk 4h + c at bit 4 (a constant shift once the callers'
-        // loops are unrolled: `ushl` by a constant vector becomes an immediate shift).
-        let at = if B::HIGH_BITS == 1 { 4 * h + c } else { 2 * c } as i8;
-        let hb = vandq_u8(vshlq_u8(plane, vdupq_n_s8(4 - at)), mask);
+        let ci = c as i8;
         let code = match (B::HIGH_BITS, h) {
-            (0, 0) => vandq_u8(v[c], m4),
+            (0, 0) => vandq_u8(v[c], vdupq_n_u8(0x0f)),
             (0, _) => vshrq_n_u8::<4>(v[c]),
-            (_, 0) => vbslq_u8(m4, v[c], hb),
-            _ => vsraq_n_u8::<4>(hb, v[c]),
+            // Low nibble kept, the high bits of chunk c (at bit hb·c) inserted at bit 4.
+            (_, 0) => vsliq_n_u8::<4>(v[c], vandq_u8(shl(plane, -hb * ci), low)),
+            // High nibble shifted down, bits 4.. kept from the high bits moved to bit 4:
+            // chunk 4 + c's are at bit 4 + c (5-bit) or 2c (6-bit, plane 1).
+            _ => {
+                let at = if B::HIGH_BITS == 1 { 4 + ci } else { 2 * ci };
+                let hi = vandq_u8(shl(plane, 4 - at), vshlq_n_u8::<4>(low));
+                vsriq_n_u8::<4>(hi, v[c])
+            }
         };
         vreinterpretq_s8_u8(code)
     })
