@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run the kernel tests for aarch64 under qemu-user with three CPU models, proving that
-# each picks the expected level by default and that every level it offers matches the
-# scalar reference:
+# Run the kernel tests (tests/kernels.rs, tests/kernels_coded.rs) for aarch64 under
+# qemu-user with three CPU models, proving that each picks the expected level by default
+# and that every level it offers matches the scalar reference:
 #   cortex-a72 → neon (Raspberry Pi 4: no dotprod), cortex-a76 → dotprod, max → i8mm.
 # Needs: rustup target aarch64-unknown-linux-gnu, gcc-aarch64-linux-gnu,
 # libc6-dev-arm64-cross, qemu-user (linker and runner are set in .cargo/config.toml).
@@ -13,7 +13,7 @@ target=aarch64-unknown-linux-gnu
 # no debug info, to cut the cross build (5 min in the `test` profile on the CI machine);
 # the kernels are what is tested here.
 profile=(--profile cross-test)
-kernel_cpu=(--test kernels --test hf_fixtures)
+kernel_cpu=(--test kernels --test kernels_coded --test hf_fixtures)
 once=(--test tokenizer_fixtures --test format --test gguf_hostile --test gguf_dequant)
 # Every binary in one build, so cargo compiles them in parallel.
 cargo test "${profile[@]}" --target "$target" "${kernel_cpu[@]}" "${once[@]}" --no-run
@@ -22,7 +22,7 @@ for pair in cortex-a72:neon cortex-a76:dotprod max:i8mm; do
     echo "== QEMU_CPU=$cpu (expect $want)"
     start=$(date +%s.%N)
     QEMU_CPU=$cpu LLQ_EXPECT_KERNEL=$want cargo test -q "${profile[@]}" --target "$target" --test kernels \
-        -- --nocapture 2>&1 | grep -E "available kernel levels|selected kernel level|test result|panicked|FAILED"
+        --test kernels_coded -- --nocapture 2>&1 | grep -E "available kernel levels|selected kernel level|test result|panicked|FAILED"
     test "${PIPESTATUS[0]}" -eq 0
     echo "   $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s"
     # The fixture logits vs transformers under each CPU model: they hold the whole forward

@@ -12,6 +12,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
+use super::coded::{coded_driver, coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
 use super::neon::{h2f, ld_s8, ld_u8, load_act, load_q8, scales16, store4, NEON};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
@@ -24,6 +25,7 @@ pub(super) const DOTPROD: Kernels = Kernels {
     dot_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
+    coded: coded_table!(gemm_coded),
     ..NEON
 };
 
@@ -77,6 +79,11 @@ fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
 fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
     unsafe { gemm_q4_sdot(w, x, out) }
+}
+
+fn gemm_coded<B: NeonCoded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
+    unsafe { gemm_coded_sdot(w, x, out) }
 }
 
 /// `acc[i] += Σ_k a[4i + k] · b[4i + k]`.
@@ -257,4 +264,79 @@ super::group_driver!(
     tile_q4::<4>,
     tile_q4::<2>,
     tile_q4::<1>
+);
+
+/// Tokens `t0..t0 + T` of a group of coded superblocks (`quant::kx16`): as [`tile_q4`]
+/// with the codes of `coded::codes_half` (0..=63), half `h` (chunks `4h..4h + 4`) against
+/// lanes 0..4 of activations `16h..16h + 16`, and per slot `(S·d)·I + B·d·Σx`. Each half
+/// has its own chain for `SPLIT` types (whose halves have scales of their own) and for a
+/// single token (latency); otherwise the halves share one.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub(super) fn tile_coded<B: NeonCoded, const T: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    let mut sc = Sc::new();
+    let two = B::SPLIT || T == 1;
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: neon (this function's target features).
+        unsafe { sb.decode(&mut sc) };
+        for s in 0..B::SUBS {
+            let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b * B::SUBS + s]);
+            let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let mut sums = [[vdupq_n_s32(0); T]; 2];
+                for h in 0..2 {
+                    let k = if two { h } else { 0 };
+                    let wv = codes_half(sb, s, r, h);
+                    for t in 0..T {
+                        let x = xv[t][h];
+                        sums[k][t] = sdot_lane::<0>(sums[k][t], wv[0], x);
+                        sums[k][t] = sdot_lane::<1>(sums[k][t], wv[1], x);
+                        sums[k][t] = sdot_lane::<2>(sums[k][t], wv[2], x);
+                        sums[k][t] = sdot_lane::<3>(sums[k][t], wv[3], x);
+                    }
+                    if B::SPLIT {
+                        let j = slot::<B>(s, h);
+                        for t in 0..T {
+                            let ds = dsum::<B>(a[t], h);
+                            acc_r[t] =
+                                fma_slot(acc_r[t], sums[h][t], sc.s[j][r], sc.b[j][r], a[t].d, ds);
+                        }
+                    }
+                }
+                if B::SPLIT {
+                    continue;
+                }
+                for t in 0..T {
+                    let isum = if two {
+                        vaddq_s32(sums[0][t], sums[1][t])
+                    } else {
+                        sums[0][t]
+                    };
+                    let ds = dsum::<B>(a[t], 0);
+                    acc_r[t] = fma_slot(acc_r[t], isum, sc.s[s][r], sc.b[s][r], a[t].d, ds);
+                }
+            }
+        }
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
+coded_driver!(
+    gemm_coded_sdot,
+    "neon,dotprod",
+    tile_coded::<B, 4>,
+    tile_coded::<B, 2>,
+    tile_coded::<B, 1>
 );

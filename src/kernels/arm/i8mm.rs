@@ -15,6 +15,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
+use super::coded::{coded_driver, coded_table, codes_half, slot, NeonCoded, Sc};
 use super::dotprod::{self, DOTPROD};
 use super::neon::{ld_s8, ld_u8, load_act, scales16, store4};
 use crate::kernels::Kernels;
@@ -25,6 +26,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     name: "i8mm",
     gemm_q8_0x16,
     gemm_q4_0x16,
+    coded: coded_table!(gemm_coded),
     ..DOTPROD
 };
 
@@ -36,6 +38,11 @@ fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
 fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting dotprod + i8mm.
     unsafe { gemm_q4_mmla(w, x, out) }
+}
+
+fn gemm_coded<B: NeonCoded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through KERNELS, installed after detecting dotprod + i8mm.
+    unsafe { gemm_coded_mmla(w, x, out) }
 }
 
 /// `acc[2i + j] += Σ_k a[8i + k] · b[8j + k]` for i, j in 0..2.
@@ -222,4 +229,93 @@ super::group_driver!(
     tile_q4::<2>,
     tile_q4::<1>,
     dotprod::tile_q4::<1>
+);
+
+/// As [`accumulate`] for one slot of the coded types: `acc += (S·d)·I + B·ds` with
+/// `ds[q] = [d0·Σx0, d1·Σx1, d0·Σx0, d1·Σx1]` over the slot's columns.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn accumulate_coded<const P: usize>(
+    acc: &mut [[float32x4_t; P]; 2],
+    s: &[[int32x4_t; P]; 2],
+    (sw, bw): (float32x4_t, float32x4_t),
+    dx: &[float32x4_t; P],
+    ds: &[float32x4_t; P],
+) {
+    let swh = [vzip1q_f32(sw, sw), vzip2q_f32(sw, sw)];
+    let bwh = [vzip1q_f32(bw, bw), vzip2q_f32(bw, bw)];
+    for h in 0..2 {
+        for q in 0..P {
+            let d = vmulq_f32(swh[h], dx[q]);
+            let a = vfmaq_f32(acc[h][q], vcvtq_f32_s32(s[h][q]), d);
+            acc[h][q] = vfmaq_f32(a, bwh[h], ds[q]);
+        }
+    }
+}
+
+/// Tokens `t0..t0 + 2P` of a group of coded superblocks (`quant::kx16`): as [`tile_q4`]
+/// with the codes of `coded::codes_half` (0..=63). Zipping code vectors `c, c + 1` of
+/// half `h` gives the operands of values `16h + 4c..16h + 4c + 8` (activation operand
+/// `2h + c / 2`). `SPLIT` types (halves with scales of their own) accumulate each half.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+fn tile_coded<B: NeonCoded, const P: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let xs: [[&[ActQ8]; 2]; P] =
+        std::array::from_fn(|q| std::array::from_fn(|j| &x[(t0 + 2 * q + j) * nb..][..nb]));
+    let mut acc = [[[vdupq_n_f32(0.0); P]; 2]; 4];
+    let mut sc = Sc::new();
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: neon (this function's target features).
+        unsafe { sb.decode(&mut sc) };
+        for s in 0..B::SUBS {
+            let i = b * B::SUBS + s;
+            let xp = act_pairs(&xs, i);
+            let dx: [float32x4_t; P] = std::array::from_fn(|q| xp[q].1);
+            // [d0·Σx0, d1·Σx1, d0·Σx0, d1·Σx1] of each half (SPLIT) or of the block.
+            let ds: [[float32x4_t; P]; 2] = std::array::from_fn(|h| {
+                std::array::from_fn(|q| {
+                    let f =
+                        |a: &ActQ8| a.d * if B::SPLIT { a.sums[h] as i32 } else { a.sum() } as f32;
+                    let (a0, a1) = (&xs[q][0][i], &xs[q][1][i]);
+                    vzip1q_f32(vdupq_n_f32(f(a0)), vdupq_n_f32(f(a1)))
+                })
+            });
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let mut st = [[vdupq_n_s32(0); P]; 2];
+                for (h, ds_h) in ds.iter().enumerate() {
+                    let code = codes_half(sb, s, r, h);
+                    for p in 0..2 {
+                        let wz = zip_rows(code[2 * p], code[2 * p + 1]);
+                        for q in 0..P {
+                            st[0][q] = smmla(st[0][q], wz[0], xp[q].0[2 * h + p]);
+                            st[1][q] = smmla(st[1][q], wz[1], xp[q].0[2 * h + p]);
+                        }
+                    }
+                    if B::SPLIT {
+                        let j = slot::<B>(s, h);
+                        accumulate_coded(acc_r, &st, (sc.s[j][r], sc.b[j][r]), &dx, ds_h);
+                        st = [[vdupq_n_s32(0); P]; 2];
+                    }
+                }
+                if !B::SPLIT {
+                    accumulate_coded(acc_r, &st, (sc.s[s][r], sc.b[s][r]), &dx, &ds[0]);
+                }
+            }
+        }
+    }
+    store_tiles(&acc, t0, out);
+}
+
+coded_driver!(
+    gemm_coded_mmla,
+    "neon,dotprod,i8mm",
+    tile_coded::<B, 2>,
+    tile_coded::<B, 1>,
+    dotprod::tile_coded::<B, 1>
 );

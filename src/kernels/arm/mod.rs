@@ -29,6 +29,7 @@ macro_rules! group_driver {
 use group_driver;
 
 mod activation;
+mod coded;
 mod dotprod;
 mod i8mm;
 mod neon;

@@ -10,6 +10,7 @@ use std::arch::asm;
 
 use half::f16;
 
+use super::coded::{coded_driver, coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
@@ -32,7 +33,7 @@ pub(super) const NEON: Kernels = Kernels {
     quantize_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
-    coded: crate::kernels::scalar::CODED,
+    coded: coded_table!(gemm_coded),
 };
 
 pub(crate) static KERNELS: Kernels = NEON;
@@ -107,6 +108,11 @@ fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
 fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through KERNELS, installed after detecting neon.
     unsafe { gemm_q4_neon(w, x, out) }
+}
+
+fn gemm_coded<B: NeonCoded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
+    unsafe { gemm_coded_neon(w, x, out) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -276,7 +282,7 @@ fn quantize_q8_neon(src: &[f32], out: &mut [BlockQ8_0]) {
 /// The 4 activation values `4c..4c + 4` of `a` in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "neon")]
-fn dup4(a: &ActQ8, c: usize) -> int8x16_t {
+pub(super) fn dup4(a: &ActQ8, c: usize) -> int8x16_t {
     let b: [i8; 4] = a.qs[4 * c..4 * c + 4].try_into().unwrap();
     vreinterpretq_s8_s32(vdupq_n_s32(i32::from_ne_bytes(b.map(|v| v as u8))))
 }
@@ -375,4 +381,106 @@ super::group_driver!(
     tile_q4::<4>,
     tile_q4::<2>,
     tile_q4::<1>
+);
+
+/// `lo += w[0..8] · x[0..8]`, `hi += w[8..16] · x[8..16]` (int8 → i16 lanes) with
+/// `smlal` and `smlal2`, written as `asm!`: with the intrinsics LLVM saw that 4-bit codes
+/// are non-negative and rewrote each pair as `uxtl`, `uxtl2`, `sxtl` and two 16-bit `mla`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn smlal_pair(lo: int16x8_t, hi: int16x8_t, w: int8x16_t, x: int8x16_t) -> (int16x8_t, int16x8_t) {
+    let (mut lo, mut hi) = (lo, hi);
+    // SAFETY: register-only instructions of base Advanced SIMD (neon was detected).
+    unsafe {
+        asm!(
+            "smlal {lo:v}.8h, {w:v}.8b, {x:v}.8b",
+            "smlal2 {hi:v}.8h, {w:v}.16b, {x:v}.16b",
+            lo = inout(vreg) lo,
+            hi = inout(vreg) hi,
+            w = in(vreg) w,
+            x = in(vreg) x,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    (lo, hi)
+}
+
+/// Tokens `t0..t0 + T` of a group of coded superblocks (`quant::kx16`): as [`tile_q4`]
+/// with the codes of `coded::codes_half` (0..=63) and per slot `(S·d)·I + B·d·Σx`.
+/// Each i16 lane gets one product of at most 63·127 per chunk: 8 chunks fit for 4- and
+/// 5-bit codes (≤ 31·127·8 = 31496), 6-bit codes widen after each half's 4 chunks
+/// (≤ 32004), as do the `SPLIT` types, whose halves have scales of their own.
+#[inline]
+#[target_feature(enable = "neon")]
+fn tile_coded<B: NeonCoded, const T: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    let mut sc = Sc::new();
+    // Widen after each half.
+    let sep = B::SPLIT || B::HIGH_BITS == 2;
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: neon (this function's target feature).
+        unsafe { sb.decode(&mut sc) };
+        for s in 0..B::SUBS {
+            let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b * B::SUBS + s]);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let mut isum = [vdupq_n_s32(0); T];
+                let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
+                for h in 0..2 {
+                    let code = codes_half(sb, s, r, h);
+                    for (c, &wc) in code.iter().enumerate() {
+                        for t in 0..T {
+                            let xc = dup4(a[t], 4 * h + c);
+                            (lo[t], hi[t]) = smlal_pair(lo[t], hi[t], wc, xc);
+                        }
+                    }
+                    if !sep {
+                        continue;
+                    }
+                    for t in 0..T {
+                        let part = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
+                        (lo[t], hi[t]) = (vdupq_n_s16(0), vdupq_n_s16(0));
+                        if B::SPLIT {
+                            let j = slot::<B>(s, h);
+                            let (ss, bb) = (sc.s[j][r], sc.b[j][r]);
+                            let ds = dsum::<B>(a[t], h);
+                            acc_r[t] = fma_slot(acc_r[t], part, ss, bb, a[t].d, ds);
+                        } else {
+                            isum[t] = vaddq_s32(isum[t], part);
+                        }
+                    }
+                }
+                if B::SPLIT {
+                    continue;
+                }
+                for t in 0..T {
+                    if !sep {
+                        isum[t] = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
+                    }
+                    let (ss, bb) = (sc.s[s][r], sc.b[s][r]);
+                    let ds = dsum::<B>(a[t], 0);
+                    acc_r[t] = fma_slot(acc_r[t], isum[t], ss, bb, a[t].d, ds);
+                }
+            }
+        }
+    }
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
+coded_driver!(
+    gemm_coded_neon,
+    "neon",
+    tile_coded::<B, 4>,
+    tile_coded::<B, 2>,
+    tile_coded::<B, 1>
 );
