@@ -121,7 +121,7 @@ fn newer_major_version_is_refused_by_name() {
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
     let e = open_bytes(&bytes).err().unwrap();
-    assert!(e.contains("version 2.1 is newer"), "{e}");
+    assert!(e.contains("version 2.2 is newer"), "{e}");
 }
 
 #[test]
