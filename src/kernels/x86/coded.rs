@@ -433,12 +433,18 @@ fn tile_avx2<B: Coded, const T: usize>(
     for (b, sb) in w.iter().enumerate() {
         // SAFETY: avx2 is enabled here.
         let raw = unsafe { sb.raw(&mut buf) };
+        // Converted once per superblock.
+        let dvs = [f16x8(raw.d, 0), f16x8(raw.d, 1)];
+        let mvs = raw.m.map(|(m, sign)| {
+            let sign = _mm256_set1_ps(sign);
+            [0, 1].map(|r| _mm256_mul_ps(f16x8(m, r), sign))
+        });
         for s in 0..B::SUBS {
             let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b * B::SUBS + s]);
             for r in 0..2 {
-                let dv = f16x8(raw.d, r);
-                let bv = raw.m.map(|(m, sign)| {
-                    let mv = _mm256_mul_ps(f16x8(m, r), _mm256_set1_ps(sign));
+                let dv = dvs[r];
+                let bv = mvs.map(|mvs| {
+                    let mv = mvs[r];
                     match raw.mn {
                         Some(mn) => scaled8(mv, &mn[16 * s + 8 * r..]),
                         None => mv,
