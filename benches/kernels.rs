@@ -3,6 +3,9 @@
 //!   bytes of weights streamed (compare with `membw/read_1GiB`);
 //! * `gemm128/<level>/<type>/<rows>x<cols>`: 128 tokens, throughput in elements = ops
 //!   (2 per multiply-add), i.e. read "Gelem/s" as GOPS;
+//! * `matvec|gemm128/<level>/<type>/<rows>x<cols>/el`: Q4_0 against the coded types at
+//!   SmolLM2's shapes, throughput in weights × tokens per second, so the types' times
+//!   per weight compare directly whatever their bits per weight;
 //! * `threads/<n>/...`: the best level's matvec with a pool of n threads;
 //! * `attn/<level>/<kernel>`: the attention and KV-cache kernels of one head (64 values,
 //!   512 cache slots) and the float dots, throughput in multiply-adds;
@@ -16,7 +19,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use llq::convert::encode_matrix;
 use llq::kernels::matmul::{matmul, MatmulScratch};
 use llq::kernels::{available, Kernels};
-use llq::quant::{DType, WeightKind, WeightView};
+use llq::quant::interleave::GROUP;
+use llq::quant::kx16::{BlockQ4_Kx16, BlockQ5_0x16, BlockQ6_Kx16, CodedX16};
+use llq::quant::{blocks_mut, DType, WeightKind, WeightView};
+
+/// SmolLM2's q/o and a transposed shape, for the coded types against Q4_0.
+const CODED_SHAPES: &[(usize, usize)] = &[(576, 1536), (1536, 576)];
+const CODED_TYPES: &[DType] = &[DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::Q5_0];
 
 // SmolLM2 q/o, TinyLlama up/gate and down, LLaMA-7B up/gate, TinyLlama output.
 const SHAPES: &[(usize, usize)] = &[
@@ -55,9 +64,24 @@ impl Weights {
         // SAFETY (bench setup): the u64 storage viewed as bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(store.as_mut_ptr().cast::<u8>(), len) };
         // One random row repeated: the kernels' speed does not depend on the values.
-        let row: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
-        let src: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
-        encode_matrix(kind, &src, cols, None, bytes);
+        let half = |v: f32| half::f16::from_f32(v).to_bits();
+        match dtype {
+            // llq cannot quantize to these yet: random codes, small finite scales.
+            DType::Q4_K => coded_random::<BlockQ4_Kx16>(&mut rng, cols, bytes, |b| {
+                (b.d, b.dmin) = (half(0.01), half(0.002))
+            }),
+            DType::Q6_K => {
+                coded_random::<BlockQ6_Kx16>(&mut rng, cols, bytes, |b| b.d = half(0.01))
+            }
+            DType::Q5_0 => {
+                coded_random::<BlockQ5_0x16>(&mut rng, cols, bytes, |b| b.d = half(0.01))
+            }
+            _ => {
+                let row: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
+                let src: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
+                encode_matrix(kind, &src, cols, None, bytes);
+            }
+        }
         Weights {
             store,
             len,
@@ -76,6 +100,31 @@ impl Weights {
             cols: self.cols,
             data,
         }
+    }
+}
+
+/// A `rows16` matrix of a coded type from native blocks of random bytes whose scale
+/// fields `fix` sets.
+fn coded_random<B: CodedX16>(
+    rng: &mut Rng,
+    cols: usize,
+    bytes: &mut [u8],
+    fix: impl Fn(&mut B::Plain),
+) {
+    let nb = cols / B::COLS;
+    let mut native = vec![B::Plain::default(); GROUP * nb];
+    for group in blocks_mut::<B>(bytes).chunks_mut(nb) {
+        for n in native.iter_mut() {
+            // SAFETY (bench setup): native blocks are integer-only `repr(C)` structs, so
+            // any bytes are a valid value.
+            let raw = unsafe {
+                std::slice::from_raw_parts_mut((n as *mut B::Plain).cast::<u8>(), size_of_val(n))
+            };
+            raw.iter_mut()
+                .for_each(|b| *b = (rng.f() * 128.0) as i8 as u8);
+            fix(n);
+        }
+        B::interleave(&native, group);
     }
 }
 
@@ -122,7 +171,35 @@ fn matvec(c: &mut Criterion) {
             }
         }
     }
+    coded(&mut g, 1);
     g.finish();
+}
+
+/// `n` tokens through Q4_0 and the coded types at [`CODED_SHAPES`], in weights per second.
+fn coded(g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>, n: usize) {
+    for &(rows, cols) in CODED_SHAPES {
+        for &dtype in CODED_TYPES {
+            if dtype.row_bytes(cols).is_none() {
+                continue; // K-quants need whole 256-column superblocks
+            }
+            let w = Weights::new(dtype, rows, cols);
+            let wv = w.view();
+            let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.01).sin()).collect();
+            let mut out = vec![0.0; n * rows];
+            g.throughput(Throughput::Elements((rows * cols * n) as u64));
+            for k in available() {
+                if k.name == "scalar" && n > 1 {
+                    continue;
+                }
+                let id = BenchmarkId::new(
+                    format!("{}/{}", k.name, dtype.name()),
+                    format!("{rows}x{cols}/el"),
+                );
+                let mut s = MatmulScratch::default();
+                g.bench_function(id, |b| b.iter(|| run(k, &wv, &x, n, &mut out, &mut s)));
+            }
+        }
+    }
 }
 
 fn gemm(c: &mut Criterion) {
@@ -152,6 +229,7 @@ fn gemm(c: &mut Criterion) {
             }
         }
     }
+    coded(&mut g, n);
     g.finish();
 }
 

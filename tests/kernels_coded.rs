@@ -58,6 +58,9 @@ enum Scales {
     /// result is the exact integer Σ code·q_x for Q4_1, Q5_1, Q4_K, Q5_K, and
     /// Σ (code − off)·q_x for Q5_0 and Q6_K.
     Unit,
+    /// As `Unit` with every code at its maximum (15, 31 or 63): the largest integer
+    /// partial sums, where an i16 accumulation would overflow first.
+    UnitMax,
 }
 
 /// A native block with random codes and the requested scales.
@@ -69,6 +72,9 @@ trait TestBlock: NativeBlock {
             std::slice::from_raw_parts_mut((&mut b as *mut Self).cast::<u8>(), size_of::<Self>())
         };
         rng.bytes(bytes);
+        if s == Scales::UnitMax {
+            bytes.fill(0xff);
+        }
         b.set_scales(rng, s);
         b
     }
@@ -83,7 +89,7 @@ impl TestBlock for BlockQ4_1 {
     fn set_scales(&mut self, rng: &mut Rng, s: Scales) {
         (self.d, self.m) = match s {
             Scales::Random => (rand_scale(rng), rand_scale(rng)),
-            Scales::Unit => (f16_bits(1.0), 0),
+            Scales::Unit | Scales::UnitMax => (f16_bits(1.0), 0),
         };
     }
 }
@@ -91,7 +97,7 @@ impl TestBlock for BlockQ5_0 {
     fn set_scales(&mut self, rng: &mut Rng, s: Scales) {
         self.d = match s {
             Scales::Random => rand_scale(rng),
-            Scales::Unit => f16_bits(1.0),
+            Scales::Unit | Scales::UnitMax => f16_bits(1.0),
         };
     }
 }
@@ -99,7 +105,7 @@ impl TestBlock for BlockQ5_1 {
     fn set_scales(&mut self, rng: &mut Rng, s: Scales) {
         (self.d, self.m) = match s {
             Scales::Random => (rand_scale(rng), rand_scale(rng)),
-            Scales::Unit => (f16_bits(1.0), 0),
+            Scales::Unit | Scales::UnitMax => (f16_bits(1.0), 0),
         };
     }
 }
@@ -109,7 +115,7 @@ impl TestBlock for BlockQ4_K {
     fn set_scales(&mut self, rng: &mut Rng, s: Scales) {
         match s {
             Scales::Random => (self.d, self.dmin) = (rand_scale(rng), rand_scale(rng)),
-            Scales::Unit => {
+            Scales::Unit | Scales::UnitMax => {
                 (self.d, self.dmin, self.scales) = (f16_bits(1.0), 0, UNIT_K_SCALES);
             }
         }
@@ -119,7 +125,7 @@ impl TestBlock for BlockQ5_K {
     fn set_scales(&mut self, rng: &mut Rng, s: Scales) {
         match s {
             Scales::Random => (self.d, self.dmin) = (rand_scale(rng), rand_scale(rng)),
-            Scales::Unit => {
+            Scales::Unit | Scales::UnitMax => {
                 (self.d, self.dmin, self.scales) = (f16_bits(1.0), 0, UNIT_K_SCALES);
             }
         }
@@ -129,7 +135,7 @@ impl TestBlock for BlockQ6_K {
     fn set_scales(&mut self, rng: &mut Rng, s: Scales) {
         match s {
             Scales::Random => self.d = rand_scale(rng),
-            Scales::Unit => (self.d, self.scales) = (f16_bits(1.0), [1; 16]),
+            Scales::Unit | Scales::UnitMax => (self.d, self.scales) = (f16_bits(1.0), [1; 16]),
         }
     }
 }
@@ -291,6 +297,61 @@ where
             }
         }
     }
+}
+
+/// Integer parts at the extremes: every code at its maximum against blocks of +127, of
+/// −127 and of alternating signs, 16 sub-blocks and every tile size (tokens 1..=13).
+fn check_extremes<B>(zero: B, seed: u64)
+where
+    B: Pick + std::fmt::Debug,
+    B::Plain: TestBlock,
+{
+    let mut rng = Rng(seed);
+    let scalar = available()[0];
+    let c = case(&mut rng, 16usize.div_ceil(B::SUBS), Scales::UnitMax, zero);
+    let nb = c.cols / QK;
+    for toks in 1..=13 {
+        let x: Vec<ActQ8> = (0..toks * nb)
+            .map(|j| {
+                let mut b = BlockQ8_0 {
+                    d: f16_bits(1.0),
+                    qs: [0; QK],
+                };
+                for (k, q) in b.qs.iter_mut().enumerate() {
+                    *q = match (j + toks) % 3 {
+                        0 => 127,
+                        1 => -127,
+                        _ if k % 2 == 0 => 127,
+                        _ => -127,
+                    };
+                }
+                ActQ8::from_q8_0(&b)
+            })
+            .collect();
+        let base = gemm(scalar, &c.w, &x, toks);
+        for (j, (&g, &(s, _))) in base.iter().zip(&reference(&c, &x, toks)).enumerate() {
+            assert_eq!(g as f64, s, "scalar {:?} extremes out {j}", B::DTYPE);
+        }
+        for k in &available()[1..] {
+            assert_eq!(
+                gemm(k, &c.w, &x, toks),
+                base,
+                "{}: {:?} extremes toks={toks}",
+                k.name,
+                B::DTYPE
+            );
+        }
+    }
+}
+
+#[test]
+fn extremes() {
+    check_extremes(BlockQ4_1x16::ZERO, 21);
+    check_extremes(BlockQ5_0x16::ZERO, 22);
+    check_extremes(BlockQ5_1x16::ZERO, 23);
+    check_extremes(BlockQ4_Kx16::ZERO, 24);
+    check_extremes(BlockQ5_Kx16::ZERO, 25);
+    check_extremes(BlockQ6_Kx16::ZERO, 26);
 }
 
 #[test]

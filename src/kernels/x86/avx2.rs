@@ -33,7 +33,7 @@ pub(super) const AVX2: Kernels = Kernels {
     quantize_q8_0,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
-    coded: crate::kernels::scalar::CODED,
+    coded: super::coded::AVX2,
 };
 
 pub(crate) static KERNELS: Kernels = AVX2;

@@ -38,6 +38,7 @@ pub(crate) static KERNELS_VNNI: Kernels = Kernels {
     dot_q8_0: dot_q8_0_vnni,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_vnni,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_vnni,
+    coded: super::coded::VNNI,
     ..KERNELS
 };
 

@@ -1,8 +1,36 @@
 //! x86-64 kernel levels: AVX2 (+FMA, F16C), AVX-512 (F/BW/VL) and AVX-512 VNNI.
 
+/// Runs `$tile::<$G.., T>(w, x, nb, t0, out)` over all tokens: tiles of 8 (if `$max` is 8),
+/// then 4, 2, 1. `$dims` is `(nb, toks)`: activation blocks per token and token count.
+macro_rules! drive_tokens {
+    ($dims:expr, $max:literal, $tile:ident $(::<$($g:ty),+>)? ($w:expr, $x:expr, $out:expr)) => {{
+        let (nb, toks) = $dims;
+        let mut t = 0;
+        if $max >= 8 {
+            while t + 8 <= toks {
+                $tile::<$($($g,)+)? 8>($w, $x, nb, t, $out);
+                t += 8;
+            }
+        }
+        while t + 4 <= toks {
+            $tile::<$($($g,)+)? 4>($w, $x, nb, t, $out);
+            t += 4;
+        }
+        while t + 2 <= toks {
+            $tile::<$($($g,)+)? 2>($w, $x, nb, t, $out);
+            t += 2;
+        }
+        while t < toks {
+            $tile::<$($($g,)+)? 1>($w, $x, nb, t, $out);
+            t += 1;
+        }
+    }};
+}
+
 mod activation;
 mod avx2;
 mod avx512;
+mod coded;
 mod rows16;
 
 use super::Kernels;

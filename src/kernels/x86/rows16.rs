@@ -31,32 +31,6 @@ fn x4(a: &ActQ8, c: usize) -> i32 {
     i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
 }
 
-/// Runs `$tile::<T>(w, x, nb, t0, out)` over all tokens: tiles of 8, then 4, 2, 1.
-macro_rules! drive_tokens {
-    ($tile:ident, $w:expr, $x:expr, $out:expr, $max:literal) => {{
-        let (nb, toks) = group_dims($w.len(), $x.len(), $out.len());
-        let mut t = 0;
-        if $max >= 8 {
-            while t + 8 <= toks {
-                $tile::<8>($w, $x, nb, t, $out);
-                t += 8;
-            }
-        }
-        while t + 4 <= toks {
-            $tile::<4>($w, $x, nb, t, $out);
-            t += 4;
-        }
-        while t + 2 <= toks {
-            $tile::<2>($w, $x, nb, t, $out);
-            t += 2;
-        }
-        while t < toks {
-            $tile::<1>($w, $x, nb, t, $out);
-            t += 1;
-        }
-    }};
-}
-
 // ---------------------------------------------------------------------------------------
 // AVX-512 VNNI.
 
@@ -69,7 +43,13 @@ pub(super) fn gemm_q8_0x16_vnni(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]
     }
     // SAFETY: only reachable through the avx512vnni table, installed after detecting
     // avx2, fma, f16c, avx512f/bw/vl and avx512vnni.
-    unsafe { drive_tokens!(tile_q8_vnni, w, x, out, 8) }
+    unsafe {
+        drive_tokens!(
+            group_dims(w.len(), x.len(), out.len()),
+            8,
+            tile_q8_vnni(w, x, out)
+        )
+    }
 }
 
 /// One token of Q8_0 with 256-bit `vpdpbusd` (AVX-512VL), 8 rows at a time. Measured on
@@ -119,7 +99,13 @@ fn scales8v(d: &[u16; GROUP], h: usize) -> __m256 {
 
 pub(super) fn gemm_q4_0x16_vnni(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: as above.
-    unsafe { drive_tokens!(tile_q4_vnni, w, x, out, 8) }
+    unsafe {
+        drive_tokens!(
+            group_dims(w.len(), x.len(), out.len()),
+            8,
+            tile_q4_vnni(w, x, out)
+        )
+    }
 }
 
 /// `T` tokens × 16 rows: `facc[t] += cvt(Σ_c dpbusd(w[c], x[t][c]) + start) · d_w · d_x[t]`.
@@ -248,12 +234,24 @@ fn tile_q4_vnni<const T: usize>(
 
 pub(super) fn gemm_q8_0x16_avx2(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through tables whose level requires avx2, fma and f16c.
-    unsafe { drive_tokens!(tile_q8_avx2, w, x, out, 4) }
+    unsafe {
+        drive_tokens!(
+            group_dims(w.len(), x.len(), out.len()),
+            4,
+            tile_q8_avx2(w, x, out)
+        )
+    }
 }
 
 pub(super) fn gemm_q4_0x16_avx2(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: as above.
-    unsafe { drive_tokens!(tile_q4_avx2, w, x, out, 4) }
+    unsafe {
+        drive_tokens!(
+            group_dims(w.len(), x.len(), out.len()),
+            4,
+            tile_q4_avx2(w, x, out)
+        )
+    }
 }
 
 /// Scales of rows `8h..8h+8`.

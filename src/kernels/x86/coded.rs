@@ -1,0 +1,531 @@
+//! Group kernels of the coded `rows16` types (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; layout in
+//! `quant::kx16`), written once over the type for each ISA. They work like the Q4_0
+//! kernels of `rows16.rs` (read its module comment): a register holds 4 consecutive codes
+//! of 16 rows (zmm) or 8 rows (ymm), the activations' 4 bytes are broadcast, and each
+//! 32-bit lane accumulates its own row.
+//!
+//! * Codes: chunk `c` (codes `4c..4c+4`) is the low (`c < 4`) or high nibble of the
+//!   sub-block's 64-byte nibble chunk `c % 4`, or-ed with its high bits moved to bits
+//!   4–5: bit `c` of the fifth-bit plane, or bits `2(c % 4)`, `+1` of 6-bit plane `c / 4`.
+//!   Codes are unsigned (≤ 63), so they are `vpdpbusd`'s / `vpmaddubsw`'s u8 operand.
+//! * Integers: `vpdpbusd` on avx512vnni, one chain per 16-column half. AVX2's
+//!   `vpmaddubsw` pairs reach 2·63·128 for 6-bit codes, so pair sums stay in i16 only over
+//!   `8 >> HIGH_BITS` chunks (≤ 8·2·15·128, 4·2·31·128, 2·2·63·128, all < 2^15) before
+//!   `vpmaddwd` widens them.
+//! * Scales: per superblock, [`Coded::raw`] exposes the rows' f16 `d` (one `vcvtph2ps`),
+//!   the integer sub-scales as 16 i8 per slot (Q6_K's are stored so; Q4_K's and Q5_K's
+//!   packed 6-bit scales and mins are unpacked for the 16 rows with byte ops), and `B`'s
+//!   own f16 field. Per sub-block, `S = d · sc` is one `vpmovsxbd` + convert + multiply.
+//!   Where `B = OFF · S` (Q5_0: −16, Q6_K: −32), `OFF · Σx` starts the integer sum, as
+//!   Q4_0's −8·Σx does; otherwise `B · d_x·Σx` is one more FMA (Q4_1, Q5_1), or, with
+//!   integer mins (Q4_K, Q5_K), `Σ mn · d_x·Σx` accumulates in a chain of its own that is
+//!   scaled by `−dmin` once per superblock (measured ~7% faster at one token).
+//!   All `S`, `B` are the exact products the reference computes (f16 × 6- or 8-bit
+//!   integer, or × a power of two), so only the order of the float sums differs from it.
+//!
+//! Every function here is reachable only through the kernel tables of `x86`, installed
+//! after `is_x86_feature_detected!` confirmed the features each function enables.
+
+use std::arch::x86_64::*;
+
+use crate::kernels::{group_dims_sub, CodedKernels};
+use crate::quant::interleave::{ActQ8, GROUP};
+use crate::quant::kx16::{
+    BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16, CodedX16,
+};
+
+/// Bytes of nibbles per sub-block.
+const NIB: usize = 256;
+/// Bytes of one plane of high bits per sub-block.
+const PLANE: usize = 64;
+
+/// The avx2 level's coded kernels (the `avx512` level keeps them too).
+pub(super) const AVX2: CodedKernels = CodedKernels {
+    q4_1: gemm_avx2::<BlockQ4_1x16>,
+    q5_0: gemm_avx2::<BlockQ5_0x16>,
+    q5_1: gemm_avx2::<BlockQ5_1x16>,
+    q4_k: gemm_avx2::<BlockQ4_Kx16>,
+    q5_k: gemm_avx2::<BlockQ5_Kx16>,
+    q6_k: gemm_avx2::<BlockQ6_Kx16>,
+};
+
+/// The avx512vnni level's coded kernels.
+pub(super) const VNNI: CodedKernels = CodedKernels {
+    q4_1: gemm_vnni::<BlockQ4_1x16>,
+    q5_0: gemm_vnni::<BlockQ5_0x16>,
+    q5_1: gemm_vnni::<BlockQ5_1x16>,
+    q4_k: gemm_vnni::<BlockQ4_Kx16>,
+    q5_k: gemm_vnni::<BlockQ5_Kx16>,
+    q6_k: gemm_vnni::<BlockQ6_Kx16>,
+};
+
+// ---------------------------------------------------------------------------------------
+// Scales.
+
+/// A superblock's scale fields as the kernels read them: `S = d · sc[16·slot + i]` and
+/// `B = sign · m · mn[16·sub + i]` (or `B = OFF · S`, see [`Coded::OFF`]), where a missing
+/// `sc` or `mn` means 1 and `slot` is the sub-block (the half `2·sub + h` if `SPLIT`).
+pub(super) struct Raw<'a> {
+    d: &'a [u16; GROUP],
+    sc: Option<&'a [i8]>,
+    /// `B`'s own f16 field and its sign (`None` when `B = OFF · S`).
+    m: Option<(&'a [u16; GROUP], f32)>,
+    mn: Option<&'a [i8]>,
+}
+
+/// How a coded type's `S` and `B` are formed (per type; the kernels are generic over it).
+pub(super) trait Coded: CodedX16 {
+    /// `B = OFF · S` (Q5_0: −16, Q6_K: −32), added to the integer sums as `OFF · Σx`;
+    /// 0 where `B` has a field of its own. (`SPLIT` types have only this kind of `B`.)
+    const OFF: i32;
+
+    /// The scale fields; `buf` holds unpacked sub-scales where the type packs them.
+    ///
+    /// # Safety
+    /// The CPU must have avx2.
+    unsafe fn raw<'a>(&'a self, buf: &'a mut [i8; 256]) -> Raw<'a>;
+}
+
+impl Coded for BlockQ4_1x16 {
+    const OFF: i32 = 0;
+    #[inline(always)]
+    unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
+        let m = Some((&self.m, 1.0));
+        Raw {
+            d: &self.d,
+            sc: None,
+            m,
+            mn: None,
+        }
+    }
+}
+
+impl Coded for BlockQ5_1x16 {
+    const OFF: i32 = 0;
+    #[inline(always)]
+    unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
+        let m = Some((&self.m, 1.0));
+        Raw {
+            d: &self.d,
+            sc: None,
+            m,
+            mn: None,
+        }
+    }
+}
+
+impl Coded for BlockQ5_0x16 {
+    const OFF: i32 = -16;
+    #[inline(always)]
+    unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
+        Raw {
+            d: &self.d,
+            sc: None,
+            m: None,
+            mn: None,
+        }
+    }
+}
+
+impl Coded for BlockQ6_Kx16 {
+    const OFF: i32 = -32;
+    #[inline(always)]
+    unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
+        Raw {
+            d: &self.d,
+            sc: Some(&self.scales[..]),
+            m: None,
+            mn: None,
+        }
+    }
+}
+
+macro_rules! coded_k4 {
+    ($t:ty) => {
+        impl Coded for $t {
+            const OFF: i32 = 0;
+            #[inline(always)]
+            unsafe fn raw<'a>(&'a self, buf: &'a mut [i8; 256]) -> Raw<'a> {
+                // SAFETY: the caller guarantees avx2.
+                unsafe { unpack_k4(&self.scales, buf) };
+                let buf: &'a [i8; 256] = buf;
+                let (sc, mn) = buf.split_at(128);
+                let m = Some((&self.dmin, -1.0));
+                Raw {
+                    d: &self.d,
+                    sc: Some(sc),
+                    m,
+                    mn: Some(mn),
+                }
+            }
+        }
+    };
+}
+coded_k4!(BlockQ4_Kx16);
+coded_k4!(BlockQ5_Kx16);
+
+/// Q4_K's / Q5_K's 12 packed bytes of 16 rows (byte `k` of row `i` at `16k + i`) into the
+/// 6-bit scales (`out[16j + i]`) and mins (`out[128 + 16j + i]`) of sub-blocks `j < 8`,
+/// as `native::k_scale_min` decodes them: for `j < 4` `q[j] & 63` and `q[j + 4] & 63`,
+/// else `q[j + 4] & 15 | (q[j − 4] >> 6) << 4` and `q[j + 4] >> 4 | (q[j] >> 6) << 4`.
+/// Two bytes `k`, `k + 1` of all rows are one ymm.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn unpack_k4(p: &[u8; 12 * GROUP], out: &mut [i8; 256]) {
+    // SAFETY: `p` is 192 readable bytes: ymm `k < 6` at 32k; unaligned loads.
+    let f = |k: usize| unsafe { _mm256_loadu_si256(p.as_ptr().add(32 * k).cast()) };
+    let (m3f, m0f, m30) = (
+        _mm256_set1_epi8(0x3f),
+        _mm256_set1_epi8(0x0f),
+        _mm256_set1_epi8(0x30),
+    );
+    // (x >> 6) << 4 of every byte: its top two bits down to bits 4–5.
+    let top = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16::<2>(v), m30);
+    for k in 0..2 {
+        // Bytes j, j + 4, j + 8 for j = 2k, 2k + 1.
+        let (q0, q1, q2) = (f(k), f(2 + k), f(4 + k));
+        let sc_lo = _mm256_and_si256(q0, m3f);
+        let mn_lo = _mm256_and_si256(q1, m3f);
+        let sc_hi = _mm256_or_si256(_mm256_and_si256(q2, m0f), top(q0));
+        let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q2), m0f), top(q1));
+        for (o, v) in [(0, sc_lo), (64, sc_hi), (128, mn_lo), (192, mn_hi)] {
+            // SAFETY: o + 32k + 32 <= 256 bytes of `out`; unaligned store.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(o + 32 * k).cast(), v) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX-512 VNNI: 16 rows per zmm.
+
+fn gemm_vnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
+    let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
+    // SAFETY: only reachable through the avx512vnni table, installed after detecting
+    // avx2, fma, f16c, avx512f/bw/vl and avx512vnni.
+    unsafe { drive_tokens!(dims, 8, tile_vnni::<B>(w, x, out)) }
+}
+
+/// `v` shifted left by `n` bits (right by `−n`) in each 16-bit lane, `|n| ≤ 4`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn shift512(v: __m512i, n: i32) -> __m512i {
+    match n {
+        4 => _mm512_slli_epi16::<4>(v),
+        3 => _mm512_slli_epi16::<3>(v),
+        2 => _mm512_slli_epi16::<2>(v),
+        1 => _mm512_slli_epi16::<1>(v),
+        0 => v,
+        -1 => _mm512_srli_epi16::<1>(v),
+        -2 => _mm512_srli_epi16::<2>(v),
+        _ => _mm512_srli_epi16::<3>(v),
+    }
+}
+
+/// The 8 code vectors of sub-block `s`: chunk `c` holds codes `4c..4c+4` of the 16 rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn codes512<B: CodedX16>(sb: &B, s: usize) -> [__m512i; 8] {
+    let nib = &sb.nibbles()[NIB * s..NIB * (s + 1)];
+    // SAFETY: `nib` is 256 readable bytes, chunk c at 64c; unaligned loads.
+    let v: [__m512i; 4] =
+        std::array::from_fn(|c| unsafe { _mm512_loadu_si512(nib.as_ptr().add(64 * c).cast()) });
+    let m = _mm512_set1_epi8(0x0f);
+    let mut w: [__m512i; 8] = std::array::from_fn(|c| {
+        if c < 4 {
+            _mm512_and_si512(v[c], m)
+        } else {
+            _mm512_and_si512(_mm512_srli_epi16::<4>(v[c - 4]), m)
+        }
+    });
+    let hb = B::HIGH_BITS as usize;
+    if hb > 0 {
+        let high = &sb.high()[hb * PLANE * s..hb * PLANE * (s + 1)];
+        // SAFETY: `high` is 64·hb readable bytes, plane p at 64p; unaligned loads.
+        let plane = |p: usize| unsafe { _mm512_loadu_si512(high.as_ptr().add(PLANE * p).cast()) };
+        let mask = _mm512_set1_epi8(if hb == 1 { 0x10 } else { 0x30 });
+        let h = [plane(0), if hb == 2 { plane(1) } else { plane(0) }];
+        for (c, wc) in w.iter_mut().enumerate() {
+            let (p, n) = if hb == 1 {
+                (0, 4 - c as i32)
+            } else {
+                (c / 4, 4 - 2 * (c % 4) as i32)
+            };
+            // w | (h' & mask)
+            *wc = _mm512_ternarylogic_epi32::<0xF8>(*wc, shift512(h[p], n), mask);
+        }
+    }
+    w
+}
+
+/// 16 f16 → f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn f16x16(d: &[u16; GROUP]) -> __m512 {
+    // SAFETY: `d` is 32 readable bytes; unaligned load.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(d.as_ptr().cast()) })
+}
+
+/// `v · i8[0..16]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn scaled16(v: __m512, q: &[i8]) -> __m512 {
+    let q = &q[..16];
+    // SAFETY: `q` is 16 readable bytes; unaligned load.
+    let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+    _mm512_mul_ps(v, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)))
+}
+
+/// The 4 activation bytes of chunk `c` (columns `4c..4c+4`) broadcast to every lane.
+#[inline(always)]
+fn x4(a: &ActQ8, c: usize) -> i32 {
+    let q = &a.qs[4 * c..4 * c + 4];
+    i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
+}
+
+/// `T` tokens × 16 rows, every superblock and sub-block: per token, one `vpdpbusd` chain
+/// per 16-column half (independent chains hide its latency), then
+/// `facc += cvt(I) · (S·d_x) [+ B · d_x·Σx]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tile_vnni<B: Coded, const T: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let mut facc = [_mm512_setzero_ps(); T];
+    let mut macc = [_mm512_setzero_ps(); T];
+    let mut buf = [0i8; 256];
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: avx2 is enabled here.
+        let raw = unsafe { sb.raw(&mut buf) };
+        let dv = f16x16(raw.d);
+        let mv = raw
+            .m
+            .map(|(m, sign)| _mm512_mul_ps(f16x16(m), _mm512_set1_ps(sign)));
+        for s in 0..B::SUBS {
+            let wv = codes512(sb, s);
+            let slots = if B::SPLIT { 2 } else { 1 };
+            let sv: [__m512; 2] = std::array::from_fn(|h| match raw.sc {
+                Some(sc) if h < slots => scaled16(dv, &sc[16 * (slots * s + h)..]),
+                _ => dv,
+            });
+            // Integer mins as f32 (`B = mv · mn`; see the AVX2 tile for `macc`).
+            let mn = raw.mn.map(|mn| {
+                let q = &mn[16 * s..16 * s + 16];
+                // SAFETY: `q` is 16 readable bytes; unaligned load.
+                let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))
+            });
+            for (t, (f, ma)) in facc.iter_mut().zip(macc.iter_mut()).enumerate() {
+                let a = &x[(t0 + t) * nb + b * B::SUBS + s];
+                let dx = _mm512_set1_ps(a.d);
+                let half = |h: usize, start: i32| {
+                    let mut p = _mm512_set1_epi32(start);
+                    for (c, wc) in wv.iter().enumerate().skip(4 * h).take(4) {
+                        p = _mm512_dpbusd_epi32(p, *wc, _mm512_set1_epi32(x4(a, c)));
+                    }
+                    p
+                };
+                if B::SPLIT {
+                    for (h, s) in sv.iter().enumerate() {
+                        let i = half(h, B::OFF * a.sums[h] as i32);
+                        *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(*s, dx), *f);
+                    }
+                } else {
+                    let i = _mm512_add_epi32(half(0, B::OFF * a.sum()), half(1, 0));
+                    *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(sv[0], dx), *f);
+                }
+                if let Some(mv) = mv {
+                    let c = _mm512_set1_ps(a.d * a.sum() as f32);
+                    match mn {
+                        Some(mn) => *ma = _mm512_fmadd_ps(mn, c, *ma),
+                        None => *f = _mm512_fmadd_ps(mv, c, *f),
+                    }
+                }
+            }
+        }
+        if let (Some(mv), Some(_)) = (mv, raw.mn) {
+            for (f, ma) in facc.iter_mut().zip(macc.iter_mut()) {
+                *f = _mm512_fmadd_ps(*ma, mv, *f);
+                *ma = _mm512_setzero_ps();
+            }
+        }
+    }
+    for (t, f) in facc.iter().enumerate() {
+        let o = &mut out[(t0 + t) * GROUP..(t0 + t + 1) * GROUP];
+        // SAFETY: `o` is 16 writable floats; unaligned store.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *f) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX2: two halves of 8 rows (`r`) per superblock.
+
+fn gemm_avx2<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
+    let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
+    // SAFETY: only reachable through tables whose level requires avx2, fma and f16c.
+    unsafe { drive_tokens!(dims, 4, tile_avx2::<B>(w, x, out)) }
+}
+
+/// `v` shifted left by `n` bits (right by `−n`) in each 16-bit lane, `|n| ≤ 4`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn shift256(v: __m256i, n: i32) -> __m256i {
+    match n {
+        4 => _mm256_slli_epi16::<4>(v),
+        3 => _mm256_slli_epi16::<3>(v),
+        2 => _mm256_slli_epi16::<2>(v),
+        1 => _mm256_slli_epi16::<1>(v),
+        0 => v,
+        -1 => _mm256_srli_epi16::<1>(v),
+        -2 => _mm256_srli_epi16::<2>(v),
+        _ => _mm256_srli_epi16::<3>(v),
+    }
+}
+
+/// Chunk `c` of sub-block `s`, rows `8r..8r+8`: codes `4c..4c+4` of each row.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn code256<B: CodedX16>(sb: &B, s: usize, r: usize, c: usize) -> __m256i {
+    let nib = &sb.nibbles()[NIB * s..NIB * (s + 1)];
+    // SAFETY: 64(c % 4) + 32r + 32 <= 256 bytes of `nib`; unaligned load.
+    let v = unsafe { _mm256_loadu_si256(nib.as_ptr().add(64 * (c % 4) + 32 * r).cast()) };
+    let v = if c < 4 { v } else { _mm256_srli_epi16::<4>(v) };
+    let mut code = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+    let hb = B::HIGH_BITS as usize;
+    if hb > 0 {
+        let (p, n, mask) = if hb == 1 {
+            (0, 4 - c as i32, 0x10)
+        } else {
+            (c / 4, 4 - 2 * (c % 4) as i32, 0x30)
+        };
+        let high = &sb.high()[hb * PLANE * s..hb * PLANE * (s + 1)];
+        // SAFETY: 64p + 32r + 32 <= 64·hb bytes of `high`; unaligned load.
+        let h = unsafe { _mm256_loadu_si256(high.as_ptr().add(PLANE * p + 32 * r).cast()) };
+        let h = _mm256_and_si256(shift256(h, n), _mm256_set1_epi8(mask));
+        code = _mm256_or_si256(code, h);
+    }
+    code
+}
+
+/// 8 f16 → f32 (rows `8r..8r+8`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16x8(d: &[u16; GROUP], r: usize) -> __m256 {
+    // SAFETY: `d[8r..8r+8]` is 16 readable bytes (r < 2); unaligned load.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().add(8 * r).cast()) })
+}
+
+/// `v · i8[0..8]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled8(v: __m256, q: &[i8]) -> __m256 {
+    let q = &q[..8];
+    // SAFETY: `q` is 8 readable bytes; unaligned 64-bit load.
+    let q = unsafe { _mm_loadl_epi64(q.as_ptr().cast()) };
+    _mm256_mul_ps(v, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)))
+}
+
+/// `T` tokens × 16 rows as two halves of 8: per chunk one `vpmaddubsw` per token into an
+/// i16 sum, widened by `vpmaddwd` every `8 >> HIGH_BITS` chunks (see the module comment),
+/// then as the VNNI tile.
+// `r` picks both the rows' byte offset and the accumulator column.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_avx2<B: Coded, const T: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let group = 8 >> B::HIGH_BITS;
+    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    let mut macc = [[_mm256_setzero_ps(); 2]; T];
+    let mut buf = [0i8; 256];
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: avx2 is enabled here.
+        let raw = unsafe { sb.raw(&mut buf) };
+        // Converted once per superblock.
+        let dvs = [f16x8(raw.d, 0), f16x8(raw.d, 1)];
+        let mvs = raw.m.map(|(m, sign)| {
+            let sign = _mm256_set1_ps(sign);
+            [0, 1].map(|r| _mm256_mul_ps(f16x8(m, r), sign))
+        });
+        for s in 0..B::SUBS {
+            let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b * B::SUBS + s]);
+            for r in 0..2 {
+                let dv = dvs[r];
+                let mut acc16 = [_mm256_setzero_si256(); T];
+                let mut isum = [_mm256_setzero_si256(); T];
+                for h in 0..2 {
+                    for c in 4 * h..4 * h + 4 {
+                        let code = code256(sb, s, r, c);
+                        for (t, a) in acc16.iter_mut().enumerate() {
+                            let p = _mm256_maddubs_epi16(code, _mm256_set1_epi32(x4(xs[t], c)));
+                            *a = _mm256_add_epi16(*a, p);
+                        }
+                        if (c + 1) % group == 0 {
+                            for (i, a) in isum.iter_mut().zip(acc16.iter_mut()) {
+                                *i = _mm256_add_epi32(*i, _mm256_madd_epi16(*a, ones));
+                                *a = _mm256_setzero_si256();
+                            }
+                        }
+                    }
+                    if B::SPLIT || h == 1 {
+                        let slot = if B::SPLIT { 2 * s + h } else { s };
+                        let sv = match raw.sc {
+                            Some(sc) => scaled8(dv, &sc[16 * slot + 8 * r..]),
+                            None => dv,
+                        };
+                        for (t, i) in isum.iter_mut().enumerate() {
+                            let a = xs[t];
+                            let off = if B::SPLIT { a.sums[h] as i32 } else { a.sum() };
+                            let iv = _mm256_add_epi32(*i, _mm256_set1_epi32(B::OFF * off));
+                            let d = _mm256_mul_ps(sv, _mm256_set1_ps(a.d));
+                            facc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv), d, facc[t][r]);
+                            *i = _mm256_setzero_si256();
+                        }
+                    }
+                }
+                // B · d_x·Σx: with integer mins, Σ_s mn_s · d_x·Σx goes to `macc` (a chain of
+                // its own) and is scaled by the field once per superblock.
+                if let Some(mvs) = mvs {
+                    let mn = raw.mn.map(|mn| {
+                        let q = &mn[16 * s + 8 * r..16 * s + 8 * r + 8];
+                        // SAFETY: `q` is 8 readable bytes; unaligned 64-bit load.
+                        let q = unsafe { _mm_loadl_epi64(q.as_ptr().cast()) };
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))
+                    });
+                    for (t, a) in xs.iter().enumerate() {
+                        let c = _mm256_set1_ps(a.d * a.sum() as f32);
+                        match mn {
+                            Some(mn) => macc[t][r] = _mm256_fmadd_ps(mn, c, macc[t][r]),
+                            None => facc[t][r] = _mm256_fmadd_ps(mvs[r], c, facc[t][r]),
+                        }
+                    }
+                }
+            }
+        }
+        if let (Some(mvs), Some(_)) = (mvs, raw.mn) {
+            for (f, m) in facc.iter_mut().zip(macc.iter_mut()) {
+                for r in 0..2 {
+                    f[r] = _mm256_fmadd_ps(m[r], mvs[r], f[r]);
+                    m[r] = _mm256_setzero_ps();
+                }
+            }
+        }
+    }
+    for (t, f) in facc.iter().enumerate() {
+        let o = &mut out[(t0 + t) * GROUP..(t0 + t + 1) * GROUP];
+        // SAFETY: `o` is 16 writable floats; unaligned stores of 8 + 8.
+        unsafe {
+            _mm256_storeu_ps(o.as_mut_ptr(), f[0]);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), f[1]);
+        }
+    }
+}
