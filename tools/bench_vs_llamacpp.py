@@ -166,16 +166,22 @@ def convert_llq(llq, src, dst, qtype):
     # Reuse an earlier conversion only if this llq still reads it (the format evolves).
     if dst.exists() and subprocess.run([str(llq), "info", str(dst)], capture_output=True).returncode == 0:
         return
-    type_args = [] if qtype in KEPT_TYPES else ["--type", qtype]
+    type_args = [] if qtype is None else ["--type", qtype]
     sh([str(llq), "convert", str(src), "-o", str(dst)] + type_args)
 
 
-def prepare(llq, name, src, qtype):
+def prepare(llq, name, src, qtype, same_weights=False):
+    """llama.cpp's file of `qtype` and llq's. With `same_weights` (speed) llq imports
+    llama.cpp's K-quant file as it is; otherwise (quality) llq quantizes the source itself."""
     WORK.mkdir(parents=True, exist_ok=True)
     gg = WORK / f"{name}.llamacpp.{qtype}.gguf"
-    lq = WORK / f"{name}.llq.{qtype}.llq"
+    kept = same_weights and qtype in KEPT_TYPES
+    lq = WORK / f"{name}.llq.{qtype}{'.kept' if kept else ''}.llq"
     quantize_llamacpp(src, gg, qtype)
-    convert_llq(llq, gg if qtype in KEPT_TYPES else src, lq, qtype)
+    if kept:
+        convert_llq(llq, gg, lq, None)
+    else:
+        convert_llq(llq, src, lq, qtype)
     return gg, lq
 
 
@@ -482,7 +488,7 @@ def perf(args, llq):
     print("read bandwidth GB/s:", res["bw"], flush=True)
     for name, src in models(args).items():
         for qtype in args.types:
-            gg, lq = prepare(llq, name, src, qtype)
+            gg, lq = prepare(llq, name, src, qtype, same_weights=True)
             # Both files start from the same page-cache state: dropped, then read once
             # (read-ahead folios), whatever wrote them.
             entry_cache = drop_caches()
@@ -1070,6 +1076,14 @@ def main():
         (RESULTS / "kernels.json").write_text(json.dumps(kernels(args), indent=1))
     if args.mode in ("all", "quality"):
         q = quality(args, llq)
+        old = RESULTS / "quality.json"
+        if old.exists() and not args.fresh:
+            # Keep earlier rows of other types (and llama.cpp-vs-itself rows).
+            prev = json.loads(old.read_text())
+            new = {(r["runtime"], r["type"]) for r in q["rows"]}
+            q["rows"] = [r for r in prev.get("rows", []) if (r["runtime"], r["type"]) not in new] + q["rows"]
+            if "self_rows" in prev:
+                q["self_rows"] = prev["self_rows"]
         (RESULTS / "quality.json").write_text(json.dumps(q, indent=1))
     if args.mode in ("all", "quality-self"):
         q = json.loads((RESULTS / "quality.json").read_text())
