@@ -22,27 +22,8 @@ use llq::quant::{
     block_bytes, quantize_row_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind, WeightView, QK,
 };
 
-/// SplitMix64: small, seeded, good enough for test data.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn i8(&mut self) -> i8 {
-        self.next() as i8
-    }
-}
+mod common;
+use common::Rng;
 
 const BLOCK_COUNTS: &[usize] = &[1, 3, 7, 33, 127, 513];
 

@@ -25,25 +25,8 @@ use llq::quant::native::{
 use llq::quant::{block_bytes, quantize_row_q8_0, BlockQ8_0, QK};
 use llq::quant::{WeightKind, WeightView};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn bytes(&mut self, out: &mut [u8]) {
-        for b in out {
-            *b = self.next() as u8;
-        }
-    }
-}
+mod common;
+use common::Rng;
 
 fn f16_bits(v: f32) -> u16 {
     half::f16::from_f32(v).to_bits()
