@@ -281,6 +281,22 @@ impl SamplingArgs {
 /// or a mistaken path must give an error, not fill the memory.
 pub const MAX_TEXT_FILE: u64 = 256 << 20;
 
+/// What the text-scoring commands (`perplexity`, `imatrix`) share: the thread pool and the
+/// kernel level set up, `model` opened (a GGUF or Hugging Face path converted once), and
+/// the text file `file` tokenized without BOS (each window is scored as it stands).
+pub fn model_and_text_tokens(
+    model: &Path,
+    file: &Path,
+    threads: usize,
+) -> Result<(llq::model::Model, Vec<u32>)> {
+    super::init_threads(threads)?;
+    llq::kernels::select().map_err(llq::Error::usage)?;
+    let model = llq::model::Model::open(&llq_path_for(model)?)?;
+    let text = read_text_file(file)?;
+    let tokens = model.tokenizer()?.encode_prompt(&text, false, false);
+    Ok((model, tokens))
+}
+
 /// Read a text file byte for byte, at most [`MAX_TEXT_FILE`] bytes (checked while
 /// reading, so an endless stream stops there); invalid UTF-8 is an error naming the byte
 /// offset.

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use llq::imatrix::{compute, ImatrixParams};
-use llq::{Error, Result};
+use llq::Result;
 
-use super::common::read_text_file;
+use super::common::model_and_text_tokens;
 
 /// Compute an importance matrix: the text is tokenized without BOS and cut into chunks of
 /// -c tokens (the trailing partial chunk is dropped); each chunk is evaluated from an
@@ -38,11 +38,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    super::init_threads(a.threads)?;
-    llq::kernels::select().map_err(Error::usage)?;
-    let model = llq::model::Model::open(&super::common::llq_path_for(&a.model)?)?;
-    let text = read_text_file(&a.file)?;
-    let tokens = model.tokenizer()?.encode_prompt(&text, false, false);
+    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads)?;
     let n_chunks = (tokens.len() / a.ctx_size.max(1)).min(a.chunks.unwrap_or(usize::MAX));
     eprintln!(
         "llq: {} tokens, {n_chunks} chunks of {}",

@@ -7,9 +7,9 @@ use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::perplexity::{
     kl_divergence_vs_base, perplexity_streaming, perplexity_with, save_base_logits,
 };
-use llq::{Error, Result};
+use llq::Result;
 
-use super::common::read_text_file;
+use super::common::model_and_text_tokens;
 
 /// Perplexity of a text: the text is tokenized without BOS, cut into non-overlapping
 /// windows of -c tokens (the trailing partial window is dropped), each window is evaluated
@@ -58,11 +58,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    super::init_threads(a.threads)?;
-    llq::kernels::select().map_err(Error::usage)?;
-    let model = llq::model::Model::open(&super::common::llq_path_for(&a.model)?)?;
-    let text = read_text_file(&a.file)?;
-    let tokens = model.tokenizer()?.encode_prompt(&text, false, false);
+    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads)?;
     if a.streaming {
         let kv = KvConfig {
             cache_type: a.cache_type,
