@@ -19,7 +19,7 @@ use llq::kernels::matmul::{matmul, MatmulScratch};
 use llq::kernels::{available, select_from, Kernels};
 use llq::quant::interleave::{interleave_q4_0, interleave_q8_0, ActQ8, BlockQ4_0x16, BlockQ8_0x16};
 use llq::quant::{
-    block_bytes, quantize_row_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind, WeightView, QK,
+    block_bytes, quantize_act_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind, WeightView, QK,
 };
 
 mod common;
@@ -476,7 +476,7 @@ fn quantize_q8_0_is_bit_identical() {
                 let x = quant_inputs(&mut rng, nb * QK, kind);
                 let mut want = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; nb];
                 let mut got = want.clone();
-                quantize_row_q8_0(&x, &mut want);
+                quantize_act_q8_0(&x, &mut want);
                 (k.quantize_q8_0)(&x, &mut got);
                 for (b, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(
@@ -485,6 +485,55 @@ fn quantize_q8_0_is_bit_identical() {
                         k.name
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The activation quantizer is ggml's, bit for bit: `tools/gen_ggml_act_q8_0_vectors.py`
+/// ran ggml-cpu's own Q8_0 `from_float` (the function llama.cpp quantizes a matrix
+/// product's activations and a q8_0 KV cache with) on rows that include exact ties and
+/// values an ulp from a rounding boundary, where the reference weight quantizer
+/// (`quantize_row_q8_0`: 1/d, half away from zero) gives ~1,300 different codes.
+#[test]
+fn activation_quantizer_matches_ggml_cpu() {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/ggml_act_q8_0.bin"
+    ))
+    .expect("tests/data/ggml_act_q8_0.bin");
+    assert_eq!(&bytes[..8], b"LLQAQ801");
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+    let (n_rows, cols) = (u32_at(8), u32_at(12));
+    let nb = cols / QK;
+    let input: Vec<f32> = bytes[16..16 + 4 * n_rows * cols]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<BlockQ8_0> = bytes[16 + 4 * n_rows * cols..]
+        .chunks_exact(34)
+        .map(|c| BlockQ8_0 {
+            d: u16::from_le_bytes([c[0], c[1]]),
+            qs: std::array::from_fn(|i| c[2 + i] as i8),
+        })
+        .collect();
+    assert_eq!(want.len(), n_rows * nb);
+    let levels: Vec<(&str, fn(&[f32], &mut [BlockQ8_0]))> = std::iter::once((
+        "quant::quantize_act_q8_0",
+        quantize_act_q8_0 as fn(&[f32], &mut [BlockQ8_0]),
+    ))
+    .chain(simd_levels().into_iter().map(|k| (k.name, k.quantize_q8_0)))
+    .collect();
+    for (name, quantize) in levels {
+        for (r, (x, w)) in input
+            .chunks_exact(cols)
+            .zip(want.chunks_exact(nb))
+            .enumerate()
+        {
+            let mut got = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; nb];
+            quantize(x, &mut got);
+            for (b, (g, w)) in got.iter().zip(w).enumerate() {
+                assert_eq!(g, w, "{name}: row {r} block {b} differs from ggml's");
             }
         }
     }

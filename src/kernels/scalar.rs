@@ -5,7 +5,7 @@ use half::f16;
 use super::{attn_dims, group_dims, group_dims_sub, CodedKernels, Kernels};
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::kx16::{CodedX16, SubScales, SUB};
-use crate::quant::{quantize_row_q8_0, BlockQ8_0, QK};
+use crate::quant::{quantize_act_q8_0, BlockQ8_0, QK};
 
 pub static KERNELS: Kernels = Kernels {
     name: "scalar",
@@ -20,7 +20,7 @@ pub static KERNELS: Kernels = Kernels {
     attn_values_f16,
     softmax,
     silu_mul,
-    quantize_q8_0: quantize_row_q8_0,
+    quantize_q8_0: quantize_act_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: CODED,

@@ -269,7 +269,7 @@ impl Store {
             }
             Store::Q8_0(v) => {
                 let b = &mut v[at / QK..(at + src.len()) / QK];
-                crate::quant::quantize_row_q8_0(src, b);
+                crate::quant::quantize_act_q8_0(src, b);
             }
         }
     }

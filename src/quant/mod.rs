@@ -19,8 +19,8 @@ pub use q4_0::{
     quantize_row_q4_0_weighted, BlockQ4_0,
 };
 pub use q8_0::{
-    block_q8_0_weighted, dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_weighted,
-    BlockQ8_0,
+    block_q8_0_weighted, dequantize_row_q8_0, quantize_act_q8_0, quantize_row_q8_0,
+    quantize_row_q8_0_weighted, BlockQ8_0,
 };
 
 pub use weight::{WeightKind, WeightView};

@@ -31,7 +31,28 @@ pub fn quantize_row_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = half::f16::from_f32(d).to_bits();
         for (q, v) in b.qs.iter_mut().zip(x) {
-            *q = (v * id).round() as i8;
+            *q = (v * id).round_ties_even() as i8;
+        }
+    }
+}
+
+/// Q8_0 for *activations* (and the q8_0 KV cache), exactly as ggml's CPU backend quantizes
+/// them on x86 (`quantize_row_q8_0`'s AVX path): d = max|x| / 127 stored as f16,
+/// id = 127 / max|x| (not 1/d: the two differ in the last bit, which moves x·id across a
+/// rounding boundary now and then), and q = x·id rounded half to even. Matching ggml here,
+/// not just approximately, is what lets llq's logits on a llama.cpp file agree with
+/// llama.cpp's: one flipped rounding in an early layer of a small model changes its
+/// late-layer logits by about as much as the quantization itself (measured on SmolLM2
+/// Q8_0: KL 3.2e-3 between the engines with half-away rounding and 1/d, see the commit).
+/// Every SIMD level is bit-identical to this; NaN → 0.
+pub fn quantize_act_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
+    assert_eq!(src.len(), out.len() * QK);
+    for (x, b) in src.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = half::f16::from_f32(amax / 127.0).to_bits();
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round_ties_even() as i8;
         }
     }
 }

@@ -238,10 +238,10 @@ fn idot(w: &[int8x16_t; 2], x: &[int8x16_t; 2]) -> int32x4_t {
 // ---------------------------------------------------------------------------------------
 // Matrix × vector.
 
-/// Bit-identical to `quant::quantize_row_q8_0`: `fcvtas` rounds half away from zero and
-/// saturates (NaN → 0) exactly like `f32::round() as i32`, and the saturating narrows
-/// then clamp to i8 like `as i8`; the max uses `fmaxnm` which, like `f32::max`, ignores
-/// NaN; the f16 scale goes through the same `half` conversion as the reference.
+/// Bit-identical to `quant::quantize_act_q8_0`: `fcvtns` rounds half to even and
+/// saturates (NaN → 0) exactly like `f32::round_ties_even() as i32`, and the saturating
+/// narrows then clamp to i8 like `as i8`; the max uses `fmaxnm` which, like `f32::max`,
+/// ignores NaN; the f16 scale goes through the same `half` conversion as the reference.
 #[target_feature(enable = "neon")]
 fn quantize_q8_neon(src: &[f32], out: &mut [BlockQ8_0]) {
     for (x, b) in src.chunks_exact(QK).zip(out.iter_mut()) {
@@ -253,10 +253,9 @@ fn quantize_q8_neon(src: &[f32], out: &mut [BlockQ8_0]) {
             m = vmaxnmq_f32(m, vabsq_f32(*vk));
         }
         let amax = vmaxnmvq_f32(m).max(0.0);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        b.d = f16::from_f32(d).to_bits();
-        let q: [int32x4_t; 8] = std::array::from_fn(|k| vcvtaq_s32_f32(vmulq_n_f32(v[k], id)));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = f16::from_f32(amax / 127.0).to_bits();
+        let q: [int32x4_t; 8] = std::array::from_fn(|k| vcvtnq_s32_f32(vmulq_n_f32(v[k], id)));
         let h: [int16x8_t; 4] =
             std::array::from_fn(|k| vcombine_s16(vqmovn_s32(q[2 * k]), vqmovn_s32(q[2 * k + 1])));
         let lo = vcombine_s8(vqmovn_s16(h[0]), vqmovn_s16(h[1]));

@@ -157,28 +157,22 @@ fn step_q8(acc: __m256, a: &BlockQ8_0, b: &BlockQ8_0) -> __m256 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Activation quantization, bit-identical to `quant::quantize_row_q8_0`:
-// d = max|x| / 127 (stored as f16, round to nearest even), id = 1/d (0 if d == 0),
-// q = (x·id).round() as i8 — round half away from zero, saturating, NaN → 0.
+// Activation quantization, bit-identical to `quant::quantize_act_q8_0` (ggml's):
+// d = max|x| / 127 (stored as f16, round to nearest even), id = 127 / max|x| (0 if max is 0),
+// q = x·id rounded half to even, saturating, NaN → 0.
 
-/// Round half away from zero and saturate to [-128, 127] like `f32::round() as i8`,
+/// Round half to even and saturate to [-128, 127] like `f32::round_ties_even() as i8`,
 /// returning integral floats.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn round_sat_i8(y: __m256) -> __m256 {
-    // NaN → 0 (x·id is NaN when x = 0 and id = inf).
+fn round_even_sat_i8(y: __m256) -> __m256 {
+    // NaN → 0 (x·id is NaN when x = ±inf and id = 0).
     let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
     let y = _mm256_min_ps(
         _mm256_max_ps(y, _mm256_set1_ps(-128.0)),
         _mm256_set1_ps(127.0),
     );
-    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
-    let sign = _mm256_and_ps(y, _mm256_set1_ps(-0.0));
-    // y - trunc(y) is exact, so this compares the true fraction with 1/2.
-    let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(y, t));
-    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
-    let one = _mm256_or_ps(_mm256_set1_ps(1.0), sign);
-    _mm256_add_ps(t, _mm256_and_ps(up, one))
+    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y)
 }
 
 /// f32 → f16 bits, round to nearest even (as `half::f16::from_f32`).
@@ -201,12 +195,12 @@ fn quantize_q8_0_avx2(src: &[f32], out: &mut [BlockQ8_0]) {
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let m = _mm_max_ss(m, _mm_movehdup_ps(m));
         let amax = _mm_cvtss_f32(m);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        b.d = f2h(d);
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = f2h(amax / 127.0);
         let idv = _mm256_set1_ps(id);
-        let q: [__m256i; 4] =
-            std::array::from_fn(|k| _mm256_cvttps_epi32(round_sat_i8(_mm256_mul_ps(v[k], idv))));
+        let q: [__m256i; 4] = std::array::from_fn(|k| {
+            _mm256_cvttps_epi32(round_even_sat_i8(_mm256_mul_ps(v[k], idv)))
+        });
         let p = _mm256_packs_epi16(
             _mm256_packs_epi32(q[0], q[1]),
             _mm256_packs_epi32(q[2], q[3]),
