@@ -44,8 +44,8 @@ const HISTORY_LINES: usize = 1000;
 /// note on stderr saying why; when stdout is not a terminal, it carries only the model's
 /// text.
 ///
-/// With piped stdin (scripts), only the answers are printed, one line after another, and
-/// a command that fails (an unknown command, a bad value, an unreadable file) ends the run
+/// With piped stdin (scripts), only the answers are printed, each ending with a line break,
+/// and a command that fails (an unknown command, a bad value, an unreadable file) ends the run
 /// with exit code 1.
 #[derive(clap::Args)]
 pub struct Args {
