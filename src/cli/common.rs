@@ -158,7 +158,7 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
 }
 
 /// `$LLQ_CACHE`, or `~/.cache/llq`.
-fn cache_dir() -> Result<PathBuf> {
+pub fn cache_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("LLQ_CACHE") {
         return Ok(PathBuf::from(d));
     }

@@ -51,23 +51,87 @@ impl Conversation {
         user: &str,
         max_answer: usize,
     ) -> Result<usize> {
+        self.messages.push(ChatMessage::new("user", user));
+        let prompt = match self.fit(session, max_answer) {
+            Ok(p) => p,
+            Err(e) => {
+                self.messages.pop();
+                return Err(e);
+            }
+        };
+        session.set_prompt(&prompt)?;
+        Ok(max_answer.min(session.n_ctx() - prompt.len()))
+    }
+
+    /// The conversation's prompt, after dropping the oldest exchanges until it leaves room
+    /// for an answer of up to `max_answer` tokens (at most half the context). The system
+    /// messages and the last message are never dropped: when they alone do not fit, an
+    /// [`Error::ContextFull`].
+    fn fit<M: Deref<Target = Model>>(
+        &mut self,
+        session: &SessionOf<M>,
+        max_answer: usize,
+    ) -> Result<Vec<u32>> {
         let n_ctx = session.n_ctx();
         let room = n_ctx - max_answer.min(n_ctx / 2);
-        self.messages.push(ChatMessage::new("user", user));
         let mut prompt = session.encode_chat(self.template.as_ref(), &self.messages)?;
         while prompt.len() > room && self.messages.len() > self.base.len() + 1 {
             self.messages.remove(self.base.len());
             prompt = session.encode_chat(self.template.as_ref(), &self.messages)?;
         }
         if prompt.len() > room {
-            self.messages.pop();
             return Err(Error::context_full(format!(
                 "that message alone does not fit the context of {n_ctx} tokens with room \
                  for an answer (set a larger context)"
             )));
         }
-        session.set_prompt(&prompt)?;
-        Ok(max_answer.min(n_ctx - prompt.len()))
+        Ok(prompt)
+    }
+
+    /// Replace the conversation with `messages` (one saved earlier, say) and evaluate it,
+    /// as [`Conversation::ask`] would, with room for an answer of up to `max_answer`
+    /// tokens. Its leading system messages take the place of the system message: never
+    /// dropped, kept by [`Conversation::reset`]. The oldest exchanges that do not fit are
+    /// dropped; returns how many messages were. On an error (a template that refuses the
+    /// messages, system messages and last message that alone do not fit) the conversation
+    /// is left as it was.
+    pub fn replace<M: Deref<Target = Model>>(
+        &mut self,
+        session: &mut SessionOf<M>,
+        messages: Vec<ChatMessage>,
+        max_answer: usize,
+    ) -> Result<usize> {
+        let n_system = messages.iter().take_while(|m| m.role == "system").count();
+        let base = messages[..n_system].to_vec();
+        let n = messages.len();
+        let old_base = std::mem::replace(&mut self.base, base);
+        let old_messages = std::mem::replace(&mut self.messages, messages);
+        let result = if n == 0 {
+            session.reset();
+            Ok(())
+        } else {
+            self.fit(session, max_answer)
+                .and_then(|prompt| session.set_prompt(&prompt))
+        };
+        match result {
+            Ok(()) => Ok(n - self.messages.len()),
+            Err(e) => {
+                self.base = old_base;
+                self.messages = old_messages;
+                Err(e)
+            }
+        }
+    }
+
+    /// Take back the last message if it is the user's and has no answer yet (its answer
+    /// was interrupted before it began). The context keeps its tokens until the next
+    /// [`Conversation::ask`] sets it again.
+    pub fn withdraw(&mut self) {
+        if self.messages.len() > self.base.len()
+            && self.messages.last().is_some_and(|m| m.role == "user")
+        {
+            self.messages.pop();
+        }
     }
 
     /// Record the model's answer to the last message.

@@ -166,6 +166,11 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
         }
     }
 
+    /// The sampling parameters in use.
+    pub fn sampler_params(&self) -> &SamplerParams {
+        &self.sampler_params
+    }
+
     /// Replace the sampler (fresh random state and repetition history).
     pub fn set_sampler(&mut self, params: SamplerParams) -> Result<()> {
         params.validate()?;
