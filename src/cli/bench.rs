@@ -199,7 +199,9 @@ pub fn bench(
     let mut state = State::with_config(model, n_ctx, llq::kv::KvConfig::default())?;
     state.set_adapters(adapters.clone());
     for &t in threads {
-        let t = llq::threads::resolve(t)?;
+        let t = llq::threads::resolve(t);
+        super::warn_if_capped(t);
+        let t = t.n;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()
