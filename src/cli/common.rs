@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use llq::generate::{Session, SessionConfig, DEFAULT_MAX_CTX};
+use llq::generate::{LongPrompt, Session, SessionConfig, DEFAULT_MAX_CTX};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::lora::{Adapter, AdapterSet};
 use llq::model::Model;
@@ -87,9 +87,17 @@ impl ModelArgs {
             n_ctx: self.ctx_size,
             kv: kv.config(),
             sampler: sampling.params(),
+            // `shift` is the CLI's default so that generation can go on past -c; cutting
+            // the user's prompt is only done when they asked for `shift` themselves.
+            long_prompt: if kv.context_policy == Some(ContextPolicy::Shift) {
+                LongPrompt::ShiftIfAllowed
+            } else {
+                LongPrompt::Refuse
+            },
             ..SessionConfig::default()
         };
         let mut session = Session::open(model, &cfg)?;
+        warn_if_past_training(model, session.n_ctx());
         if !self.lora.is_empty() {
             session.set_adapters(load_adapters(model, &self.lora)?)?;
         }
@@ -98,6 +106,19 @@ impl ModelArgs {
             eprintln!("llq: seed {s} (pass --seed {s} to repeat this run)");
         }
         Ok(session)
+    }
+}
+
+/// A context (`-c`) longer than the model was trained on is allowed (RoPE extrapolates
+/// somewhat, and a user may know better) but worth a warning naming both numbers.
+pub fn warn_if_past_training(model: &Model, n_ctx: usize) {
+    let trained = model.config.context_length;
+    if trained > 0 && n_ctx > trained {
+        eprintln!(
+            "llq: warning: -c {n_ctx} is longer than the {trained} tokens {} was trained on: \
+             positions past {trained} are untrained and the output may degrade",
+            model.file.path().display()
+        );
     }
 }
 
@@ -212,9 +233,12 @@ pub struct KvArgs {
     #[arg(long, default_value_t = KV.cache_type)]
     pub cache_type: CacheType,
     /// When the context is full: stop, or shift (keep the first --keep positions and
-    /// overwrite the oldest others, so generation can go on without end).
-    #[arg(long, default_value_t = KV.policy)]
-    pub context_policy: ContextPolicy,
+    /// overwrite the oldest others, so generation can go on without end) [default:
+    /// shift]. A prompt longer than the context is an error unless shift is given
+    /// explicitly (then its oldest tokens after the --keep sinks are dropped, with a
+    /// warning).
+    #[arg(long, value_name = "POLICY")]
+    pub context_policy: Option<ContextPolicy>,
     /// Positions at the start of the context never evicted under --context-policy shift
     /// (attention sinks).
     #[arg(long, default_value_t = KV.keep)]
@@ -225,7 +249,7 @@ impl KvArgs {
     pub fn config(&self) -> KvConfig {
         KvConfig {
             cache_type: self.cache_type,
-            policy: self.context_policy,
+            policy: self.context_policy.unwrap_or(KV.policy),
             keep: self.keep,
         }
     }
@@ -282,16 +306,19 @@ impl SamplingArgs {
 pub const MAX_TEXT_FILE: u64 = 256 << 20;
 
 /// What the text-scoring commands (`perplexity`, `imatrix`) share: the thread pool and the
-/// kernel level set up, `model` opened (a GGUF or Hugging Face path converted once), and
-/// the text file `file` tokenized without BOS (each window is scored as it stands).
+/// kernel level set up, `model` opened (a GGUF or Hugging Face path converted once; a
+/// window of `n_ctx` longer than its training warned about), and the text file `file`
+/// tokenized without BOS (each window is scored as it stands).
 pub fn model_and_text_tokens(
     model: &Path,
     file: &Path,
     threads: usize,
+    n_ctx: usize,
 ) -> Result<(llq::model::Model, Vec<u32>)> {
     super::init_threads(threads)?;
     llq::kernels::select().map_err(llq::Error::usage)?;
     let model = llq::model::Model::open(&llq_path_for(model)?)?;
+    warn_if_past_training(&model, n_ctx);
     let text = read_text_file(file)?;
     let tokens = model.tokenizer()?.encode_prompt(&text, false, false);
     Ok((model, tokens))

@@ -38,7 +38,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads)?;
+    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads, a.ctx_size)?;
     let n_chunks = (tokens.len() / a.ctx_size.max(1)).min(a.chunks.unwrap_or(usize::MAX));
     eprintln!(
         "llq: {} tokens, {n_chunks} chunks of {}",

@@ -58,7 +58,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads)?;
+    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads, a.ctx_size)?;
     if a.streaming {
         let kv = KvConfig {
             cache_type: a.cache_type,

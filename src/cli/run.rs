@@ -131,7 +131,29 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let before = session.evaluated();
-    session.set_prompt(&prompt)?;
+    session.set_prompt(&prompt).map_err(|e| match e {
+        // The library refused a prompt longer than the context: say it with this
+        // command's flags.
+        Error::ContextFull(_) => Error::usage(format!(
+            "the prompt has {} tokens but the context is {n_ctx} (-c {n_ctx}): give a \
+             larger -c (at least {} plus room for the answer), or --context-policy shift \
+             to drop the prompt's oldest {} tokens",
+            prompt.len(),
+            prompt.len(),
+            prompt.len().saturating_sub(n_ctx)
+        )),
+        e => e,
+    })?;
+    if prompt.len() > n_ctx {
+        // Only reached under an explicit `--context-policy shift` (see ModelArgs::session).
+        eprintln!(
+            "llq: warning: the prompt has {} tokens but the context is {n_ctx}: its oldest \
+             {} tokens after the first {} were dropped",
+            prompt.len(),
+            prompt.len() - n_ctx,
+            kv.keep
+        );
+    }
     let prompt_time = t1.elapsed();
     let prompt_evaluated = session.evaluated() - before;
     if let Some(pc) = &a.prompt_cache {
