@@ -68,7 +68,17 @@ fn threads_above_the_cpus_are_capped_with_a_warning() {
             "{err}"
         );
     }
-    let (code, _, err) = llq(&["run", "-m", s(&m), "--prompt-ids", "1", "-n", "1", "-t", "1"]);
+    let (code, _, err) = llq(&[
+        "run",
+        "-m",
+        s(&m),
+        "--prompt-ids",
+        "1",
+        "-n",
+        "1",
+        "-t",
+        "1",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
@@ -94,7 +104,17 @@ fn context_above_the_trained_length_is_warned() {
         err.contains("warning: -c 300 is longer than the 256 tokens"),
         "{err}"
     );
-    let (code, _, err) = llq(&["run", "-m", s(&m), "--prompt-ids", "1", "-n", "1", "-c", "256"]);
+    let (code, _, err) = llq(&[
+        "run",
+        "-m",
+        s(&m),
+        "--prompt-ids",
+        "1",
+        "-n",
+        "1",
+        "-c",
+        "256",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
@@ -179,4 +199,108 @@ fn an_explicit_shift_drops_the_oldest_prompt_tokens_with_a_warning() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("dropped"), "{err}");
+}
+
+// ---- progress without a terminal ---------------------------------------------------
+
+/// Lines of `err` that are progress lines of `what`.
+fn progress_lines<'a>(err: &'a str, what: &str) -> Vec<&'a str> {
+    let prefix = format!("llq: {what}: ");
+    err.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+/// `llq convert` with stderr not a terminal prints plain progress lines (every step with
+/// a zero interval), and the last one counts the whole file: its total is the size of
+/// the file written.
+#[test]
+fn convert_prints_plain_progress_lines_up_to_the_file_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.llq");
+    let src = common::fixtures().join("tiny-llama-gqa");
+    let args = ["convert", s(&src), "-o", s(&out), "--type", "q8_0"];
+    let (code, _, err) = llq_env(&args, &[("LLQ_PROGRESS_INTERVAL_MS", "0")]);
+    assert_eq!(code, 0, "{err}");
+    let lines = progress_lines(&err, "convert");
+    // The header, then each of the fixture's 2 × 9 + 3 tensors.
+    assert_eq!(lines.len(), 1 + 2 * 9 + 3, "{err}");
+    for l in &lines {
+        assert!(l.contains(" elapsed, ETA "), "{l}");
+    }
+    let size = std::fs::metadata(&out).unwrap().len();
+    let total = indicatif::HumanBytes(size).to_string();
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains(&format!("{total} of {total} (100%)")),
+        "{last} (file: {size} bytes)"
+    );
+    // The default interval (seconds) prints nothing for a conversion this short.
+    let out2 = dir.path().join("m2.llq");
+    let (code, _, err) = llq(&["convert", s(&src), "-o", s(&out2), "--type", "q8_0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(progress_lines(&err, "convert").is_empty(), "{err}");
+}
+
+/// The library's progress totals are the file's size, whatever the type (the header and
+/// the tokenizer included: the bar used to stop short of the file by megabytes).
+#[test]
+fn convert_progress_total_is_the_file_size() {
+    use std::sync::Mutex;
+    struct Record(Mutex<(u64, u64)>);
+    impl llq::convert::Progress for Record {
+        fn start(&self, total: u64) {
+            self.0.lock().unwrap().0 = total;
+        }
+        fn advance(&self, _: &str, bytes: u64) {
+            self.0.lock().unwrap().1 += bytes;
+        }
+        fn finish(&self) {}
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ck = llq::convert::HfCheckpoint::open(&common::fixtures().join("tiny-llama-gqa")).unwrap();
+    for t in [llq::quant::DType::F32, llq::quant::DType::Q4_0] {
+        let out = dir.path().join(format!("{}.llq", t.name()));
+        let r = Record(Mutex::new((0, 0)));
+        llq::convert::convert(&ck, t, &out, &r).unwrap();
+        let size = std::fs::metadata(&out).unwrap().len();
+        assert_eq!(*r.0.lock().unwrap(), (size, size), "{}", t.name());
+    }
+}
+
+/// `llq perplexity` with stderr not a terminal: a plain line per window with a zero
+/// interval (it used to print nothing for minutes), on the real model.
+#[test]
+fn perplexity_prints_plain_progress_lines() {
+    let m = common::convert_smollm2_kept();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    let full = std::fs::read_to_string(common::fixtures().join("smollm2/english.txt")).unwrap();
+    std::fs::write(&text, &full[..1200]).unwrap();
+    let args = ["perplexity", "-m", s(&m), "-f", s(&text), "-c", "64"];
+    let (code, out, err) = llq_env(&args, &[("LLQ_PROGRESS_INTERVAL_MS", "0")]);
+    assert_eq!(code, 0, "{err}");
+    let windows: usize = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("windows = "))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(windows >= 2, "{out}");
+    let lines = progress_lines(&err, "perplexity");
+    assert_eq!(lines.len(), windows, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("llq: perplexity: window 1 of {windows} (")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" elapsed, ETA ") && l.contains("PPL ")),
+        "{err}"
+    );
+    assert!(
+        !out.contains("llq:"),
+        "progress belongs on stderr, not stdout: {out}"
+    );
 }

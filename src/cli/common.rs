@@ -10,6 +10,8 @@ use llq::model::Model;
 use llq::sample::SamplerParams;
 use llq::{Error, Result};
 
+use super::progress::{Progress, Unit};
+
 // Every default below is the library's (`SamplerParams::default`, `KvConfig::interactive`,
 // `SessionConfig`): the CLI only spells them as flags.
 const KV: KvConfig = KvConfig::interactive();
@@ -195,20 +197,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A conversion's progress bar on stderr: elapsed time, bytes written of the total, ETA,
-/// and the tensor being written (hidden when stderr is not a terminal).
-pub struct ConvertProgress(indicatif::ProgressBar);
+/// A conversion's progress on stderr (see [`super::progress`]): bytes written of the
+/// output file's size, elapsed time, ETA and the tensor being written.
+pub struct ConvertProgress(Progress);
 
 impl ConvertProgress {
     pub fn new() -> ConvertProgress {
-        let bar = indicatif::ProgressBar::new(0).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{bar:30}] {bytes}/{total_bytes} ETA {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        ConvertProgress(bar)
+        ConvertProgress(Progress::new("convert", Unit::Bytes, 0))
     }
 }
 
@@ -217,11 +212,11 @@ impl llq::convert::Progress for ConvertProgress {
         self.0.set_length(total);
     }
     fn advance(&self, tensor: &str, bytes: u64) {
-        self.0.set_message(tensor.to_string());
+        self.0.set_message(tensor);
         self.0.inc(bytes);
     }
     fn finish(&self) {
-        self.0.finish_and_clear();
+        self.0.finish();
     }
 }
 

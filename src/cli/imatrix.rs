@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use llq::imatrix::{compute, ImatrixParams};
 use llq::Result;
 
 use super::common::model_and_text_tokens;
+use super::progress::{Progress, Unit};
 
 /// Compute an importance matrix: the text is tokenized without BOS and cut into chunks of
 /// -c tokens (the trailing partial chunk is dropped); each chunk is evaluated from an
@@ -45,11 +45,7 @@ pub fn run(a: Args) -> Result<()> {
         tokens.len(),
         a.ctx_size
     );
-    let bar = ProgressBar::new(n_chunks as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] chunk {pos}/{len} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = Progress::new("imatrix", Unit::Steps("chunk"), n_chunks as u64);
     let params = ImatrixParams {
         n_ctx: a.ctx_size,
         max_chunks: a.chunks,
@@ -58,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
     let m = compute(&model, &tokens, &params, |done, _| {
         bar.set_position(done as u64)
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     m.write(&a.output)?;
     eprintln!(
         "llq: wrote {} ({} entries, {} chunks)",

@@ -7,6 +7,7 @@ mod convert;
 mod imatrix;
 mod info;
 mod perplexity;
+mod progress;
 mod run;
 mod tokenize;
 

@@ -107,6 +107,21 @@ impl LlqWriter {
         &self.tensors
     }
 
+    /// The size the finished file will have: header, padding and every tensor.
+    pub fn file_len(&self) -> u64 {
+        let data_end = match (self.offsets.last(), self.tensors.last()) {
+            (Some(off), Some(t)) => off + t.n_bytes().unwrap_or(0),
+            _ => 0,
+        };
+        self.data_offset + data_end
+    }
+
+    /// Bytes written so far (header and padding included): what a progress report
+    /// counts against [`LlqWriter::file_len`].
+    pub fn position(&self) -> u64 {
+        self.data_offset + self.written
+    }
+
     /// Write the data of the next tensor in plan order.
     pub fn write_tensor(&mut self, data: &[u8]) -> Result<()> {
         let i = self.next;
