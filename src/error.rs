@@ -49,6 +49,28 @@ impl Error {
     }
 }
 
+/// What an I/O error means, in words a user acts on: "no such file or directory" rather
+/// than std's "entity not found" (which is what an error built from a bare kind says),
+/// and without the "(os error 2)" suffix.
+pub fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "no such file or directory".into(),
+        K::PermissionDenied => "permission denied".into(),
+        K::IsADirectory => "is a directory".into(),
+        K::NotADirectory => "a part of the path is not a directory".into(),
+        K::AlreadyExists => "already exists".into(),
+        K::StorageFull => "no space left on the device".into(),
+        _ => {
+            let s = e.to_string();
+            match s.rfind(" (os error ") {
+                Some(i) if s.ends_with(')') => s[..i].to_string(),
+                _ => s,
+            }
+        }
+    }
+}
+
 /// Longest error message kept (characters): names and keys read from a corrupt file can
 /// be kilobytes long.
 const MAX_MESSAGE: usize = 400;

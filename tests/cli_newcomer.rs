@@ -304,3 +304,131 @@ fn perplexity_prints_plain_progress_lines() {
         "progress belongs on stderr, not stdout: {out}"
     );
 }
+
+// ---- --chat-template ---------------------------------------------------------------
+
+/// The prompt ids `llq run` evaluates (its --verbose-prompt line).
+fn prompt_ids(err: &str) -> String {
+    let line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("llq: prompt ("))
+        .unwrap_or_else(|| panic!("no prompt line: {err}"));
+    line.split_once("): ").unwrap().1.to_string()
+}
+
+/// `llq run --chat-template NAME|FILE` renders the prompt with that template instead of
+/// the model's own: the ids are those of the template's text.
+#[test]
+fn run_renders_with_a_builtin_or_file_template() {
+    let m = common::convert_smollm2_kept();
+    let m = s(&m);
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "-m",
+            m,
+            "-p",
+            "hi",
+            "-n",
+            "1",
+            "--temp",
+            "0",
+            "--verbose-prompt",
+        ];
+        a.extend_from_slice(extra);
+        let (code, _, err) = llq(&a);
+        assert_eq!(code, 0, "{a:?}: {err}");
+        prompt_ids(&err)
+    };
+    let tokenize = |text: &str| {
+        let (code, out, err) = llq(&["tokenize", "-m", m, "--ids", text]);
+        assert_eq!(code, 0, "{err}");
+        out.trim_end().to_string()
+    };
+    let own = run(&["--chat"]);
+    // SmolLM2's own template is ChatML with a default system message: plain ChatML
+    // differs from it.
+    let chatml = run(&["--chat-template", "chatml"]);
+    assert_eq!(
+        chatml,
+        tokenize("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    );
+    assert_ne!(chatml, own);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qa.jinja");
+    std::fs::write(&file, "{{ 'Q: ' + messages[-1].content + '\\nA:' }}").unwrap();
+    assert_eq!(
+        run(&["--chat", "--chat-template", s(&file)]),
+        tokenize("Q: hi\nA:")
+    );
+}
+
+/// An unknown name or a missing file is a bad flag (exit 2) whose message lists the
+/// built-in names, in `run` and in `chat`.
+#[test]
+fn unknown_template_names_list_the_builtin_ones() {
+    let m = tiny();
+    for cmd in ["run", "chat"] {
+        for spec in ["alpaca", "/no/such/template.jinja"] {
+            let mut args = vec![cmd, "-m", s(&m), "--chat-template", spec];
+            if cmd == "run" {
+                args.extend(["-p", "x"]);
+            }
+            let (code, out, err) = llq(&args);
+            assert_eq!(code, 2, "{cmd} {spec}: {err}");
+            assert!(out.is_empty());
+            assert!(
+                err.contains(&format!(
+                    "'{spec}' is neither a built-in chat template nor a file"
+                )) && err.contains("chatml, llama2, llama2-sys, llama3, gemma, zephyr"),
+                "{cmd} {spec}: {err}"
+            );
+        }
+    }
+}
+
+/// A template file runs in the same bounded renderer as a model's template: an endless
+/// loop or an exploding output is an error naming the file (exit 1), not a hang.
+#[test]
+fn a_template_file_is_bounded_like_a_model_template() {
+    let m = common::convert_smollm2_kept();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, src, why) in [
+        (
+            "loop.jinja",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "fuel",
+        ),
+        (
+            "big.jinja",
+            "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(40) %}\
+             {% set ns.s = ns.s + ns.s %}{{ ns.s }}{% endfor %}",
+            "larger than 16 MiB",
+        ),
+        (
+            "bad.jinja",
+            "{% for m in messages %}{{ m.content }",
+            "does not compile",
+        ),
+    ] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, src).unwrap();
+        let (code, out, err) = llq(&[
+            "run",
+            "-m",
+            s(&m),
+            "--chat-template",
+            s(&f),
+            "-p",
+            "hi",
+            "--temp",
+            "0",
+        ]);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(out.is_empty());
+        assert!(
+            err.contains(name) && err.contains(why) && err.contains("chat template"),
+            "{name}: {err}"
+        );
+    }
+}

@@ -4,11 +4,12 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use llq::chat::ChatTemplate;
 use llq::generate::{Conversation, GenerateParams, StopHandle, StopReason};
 use llq::{Error, Result};
 
-use super::common::{parse_n_predict, read_line_bounded, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{
+    parse_n_predict, read_line_bounded, KvArgs, ModelArgs, SamplingArgs, TemplateArgs,
+};
 
 /// Longest message read from stdin (`llq chat < /dev/zero` must not fill the memory).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -31,6 +32,8 @@ pub struct Args {
     /// System message that opens the conversation.
     #[arg(long)]
     system: Option<String>,
+    #[command(flatten)]
+    template: TemplateArgs,
     /// Tokens to generate; -1 = until an end-of-generation token or a full context.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512, allow_negative_numbers = true,
           value_parser = parse_n_predict)]
@@ -53,18 +56,9 @@ extern "C" fn on_sigint(_: libc::c_int) {
 pub fn run(a: Args) -> Result<()> {
     let model = a.model.load()?;
     model.tokenizer()?;
-    let template = match model.chat_template.as_deref() {
-        Some(src) => {
-            Some(ChatTemplate::new(src).map_err(|e| Error::usage(format!("chat template: {e}")))?)
-        }
-        None => {
-            eprintln!(
-                "llq: warning: {} has no chat template; each message is continued as plain text",
-                a.model.model.display()
-            );
-            None
-        }
-    };
+    let template = a
+        .template
+        .template(&model, "each message is continued as plain text")?;
     let mut session = a.model.session(&model, &a.kv, &a.sampling)?;
     let _ = STOP.set(session.stop_handle());
     #[cfg(unix)]

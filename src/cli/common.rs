@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use llq::chat::{ChatTemplate, TemplateSource};
 use llq::generate::{LongPrompt, Session, SessionConfig, DEFAULT_MAX_CTX};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::lora::{Adapter, AdapterSet};
@@ -217,6 +218,37 @@ impl llq::convert::Progress for ConvertProgress {
     }
     fn finish(&self) {
         self.0.finish();
+    }
+}
+
+/// `--chat-template`, for the commands that render a conversation.
+#[derive(clap::Args, Clone)]
+pub struct TemplateArgs {
+    #[arg(long = "chat-template", value_name = "FILE|NAME",
+          value_parser = TemplateSource::parse, help = format!(
+        "Chat template instead of the model's own: a file holding a Jinja template, or a \
+         built-in one: {} (llama.cpp's names; ./NAME for a file named like one)",
+        llq::chat::builtin::names()))]
+    pub chat_template: Option<TemplateSource>,
+}
+
+impl TemplateArgs {
+    /// The template to render with (the library decides: the flag's, else the model's);
+    /// without one, a warning ending in `without` (what the command does instead).
+    pub fn template(&self, model: &Model, without: &str) -> Result<Option<ChatTemplate>> {
+        let t = llq::chat::choose_template(
+            self.chat_template.as_ref(),
+            model.chat_template.as_deref(),
+        )?;
+        if t.is_none() {
+            eprintln!(
+                "llq: warning: {} has no chat template; {without} (--chat-template NAME \
+                 picks one: {})",
+                model.file.path().display(),
+                llq::chat::builtin::names()
+            );
+        }
+        Ok(t)
     }
 }
 

@@ -4,11 +4,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use llq::chat::{ChatMessage, ChatTemplate};
+use llq::chat::ChatMessage;
 use llq::generate::GenerateParams;
 use llq::{Error, Result};
 
-use super::common::{parse_n_predict, read_text_file, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{
+    parse_n_predict, read_text_file, KvArgs, ModelArgs, SamplingArgs, TemplateArgs,
+};
 
 /// Generate text from a prompt, streamed to stdout as it is produced.
 ///
@@ -46,12 +48,15 @@ pub struct Args {
     #[arg(short = 'n', long = "n-predict", default_value_t = 128, allow_negative_numbers = true,
           value_parser = parse_n_predict)]
     n_predict: usize,
-    /// Wrap the prompt in the model's chat template as a user message.
+    /// Wrap the prompt in the model's chat template as a user message (implied by
+    /// --chat-template).
     #[arg(long)]
     chat: bool,
     /// System message for --chat.
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    #[command(flatten)]
+    template: TemplateArgs,
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     ignore_eos: bool,
@@ -80,20 +85,8 @@ pub fn run(a: Args) -> Result<()> {
             ))
         }
         None => a.prompt_ids.clone(),
-        Some(text) if a.chat => {
-            let template = match model.chat_template.as_deref() {
-                Some(src) => Some(
-                    ChatTemplate::new(src)
-                        .map_err(|e| Error::usage(format!("chat template: {e}")))?,
-                ),
-                None => {
-                    eprintln!(
-                        "llq: warning: {} has no chat template; using plain completion",
-                        a.model.model.display()
-                    );
-                    None
-                }
-            };
+        Some(text) if a.chat || a.template.chat_template.is_some() => {
+            let template = a.template.template(&model, "using plain completion")?;
             let mut msgs = Vec::new();
             if let Some(s) = &a.system {
                 msgs.push(ChatMessage::new("system", s));

@@ -191,8 +191,12 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
         template: Option<&ChatTemplate>,
         messages: &[ChatMessage],
     ) -> Result<Vec<u32>> {
-        encode_messages(self.model.tokenizer()?, template, messages)
-            .map_err(|e| Error::usage(e.to_string()))
+        encode_messages(self.model.tokenizer()?, template, messages).map_err(|e| {
+            match template.and_then(ChatTemplate::origin) {
+                Some(origin) => Error::usage(format!("{origin}: {e}")),
+                None => Error::usage(e.to_string()),
+            }
+        })
     }
 
     /// Make the context hold exactly `prompt`: keep the longest common prefix already in the
