@@ -432,3 +432,147 @@ fn a_template_file_is_bounded_like_a_model_template() {
         );
     }
 }
+
+// ---- errors that explain -----------------------------------------------------------
+
+/// `cmd` fails with exit 1 and one stderr line holding every needle.
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let (code, out, err) = llq(args);
+    assert_eq!(code, 1, "{args:?}: {err}");
+    assert!(out.is_empty(), "{args:?}: {out}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}: {err}");
+    }
+}
+
+/// What `llq convert` says for paths that are not a checkpoint: the path, what it is,
+/// and what to give instead.
+#[test]
+fn convert_says_what_the_path_is_and_what_to_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("x.llq");
+    let out = s(&out);
+    let fixture = common::fixtures().join("tiny-llama-gqa");
+    // Missing: no raw "entity not found".
+    let nope = d.join("nope");
+    fails_with(
+        &["convert", s(&nope), "-o", out],
+        &[
+            s(&nope),
+            "cannot convert it: no such file or directory",
+            "Hugging Face checkpoint directory",
+            ".gguf file",
+        ],
+    );
+    // The safetensors file of a checkpoint: pass its directory.
+    let st = fixture.join("model.safetensors");
+    fails_with(
+        &["convert", s(&st), "-o", out],
+        &[
+            "model.safetensors: is a safetensors file",
+            &format!(
+                "pass the directory that holds it and its config.json: {}",
+                fixture.display()
+            ),
+        ],
+    );
+    // A directory without config.json, holding a GGUF: name it.
+    let empty = d.join("download");
+    std::fs::create_dir(&empty).unwrap();
+    fails_with(
+        &["convert", s(&empty), "-o", out],
+        &["download: cannot convert this directory: it has no config.json"],
+    );
+    std::fs::write(empty.join("model.Q4_0.gguf"), b"GGUF").unwrap();
+    fails_with(
+        &["convert", s(&empty), "-o", out],
+        &["; pass ", "model.Q4_0.gguf instead"],
+    );
+    // Some other file: its first bytes as text and hex.
+    let junk = d.join("notes.txt");
+    std::fs::write(&junk, b"hello world").unwrap();
+    fails_with(
+        &["convert", s(&junk), "-o", out],
+        &[
+            "notes.txt: not a checkpoint: it starts with \"hell\" (68 65 6c 6c)",
+            "\"GGUF\" (47 47 55 46)",
+        ],
+    );
+    // An output directory that does not exist.
+    let far = d.join("no/such/dir/x.llq");
+    fails_with(
+        &["convert", s(&fixture), "-o", s(&far)],
+        &[
+            "cannot write the output file: the directory",
+            "does not exist",
+        ],
+    );
+}
+
+/// What `-m` says for a path that is no model: neither .llq, GGUF nor a checkpoint.
+#[test]
+fn run_says_what_the_model_path_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("weights.bin");
+    std::fs::write(&junk, [0xa0u8, 0x76, 0, 0, 1, 2, 3, 4]).unwrap();
+    fails_with(
+        &["run", "-m", s(&junk), "--prompt-ids", "1"],
+        &[
+            "weights.bin: not a model llq runs: it starts with \"\\xa0v\\x00\\x00\" (a0 76 00 00)",
+            "\"LLQF\" (4c 4c 51 46)",
+            "\"GGUF\" (47 47 55 46)",
+        ],
+    );
+    let nope = dir.path().join("nope.llq");
+    fails_with(
+        &["run", "-m", s(&nope), "--prompt-ids", "1"],
+        &["nope.llq: cannot open the model: no such file or directory"],
+    );
+    let st = common::fixtures().join("tiny-llama-gqa/model.safetensors");
+    fails_with(
+        &["run", "-m", s(&st), "--prompt-ids", "1"],
+        &["is a safetensors file", "pass the directory"],
+    );
+    // `info` reads .llq files only: a GGUF is named as one, with the way on.
+    let gguf = dir.path().join("m.gguf");
+    std::fs::write(&gguf, [b"GGUF".as_slice(), &[0u8; 80]].concat()).unwrap();
+    fails_with(
+        &["info", s(&gguf)],
+        &[
+            "its magic (first 4 bytes) is \"GGUF\" (47 47 55 46), expected \"LLQF\"",
+            "llq convert",
+        ],
+    );
+}
+
+/// A model without a tokenizer: `run` suggests --prompt-ids (it has the flag), `chat`,
+/// `perplexity` and `imatrix` do not (they don't).
+#[test]
+fn tokenizer_hints_name_only_the_command_s_flags() {
+    let m = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "some text").unwrap();
+    fails_with(
+        &["run", "-m", s(&m), "-p", "hi", "--temp", "0"],
+        &["has no tokenizer", "--prompt-ids"],
+    );
+    for args in [
+        vec!["chat", "-m", s(&m)],
+        vec!["perplexity", "-m", s(&m), "-f", s(&text), "-c", "64"],
+        vec!["imatrix", "-m", s(&m), "-f", s(&text), "-c", "64"],
+    ] {
+        let (code, _, err) = llq(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("has no tokenizer"), "{args:?}: {err}");
+        assert!(!err.contains("--prompt-ids"), "{args:?}: {err}");
+    }
+    // A text file that is not there: the path and what was being done.
+    let nope = dir.path().join("nope.txt");
+    fails_with(
+        &["perplexity", "-m", s(&m), "-f", s(&nope), "-c", "64"],
+        &["nope.txt: cannot read the text file: no such file or directory"],
+    );
+}

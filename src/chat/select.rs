@@ -78,15 +78,8 @@ pub fn choose_template(
 /// A template file as UTF-8, bounded while reading.
 fn read_template(path: &Path) -> Result<String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| {
-        Error::invalid(
-            path,
-            format!(
-                "cannot open the chat template file: {}",
-                crate::error::io_reason(&e)
-            ),
-        )
-    })?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io_while(path, "cannot read the chat template file", e))?;
     let mut bytes = Vec::new();
     file.take(MAX_TEMPLATE_FILE + 1)
         .read_to_end(&mut bytes)

@@ -18,7 +18,8 @@ use serde::Serialize;
 /// thread count runs in its own thread pool. Token ids are pseudo-random (fixed seed).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
+    /// (converted once into the cache, as for `llq run`).
     #[arg(short, long)]
     model: PathBuf,
     /// Prompt lengths to test (comma-separated; 0 skips the prompt test).

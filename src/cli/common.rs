@@ -125,23 +125,22 @@ pub fn warn_if_past_training(model: &Model, n_ctx: usize) {
     }
 }
 
-/// The `.llq` file to open for `path`: `path` itself when it is one (or anything else:
-/// opening it gives the error); a GGUF file or a Hugging Face checkpoint directory is
-/// converted to q8_0 once into the cache, keyed by the source's path, size and
-/// modification time, and reused from then on.
+/// The `.llq` file to open for `path`: `path` itself when it is one; a GGUF file or a
+/// Hugging Face checkpoint directory is converted to q8_0 once into the cache, keyed by
+/// the source's path, size and modification time, and reused from then on. Anything else
+/// is an error saying what the path holds and what to give instead.
 pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let kind = if meta.is_dir() {
-        "Hugging Face checkpoint"
-    } else {
-        let mut magic = [0u8; 4];
-        let read = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
-        match (read, &magic) {
-            (Ok(()), b"GGUF") => "GGUF file",
-            _ => return Ok(path.to_path_buf()),
-        }
+    use llq::convert::detect::{inspect, not_a_model, PathKind};
+    let found = inspect(path)?;
+    if let Some(e) = not_a_model(path, &found) {
+        return Err(e);
+    }
+    let kind = match found {
+        PathKind::Gguf => "GGUF file",
+        PathKind::Directory { .. } => "Hugging Face checkpoint",
+        _ => return Ok(path.to_path_buf()),
     };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
     let mtime = meta
         .modified()
@@ -162,6 +161,8 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     if out.is_file() {
         return Ok(out);
     }
+    // Opened before saying "converting": a checkpoint llq cannot read fails here.
+    let ck = llq::convert::open_checkpoint(path)?;
     eprintln!(
         "llq: {} is a {kind}: converting it once (its own types where llq has them, else \
          q8_0), into {}",
@@ -171,12 +172,6 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     let dir = out.parent().expect("a file in the cache");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     llq::format::temp::install_signal_cleanup();
-    let ck = llq::convert::open_checkpoint(path).map_err(|e| {
-        Error::usage(format!(
-            "{e} (llq runs .llq files; converting {} failed)",
-            path.display()
-        ))
-    })?;
     llq::convert::convert(ck.as_ref(), target, &out, &ConvertProgress::new())?;
     Ok(out)
 }
@@ -356,7 +351,8 @@ pub fn model_and_text_tokens(
 /// offset.
 pub fn read_text_file(path: &Path) -> Result<String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io_while(path, "cannot read the text file", e))?;
     let mut bytes = Vec::new();
     file.take(MAX_TEXT_FILE + 1)
         .read_to_end(&mut bytes)

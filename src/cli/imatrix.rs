@@ -17,7 +17,8 @@ use super::progress::{Progress, Unit};
 /// without --process-output).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
+    /// (converted once into the cache, as for `llq run`).
     #[arg(short, long)]
     model: PathBuf,
     /// The calibration text file (UTF-8).

@@ -25,7 +25,8 @@ use super::progress::{Progress, Unit};
 /// (e.g. a quantization of it) with --kl-divergence-base FILE --kl-divergence.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
+    /// (converted once into the cache, as for `llq run`).
     #[arg(short, long)]
     model: PathBuf,
     /// The text file (UTF-8).

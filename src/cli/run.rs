@@ -71,12 +71,21 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let model = a.model.load()?;
-    let mut session = a.model.session(&model, &a.kv, &a.sampling)?;
     let text = match (&a.prompt, &a.file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(f)) => Some(read_text_file(f)?),
         (None, None) => None,
     };
+    if text.is_some() && model.tokenizer.is_none() {
+        // The library's message cannot name this command's flags; this one can.
+        return Err(Error::invalid(
+            model.file.path(),
+            "has no tokenizer to encode a text prompt (its checkpoint had no tokenizer.json \
+             or tokenizer.model): give the prompt as token ids with --prompt-ids, or convert \
+             a checkpoint that has a tokenizer",
+        ));
+    }
+    let mut session = a.model.session(&model, &a.kv, &a.sampling)?;
     let ids_mode = text.is_none();
     let prompt: Vec<u32> = match text {
         None if a.prompt_ids.is_empty() => {

@@ -2,6 +2,7 @@
 //! at a time (so peak memory stays near the largest tensor); [`convert`] picks each
 //! tensor's storage type, encodes it and streams it into an atomic [`LlqWriter`].
 
+pub mod detect;
 mod gguf;
 mod hf;
 
@@ -133,17 +134,17 @@ impl Target {
     }
 }
 
-/// Open a checkpoint: a directory is a Hugging Face checkpoint, a file a GGUF.
+/// Open a checkpoint: a Hugging Face checkpoint directory or a GGUF file (judged by
+/// content); anything else is an error saying what it is and what to pass instead.
 pub fn open_checkpoint(path: &Path) -> Result<Box<dyn Checkpoint>> {
-    if path.is_dir() {
-        Ok(Box::new(HfCheckpoint::open(path)?))
-    } else if path.is_file() {
+    let kind = detect::inspect(path)?;
+    if let Some(e) = detect::not_a_checkpoint(path, &kind) {
+        return Err(e);
+    }
+    if kind == detect::PathKind::Gguf {
         Ok(Box::new(GgufCheckpoint::open(path)?))
     } else {
-        Err(Error::io(
-            path,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ))
+        Ok(Box::new(HfCheckpoint::open(path)?))
     }
 }
 

@@ -84,7 +84,21 @@ impl LlqWriter {
         // A model file is an ordinary, world-readable file (tempfile defaults to 0600).
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        let tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(path, e))?;
+        let tmp = builder.tempfile_in(&dir).map_err(|e| {
+            let why = if dir.is_dir() {
+                format!(
+                    "cannot create a file in {}: {}",
+                    dir.display(),
+                    crate::error::io_reason(&e)
+                )
+            } else {
+                format!(
+                    "the directory {} does not exist (create it first)",
+                    dir.display()
+                )
+            };
+            Error::invalid(path, format!("cannot write the output file: {why}"))
+        })?;
         let registration = super::temp::register(tmp.path());
         let mut w = LlqWriter {
             _registration: registration,
