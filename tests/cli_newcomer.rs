@@ -363,6 +363,31 @@ fn run_renders_with_a_builtin_or_file_template() {
     );
 }
 
+/// `llq chat --chat-template` answers through the named template (piped stdin).
+#[test]
+fn chat_takes_a_template_name() {
+    let m = common::convert_smollm2_kept();
+    let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args(["chat", "-m", s(&m), "--chat-template", "chatml"])
+        .args(["-n", "4", "--temp", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"What is 2+2?\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "{err}"
+    );
+}
+
 /// An unknown name or a missing file is a bad flag (exit 2) whose message lists the
 /// built-in names, in `run` and in `chat`.
 #[test]

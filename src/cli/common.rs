@@ -256,9 +256,9 @@ pub struct KvArgs {
     pub cache_type: CacheType,
     /// When the context is full: stop, or shift (keep the first --keep positions and
     /// overwrite the oldest others, so generation can go on without end) [default:
-    /// shift]. A prompt longer than the context is an error unless shift is given
-    /// explicitly (then its oldest tokens after the --keep sinks are dropped, with a
-    /// warning).
+    /// shift]. In `run`, a prompt longer than the context is an error unless shift is
+    /// given explicitly (then its oldest tokens after the --keep sinks are dropped, with a
+    /// warning); `chat` drops the oldest turns instead.
     #[arg(long, value_name = "POLICY")]
     pub context_policy: Option<ContextPolicy>,
     /// Positions at the start of the context never evicted under --context-policy shift
