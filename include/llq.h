@@ -232,8 +232,9 @@ typedef struct {
   /**
    * Threads of the process-wide compute pool (0 = one per physical core, or
    * `RAYON_NUM_THREADS` if set; more than 4 per CPU the process may use is
-   * `LLQ_ERR_INVALID_ARG`). Only the first model opened in the process sizes the pool;
-   * later values are checked but otherwise ignored.
+   * `LLQ_ERR_INVALID_ARG`, more than one per CPU is capped at one per CPU). Only the
+   * first model opened in the process sizes the pool; later values are checked but
+   * otherwise ignored.
    */
   int32_t n_threads;
   /**

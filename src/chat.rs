@@ -5,6 +5,11 @@
 //! `.items()`, ...), and the helpers `raise_exception(msg)` and
 //! `strftime_now(fmt)`.
 
+pub mod builtin;
+mod select;
+
+pub use select::{choose_template, TemplateSource, MAX_TEMPLATE_FILE};
+
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +69,9 @@ fn describe(e: &Error) -> String {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// Where the template came from when it was not the model's own (a file, a built-in
+    /// name), for error messages.
+    origin: Option<String>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -104,7 +112,18 @@ impl ChatTemplate {
                 msg: describe(&e),
                 line: e.line(),
             })?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate { env, origin: None })
+    }
+
+    /// Name where this template came from (a file's path, a built-in's name): errors
+    /// while rendering then say which template failed.
+    pub fn with_origin(mut self, origin: impl Into<String>) -> ChatTemplate {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
     }
 
     /// The template stored in a `tokenizer_config.json` (`chat_template` as a

@@ -215,7 +215,8 @@ fn tokenize_prints_ids_and_pieces() {
 }
 
 /// Sizes and counts from flags that cannot be honoured are one-line errors (exit 1),
-/// never an abort in the allocator or a thread storm.
+/// never an abort in the allocator (a thread count above the CPUs is capped with a
+/// warning: tests/cli_newcomer.rs).
 #[test]
 fn absurd_sizes_and_counts_are_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,7 +235,6 @@ fn absurd_sizes_and_counts_are_errors() {
         (&["-c", "1000000000"][..], "larger than the maximum"),
         (&["-c", "4294967296"][..], "larger than the maximum"),
         (&["-c", "144115188075855872"][..], "larger than the maximum"),
-        (&["-t", "100000"][..], "threads requested"),
         (&["--temp", "nan"][..], "temperature"),
         (&["--temp=-1"][..], "temperature"),
         (&["--temp", "inf"][..], "temperature"),

@@ -94,7 +94,13 @@ fn the_copy_converts() {
 fn missing_config() {
     let dir = checkpoint_copy();
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
-    expect_error(dir.path(), &["config.json", "No such file"]);
+    expect_error(
+        dir.path(),
+        &[
+            "cannot convert this directory: it has no config.json",
+            "Hugging Face",
+        ],
+    );
 }
 
 #[test]

@@ -18,7 +18,8 @@ use serde::Serialize;
 /// thread count runs in its own thread pool. Token ids are pseudo-random (fixed seed).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
+    /// (converted once into the cache, as for `llq run`).
     #[arg(short, long)]
     model: PathBuf,
     /// Prompt lengths to test (comma-separated; 0 skips the prompt test).
@@ -199,7 +200,9 @@ pub fn bench(
     let mut state = State::with_config(model, n_ctx, llq::kv::KvConfig::default())?;
     state.set_adapters(adapters.clone());
     for &t in threads {
-        let t = llq::threads::resolve(t)?;
+        let t = llq::threads::resolve(t);
+        super::warn_if_capped(t);
+        let t = t.n;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()

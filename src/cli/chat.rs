@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use llq::chat::{ChatMessage, ChatTemplate};
+use llq::chat::ChatMessage;
 use llq::generate::{Conversation, GenerateParams, Session, StopHandle, StopReason};
 use llq::sample::SamplerParams;
 use llq::{Error, Result};
 
 use self::commands::{Command, Line, Setting};
-use super::common::{parse_n_predict, read_line_bounded, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{
+    parse_n_predict, read_line_bounded, KvArgs, ModelArgs, SamplingArgs, TemplateArgs,
+};
 
 /// Longest message read from stdin (`llq chat < /dev/zero` must not fill the memory).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -58,6 +60,8 @@ pub struct Args {
     /// System message that opens the conversation.
     #[arg(long)]
     system: Option<String>,
+    #[command(flatten)]
+    template: TemplateArgs,
     /// Tokens to generate per answer; -1 = until an end-of-generation token or a full
     /// context.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512, allow_negative_numbers = true,
@@ -246,18 +250,9 @@ impl Reader {
 pub fn run(a: Args) -> Result<()> {
     let model = a.model.load()?;
     model.tokenizer()?;
-    let template = match model.chat_template.as_deref() {
-        Some(src) => {
-            Some(ChatTemplate::new(src).map_err(|e| Error::usage(format!("chat template: {e}")))?)
-        }
-        None => {
-            eprintln!(
-                "llq: warning: {} has no chat template; each message is continued as plain text",
-                a.model.model.display()
-            );
-            None
-        }
-    };
+    let template = a
+        .template
+        .template(&model, "each message is continued as plain text")?;
     let session = a.model.session(&model, &a.kv, &a.sampling)?;
     let _ = STOP.set(session.stop_handle());
     let mut reader = Reader::new(a.no_history);

@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use llq::generate::{Session, SessionConfig, DEFAULT_MAX_CTX};
+use llq::chat::{ChatTemplate, TemplateSource};
+use llq::generate::{LongPrompt, Session, SessionConfig, DEFAULT_MAX_CTX};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::lora::{Adapter, AdapterSet};
 use llq::model::Model;
 use llq::sample::SamplerParams;
 use llq::{Error, Result};
+
+use super::progress::{Progress, Unit};
 
 // Every default below is the library's (`SamplerParams::default`, `KvConfig::interactive`,
 // `SessionConfig`): the CLI only spells them as flags.
@@ -87,9 +90,17 @@ impl ModelArgs {
             n_ctx: self.ctx_size,
             kv: kv.config(),
             sampler: sampling.params(),
+            // `shift` is the CLI's default so that generation can go on past -c; cutting
+            // the user's prompt is only done when they asked for `shift` themselves.
+            long_prompt: if kv.context_policy == Some(ContextPolicy::Shift) {
+                LongPrompt::ShiftIfAllowed
+            } else {
+                LongPrompt::Refuse
+            },
             ..SessionConfig::default()
         };
         let mut session = Session::open(model, &cfg)?;
+        warn_if_past_training(model, session.n_ctx());
         if !self.lora.is_empty() {
             session.set_adapters(load_adapters(model, &self.lora)?)?;
         }
@@ -101,23 +112,35 @@ impl ModelArgs {
     }
 }
 
-/// The `.llq` file to open for `path`: `path` itself when it is one (or anything else:
-/// opening it gives the error); a GGUF file or a Hugging Face checkpoint directory is
-/// converted to q8_0 once into the cache, keyed by the source's path, size and
-/// modification time, and reused from then on.
+/// A context (`-c`) longer than the model was trained on is allowed (RoPE extrapolates
+/// somewhat, and a user may know better) but worth a warning naming both numbers.
+pub fn warn_if_past_training(model: &Model, n_ctx: usize) {
+    let trained = model.config.context_length;
+    if trained > 0 && n_ctx > trained {
+        eprintln!(
+            "llq: warning: -c {n_ctx} is longer than the {trained} tokens {} was trained on: \
+             positions past {trained} are untrained and the output may degrade",
+            model.file.path().display()
+        );
+    }
+}
+
+/// The `.llq` file to open for `path`: `path` itself when it is one; a GGUF file or a
+/// Hugging Face checkpoint directory is converted to q8_0 once into the cache, keyed by
+/// the source's path, size and modification time, and reused from then on. Anything else
+/// is an error saying what the path holds and what to give instead.
 pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let kind = if meta.is_dir() {
-        "Hugging Face checkpoint"
-    } else {
-        let mut magic = [0u8; 4];
-        let read = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
-        match (read, &magic) {
-            (Ok(()), b"GGUF") => "GGUF file",
-            _ => return Ok(path.to_path_buf()),
-        }
+    use llq::convert::detect::{inspect, not_a_model, PathKind};
+    let found = inspect(path)?;
+    if let Some(e) = not_a_model(path, &found) {
+        return Err(e);
+    }
+    let kind = match found {
+        PathKind::Gguf => "GGUF file",
+        PathKind::Directory { .. } => "Hugging Face checkpoint",
+        _ => return Ok(path.to_path_buf()),
     };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
     let mtime = meta
         .modified()
@@ -138,6 +161,8 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     if out.is_file() {
         return Ok(out);
     }
+    // Opened before saying "converting": a checkpoint llq cannot read fails here.
+    let ck = llq::convert::open_checkpoint(path)?;
     eprintln!(
         "llq: {} is a {kind}: converting it once (its own types where llq has them, else \
          q8_0), into {}",
@@ -147,12 +172,6 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     let dir = out.parent().expect("a file in the cache");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     llq::format::temp::install_signal_cleanup();
-    let ck = llq::convert::open_checkpoint(path).map_err(|e| {
-        Error::usage(format!(
-            "{e} (llq runs .llq files; converting {} failed)",
-            path.display()
-        ))
-    })?;
     llq::convert::convert(ck.as_ref(), target, &out, &ConvertProgress::new())?;
     Ok(out)
 }
@@ -174,20 +193,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A conversion's progress bar on stderr: elapsed time, bytes written of the total, ETA,
-/// and the tensor being written (hidden when stderr is not a terminal).
-pub struct ConvertProgress(indicatif::ProgressBar);
+/// A conversion's progress on stderr (see [`super::progress`]): bytes written of the
+/// output file's size, elapsed time, ETA and the tensor being written.
+pub struct ConvertProgress(Progress);
 
 impl ConvertProgress {
     pub fn new() -> ConvertProgress {
-        let bar = indicatif::ProgressBar::new(0).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{bar:30}] {bytes}/{total_bytes} ETA {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        ConvertProgress(bar)
+        ConvertProgress(Progress::new("convert", Unit::Bytes, 0))
     }
 }
 
@@ -196,11 +208,42 @@ impl llq::convert::Progress for ConvertProgress {
         self.0.set_length(total);
     }
     fn advance(&self, tensor: &str, bytes: u64) {
-        self.0.set_message(tensor.to_string());
+        self.0.set_message(tensor);
         self.0.inc(bytes);
     }
     fn finish(&self) {
-        self.0.finish_and_clear();
+        self.0.finish();
+    }
+}
+
+/// `--chat-template`, for the commands that render a conversation.
+#[derive(clap::Args, Clone)]
+pub struct TemplateArgs {
+    #[arg(long = "chat-template", value_name = "FILE|NAME",
+          value_parser = TemplateSource::parse, help = format!(
+        "Chat template instead of the model's own: a file holding a Jinja template, or a \
+         built-in one: {} (llama.cpp's names; ./NAME for a file named like one)",
+        llq::chat::builtin::names()))]
+    pub chat_template: Option<TemplateSource>,
+}
+
+impl TemplateArgs {
+    /// The template to render with (the library decides: the flag's, else the model's);
+    /// without one, a warning ending in `without` (what the command does instead).
+    pub fn template(&self, model: &Model, without: &str) -> Result<Option<ChatTemplate>> {
+        let t = llq::chat::choose_template(
+            self.chat_template.as_ref(),
+            model.chat_template.as_deref(),
+        )?;
+        if t.is_none() {
+            eprintln!(
+                "llq: warning: {} has no chat template; {without} (--chat-template NAME \
+                 picks one: {})",
+                model.file.path().display(),
+                llq::chat::builtin::names()
+            );
+        }
+        Ok(t)
     }
 }
 
@@ -212,9 +255,12 @@ pub struct KvArgs {
     #[arg(long, default_value_t = KV.cache_type)]
     pub cache_type: CacheType,
     /// When the context is full: stop, or shift (keep the first --keep positions and
-    /// overwrite the oldest others, so generation can go on without end).
-    #[arg(long, default_value_t = KV.policy)]
-    pub context_policy: ContextPolicy,
+    /// overwrite the oldest others, so generation can go on without end) [default:
+    /// shift]. In `run`, a prompt longer than the context is an error unless shift is
+    /// given explicitly (then its oldest tokens after the --keep sinks are dropped, with a
+    /// warning); `chat` drops the oldest turns instead.
+    #[arg(long, value_name = "POLICY")]
+    pub context_policy: Option<ContextPolicy>,
     /// Positions at the start of the context never evicted under --context-policy shift
     /// (attention sinks).
     #[arg(long, default_value_t = KV.keep)]
@@ -225,7 +271,7 @@ impl KvArgs {
     pub fn config(&self) -> KvConfig {
         KvConfig {
             cache_type: self.cache_type,
-            policy: self.context_policy,
+            policy: self.context_policy.unwrap_or(KV.policy),
             keep: self.keep,
         }
     }
@@ -282,16 +328,19 @@ impl SamplingArgs {
 pub const MAX_TEXT_FILE: u64 = 256 << 20;
 
 /// What the text-scoring commands (`perplexity`, `imatrix`) share: the thread pool and the
-/// kernel level set up, `model` opened (a GGUF or Hugging Face path converted once), and
-/// the text file `file` tokenized without BOS (each window is scored as it stands).
+/// kernel level set up, `model` opened (a GGUF or Hugging Face path converted once; a
+/// window of `n_ctx` longer than its training warned about), and the text file `file`
+/// tokenized without BOS (each window is scored as it stands).
 pub fn model_and_text_tokens(
     model: &Path,
     file: &Path,
     threads: usize,
+    n_ctx: usize,
 ) -> Result<(llq::model::Model, Vec<u32>)> {
     super::init_threads(threads)?;
     llq::kernels::select().map_err(llq::Error::usage)?;
     let model = llq::model::Model::open(&llq_path_for(model)?)?;
+    warn_if_past_training(&model, n_ctx);
     let text = read_text_file(file)?;
     let tokens = model.tokenizer()?.encode_prompt(&text, false, false);
     Ok((model, tokens))
@@ -302,7 +351,8 @@ pub fn model_and_text_tokens(
 /// offset.
 pub fn read_text_file(path: &Path) -> Result<String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io_while(path, "cannot read the text file", e))?;
     let mut bytes = Vec::new();
     file.take(MAX_TEXT_FILE + 1)
         .read_to_end(&mut bytes)

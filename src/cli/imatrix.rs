@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use llq::imatrix::{compute, ImatrixParams};
 use llq::Result;
 
 use super::common::model_and_text_tokens;
+use super::progress::{Progress, Unit};
 
 /// Compute an importance matrix: the text is tokenized without BOS and cut into chunks of
 /// -c tokens (the trailing partial chunk is dropped); each chunk is evaluated from an
@@ -17,7 +17,8 @@ use super::common::model_and_text_tokens;
 /// without --process-output).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
+    /// (converted once into the cache, as for `llq run`).
     #[arg(short, long)]
     model: PathBuf,
     /// The calibration text file (UTF-8).
@@ -38,18 +39,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads)?;
+    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads, a.ctx_size)?;
     let n_chunks = (tokens.len() / a.ctx_size.max(1)).min(a.chunks.unwrap_or(usize::MAX));
     eprintln!(
         "llq: {} tokens, {n_chunks} chunks of {}",
         tokens.len(),
         a.ctx_size
     );
-    let bar = ProgressBar::new(n_chunks as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] chunk {pos}/{len} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = Progress::new("imatrix", Unit::Steps("chunk"), n_chunks as u64);
     let params = ImatrixParams {
         n_ctx: a.ctx_size,
         max_chunks: a.chunks,
@@ -58,7 +55,7 @@ pub fn run(a: Args) -> Result<()> {
     let m = compute(&model, &tokens, &params, |done, _| {
         bar.set_position(done as u64)
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     m.write(&a.output)?;
     eprintln!(
         "llq: wrote {} ({} entries, {} chunks)",

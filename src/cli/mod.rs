@@ -7,6 +7,7 @@ mod convert;
 mod imatrix;
 mod info;
 mod perplexity;
+mod progress;
 mod run;
 mod tokenize;
 
@@ -69,7 +70,22 @@ pub fn llama_cpp_spellings(
 }
 
 /// Size the global compute pool once (the library's rule: 0 = one thread per physical
-/// core; too many is an error).
+/// core; more than the logical CPUs is capped, said here).
 pub fn init_threads(n: usize) -> Result<()> {
-    llq::threads::init(n)
+    warn_if_capped(llq::threads::init(n)?);
+    Ok(())
+}
+
+/// A `-t` above the logical CPUs was cut to their number: say so, since the user asked
+/// for something else.
+pub fn warn_if_capped(t: llq::threads::ThreadCount) {
+    if t.capped() {
+        eprintln!(
+            "llq: warning: -t {}: this process may use {} logical CPUs; using {} threads \
+             (more would only take turns on the same cores)",
+            t.requested,
+            llq::threads::logical_cpus(),
+            t.n
+        );
+    }
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use llq::kv::{CacheType, ContextPolicy, KvConfig};
 use llq::perplexity::{
     kl_divergence_vs_base, perplexity_streaming, perplexity_with, save_base_logits,
@@ -10,6 +9,7 @@ use llq::perplexity::{
 use llq::Result;
 
 use super::common::model_and_text_tokens;
+use super::progress::{Progress, Unit};
 
 /// Perplexity of a text: the text is tokenized without BOS, cut into non-overlapping
 /// windows of -c tokens (the trailing partial window is dropped), each window is evaluated
@@ -25,7 +25,8 @@ use super::common::model_and_text_tokens;
 /// (e.g. a quantization of it) with --kl-divergence-base FILE --kl-divergence.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
+    /// (converted once into the cache, as for `llq run`).
     #[arg(short, long)]
     model: PathBuf,
     /// The text file (UTF-8).
@@ -58,7 +59,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads)?;
+    let (model, tokens) = model_and_text_tokens(&a.model, &a.file, a.threads, a.ctx_size)?;
     if a.streaming {
         let kv = KvConfig {
             cache_type: a.cache_type,
@@ -72,11 +73,7 @@ pub fn run(a: Args) -> Result<()> {
             a.cache_type.name(),
             a.keep
         );
-        let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("{spinner} [{bar:30}] batch {pos}/{len} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
+        let bar = Progress::new("perplexity", Unit::Steps("batch"), 0);
         let r = perplexity_streaming(
             &model,
             &tokens,
@@ -85,11 +82,11 @@ pub fn run(a: Args) -> Result<()> {
             a.batch,
             |done, total, ppl| {
                 bar.set_length(total as u64);
-                bar.set_position(done as u64);
                 bar.set_message(format!("PPL {ppl:.4}"));
+                bar.set_position(done as u64);
             },
         )?;
-        bar.finish_and_clear();
+        bar.finish();
         println!("scored tokens = {}", r.n_scored);
         println!("mean NLL = {:.6}", r.mean_nll);
         println!("PPL = {:.4}", r.ppl);
@@ -102,32 +99,28 @@ pub fn run(a: Args) -> Result<()> {
         a.ctx_size,
         tokens.len() - n_windows * a.ctx_size
     );
-    let bar = ProgressBar::new(n_windows as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] window {pos}/{len} {msg} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = Progress::new("perplexity", Unit::Steps("window"), n_windows as u64);
     let progress = |done: usize, _total: usize, ppl: f64| {
-        bar.set_position(done as u64);
         bar.set_message(format!("PPL {ppl:.4}"));
+        bar.set_position(done as u64);
     };
     match (&a.kl_divergence_base, a.kl_divergence) {
         (None, _) => {
             let r = perplexity_with(&model, &tokens, a.ctx_size, a.cache_type, progress)?;
-            bar.finish_and_clear();
+            bar.finish();
             println!("windows = {}, scored tokens = {}", r.n_windows, r.n_scored);
             println!("mean NLL = {:.6}", r.mean_nll);
             println!("PPL = {:.4}", r.ppl);
         }
         (Some(base), false) => {
             let r = save_base_logits(&model, &tokens, a.ctx_size, base, progress)?;
-            bar.finish_and_clear();
+            bar.finish();
             eprintln!("llq: saved base log-probabilities to {}", base.display());
             println!("PPL = {:.4}", r.ppl);
         }
         (Some(base), true) => {
             let r = kl_divergence_vs_base(&model, &tokens, a.ctx_size, base, progress)?;
-            bar.finish_and_clear();
+            bar.finish();
             println!("scored tokens = {}", r.n_scored);
             println!("base PPL = {:.4}", r.base_ppl);
             println!("mean KL divergence = {:.6}", r.mean_kl);

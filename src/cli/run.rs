@@ -4,11 +4,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use llq::chat::{ChatMessage, ChatTemplate};
+use llq::chat::ChatMessage;
 use llq::generate::GenerateParams;
 use llq::{Error, Result};
 
-use super::common::{parse_n_predict, read_text_file, KvArgs, ModelArgs, SamplingArgs};
+use super::common::{
+    parse_n_predict, read_text_file, KvArgs, ModelArgs, SamplingArgs, TemplateArgs,
+};
 
 /// Generate text from a prompt, streamed to stdout as it is produced.
 ///
@@ -46,12 +48,15 @@ pub struct Args {
     #[arg(short = 'n', long = "n-predict", default_value_t = 128, allow_negative_numbers = true,
           value_parser = parse_n_predict)]
     n_predict: usize,
-    /// Wrap the prompt in the model's chat template as a user message.
+    /// Wrap the prompt in the model's chat template as a user message (implied by
+    /// --chat-template).
     #[arg(long)]
     chat: bool,
     /// System message for --chat.
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    #[command(flatten)]
+    template: TemplateArgs,
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     ignore_eos: bool,
@@ -66,12 +71,21 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let model = a.model.load()?;
-    let mut session = a.model.session(&model, &a.kv, &a.sampling)?;
     let text = match (&a.prompt, &a.file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(f)) => Some(read_text_file(f)?),
         (None, None) => None,
     };
+    if text.is_some() && model.tokenizer.is_none() {
+        // The library's message cannot name this command's flags; this one can.
+        return Err(Error::invalid(
+            model.file.path(),
+            "has no tokenizer to encode a text prompt (its checkpoint had no tokenizer.json \
+             or tokenizer.model): give the prompt as token ids with --prompt-ids, or convert \
+             a checkpoint that has a tokenizer",
+        ));
+    }
+    let mut session = a.model.session(&model, &a.kv, &a.sampling)?;
     let ids_mode = text.is_none();
     let prompt: Vec<u32> = match text {
         None if a.prompt_ids.is_empty() => {
@@ -80,20 +94,8 @@ pub fn run(a: Args) -> Result<()> {
             ))
         }
         None => a.prompt_ids.clone(),
-        Some(text) if a.chat => {
-            let template = match model.chat_template.as_deref() {
-                Some(src) => Some(
-                    ChatTemplate::new(src)
-                        .map_err(|e| Error::usage(format!("chat template: {e}")))?,
-                ),
-                None => {
-                    eprintln!(
-                        "llq: warning: {} has no chat template; using plain completion",
-                        a.model.model.display()
-                    );
-                    None
-                }
-            };
+        Some(text) if a.chat || a.template.chat_template.is_some() => {
+            let template = a.template.template(&model, "using plain completion")?;
             let mut msgs = Vec::new();
             if let Some(s) = &a.system {
                 msgs.push(ChatMessage::new("system", s));
@@ -131,7 +133,29 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let before = session.evaluated();
-    session.set_prompt(&prompt)?;
+    session.set_prompt(&prompt).map_err(|e| match e {
+        // The library refused a prompt longer than the context: say it with this
+        // command's flags.
+        Error::ContextFull(_) => Error::usage(format!(
+            "the prompt has {} tokens but the context is {n_ctx} (-c {n_ctx}): give a \
+             larger -c (at least {} plus room for the answer), or --context-policy shift \
+             to drop the prompt's oldest {} tokens",
+            prompt.len(),
+            prompt.len(),
+            prompt.len().saturating_sub(n_ctx)
+        )),
+        e => e,
+    })?;
+    if prompt.len() > n_ctx {
+        // Only reached under an explicit `--context-policy shift` (see ModelArgs::session).
+        eprintln!(
+            "llq: warning: the prompt has {} tokens but the context is {n_ctx}: its oldest \
+             {} tokens after the first {} were dropped",
+            prompt.len(),
+            prompt.len() - n_ctx,
+            kv.keep
+        );
+    }
     let prompt_time = t1.elapsed();
     let prompt_evaluated = session.evaluated() - before;
     if let Some(pc) = &a.prompt_cache {

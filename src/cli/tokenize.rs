@@ -11,7 +11,8 @@ use llq::{Error, Result};
 /// only the ids, space-separated. No BOS is added.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The .llq model file.
+    /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
+    /// (converted once into the cache, as for `llq run`).
     #[arg(short, long)]
     model: PathBuf,
     /// The text to tokenize.

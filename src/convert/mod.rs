@@ -2,6 +2,7 @@
 //! at a time (so peak memory stays near the largest tensor); [`convert`] picks each
 //! tensor's storage type, encodes it and streams it into an atomic [`LlqWriter`].
 
+pub mod detect;
 mod gguf;
 mod hf;
 
@@ -133,17 +134,17 @@ impl Target {
     }
 }
 
-/// Open a checkpoint: a directory is a Hugging Face checkpoint, a file a GGUF.
+/// Open a checkpoint: a Hugging Face checkpoint directory or a GGUF file (judged by
+/// content); anything else is an error saying what it is and what to pass instead.
 pub fn open_checkpoint(path: &Path) -> Result<Box<dyn Checkpoint>> {
-    if path.is_dir() {
-        Ok(Box::new(HfCheckpoint::open(path)?))
-    } else if path.is_file() {
+    let kind = detect::inspect(path)?;
+    if let Some(e) = detect::not_a_checkpoint(path, &kind) {
+        return Err(e);
+    }
+    if kind == detect::PathKind::Gguf {
         Ok(Box::new(GgufCheckpoint::open(path)?))
     } else {
-        Err(Error::io(
-            path,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ))
+        Ok(Box::new(HfCheckpoint::open(path)?))
     }
 }
 
@@ -185,7 +186,10 @@ pub fn storage_type(target: DType, name: &str, tied: bool, shape: &[u64]) -> DTy
 
 /// Progress reporting, so the library stays free of terminal concerns.
 pub trait Progress {
+    /// Before anything is written: `total_bytes` is the size of the output file.
     fn start(&self, total_bytes: u64);
+    /// `bytes` more were written (the header, then each tensor with the padding before
+    /// it): the advances add up to the total given to [`Progress::start`].
     fn advance(&self, tensor: &str, bytes: u64);
     fn finish(&self);
 }
@@ -246,9 +250,12 @@ pub fn convert_with(
     ));
     meta.extend(src.extra_metadata()?);
 
-    let total: u64 = plans.iter().map(|p| p.n_bytes().unwrap_or(0)).sum();
     let mut w = LlqWriter::create(out, meta, plans.clone())?;
-    progress.start(total);
+    // Progress counts the file's bytes, header and alignment included, so its total is
+    // the size of the file written (the tensors alone fall short by the tokenizer and
+    // metadata, megabytes for a large vocabulary).
+    progress.start(w.file_len());
+    progress.advance("header", w.position());
     let mut buf = Vec::new();
     for (p, &kept) in plans.iter().zip(&keep) {
         let n_bytes = p.n_bytes().unwrap() as usize;
@@ -259,9 +266,10 @@ pub fn convert_with(
             let (dtype, native) = src.load_native(&p.name)?;
             check_native(&p.name, dtype, &native, cols)?;
             place_native(p.kind, &native, cols, &mut buf);
+            let before = w.position();
             w.write_tensor(&buf)?;
             src.release(&p.name);
-            progress.advance(&p.name, n_bytes as u64);
+            progress.advance(&p.name, w.position() - before);
             continue;
         }
         let data = src.load(&p.name)?;
@@ -295,9 +303,10 @@ pub fn convert_with(
         };
         encode_matrix(p.kind, &data, cols, weights.as_deref(), &mut buf);
         drop(data);
+        let before = w.position();
         w.write_tensor(&buf)?;
         src.release(&p.name);
-        progress.advance(&p.name, n_bytes as u64);
+        progress.advance(&p.name, w.position() - before);
     }
     w.finish()?;
     progress.finish();

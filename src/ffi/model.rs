@@ -42,8 +42,10 @@ fn init_threads(n: i32) -> FfiResult<()> {
         usize::try_from(n).map_err(|_| err(LLQ_ERR_INVALID_ARG, format!("n_threads {n} < 0")))?;
     // A count out of range is the caller's mistake; past that check the only failure is
     // the operating system refusing to start threads, which is no argument error.
-    crate::threads::resolve(n)?;
-    crate::threads::init(n).map_err(|e| err(LLQ_ERR_IO, e.to_string()))
+    crate::threads::check_c_api(n)?;
+    crate::threads::init(n)
+        .map(drop)
+        .map_err(|e| err(LLQ_ERR_IO, e.to_string()))
 }
 
 #[cfg(unix)]

@@ -42,7 +42,9 @@ fn open_regular(path: &Path) -> Result<(std::fs::File, u64)> {
         // O_NONBLOCK changes nothing for regular files (reads from disk do not honour it).
         opts.custom_flags(libc::O_NONBLOCK);
     }
-    let file = opts.open(path).map_err(|e| Error::io(path, e))?;
+    let file = opts
+        .open(path)
+        .map_err(|e| Error::io_while(path, "cannot open the model file", e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         let what = file_type_name(&meta.file_type());
@@ -219,10 +221,17 @@ type Parsed = (
 
 fn parse(buf: &[u8]) -> std::result::Result<Parsed, String> {
     if buf[0..4] != MAGIC {
+        // A GGUF file is the likely mistake: say how to get a .llq from it.
+        let hint = if buf[0..4] == *b"GGUF" {
+            " (a GGUF file: convert it with llq convert, or give it to llq run -m, which \
+             converts it once)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "not an llq file: magic {:02x?} at offset 0, expected {:?}",
-            &buf[0..4],
-            std::str::from_utf8(&MAGIC).unwrap()
+            "not an llq file: its magic (first 4 bytes) is {}, expected {}{hint}",
+            crate::error::show_magic(&buf[0..4]),
+            crate::error::show_magic(&MAGIC)
         ));
     }
     let mut c = Cursor { buf, pos: 4 };

@@ -84,7 +84,21 @@ impl LlqWriter {
         // A model file is an ordinary, world-readable file (tempfile defaults to 0600).
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        let tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(path, e))?;
+        let tmp = builder.tempfile_in(&dir).map_err(|e| {
+            let why = if dir.is_dir() {
+                format!(
+                    "cannot create a file in {}: {}",
+                    dir.display(),
+                    crate::error::io_reason(&e)
+                )
+            } else {
+                format!(
+                    "the directory {} does not exist (create it first)",
+                    dir.display()
+                )
+            };
+            Error::invalid(path, format!("cannot write the output file: {why}"))
+        })?;
         let registration = super::temp::register(tmp.path());
         let mut w = LlqWriter {
             _registration: registration,
@@ -105,6 +119,21 @@ impl LlqWriter {
 
     pub fn tensors(&self) -> &[TensorPlan] {
         &self.tensors
+    }
+
+    /// The size the finished file will have: header, padding and every tensor.
+    pub fn file_len(&self) -> u64 {
+        let data_end = match (self.offsets.last(), self.tensors.last()) {
+            (Some(off), Some(t)) => off + t.n_bytes().unwrap_or(0),
+            _ => 0,
+        };
+        self.data_offset + data_end
+    }
+
+    /// Bytes written so far (header and padding included): what a progress report
+    /// counts against [`LlqWriter::file_len`].
+    pub fn position(&self) -> u64 {
+        self.data_offset + self.written
     }
 
     /// Write the data of the next tensor in plan order.

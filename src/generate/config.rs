@@ -2,7 +2,7 @@
 //! cache and the sampler are decided for every shell (CLI, C API).
 
 use crate::error::{Error, Result};
-use crate::kv::KvConfig;
+use crate::kv::{ContextPolicy, KvConfig};
 use crate::model::Model;
 use crate::sample::SamplerParams;
 
@@ -24,6 +24,36 @@ pub struct SessionConfig {
     pub sampler: SamplerParams,
     /// Most tokens per forward call (activation buffers grow with it).
     pub batch: usize,
+    /// What [`super::SessionOf::set_prompt`] does with a prompt longer than the context.
+    pub long_prompt: LongPrompt,
+}
+
+/// What to do with a prompt longer than the context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LongPrompt {
+    /// Under the `shift` policy, stream it through the ring: its oldest tokens after the
+    /// sinks are dropped. Under `stop` it is refused all the same. The library's default
+    /// (an application that chose `shift` chose this).
+    #[default]
+    ShiftIfAllowed,
+    /// Refuse it ([`Error::ContextFull`]) whatever the policy: for a shell whose user did
+    /// not ask for `shift` but got it as a default (the CLI), a prompt cut silently is a
+    /// surprise, not a service.
+    Refuse,
+}
+
+impl LongPrompt {
+    /// Whether a prompt of `len` tokens may be set into a context of `n_ctx` positions
+    /// under `policy`; the error says how long the prompt and the context are.
+    pub(super) fn check(self, len: usize, n_ctx: usize, policy: ContextPolicy) -> Result<()> {
+        if len <= n_ctx || (policy == ContextPolicy::Shift && self == LongPrompt::ShiftIfAllowed) {
+            return Ok(());
+        }
+        Err(Error::context_full(format!(
+            "prompt of {len} tokens does not fit the context of {n_ctx} (set a larger \
+             context, or the shift policy to drop the prompt's oldest tokens)"
+        )))
+    }
 }
 
 impl Default for SessionConfig {
@@ -33,6 +63,7 @@ impl Default for SessionConfig {
             kv: KvConfig::default(),
             sampler: SamplerParams::default(),
             batch: super::BATCH,
+            long_prompt: LongPrompt::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ mod conversation;
 mod stop;
 mod window;
 
-pub use config::{SessionConfig, DEFAULT_MAX_CTX, MAX_CTX};
+pub use config::{LongPrompt, SessionConfig, DEFAULT_MAX_CTX, MAX_CTX};
 pub use conversation::Conversation;
 pub use stop::{GenerateParams, Generated, Piece, StopHandle, StopReason};
 use window::Window;
@@ -84,6 +84,7 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
                 logits: Vec::with_capacity(model.config.vocab_size),
                 evaluated: 0,
                 batch: cfg.batch.max(1),
+                long_prompt: cfg.long_prompt,
             },
             sampler: Sampler::new(cfg.sampler.clone()),
             sampler_params: cfg.sampler.clone(),
@@ -195,28 +196,27 @@ impl<M: Deref<Target = Model>> SessionOf<M> {
         template: Option<&ChatTemplate>,
         messages: &[ChatMessage],
     ) -> Result<Vec<u32>> {
-        encode_messages(self.model.tokenizer()?, template, messages)
-            .map_err(|e| Error::usage(e.to_string()))
+        encode_messages(self.model.tokenizer()?, template, messages).map_err(|e| {
+            match template.and_then(ChatTemplate::origin) {
+                Some(origin) => Error::usage(format!("{origin}: {e}")),
+                None => Error::usage(e.to_string()),
+            }
+        })
     }
 
     /// Make the context hold exactly `prompt`: keep the longest common prefix already in the
     /// cache and evaluate the rest. The last token is evaluated again unless the context
     /// already ends with the whole prompt and its logits. After the window wrapped the
-    /// cache holds no plain prefix, so everything is evaluated again. Under `stop`, a
-    /// prompt longer than the context is an [`Error::ContextFull`]; under `shift` it
-    /// streams through the ring.
+    /// cache holds no plain prefix, so everything is evaluated again. A prompt longer
+    /// than the context is an [`Error::ContextFull`] under `stop` or with
+    /// [`LongPrompt::Refuse`]; otherwise it streams through the ring (its oldest tokens
+    /// after the sinks are dropped: `prompt.len() - n_ctx` of them).
     pub fn set_prompt(&mut self, prompt: &[u32]) -> Result<()> {
         if prompt.is_empty() {
             return Err(Error::usage("empty prompt: it has no tokens"));
         }
         let w = &mut self.window;
-        if prompt.len() > w.n_ctx() && !w.shift() {
-            return Err(Error::context_full(format!(
-                "prompt of {} tokens does not fit the context of {} (set a larger context)",
-                prompt.len(),
-                w.n_ctx()
-            )));
-        }
+        w.prompt_fits(prompt.len())?;
         let mut common = w
             .tokens
             .iter()

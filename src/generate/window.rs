@@ -20,6 +20,8 @@ pub(super) struct Window {
     pub(super) evaluated: usize,
     /// Most tokens per forward call.
     pub(super) batch: usize,
+    /// Whether a prompt longer than the context may stream through the ring.
+    pub(super) long_prompt: super::LongPrompt,
 }
 
 impl Window {
@@ -29,6 +31,12 @@ impl Window {
 
     pub(super) fn n_ctx(&self) -> usize {
         self.state.n_ctx()
+    }
+
+    /// Whether a prompt of `len` tokens may be set (see [`super::LongPrompt`]).
+    pub(super) fn prompt_fits(&self, len: usize) -> Result<()> {
+        let policy = self.state.cache().config().policy;
+        self.long_prompt.check(len, self.n_ctx(), policy)
     }
 
     /// Whether the `stop` policy forbids evaluating another token.

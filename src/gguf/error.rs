@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     /// The file could not be opened, stat'ed or mapped.
-    #[error("cannot read GGUF file {path}: {source}")]
+    #[error("cannot read GGUF file {}: {}", path.display(), crate::error::io_reason(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -17,7 +17,11 @@ pub enum GgufError {
     },
 
     /// The first four bytes are not `GGUF`.
-    #[error("not a GGUF file: bad magic {found:02x?} at byte offset 0 (expected \"GGUF\")")]
+    #[error(
+        "not a GGUF file: its magic (first 4 bytes) is {}, expected {}",
+        crate::error::show_magic(found),
+        crate::error::show_magic(b"GGUF")
+    )]
     BadMagic { found: Vec<u8> },
 
     /// A GGUF version other than 2 or 3.

@@ -201,7 +201,8 @@ impl Model {
         self.tokenizer.as_ref().ok_or_else(|| {
             Error::invalid(
                 self.file.path(),
-                "has no tokenizer (its checkpoint had no tokenizer.json / tokenizer.model); use --prompt-ids",
+                "has no tokenizer (its checkpoint had no tokenizer.json or tokenizer.model): \
+                 convert it from a checkpoint that has one",
             )
         })
     }
