@@ -135,3 +135,61 @@ fn bench_rejects_an_unknown_output_format() {
     assert!(!o.status.success());
     assert!(o.stdout.is_empty());
 }
+
+/// `-d` (llama-bench's depth): every test runs again after D tokens are in the cache,
+/// named like llama-bench's rows, with the depth and the cache type in the JSON; the depth
+/// counts towards the context the bench needs.
+#[test]
+fn bench_depth_rows_and_cache_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), DType::Q8_0);
+    let m = m.to_str().unwrap();
+    let out = bench(&[
+        "-m",
+        m,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-d",
+        "0,40",
+        "-t",
+        "1",
+        "-r",
+        "1",
+        "--cache-type",
+        "f16",
+        "--output",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stdout is one JSON document");
+    let got: Vec<(String, u64, String)> = v
+        .as_array()
+        .expect("an array of results")
+        .iter()
+        .map(|r| {
+            (
+                r["test"].as_str().unwrap().to_string(),
+                r["n_depth"].as_u64().unwrap(),
+                r["cache_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, String)> =
+        [("pp8", 0), ("tg4", 0), ("pp8 @ d40", 40), ("tg4 @ d40", 40)]
+            .iter()
+            .map(|&(t, d)| (t.to_string(), d, "f16".to_string()))
+            .collect();
+    assert_eq!(got, want);
+
+    // A depth past the largest context is refused before anything is allocated.
+    let o = Command::new(env!("CARGO_BIN_EXE_llq"))
+        .args([
+            "bench", "-m", m, "-p", "8", "-n", "0", "-d", "1048576", "-r", "1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("depth included"), "{err}");
+}

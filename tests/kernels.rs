@@ -518,12 +518,11 @@ fn activation_quantizer_matches_ggml_cpu() {
         })
         .collect();
     assert_eq!(want.len(), n_rows * nb);
-    let levels: Vec<(&str, fn(&[f32], &mut [BlockQ8_0]))> = std::iter::once((
-        "quant::quantize_act_q8_0",
-        quantize_act_q8_0 as fn(&[f32], &mut [BlockQ8_0]),
-    ))
-    .chain(simd_levels().into_iter().map(|k| (k.name, k.quantize_q8_0)))
-    .collect();
+    type Quantize = fn(&[f32], &mut [BlockQ8_0]);
+    let levels: Vec<(&str, Quantize)> =
+        std::iter::once(("quant::quantize_act_q8_0", quantize_act_q8_0 as Quantize))
+            .chain(simd_levels().into_iter().map(|k| (k.name, k.quantize_q8_0)))
+            .collect();
     for (name, quantize) in levels {
         for (r, (x, w)) in input
             .chunks_exact(cols)

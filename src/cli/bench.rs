@@ -10,12 +10,15 @@ use serde::Serialize;
 
 /// Measure tokens per second, llama-bench style.
 ///
-/// ppN: evaluate N tokens from an empty context (one forward pass per batch of up to 256
-/// tokens; only the last token's logits are computed). tgN: after a 1-token prompt (not
-/// timed), generate N tokens one by one (greedy: each step evaluates the previous token
-/// and takes the argmax of the logits). Each test runs once as a warm-up that is not
-/// counted, then -r times; the table gives mean ± standard deviation of tokens/s. Each
-/// thread count runs in its own thread pool. Token ids are pseudo-random (fixed seed).
+/// ppN: evaluate N tokens (one forward pass per batch of up to 256 tokens; only the last
+/// token's logits are computed). tgN: after a 1-token prompt (not timed), generate N
+/// tokens one by one (greedy: each step evaluates the previous token and takes the argmax
+/// of the logits). With -d D (llama-bench's "@ dD"), D tokens are already in the cache
+/// when the test starts (evaluated once per thread count and depth, not timed), so the
+/// row shows the speed at position D of a long conversation, where attention grows with
+/// D. Each test runs once as a warm-up that is not counted, then -r times; the table gives
+/// mean ± standard deviation of tokens/s. Each thread count runs in its own thread pool.
+/// Token ids are pseudo-random (fixed seed).
 #[derive(clap::Args)]
 pub struct Args {
     /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory
@@ -38,6 +41,18 @@ pub struct Args {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// Context depths to test at (comma-separated): tokens already in the cache when each
+    /// test starts, like llama-bench's -d.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
+    /// Storage type of the KV cache: f32, f16 or q8_0 (llama.cpp's default is f16).
+    #[arg(long, default_value = "f32")]
+    cache_type: llq::kv::CacheType,
     /// Thread counts to test (comma-separated; 0 = one per physical core).
     #[arg(short = 't', long, value_delimiter = ',', default_value = "0")]
     threads: Vec<usize>,
@@ -66,10 +81,14 @@ pub struct BenchResult {
     /// KV-cache bytes per context position (f32 keys and values, every layer).
     pub kv_bytes_per_position: u64,
     pub kernels: String,
+    /// KV cache storage type.
+    pub cache_type: String,
     pub n_threads: usize,
     pub test: String,
     pub n_prompt: usize,
     pub n_gen: usize,
+    /// Tokens already in the cache when the test starts.
+    pub n_depth: usize,
     pub repetitions: usize,
     pub avg_ts: f64,
     pub stddev_ts: f64,
@@ -100,19 +119,26 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// Evaluate `toks` from an empty context; returns nanoseconds.
-fn run_pp(model: &Model, state: &mut State, toks: &[u32]) -> Result<u64> {
-    state.reset();
-    let t0 = Instant::now();
+/// Evaluate `toks` in batches after the current context.
+fn eval(model: &Model, state: &mut State, toks: &[u32]) -> Result<()> {
     for chunk in toks.chunks(BATCH) {
         model.forward(state, chunk, Logits::Last)?;
     }
+    Ok(())
+}
+
+/// Evaluate `toks` after the first `depth` positions; returns nanoseconds.
+fn run_pp(model: &Model, state: &mut State, depth: usize, toks: &[u32]) -> Result<u64> {
+    state.truncate(depth);
+    let t0 = Instant::now();
+    eval(model, state, toks)?;
     Ok(t0.elapsed().as_nanos() as u64)
 }
 
-/// One untimed prompt token, then `n` timed single-token steps; returns nanoseconds.
-fn run_tg(model: &Model, state: &mut State, first: u32, n: usize) -> Result<u64> {
-    state.reset();
+/// After the first `depth` positions, one untimed prompt token, then `n` timed
+/// single-token steps; returns nanoseconds.
+fn run_tg(model: &Model, state: &mut State, depth: usize, first: u32, n: usize) -> Result<u64> {
+    state.truncate(depth);
     let mut next = argmax(model.forward(state, &[first], Logits::Last)?);
     let t0 = Instant::now();
     for _ in 0..n {
@@ -177,6 +203,8 @@ pub fn bench(
     name: &str,
     n_prompt: &[usize],
     n_gen: &[usize],
+    n_depth: &[usize],
+    cache_type: llq::kv::CacheType,
     threads: &[usize],
     reps: usize,
     mut progress: impl FnMut(&BenchResult),
@@ -185,10 +213,13 @@ pub fn bench(
     let cfg = &model.config;
     let max_pp = n_prompt.iter().copied().max().unwrap_or(0);
     let max_tg = n_gen.iter().copied().max().unwrap_or(0);
-    let n_ctx = max_pp.max(max_tg + 1).max(1);
+    let max_depth = n_depth.iter().copied().max().unwrap_or(0);
+    let n_ctx = max_depth
+        .checked_add(max_pp.max(max_tg + 1))
+        .ok_or_else(|| Error::usage("test depth and length overflow"))?;
     if n_ctx > llq::generate::MAX_CTX {
         return Err(Error::usage(format!(
-            "a test of {n_ctx} tokens is longer than the largest context ({})",
+            "a test of {n_ctx} tokens (depth included) is longer than the largest context ({})",
             llq::generate::MAX_CTX
         )));
     }
@@ -197,7 +228,11 @@ pub fn bench(
         .unwrap_or(0);
     let wq = &model.layers[0].wq;
     let mut out = Vec::new();
-    let mut state = State::with_config(model, n_ctx, llq::kv::KvConfig::default())?;
+    let kv = llq::kv::KvConfig {
+        cache_type,
+        ..llq::kv::KvConfig::default()
+    };
+    let mut state = State::with_config(model, n_ctx, kv)?;
     state.set_adapters(adapters.clone());
     for &t in threads {
         let t = llq::threads::resolve(t);
@@ -210,53 +245,71 @@ pub fn bench(
         let mut tests: Vec<(usize, usize)> = Vec::new();
         tests.extend(n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0)));
         tests.extend(n_gen.iter().filter(|&&g| g > 0).map(|&g| (0, g)));
-        for (p, g) in tests {
-            let toks = tokens(p.max(1), cfg.vocab_size, 0x11c0 + p as u64);
-            let once = |state: &mut State| -> Result<u64> {
-                if p > 0 {
-                    run_pp(model, state, &toks)
-                } else {
-                    run_tg(model, state, toks[0], g)
-                }
-            };
-            let samples_ns = pool.install(|| -> Result<Vec<u64>> {
-                once(&mut state)?; // warm-up
-                (0..reps).map(|_| once(&mut state)).collect()
-            })?;
-            let n_tok = (p + g) as f64;
-            let samples_ts: Vec<f64> = samples_ns
-                .iter()
-                .map(|&ns| n_tok / (ns.max(1) as f64 * 1e-9))
-                .collect();
-            let (avg_ts, stddev_ts) = stats(&samples_ts);
-            let r = BenchResult {
-                model: name.to_string(),
-                model_type: wq.kind.dtype().name().to_string(),
-                model_size: size,
-                model_n_params: n_params(model),
-                weight_bytes: model.weight_bytes() as u64,
-                decode_bytes_per_token: decode_bytes(model),
-                kv_bytes_per_position: (cfg.n_layers * cfg.kv_dim() * 2 * 4) as u64,
-                kernels: llq::kernels::kernels().name.to_string(),
-                n_threads: t,
-                test: if p > 0 {
-                    format!("pp{p}")
-                } else {
-                    format!("tg{g}")
-                },
-                n_prompt: p,
-                n_gen: g,
-                repetitions: reps,
-                avg_ts,
-                stddev_ts,
-                samples_ts,
-                samples_ns,
-            };
-            progress(&r);
-            out.push(r);
+        for &d in n_depth {
+            // The context the tests start from, evaluated once (each test truncates back to it).
+            let context = tokens(d, cfg.vocab_size, 0xde97);
+            state.reset();
+            pool.install(|| eval(model, &mut state, &context))?;
+            for &(p, g) in &tests {
+                let toks = tokens(p.max(1), cfg.vocab_size, 0x11c0 + p as u64);
+                let once = |state: &mut State| -> Result<u64> {
+                    if p > 0 {
+                        run_pp(model, state, d, &toks)
+                    } else {
+                        run_tg(model, state, d, toks[0], g)
+                    }
+                };
+                let samples_ns = pool.install(|| -> Result<Vec<u64>> {
+                    once(&mut state)?; // warm-up
+                    (0..reps).map(|_| once(&mut state)).collect()
+                })?;
+                let n_tok = (p + g) as f64;
+                let samples_ts: Vec<f64> = samples_ns
+                    .iter()
+                    .map(|&ns| n_tok / (ns.max(1) as f64 * 1e-9))
+                    .collect();
+                let (avg_ts, stddev_ts) = stats(&samples_ts);
+                let r = BenchResult {
+                    model: name.to_string(),
+                    model_type: wq.kind.dtype().name().to_string(),
+                    model_size: size,
+                    model_n_params: n_params(model),
+                    weight_bytes: model.weight_bytes() as u64,
+                    decode_bytes_per_token: decode_bytes(model),
+                    kv_bytes_per_position: (cfg.n_layers * cfg.kv_dim() * 2 * 4) as u64,
+                    kernels: llq::kernels::kernels().name.to_string(),
+                    cache_type: cache_type.name().to_string(),
+                    n_threads: t,
+                    test: test_name(p, g, d),
+                    n_prompt: p,
+                    n_gen: g,
+                    n_depth: d,
+                    repetitions: reps,
+                    avg_ts,
+                    stddev_ts,
+                    samples_ts,
+                    samples_ns,
+                };
+                progress(&r);
+                out.push(r);
+            }
         }
     }
     Ok(out)
+}
+
+/// llama-bench's test names: `pp512`, `tg128`, `pp512 @ d4096`.
+fn test_name(p: usize, g: usize, depth: usize) -> String {
+    let t = if p > 0 {
+        format!("pp{p}")
+    } else {
+        format!("tg{g}")
+    };
+    if depth > 0 {
+        format!("{t} @ d{depth}")
+    } else {
+        t
+    }
 }
 
 fn human_size(b: u64) -> String {
@@ -321,6 +374,8 @@ pub fn run(a: Args) -> Result<()> {
         &name,
         &a.n_prompt,
         &a.n_gen,
+        &a.n_depth,
+        a.cache_type,
         &a.threads,
         a.repetitions,
         |r| {
