@@ -80,7 +80,8 @@ impl Window {
         };
         let mut done = 0;
         for chunk in tokens.chunks(batch) {
-            let l = model.forward(&mut self.state, chunk, want)?;
+            let state = &mut self.state;
+            let l = crate::tsan::in_pool(|| model.forward(state, chunk, want))?;
             if let Some(f) = each.as_mut() {
                 for (i, row) in l.chunks_exact(vocab).enumerate() {
                     f(done + i, row);
@@ -108,3 +109,4 @@ impl Window {
         self.logits.clear();
     }
 }
+
