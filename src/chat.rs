@@ -50,9 +50,33 @@ fn line_suffix(line: Option<usize>) -> String {
 
 const RAISED_PREFIX: &str = "raise_exception: ";
 
-/// Instructions a template may run per render. Real templates need a few thousand per
-/// message; `{% for i in range(100000) %}{% for j in range(100000) %}` must end.
-const TEMPLATE_FUEL: u64 = 20_000_000;
+/// The work a render may do, in minijinja fuel: one unit per instruction, and one per 64
+/// bytes of every string, list or map the template builds (minijinja checks an
+/// allocation against the fuel left before making it). So the fuel bounds memory too:
+/// a template that doubles a string (in a `namespace()`, through macro recursion, ...)
+/// builds at most 64 bytes per unit in all. A render gets a base, plus an allowance per
+/// message and per byte of message content, so that long conversations still render:
+/// SmolLM2's and Gemma 3's templates use about 30-60 units per message and 0.05-0.45 per
+/// byte of output (measured on 1 to 1000 messages, up to 8 MB of content). The base
+/// alone allows 64 MB of data; `{% for i in range(100000) %}{% for j in range(100000) %}`
+/// runs out within it.
+const TEMPLATE_FUEL: u64 = 1_000_000;
+const TEMPLATE_FUEL_PER_MESSAGE: u64 = 1_000;
+/// Units per byte of message content (one unit pays for 64 bytes: 16 bytes built per
+/// byte of input).
+const TEMPLATE_FUEL_PER_CONTENT_BYTE: f64 = 0.25;
+
+/// The fuel of one render of `messages` (see [`TEMPLATE_FUEL`]).
+fn render_fuel(messages: &[ChatMessage]) -> u64 {
+    let bytes: usize = messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .sum();
+    TEMPLATE_FUEL
+        .saturating_add(TEMPLATE_FUEL_PER_MESSAGE.saturating_mul(messages.len() as u64))
+        .saturating_add((bytes as f64 * TEMPLATE_FUEL_PER_CONTENT_BYTE) as u64)
+}
+
 /// Nesting depth of macros, includes and expressions.
 const TEMPLATE_RECURSION: usize = 100;
 /// Longest rendered conversation (bytes): a template that doubles a string in a loop
@@ -95,7 +119,8 @@ impl ChatTemplate {
                 })?,
         );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        // A template is a program from the model's download: bound its work and depth.
+        // A template is a program from the model's download: bound its work, data and
+        // depth (the fuel is set per render, see `render`).
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_recursion_limit(TEMPLATE_RECURSION);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
@@ -165,8 +190,11 @@ impl ChatTemplate {
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String, ChatError> {
-        let tmpl = self
-            .env
+        // The compiled template is shared by the clone; only the limits are its own.
+        let mut env = self.env.clone();
+        let fuel = render_fuel(messages);
+        env.set_fuel(Some(fuel));
+        let tmpl = env
             .get_template("chat_template")
             .map_err(|e| ChatError::Render {
                 msg: describe(&e),
@@ -187,6 +215,17 @@ impl ChatTemplate {
                     return ChatError::Render {
                         msg: format!("the output is larger than {} MiB", MAX_RENDERED >> 20),
                         line: None,
+                    };
+                }
+                if e.kind() == ErrorKind::OutOfFuel {
+                    return ChatError::Render {
+                        msg: format!(
+                            "out of fuel: the template did more work or built more data \
+                             than a conversation of {} messages allows ({fuel} units; one \
+                             unit per instruction or per 64 bytes built)",
+                            messages.len()
+                        ),
+                        line: e.line(),
                     };
                 }
                 // Find a raise_exception() anywhere in the error chain.

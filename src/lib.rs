@@ -23,5 +23,6 @@ pub mod sample;
 pub mod sys;
 pub mod threads;
 pub mod tokenizer;
+mod tsan;
 
 pub use error::{Error, Result};

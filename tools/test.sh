@@ -3,7 +3,8 @@
 #   1. every test on x86-64 with the best kernel level,
 #   2. the kernel-dependent tests again with each other kernel level this CPU has forced
 #      (LLQ_KERNEL; real-model bounds on the first windows of the text),
-#   3. the C example and the misuse program under valgrind memcheck,
+#   3. the C example and the misuse program under valgrind memcheck, the stress program
+#      under ThreadSanitizer,
 #   4. AArch64 under qemu (Pi 4 / Pi 5 / i8mm CPUs),
 #   5. a short smoke of every fuzz target (tools/fuzz-smoke.sh).
 set -euo pipefail
@@ -54,6 +55,12 @@ done
 
 echo "== C API under valgrind" >&2
 tools/valgrind-c-example.sh
+
+# The 16-thread stress program under ThreadSanitizer (nightly toolchain; skipped with a
+# message when none is installed). ~5 s of run; the instrumented library is built into
+# target-tsan/ (about 3 CPU-minutes cold, 1-2 min after a change to llq: cache it).
+echo "== C API stress under ThreadSanitizer" >&2
+tools/tsan-c-stress.sh
 
 echo "== AArch64 under qemu" >&2
 tools/test-aarch64.sh

@@ -56,7 +56,7 @@ RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indire
 # against a single-threaded run, stop requests across threads, busy calls, misuse
 # (tests/c/stress.c). Helgrind cannot check it: Rust's locks and rayon's pool synchronize
 # through futexes, which helgrind does not see (it reports ~10^5 false races on any
-# program linked with libllq); ThreadSanitizer needs a nightly toolchain.
+# program linked with libllq); tools/tsan-c-stress.sh runs it under ThreadSanitizer.
 cc -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Wall -Wextra -Werror -Iinclude tests/c/stress.c \
     -L"$libdir" -lllq -Wl,-rpath,"$libdir" -lpthread -o "$work/stress"
 RAYON_NUM_THREADS=2 valgrind --leak-check=full --show-leak-kinds=definite,indirect \

@@ -13,7 +13,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use super::{err, FfiResult, LLQ_ERR_INVALID_HANDLE, LLQ_ERR_NULL};
 
@@ -52,9 +52,9 @@ static LIVE: LazyLock<Mutex<HashMap<usize, Obj>>> = LazyLock::new(Default::defau
 /// Handle numbers: multiples of 16 (they look like aligned pointers), never reused.
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 
-fn live() -> MutexGuard<'static, HashMap<usize, Obj>> {
+fn live() -> crate::tsan::Locked<'static, HashMap<usize, Obj>> {
     // The map stays consistent even if a panic interrupted a holder: use it anyway.
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+    crate::tsan::lock(&LIVE)
 }
 
 /// Register `value` and return its new handle.

@@ -88,7 +88,8 @@ impl Window {
         };
         let mut done = 0;
         for chunk in tokens.chunks(batch) {
-            let l = model.forward(&mut self.state, chunk, want)?;
+            let state = &mut self.state;
+            let l = crate::tsan::in_pool(|| model.forward(state, chunk, want))?;
             if let Some(f) = each.as_mut() {
                 for (i, row) in l.chunks_exact(vocab).enumerate() {
                     f(done + i, row);
@@ -106,6 +107,7 @@ impl Window {
             }
             self.evaluated += chunk.len();
             done += chunk.len();
+            non_finite_check(model, &mut self.logits, self.tokens.len())?;
         }
         Ok(())
     }
@@ -115,4 +117,28 @@ impl Window {
         self.tokens.clear();
         self.logits.clear();
     }
+}
+
+/// Logits with a NaN or an infinity mean the weights are not what `convert` wrote (it
+/// refuses non-finite weights): the file was altered or damaged afterwards. The header's
+/// CRC is checked at open, the data's only by `llq info` (it reads the whole file); the
+/// forward pass turns a non-finite hidden state into NaN logits (model/forward.rs), so this
+/// scan of one vocabulary-sized row per evaluation (tens of microseconds against
+/// milliseconds of forward pass) is what stops a damaged model from printing garbage.
+/// The logits are dropped so that nothing samples from them.
+fn non_finite_check(model: &Model, logits: &mut Vec<f32>, position: usize) -> Result<()> {
+    if logits.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    logits.clear();
+    let path = model.file.path();
+    Err(Error::invalid(
+        path,
+        format!(
+            "the model computed non-finite values (NaN or infinity) up to context position \
+             {position}: its weight data is probably corrupted (changed after conversion); \
+             `llq info {}` checks the data checksum",
+            path.display()
+        ),
+    ))
 }

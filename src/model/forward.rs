@@ -199,6 +199,14 @@ impl Model {
         }
         cache.advance(n);
         self.logits(k, b, n, n_logits);
+        // A NaN or infinity in the residual stream means damaged weights (convert refuses
+        // non-finite ones). The output matmul's activation quantization would turn it into
+        // zeros and plausible-looking logits ("0 0 0 ..."), so make it visible: the logits
+        // become NaN, which the session's check reports (crate::generate). One pass over
+        // n × dim values: nothing next to the forward pass.
+        if !b.x[..n * cfg.dim].iter().all(|v| v.is_finite()) {
+            b.logits.fill(f32::NAN);
+        }
         Ok(&b.logits)
     }
 

@@ -169,6 +169,14 @@ impl Model {
         } else {
             next()?
         };
+        // The norm vectors (a few KB) are read whole here: a NaN or infinity in one, from a
+        // file changed after conversion, would otherwise be hidden by the next matmul's
+        // activation quantization (the forward pass checks the rest, see forward.rs).
+        for (i, l) in layers.iter().enumerate() {
+            check_finite_vector(path, &file, &l.attn_norm, || names::layer(i, "attn_norm"))?;
+            check_finite_vector(path, &file, &l.ffn_norm, || names::layer(i, "ffn_norm"))?;
+        }
+        check_finite_vector(path, &file, &output_norm, || names::OUTPUT_NORM.into())?;
         let rope = Rope::new(&config);
         let tokenizer = match file.get_bytes(keys::TOKENIZER) {
             None => None,
@@ -245,6 +253,28 @@ fn check_special_ids(path: &Path, config: &ModelConfig, t: &Tokenizer) -> Result
             format!("tokenizer: {what} token id {id} is outside the vocabulary (vocab size {n})"),
         )),
         None => Ok(()),
+    }
+}
+
+fn check_finite_vector(
+    path: &Path,
+    file: &LlqFile,
+    t: &TensorRef,
+    name: impl Fn() -> String,
+) -> Result<()> {
+    let v = blocks::<f32>(file.bytes_at(t.offset..t.offset + t.n_bytes));
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::invalid(
+            path,
+            format!(
+                "tensor '{}' holds {} at index {i}: the weight data is corrupted (changed \
+                 after conversion; `llq info {}` checks the data checksum)",
+                name(),
+                v[i],
+                path.display()
+            ),
+        )),
     }
 }
 
