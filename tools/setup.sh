@@ -15,6 +15,8 @@ command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 command -v valgrind >/dev/null || need_apt+=(valgrind)
 command -v cc >/dev/null || need_apt+=(gcc)
+# tools/tsan-c-stress.sh's suppressions match function names: TSan needs a symbolizer.
+command -v llvm-symbolizer >/dev/null || need_apt+=(llvm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}" >&2
   $SUDO apt-get update -qq >&2
