@@ -229,11 +229,13 @@ class LlamaCpp:
         self.n_ctx = n_ctx
         self.ctx = None
 
-    def context(self, threads, n_batch=512, logits_all=False, kv_f32=False):
+    def context(self, threads, n_batch=512, logits_all=False, kv_f32=False, flash=None):
         L = self.L
         if self.ctx:
             L.llama_free(self.ctx)
         cp = L.llama_context_default_params()
+        if flash is not None:  # None: llama.cpp's default (auto)
+            cp.flash_attn_type = 1 if flash else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED/DISABLED
         if kv_f32:
             # An f32 KV cache and no flash attention: attention as llq computes it, so a
             # comparison of logits isolates the matrix products.
@@ -271,15 +273,30 @@ class LlamaCpp:
         p = self.L.llama_get_logits_ith(self.ctx, -1)
         return np.ctypeslib.as_array(p, shape=(self.n_vocab,))
 
-    def pp(self, toks):
+    def fill(self, toks, n_batch):
+        """Evaluate `toks` from an empty context (the depth a test starts from)."""
         self.clear()
+        for i in range(0, len(toks), n_batch):
+            self.decode(toks[i:i + n_batch])
+        self.L.llama_synchronize(self.ctx)
+
+    def truncate(self, depth):
+        """Keep the first `depth` positions (what `fill` left), like `llq bench -d`."""
+        L = self.L
+        if depth == 0:
+            self.clear()
+        elif not L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), 0, depth, -1):
+            raise SystemExit("llama_memory_seq_rm failed")
+
+    def pp(self, toks, depth=0):
+        self.truncate(depth)
         t0 = time.perf_counter_ns()
         self.decode(toks)
         self.L.llama_synchronize(self.ctx)
         return time.perf_counter_ns() - t0
 
-    def tg(self, first, n):
-        self.clear()
+    def tg(self, first, n, depth=0):
+        self.truncate(depth)
         self.decode([first])
         nxt = int(self.last_logits().argmax())
         t0 = time.perf_counter_ns()
@@ -336,27 +353,44 @@ def stats(samples):
     return mean, sd
 
 
-def bench_llamacpp(lc, threads, n_prompt, n_gen, reps):
-    """Same protocol as `llq bench`: one warm-up, then reps; returns rows."""
-    lc.context(threads)
+def test_name(test, n, depth):
+    """llama-bench's (and `llq bench`'s) row names: pp512, tg64, pp512 @ d4096."""
+    return f"{test}{n}" + (f" @ d{depth}" if depth else "")
+
+
+def bench_llamacpp(lc, threads, n_prompt, n_gen, reps, depth=0, flash=None):
+    """Same protocol as `llq bench`: one warm-up, then reps; returns rows. With `depth`,
+    the context is filled once with `depth` tokens and every run truncates back to it."""
+    n_batch = max(512, n_prompt)
+    lc.context(threads, n_batch=n_batch, flash=flash)
+    if depth:
+        lc.fill(xorshift_tokens(depth, lc.n_vocab, 0xDE97), n_batch)
     rows = []
     for test, n in (("pp", n_prompt), ("tg", n_gen)):
         toks = xorshift_tokens(max(n, 1), lc.n_vocab, 0x11C0 + (n if test == "pp" else 0))
-        run = (lambda: lc.pp(toks)) if test == "pp" else (lambda: lc.tg(toks[0], n))
+        if test == "pp":
+            def run():
+                return lc.pp(toks, depth)
+        else:
+            def run():
+                return lc.tg(toks[0], n, depth)
         run()
         ns = [run() for _ in range(reps)]
         ts = [n / (x * 1e-9) for x in ns]
         m, sd = stats(ts)
-        rows.append(dict(test=f"{test}{n}", n_threads=threads, avg_ts=m, stddev_ts=sd,
-                         samples_ts=ts))
+        rows.append(dict(test=test_name(test, n, depth), n_threads=threads, avg_ts=m,
+                         stddev_ts=sd, samples_ts=ts))
     lc.context(1)  # drop the bigger pool's context
     return rows
 
 
-def bench_llq(llq, path, threads, n_prompt, n_gen, reps):
-    out = sh([str(llq), "bench", "-m", str(path), "-p", str(n_prompt), "-n", str(n_gen),
-              "-t", str(threads), "-r", str(reps), "--output", "json"]).stdout
-    return json.loads(out)
+def bench_llq(llq, path, threads, n_prompt, n_gen, reps, depth=0):
+    cmd = [str(llq), "bench", "-m", str(path), "-p", str(n_prompt), "-n", str(n_gen),
+           "-t", str(threads), "-r", str(reps), "--output", "json"]
+    if depth:
+        # Rows at depth compare attention, so both engines use llama.cpp's default f16 cache.
+        cmd += ["-d", str(depth), "--cache-type", "f16"]
+    return json.loads(sh(cmd).stdout)
 
 
 # ---------------------------------------------------------------------------------------
@@ -496,33 +530,39 @@ def perf(args, llq):
                 with open(f, "rb") as fh:
                     while fh.read(8 << 20):
                         pass
-            lc = LlamaCpp(gg)
+            lc = LlamaCpp(gg, n_ctx=max(args.depths) + max(args.n_prompt, args.n_gen + 1))
             entry = dict(model=name, type=qtype, llamacpp_file=gg.stat().st_size,
                          llq_file=lq.stat().st_size, llamacpp_decode_bytes=gguf_decode_bytes(gg),
                          reps=args.reps, rounds=args.rounds, load_before=loadavg(), samples={},
                          caches_dropped=entry_cache, bw_samples={})
             for rnd in range(args.rounds):
-                for t in args.threads:
-                    for engine in ("llamacpp", "llq"):  # A B A B ...
+                for t, depth in [(t, d) for t in args.threads for d in args.depths]:
+                    # At depth, llama.cpp runs twice: its default settings and flash
+                    # attention on (the issue asks for both).
+                    engines = ("llamacpp", "llamacpp_fa", "llq") if depth else ("llamacpp", "llq")
+                    for engine in engines:  # A B A B ...
                         time.sleep(0.5)  # let the other engine's threads go idle
-                        if engine == "llamacpp":
-                            rows = bench_llamacpp(lc, t, args.n_prompt, args.n_gen, args.reps)
+                        if engine.startswith("llamacpp"):
+                            rows = bench_llamacpp(lc, t, args.n_prompt, args.n_gen, args.reps,
+                                                  depth, True if engine == "llamacpp_fa" else None)
                         else:
-                            rows = bench_llq(llq, lq, t, args.n_prompt, args.n_gen, args.reps)
+                            rows = bench_llq(llq, lq, t, args.n_prompt, args.n_gen, args.reps, depth)
                             entry["llq_decode_bytes"] = rows[0]["decode_bytes_per_token"]
                             entry["llq_kernels"] = rows[0]["kernels"]
                             entry["kv_bytes_256"] = rows[0]["kv_bytes_per_position"] * 256
                         for r in rows:
                             key = f"{engine}|{r['n_threads']}|{r['test']}"
                             entry["samples"].setdefault(key, []).extend(r["samples_ts"])
-                            print(f"  {name} {qtype} round {rnd} {engine:8} t={t} {r['test']:6}"
+                            print(f"  {name} {qtype} round {rnd} {engine:11} t={t} {r['test']:13}"
                                   f" {r['avg_ts']:9.2f} ± {r['stddev_ts']:.2f} t/s"
                                   f"  (load {' '.join(loadavg())})", flush=True)
                     # The bus is shared with other machines: probe it between the runs it
-                    # is compared with, not once at the start.
-                    bw = read_bandwidth(t, tries=2)
-                    entry["bw_samples"].setdefault(str(t), []).append(bw)
-                    print(f"  read bandwidth t={t}: {bw:.1f} GB/s", flush=True)
+                    # is compared with, not once at the start (once per round and thread
+                    # count: the decode goal is judged on the first depth's rows).
+                    if depth == args.depths[0]:
+                        bw = read_bandwidth(t, tries=2)
+                        entry["bw_samples"].setdefault(str(t), []).append(bw)
+                        print(f"  read bandwidth t={t}: {bw:.1f} GB/s", flush=True)
             lc.close()
             entry["load_after"] = loadavg()
             if not args.no_cold:
@@ -811,6 +851,7 @@ def report(args):
                      "notes): " + ", ".join(f"{e['model']} {e['type']} t{t} {test} ({r:.2f})"
                                             for e, t, test, r in invalid))
         L.append("")
+        L += depth_section(perf_res)
     kern = json.loads((RESULTS / "kernels.json").read_text()) if (RESULTS / "kernels.json").exists() else None
     if kern:
         L += kernels_section(kern, perf_res)
@@ -823,6 +864,31 @@ def report(args):
     if perf_res:
         plot(perf_res, RESULTS / "bench_vs_llamacpp.png")
     print("wrote", ROOT / "BENCHMARKS.md")
+
+
+def depth_section(p):
+    """Rows measured with tokens already in the cache (`--depths`), if the run had any:
+    llq against llama.cpp's default settings and against llama.cpp with flash attention."""
+    rows = []
+    for e in p["runs"]:
+        keys = sorted({k.split("|", 2)[2] for k in e["samples"] if " @ d" in k},
+                      key=lambda test: (int(test.split(" @ d")[1]), test))
+        for t in sorted({int(k.split("|")[1]) for k in e["samples"]}):
+            for test in keys:
+                got = {eng: e["samples"].get(f"{eng}|{t}|{test}")
+                       for eng in ("llamacpp", "llamacpp_fa", "llq")}
+                if not all(got.values()):
+                    continue
+                m = {eng: stats(v)[0] for eng, v in got.items()}
+                rows.append(f"| {e['model']} | {e['type']} | {t} | {test} | "
+                            f"{m['llamacpp']:.2f} | {m['llamacpp_fa']:.2f} | {m['llq']:.2f} | "
+                            f"{m['llq'] / m['llamacpp']:.2f} | {m['llq'] / m['llamacpp_fa']:.2f} |")
+    if not rows:
+        return []
+    return ["### At depth (tokens already in the cache, f16 cache for both)", "",
+            "| model | type | threads | test | llama.cpp t/s | llama.cpp FA t/s | llq t/s | "
+            "llq ÷ llama.cpp | llq ÷ llama.cpp FA |",
+            "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"] + rows + [""]
 
 
 def quality_section(q):
@@ -1053,12 +1119,17 @@ def main():
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2, help="A B A B rounds per model and type")
+    ap.add_argument("--depths", default="0",
+                    help="context depths (comma-separated, e.g. 0,1024,4096): every test runs "
+                         "again with that many tokens in the cache (llama-bench's -d), f16 cache "
+                         "for both, llama.cpp also with flash attention")
     ap.add_argument("--fresh", action="store_true", help="drop earlier runs from perf.json")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-start runs")
     ap.add_argument("--tinyllama-dir", default=str(ROOT / ".cache/bench-models/tinyllama-shape"))
     args = ap.parse_args()
     args.types = args.types.split(",")
     args.threads = [int(t) for t in args.threads.split(",")]
+    args.depths = [int(d) for d in args.depths.split(",")]
     args.models = args.models.split(",")
     ensure_venv()
     RESULTS.mkdir(parents=True, exist_ok=True)
