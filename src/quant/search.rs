@@ -105,10 +105,14 @@ pub(crate) fn exact_search(
     exact_search_scored(y, w, s_lo, s_hi, neg_max, pos_max).map(|(q, _)| q)
 }
 
+/// Most events one search may generate (32 values with at most 16 code steps each).
+const MAX_EVENTS: usize = QK * 16;
+
 thread_local! {
     /// [`exact_search_scored`]'s event buffer, kept between calls (no 4 KiB memset per
     /// block).
-    static EVENTS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    static EVENTS: std::cell::RefCell<[u64; MAX_EVENTS]> =
+        const { std::cell::RefCell::new([0; MAX_EVENTS]) };
 }
 
 /// [`exact_search`] and the score (Σ w y q)² / Σ w q² of the codes it returns: their
@@ -121,10 +125,9 @@ pub(crate) fn exact_search_scored(
     neg_max: u32,
     pos_max: u32,
 ) -> Option<([i8; QK], f64)> {
-    const MAX_EVENTS: usize = QK * 16;
     assert!(y.len() <= QK && w.len() >= y.len());
-    EVENTS.with_borrow_mut(|keys| {
-        keys.clear();
+    EVENTS.with_borrow_mut(|buf| {
+        let mut n = 0;
         let (mut s_min, mut s_max) = (f32::INFINITY, 0.0f32);
         let mut mag = [0u32; QK];
         let (mut sumlx, mut suml2) = (0.0f64, 0.0f64);
@@ -145,11 +148,13 @@ pub(crate) fn exact_search_scored(
                 }
                 s_min = s_min.min(s);
                 s_max = s_max.max(s);
+                assert!(n < MAX_EVENTS, "search window too wide");
                 // Positive floats order like their bits; the low byte carries the element.
-                keys.push(((s.to_bits() as u64) << 8) | i as u64);
+                buf[n] = ((s.to_bits() as u64) << 8) | i as u64;
+                n += 1;
             }
         }
-        assert!(keys.len() <= MAX_EVENTS, "search window too wide");
+        let keys = &mut buf[..n];
         let start = mag;
         sort_events(keys, s_min, s_max);
         // The best score (Σwyq)²/Σwq² so far as the fraction (lx², l2): compared by cross
