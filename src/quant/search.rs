@@ -14,49 +14,23 @@ pub(crate) struct Candidate {
     pub err: f64,
 }
 
-/// Independent partial sums: lanes the compiler keeps in SIMD registers (one running sum
-/// would be a single dependency chain and stay scalar).
-const LANES: usize = 8;
-
-/// Σ of f64 lanes in a fixed order (deterministic).
-#[inline(always)]
-fn hsum64(a: [f64; LANES]) -> f64 {
-    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
-}
-
-/// Weighted squared error of codes `q` at scale `d` (residuals in f32, sums in f64).
+/// Weighted squared error of codes `q` at scale `d`.
 pub(crate) fn werr(x: &[f32], w: &[f32], q: &[i8; QK], d: f32) -> f64 {
-    let n = x.len().min(w.len()).min(QK);
-    let mut e = [0.0f64; LANES];
-    let (xc, wc, qc) = (
-        x[..n].chunks_exact(LANES),
-        w[..n].chunks_exact(LANES),
-        q[..n].chunks_exact(LANES),
-    );
-    let tail = xc.remainder().len();
-    for ((xs, ws), qs) in xc.zip(wc).zip(qc) {
-        for k in 0..LANES {
-            let r = (xs[k] - qs[k] as f32 * d) as f64;
-            e[k] += ws[k] as f64 * r * r;
-        }
+    let mut e = 0.0f64;
+    for ((&v, &wi), &c) in x.iter().zip(w).zip(q) {
+        let r = (v - c as f32 * d) as f64;
+        e += wi as f64 * r * r;
     }
-    for i in n - tail..n {
-        let r = (x[i] - q[i] as f32 * d) as f64;
-        e[i % LANES] += w[i] as f64 * r * r;
-    }
-    hsum64(e)
+    e
 }
 
 /// Least-squares scale Σ w x q / Σ w q² for fixed codes (0 if every weighted code is 0).
 pub(crate) fn ls_scale(x: &[f32], w: &[f32], q: &[i8; QK]) -> f32 {
-    let n = x.len().min(w.len()).min(QK);
-    let (mut num, mut den) = ([0.0f64; LANES], [0.0f64; LANES]);
-    for i in 0..n {
-        let (wi, c) = (w[i] as f64, q[i] as f64);
-        num[i % LANES] += wi * x[i] as f64 * c;
-        den[i % LANES] += wi * c * c;
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for ((&v, &wi), &c) in x.iter().zip(w).zip(q) {
+        num += wi as f64 * v as f64 * c as f64;
+        den += wi as f64 * (c as f64) * (c as f64);
     }
-    let (num, den) = (hsum64(num), hsum64(den));
     if den > 0.0 {
         (num / den) as f32
     } else {
@@ -64,20 +38,12 @@ pub(crate) fn ls_scale(x: &[f32], w: &[f32], q: &[i8; QK]) -> f32 {
     }
 }
 
-/// Round to nearest (ties to even) for |v| < 2²², as float arithmetic that vectorises.
-#[inline(always)]
-fn rnd(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
-    (v + MAGIC) - MAGIC
-}
-
-/// The optimal codes for a fixed scale `d` ≠ 0: round to nearest, clamped to [lo, hi]
-/// (lo, hi integers of magnitude ≤ 128).
+/// The optimal codes for a fixed scale `d` ≠ 0: round to nearest, clamped to [lo, hi].
 pub(crate) fn round_codes(x: &[f32], d: f32, lo: f32, hi: f32) -> [i8; QK] {
     let id = 1.0 / d;
     let mut q = [0i8; QK];
     for (c, &v) in q.iter_mut().zip(x) {
-        *c = rnd((v * id).clamp(lo, hi)) as i8;
+        *c = (v * id).round().clamp(lo, hi) as i8;
     }
     q
 }
@@ -157,11 +123,9 @@ pub(crate) fn exact_search_scored(
         let keys = &mut buf[..n];
         let start = mag;
         sort_events(keys, s_min, s_max);
-        // The best score (Σwyq)²/Σwq² so far as the fraction (lx², l2): compared by cross
-        // multiplication, no division per event.
-        let (mut best_lx2, mut best_l2, mut best_at) = (0.0f64, 1.0f64, None);
+        let (mut best, mut best_at) = (0.0f64, None);
         if suml2 > 0.0 {
-            (best_lx2, best_l2) = (sumlx * sumlx, suml2);
+            best = sumlx * sumlx / suml2;
             best_at = Some(0);
         }
         for (e, &key) in keys.iter().enumerate() {
@@ -174,13 +138,18 @@ pub(crate) fn exact_search_scored(
             if keys.get(e + 1).is_some_and(|k| k >> 8 == key >> 8) {
                 continue;
             }
-            if suml2 > 0.0 && sumlx * sumlx * best_l2 > best_lx2 * suml2 {
-                (best_lx2, best_l2) = (sumlx * sumlx, suml2);
-                best_at = Some(e + 1);
+            // (A division per evaluation: a cross-multiplied comparison is cheaper but
+            // rounds differently, and the SmolLM2 weights, dequantized from Q4_1, lie on
+            // lattices where scores tie exactly: the choice among equals would change.)
+            if suml2 > 0.0 {
+                let score = sumlx * sumlx / suml2;
+                if score > best {
+                    best = score;
+                    best_at = Some(e + 1);
+                }
             }
         }
         let applied = best_at?;
-        let best = best_lx2 / best_l2;
         let mut mag = start;
         for &key in &keys[..applied] {
             mag[(key & 0xff) as usize] += 1;
