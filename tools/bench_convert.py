@@ -22,10 +22,12 @@ With --kl, each output's KL divergence from the f32 model over english.txt (256-
 windows, `llq perplexity --kl-divergence`; llama.cpp's file scored by llama.cpp itself
 against the same base, as tools/bench_vs_llamacpp.py's quality mode does).
 
-Writes docs/bench/convert.json and prints a markdown table (date, CPU, kernel level, commit).
+Writes docs/bench/convert.json and docs/bench/convert.md and prints a markdown table (date,
+CPU, kernel level, commit); --benchmarks also puts the section into BENCHMARKS.md.
 
 Usage: /work/venv/bin/python tools/bench_convert.py [--types q8_0 q4_0 ...] [--reps 3]
-       [--kl] [--tinyllama] [--llq target/release/llq]
+       [--kl] [--tinyllama] [--llq target/release/llq] [--benchmarks]
+       /work/venv/bin/python tools/bench_convert.py --from-json docs/bench/convert.json --benchmarks
 """
 
 import argparse
@@ -164,6 +166,43 @@ def table(out):
     return "\n".join(lines)
 
 
+def section(out):
+    """BENCHMARKS.md's "Conversion" section for a run (also docs/bench/convert.md, which
+    tools/bench_vs_llamacpp.py's report keeps when it rewrites BENCHMARKS.md)."""
+    return "\n".join([
+        "## Conversion: `llq convert` vs llama.cpp's `llama_model_quantize`",
+        "",
+        "Written by `tools/bench_convert.py` (raw numbers in `docs/bench/convert.json`). Both "
+        "engines quantize the same F32 GGUF of SmolLM2-135M-Instruct (llama.cpp's F32 "
+        "dequantization of the Q4_1 GGUF) in a child process of their own, alternating; CPU = "
+        "user + system time of that process (for llama.cpp, getrusage around the "
+        "`llama_model_quantize` call, so Python's start-up is not counted), both with one "
+        "thread per core. The machine is a 2-core Intel Xeon (AVX-512 VNNI) VM shared with "
+        "other jobs (load average " + " ".join(out["loadavg"]) + " at the end): read the "
+        "ratios, not the seconds. Goal (issue 15): llq ≤ 3× llama.cpp's CPU time per type, KL "
+        "unchanged or better.",
+        "",
+        table(out),
+        "",
+    ] + ([notes.read_text().rstrip(), ""] if (notes := B.RESULTS / "convert_notes.md").exists()
+         else []))
+
+
+def write_benchmarks(text):
+    """Replace (or add, before the notes) the Conversion section of BENCHMARKS.md."""
+    path = B.ROOT / "BENCHMARKS.md"
+    doc = path.read_text()
+    head = "## Conversion"
+    if head in doc:
+        a = doc.index(head)
+        b = doc.find("\n## ", a + 1)
+        doc = doc[:a] + text + ("\n" + doc[b + 1:] if b >= 0 else "")
+    else:
+        b = doc.find("## Notes")
+        doc = doc[:b] + text + "\n" + doc[b:] if b >= 0 else doc.rstrip() + "\n\n" + text
+    path.write_text(doc)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--types", nargs="+", default=list(TYPES), choices=list(TYPES))
@@ -174,7 +213,14 @@ def main():
     ap.add_argument("--no-smollm2", action="store_true")
     ap.add_argument("--llq", help="llq binary (default: cargo build --release)")
     ap.add_argument("--out", default=str(B.RESULTS / "convert.json"))
+    ap.add_argument("--benchmarks", action="store_true",
+                    help="also write the Conversion section of BENCHMARKS.md")
+    ap.add_argument("--from-json", help="only re-print (and with --benchmarks write) a saved run")
     args = ap.parse_args()
+    if args.from_json:
+        out = json.loads(Path(args.from_json).read_text())
+        finish(out, args)
+        return
     llq = B.llq_binary(args)
     nthread = os.cpu_count()
     srcs = []
@@ -222,6 +268,14 @@ def main():
                commit=B.git_commit(), reps=args.reps, loadavg=B.loadavg(), rows=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    finish(out, args)
+
+
+def finish(out, args):
+    text = section(out)
+    (B.RESULTS / "convert.md").write_text(text)
+    if args.benchmarks:
+        write_benchmarks(text)
     print()
     print(table(out))
 
