@@ -857,6 +857,9 @@ def report(args):
         L += kernels_section(kern, perf_res)
     if qual:
         L += quality_section(qual)
+    conv = RESULTS / "convert.md"  # tools/bench_convert.py's section
+    if conv.exists():
+        L += ["", conv.read_text().rstrip(), ""]
     notes = RESULTS / "notes.md"
     if notes.exists():
         L += ["", notes.read_text().rstrip(), ""]

@@ -447,10 +447,28 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     // re-rounded every time; re-fit (d, m) to the best codes and repeat once.
     let mut q = [0.0f32; QK];
     let mut best = (f32::INFINITY, f16::ZERO, f16::ZERO, [0.0f32; QK]);
-    for _ in 0..2 {
+    // (d, m) pairs evaluated already: the second round's neighbourhood mostly overlaps the
+    // first's, and an evaluation repeated gives the same error (never a strict
+    // improvement), so it is skipped.
+    let mut seen = [(f16::ZERO, f16::ZERO); 9];
+    let mut n_seen = 0;
+    let mom = Moments::of(&p.x, &p.w);
+    for round in 0..2 {
         let (hd, hm) = (f16_sat(d * p.amax), f16_sat(m * p.amax));
+        let first = n_seen;
         for dd in [hd, f16_step(hd, -1), f16_step(hd, 1)] {
             for mm in [hm, f16_step(hm, -1), f16_step(hm, 1)] {
+                let pair = (dd.to_bits(), mm.to_bits());
+                if seen[..first]
+                    .iter()
+                    .any(|s| (s.0.to_bits(), s.1.to_bits()) == pair)
+                {
+                    continue;
+                }
+                if round == 0 && n_seen < seen.len() {
+                    seen[n_seen] = (dd, mm);
+                    n_seen += 1;
+                }
                 let (dn, mn) = (through_f16(dd, p.amax), through_f16(mm, p.amax));
                 let e = affine_error(&p.x, &p.w, dn, mn, nm, &mut q);
                 if e < best.0 {
@@ -458,7 +476,9 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
                 }
             }
         }
-        let mom = Moments::of(&p.x, &p.w);
+        if round == 1 {
+            break;
+        }
         let mut s = Sums::default();
         for i in 0..QK {
             let wl = p.w[i] * best.3[i];
@@ -656,7 +676,11 @@ fn block_q4k_q5k(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
         if nd.is_nan() || nd < 0.0 || !nd.is_finite() || !ne.is_finite() {
             break;
         }
-        if nd as f32 == d && ne as f32 == dmin {
+        // The next round depends on (d, dmin) only through their f16 values: the same
+        // f16s would repeat this round exactly.
+        if (nd as f32 == d && ne as f32 == dmin)
+            || (f16_sat(nd as f32 * p.amax) == cur.d && f16_sat(ne as f32 * p.amax) == cur.dmin)
+        {
             break;
         }
         d = nd as f32;
@@ -823,7 +847,8 @@ fn block_q6_k(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
             break;
         }
         let nd = (num / den) as f32;
-        if nd.is_nan() || nd <= 0.0 || nd == d {
+        // The next round depends on d only through its f16 value.
+        if nd.is_nan() || nd <= 0.0 || nd == d || f16_sat(nd * p.amax) == h {
             break;
         }
         d = nd;

@@ -68,72 +68,148 @@ pub(crate) fn exact_search(
     neg_max: u32,
     pos_max: u32,
 ) -> Option<[i8; QK]> {
-    const MAX_EVENTS: usize = QK * 16;
+    exact_search_scored(y, w, s_lo, s_hi, neg_max, pos_max).map(|(q, _)| q)
+}
+
+/// Most events one search may generate (32 values with at most 16 code steps each).
+const MAX_EVENTS: usize = QK * 16;
+
+thread_local! {
+    /// [`exact_search_scored`]'s event buffer, kept between calls (no 4 KiB memset per
+    /// block).
+    static EVENTS: std::cell::RefCell<[u64; MAX_EVENTS]> =
+        const { std::cell::RefCell::new([0; MAX_EVENTS]) };
+}
+
+/// [`exact_search`] and the score (Σ w y q)² / Σ w q² of the codes it returns: their
+/// least-squares error is Σ w y² minus the score.
+pub(crate) fn exact_search_scored(
+    y: &[f32],
+    w: &[f32],
+    s_lo: f32,
+    s_hi: f32,
+    neg_max: u32,
+    pos_max: u32,
+) -> Option<([i8; QK], f64)> {
     assert!(y.len() <= QK && w.len() >= y.len());
-    let mut keys = [0u64; MAX_EVENTS];
-    let mut n = 0;
-    let mut mag = [0u32; QK];
-    let (mut sumlx, mut suml2) = (0.0f64, 0.0f64);
-    for (i, &v) in y.iter().enumerate() {
-        let a = v.abs();
-        if a == 0.0 || !a.is_finite() {
-            continue;
-        }
-        let kmax = if v > 0.0 { pos_max } else { neg_max };
-        let k0 = ((a * s_lo).round() as u32).min(kmax);
-        mag[i] = k0;
-        sumlx += w[i] as f64 * a as f64 * k0 as f64;
-        suml2 += w[i] as f64 * (k0 * k0) as f64;
-        for k in k0 + 1..=kmax {
-            let s = (k as f32 - 0.5) / a;
-            if s > s_hi {
-                break;
+    EVENTS.with_borrow_mut(|buf| {
+        let mut n = 0;
+        let (mut s_min, mut s_max) = (f32::INFINITY, 0.0f32);
+        let mut mag = [0u32; QK];
+        let (mut sumlx, mut suml2) = (0.0f64, 0.0f64);
+        for (i, &v) in y.iter().enumerate() {
+            let a = v.abs();
+            if a == 0.0 || !a.is_finite() {
+                continue;
             }
-            assert!(n < MAX_EVENTS, "search window too wide");
-            // Positive floats order like their bits; the low byte carries the element.
-            keys[n] = ((s.to_bits() as u64) << 8) | i as u64;
-            n += 1;
+            let kmax = if v > 0.0 { pos_max } else { neg_max };
+            let k0 = ((a * s_lo).round() as u32).min(kmax);
+            mag[i] = k0;
+            sumlx += w[i] as f64 * a as f64 * k0 as f64;
+            suml2 += w[i] as f64 * (k0 * k0) as f64;
+            for k in k0 + 1..=kmax {
+                let s = (k as f32 - 0.5) / a;
+                if s > s_hi {
+                    break;
+                }
+                s_min = s_min.min(s);
+                s_max = s_max.max(s);
+                assert!(n < MAX_EVENTS, "search window too wide");
+                // Positive floats order like their bits; the low byte carries the element.
+                buf[n] = ((s.to_bits() as u64) << 8) | i as u64;
+                n += 1;
+            }
         }
-    }
-    let start = mag;
-    let keys = &mut keys[..n];
-    keys.sort_unstable();
-    let (mut best, mut best_at) = (0.0f64, None);
-    if suml2 > 0.0 {
-        best = sumlx * sumlx / suml2;
-        best_at = Some(0);
-    }
-    for (e, &key) in keys.iter().enumerate() {
-        let i = (key & 0xff) as usize;
-        let wi = w[i] as f64;
-        sumlx += wi * y[i].abs() as f64;
-        suml2 += wi * (2 * mag[i] + 1) as f64;
-        mag[i] += 1;
-        // Evaluate only once every event at this s has been applied.
-        if keys.get(e + 1).is_some_and(|k| k >> 8 == key >> 8) {
-            continue;
-        }
+        let keys = &mut buf[..n];
+        let start = mag;
+        sort_events(keys, s_min, s_max);
+        let (mut best, mut best_at) = (0.0f64, None);
         if suml2 > 0.0 {
-            let score = sumlx * sumlx / suml2;
-            if score > best {
-                best = score;
-                best_at = Some(e + 1);
+            best = sumlx * sumlx / suml2;
+            best_at = Some(0);
+        }
+        for (e, &key) in keys.iter().enumerate() {
+            let i = (key & 0xff) as usize;
+            let wi = w[i] as f64;
+            sumlx += wi * y[i].abs() as f64;
+            suml2 += wi * (2 * mag[i] + 1) as f64;
+            mag[i] += 1;
+            // Evaluate only once every event at this s has been applied.
+            if keys.get(e + 1).is_some_and(|k| k >> 8 == key >> 8) {
+                continue;
+            }
+            // (A division per evaluation: a cross-multiplied comparison is cheaper but
+            // rounds differently, and the SmolLM2 weights, dequantized from Q4_1, lie on
+            // lattices where scores tie exactly: the choice among equals would change.)
+            if suml2 > 0.0 {
+                let score = sumlx * sumlx / suml2;
+                if score > best {
+                    best = score;
+                    best_at = Some(e + 1);
+                }
             }
         }
+        let applied = best_at?;
+        let mut mag = start;
+        for &key in &keys[..applied] {
+            mag[(key & 0xff) as usize] += 1;
+        }
+        let mut q = [0i8; QK];
+        for ((c, &m), &v) in q.iter_mut().zip(&mag).zip(y) {
+            *c = if v > 0.0 { m as i8 } else { -(m as i8) };
+        }
+        if q.iter().all(|&c| c == 0) {
+            return None;
+        }
+        Some((q, best))
+    })
+}
+
+/// Sort event keys (f32 bits of s, positive, in the high bits) ascending, as
+/// `sort_unstable` would (keys are distinct: the low byte is the element): a counting sort
+/// into buckets linear in s over [s_min, s_max], then insertion sort inside the buckets,
+/// which hold one or two keys on average. Several times faster than a comparison sort
+/// for the few hundred keys of a block.
+fn sort_events(keys: &mut [u64], s_min: f32, s_max: f32) {
+    const MAX_BUCKETS: usize = 256;
+    let n = keys.len();
+    if n < 24 || s_max.partial_cmp(&s_min) != Some(std::cmp::Ordering::Greater) {
+        keys.sort_unstable();
+        return;
     }
-    let applied = best_at?;
-    let mut mag = start;
-    for &key in &keys[..applied] {
-        mag[(key & 0xff) as usize] += 1;
+    let nb = n.next_power_of_two().min(MAX_BUCKETS);
+    // Monotone in s (a product and a conversion, both non-decreasing), so bucket order
+    // agrees with key order.
+    let scale = (nb as f32 - 0.5) / (s_max - s_min);
+    let bucket = |k: u64| {
+        let s = f32::from_bits((k >> 8) as u32);
+        (((s - s_min) * scale) as usize).min(nb - 1)
+    };
+    let mut start = [0u16; MAX_BUCKETS + 1];
+    for &k in keys.iter() {
+        start[bucket(k) + 1] += 1;
     }
-    let mut q = [0i8; QK];
-    for ((c, &m), &v) in q.iter_mut().zip(&mag).zip(y) {
-        *c = if v > 0.0 { m as i8 } else { -(m as i8) };
+    for b in 0..nb {
+        start[b + 1] += start[b];
     }
-    if q.iter().all(|&c| c == 0) {
-        return None;
+    let mut sorted = [0u64; QK * 16];
+    let sorted = &mut sorted[..n];
+    for &k in keys.iter() {
+        let b = bucket(k);
+        sorted[start[b] as usize] = k;
+        start[b] += 1;
     }
-    Some(q)
+    // Insertion sort: runs between bucket boundaries are short; across them it never moves.
+    for i in 1..n {
+        let k = sorted[i];
+        let mut j = i;
+        while j > 0 && sorted[j - 1] > k {
+            sorted[j] = sorted[j - 1];
+            j -= 1;
+        }
+        sorted[j] = k;
+    }
+    keys.copy_from_slice(sorted);
 }
 
 /// Store codes `q` (found for x at an unrounded scale) with an f16 scale: the f16 nearest
@@ -157,6 +233,7 @@ pub(crate) fn refine_f16(
             *best = Candidate { q: *q, d, err };
         }
     };
+    let n = x.len();
     let mut q = q;
     let mut h = half::f16::from_f32(ls_scale(x, w, &q));
     for _ in 0..2 {
@@ -166,7 +243,11 @@ pub(crate) fn refine_f16(
                 continue;
             }
             consider(&q, d16);
-            consider(&round_codes(x, d16, lo, hi), d16);
+            let r = round_codes(x, d16, lo, hi);
+            // Re-rounding often gives the same codes: evaluated already.
+            if r[..n] != q[..n] {
+                consider(&r, d16);
+            }
         }
         let d = h.to_f32();
         if d == 0.0 || !d.is_finite() {
@@ -201,12 +282,23 @@ pub(crate) fn best_symmetric(
     };
     let mut y = [0.0f32; QK];
     let y = &mut y[..x.len()];
-    for sign in [1.0f32, -1.0] {
+    let mut found: [Option<([i8; QK], f64)>; 2] = [None, None];
+    for (f, sign) in found.iter_mut().zip([1.0f32, -1.0]) {
         for (yi, &v) in y.iter_mut().zip(x) {
             *yi = sign * v;
         }
         // Codes for x at scale sign·d: y ≈ d·q ⇔ x ≈ (sign·d)·q.
-        if let Some(q) = exact_search(y, w, s_lo, s_hi, neg_max, pos_max) {
+        *f = exact_search_scored(y, w, s_lo, s_hi, neg_max, pos_max);
+    }
+    // Each sign's least-squares error is Σwx² − score, and no f16 scale does better than
+    // the unrounded one. Storing the scale as the nearest f16 (codes kept) costs at most
+    // Σwq²·(d·2⁻¹¹)² = score·2⁻²² for a normal f16, so a sign whose score trails the other's
+    // by more than that can not win after rounding: only the other is refined. (Scales
+    // near the f16 subnormals round coarser: both are refined there.)
+    let top = found.iter().flatten().fold(0.0f64, |m, f| m.max(f.1));
+    let subnormal = amax < 2.0 * 6.2e-5 * neg_max.max(pos_max) as f32;
+    for (q, score) in found.into_iter().flatten() {
+        if subnormal || score >= top * (1.0 - 1e-6) {
             refine_f16(x, w, q, -(neg_max as f32), pos_max as f32, best);
         }
     }
