@@ -81,25 +81,39 @@ impl LlqWriter {
         let prefix = super::temp::prefix();
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".tmp");
-        // A model file is an ordinary, world-readable file (tempfile defaults to 0600).
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        let tmp = builder.tempfile_in(&dir).map_err(|e| {
-            let why = if dir.is_dir() {
-                format!(
-                    "cannot create a file in {}: {}",
-                    dir.display(),
-                    crate::error::io_reason(&e)
-                )
-            } else {
-                format!(
-                    "the directory {} does not exist (create it first)",
-                    dir.display()
-                )
-            };
-            Error::invalid(path, format!("cannot write the output file: {why}"))
-        })?;
-        let registration = super::temp::register(tmp.path());
+        // The name is registered for the SIGINT/SIGTERM handler *before* the file is
+        // created, so a signal that arrives once the file exists always finds it (a
+        // registration after creation left a window in which an interrupted convert left
+        // its temporary behind).
+        let mut registration = None;
+        let tmp = builder
+            .make_in(&dir, |p| {
+                registration = Some(super::temp::register(p));
+                let mut o = std::fs::OpenOptions::new();
+                o.read(true).write(true).create_new(true);
+                // A model file is an ordinary, world-readable file (tempfile's own
+                // default is 0600).
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o644);
+                o.open(p)
+            })
+            .map_err(|e| {
+                let why = if dir.is_dir() {
+                    format!(
+                        "cannot create a file in {}: {}",
+                        dir.display(),
+                        crate::error::io_reason(&e)
+                    )
+                } else {
+                    format!(
+                        "the directory {} does not exist (create it first)",
+                        dir.display()
+                    )
+                };
+                Error::invalid(path, format!("cannot write the output file: {why}"))
+            })?;
+        // make_in creates the file through the closure, so this is always Some.
+        let registration = registration.unwrap_or_else(|| super::temp::register(tmp.path()));
         let mut w = LlqWriter {
             _registration: registration,
             path: path.to_path_buf(),
