@@ -120,12 +120,24 @@ fn quantized_models_stay_close_to_f32() {
     ] {
         let vocab = m.config.vocab_size;
         let (mut kl, mut agree, mut total) = (0.0, 0, 0);
+        // KL at every prompt's last position, at every level: one prompt's KL is too noisy
+        // a statistic for these bounds (SmolLM2 q8_0's first prompt alone: 1.5e-2 with
+        // llama.cpp's reference activation rounding, 2.4e-2 with ggml-cpu's, while the mean
+        // over all of english.txt went 3.78e-3 -> 3.76e-3). The scalar level (`quickest`,
+        // kernels ~14x slower) follows the continuation of the first prompt only: the
+        // others cost one logits row each there.
         let cases = exp["cases"].as_array().unwrap();
-        // The scalar level (`quickest`): the first prompt and its continuation only.
-        let cases = if quickest() { &cases[..1] } else { &cases[..] };
-        for case in cases {
+        for (ci, case) in cases.iter().enumerate() {
             let prompt = ids(&case["prompt_ids"]);
             let want = ids(&case["greedy_new_ids"]);
+            if quickest() && ci > 0 {
+                let mut st = llq::model::State::new(m, prompt.len());
+                let last = m
+                    .forward(&mut st, &prompt, llq::model::Logits::Last)
+                    .unwrap();
+                kl += kl_divergence(&floats(&case["last_logits"]), last);
+                continue;
+            }
             let mut seq = prompt.clone();
             seq.extend_from_slice(&want[..want.len() - 1]);
             let logits = all_logits(m, &seq);
