@@ -170,7 +170,11 @@ fn quantized_models_stay_close_to_f32() {
 /// against 18.921: only the activations' int8 rounding differs from the goldens. The bounds
 /// leave ~2.5× on KL for the other levels and the single prompt of the scalar level' rounding; a wrong code, scale or offset would cost
 /// far more (q4_0's re-rounding of the same weights: 0.35).
-const KEPT_BOUNDS: (f64, f64, f64) = (1.2e-2, 0.93, 1.01);
+/// The PPL ratio bound is q8_0's (1.02), not a tighter one: over the 2 windows a forced
+/// level scores, the kept model's ratio moves by ~1% with the activations' rounding alone
+/// (1.0103 at avx2 with ggml-cpu's rounding, KL 4.0e-3 there), while a wrong code, scale or
+/// offset costs far more (q4_0's re-rounding: ~1.18).
+const KEPT_BOUNDS: (f64, f64, f64) = (1.2e-2, 0.93, 1.02);
 
 /// How many windows of the text a forced kernel level scores: 2 when `quick`, 1 when
 /// `quickest` (the scalar level); `None` (all of them) at the default level.
