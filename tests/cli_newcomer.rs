@@ -36,6 +36,13 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `llq run -m MODEL --prompt-ids IDS ARGS…`: (exit code, stdout, stderr).
+fn run_ids(m: &Path, ids: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["run", "-m", s(m), "--prompt-ids", ids];
+    all.extend_from_slice(args);
+    llq(&all)
+}
+
 // ---- -t and -c ---------------------------------------------------------------------
 
 /// More threads than logical CPUs: a warning naming both numbers, and the run goes on
@@ -46,19 +53,7 @@ fn threads_above_the_cpus_are_capped_with_a_warning() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     for t in [cpus + 1, 100_000] {
         let t = t.to_string();
-        let (code, out, err) = llq(&[
-            "run",
-            "-m",
-            s(&m),
-            "--prompt-ids",
-            "1,2,3",
-            "-n",
-            "2",
-            "--temp",
-            "0",
-            "-t",
-            &t,
-        ]);
+        let (code, out, err) = run_ids(&m, "1,2,3", &["-n", "2", "--temp", "0", "-t", &t]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(out.split_whitespace().count(), 2, "{out}");
         assert!(
@@ -68,17 +63,7 @@ fn threads_above_the_cpus_are_capped_with_a_warning() {
             "{err}"
         );
     }
-    let (code, _, err) = llq(&[
-        "run",
-        "-m",
-        s(&m),
-        "--prompt-ids",
-        "1",
-        "-n",
-        "1",
-        "-t",
-        "1",
-    ]);
+    let (code, _, err) = run_ids(&m, "1", &["-n", "1", "-t", "1"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
@@ -88,33 +73,13 @@ fn threads_above_the_cpus_are_capped_with_a_warning() {
 #[test]
 fn context_above_the_trained_length_is_warned() {
     let m = tiny();
-    let (code, _, err) = llq(&[
-        "run",
-        "-m",
-        s(&m),
-        "--prompt-ids",
-        "1,2,3",
-        "-n",
-        "2",
-        "-c",
-        "300",
-    ]);
+    let (code, _, err) = run_ids(&m, "1,2,3", &["-n", "2", "-c", "300"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("warning: -c 300 is longer than the 256 tokens"),
         "{err}"
     );
-    let (code, _, err) = llq(&[
-        "run",
-        "-m",
-        s(&m),
-        "--prompt-ids",
-        "1",
-        "-n",
-        "1",
-        "-c",
-        "256",
-    ]);
+    let (code, _, err) = run_ids(&m, "1", &["-n", "1", "-c", "256"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
@@ -162,21 +127,20 @@ fn a_prompt_longer_than_the_context_is_an_error_by_default() {
 #[test]
 fn an_explicit_shift_drops_the_oldest_prompt_tokens_with_a_warning() {
     let m = tiny();
-    let (code, out, err) = llq(&[
-        "run",
-        "-m",
-        s(&m),
-        "--prompt-ids",
+    let (code, out, err) = run_ids(
+        &m,
         &ids(20),
-        "-c",
-        "16",
-        "-n",
-        "3",
-        "--temp",
-        "0",
-        "--context-policy",
-        "shift",
-    ]);
+        &[
+            "-c",
+            "16",
+            "-n",
+            "3",
+            "--temp",
+            "0",
+            "--context-policy",
+            "shift",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.split_whitespace().count(), 3, "{out}");
     assert!(
@@ -184,19 +148,11 @@ fn an_explicit_shift_drops_the_oldest_prompt_tokens_with_a_warning() {
         "{err}"
     );
     // A prompt that fits says nothing.
-    let (code, _, err) = llq(&[
-        "run",
-        "-m",
-        s(&m),
-        "--prompt-ids",
+    let (code, _, err) = run_ids(
+        &m,
         &ids(16),
-        "-c",
-        "16",
-        "-n",
-        "1",
-        "--context-policy",
-        "shift",
-    ]);
+        &["-c", "16", "-n", "1", "--context-policy", "shift"],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("dropped"), "{err}");
 }
