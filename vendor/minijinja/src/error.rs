@@ -225,6 +225,16 @@ impl Error {
         }
     }
 
+    /// llq patch: the same error (template, line) reported as running out of
+    /// fuel, its cause when a walk over values was cut short by the fuel.
+    #[cfg(feature = "fuel")]
+    pub(crate) fn into_out_of_fuel(mut self) -> Error {
+        self.repr.kind = ErrorKind::OutOfFuel;
+        self.repr.detail = None;
+        self.repr.source = None;
+        self
+    }
+
     pub(crate) fn set_filename_and_line(&mut self, filename: &str, lineno: usize) {
         self.repr.name = Some(filename.into());
         self.repr.lineno = lineno;

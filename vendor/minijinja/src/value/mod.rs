@@ -909,6 +909,10 @@ impl Ord for Value {
         match (&self.0, &other.0) {
             (&ValueRepr::None, &ValueRepr::None) => Ordering::Equal,
             (&ValueRepr::Undefined(..), &ValueRepr::Undefined(..)) => Ordering::Equal,
+            // llq patch: two invalid values (such as the out-of-fuel items of a walk
+            // that was cut short) are neither objects nor numbers: the fallback below
+            // would unwrap `None`.
+            (&ValueRepr::Invalid(..), &ValueRepr::Invalid(..)) => Ordering::Equal,
             (&ValueRepr::String(ref a, _), &ValueRepr::String(ref b, _)) => a.cmp(b),
             (&ValueRepr::SmallStr(ref a), &ValueRepr::SmallStr(ref b)) => {
                 a.as_str().cmp(b.as_str())

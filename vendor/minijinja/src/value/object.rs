@@ -405,6 +405,22 @@ macro_rules! impl_object_helpers {
         where
             Self: 'static,
         {
+            // llq patch: every item visited is charged to the running template's fuel.
+            #[cfg(feature = "fuel")]
+            return self.try_iter_uncharged().map(|iter| {
+                Box::new(crate::vm::fuel::ActiveFuelIter::new(iter))
+                    as Box<dyn Iterator<Item = Value> + Send + Sync>
+            });
+            #[cfg(not(feature = "fuel"))]
+            return self.try_iter_uncharged();
+        }
+
+        /// [`try_iter`](Self::try_iter) without charging fuel (llq patch).
+        #[doc(hidden)]
+        fn try_iter_uncharged(self: $self_ty) -> Option<Box<dyn Iterator<Item = Value> + Send + Sync>>
+        where
+            Self: 'static,
+        {
             match self.enumerate() {
                 Enumerator::NonEnumerable => None,
                 Enumerator::Empty => Some(Box::new(None::<Value>.into_iter())),
@@ -439,12 +455,27 @@ macro_rules! impl_object_helpers {
         $vis fn try_iter_pairs(
             self: $self_ty,
         ) -> Option<Box<dyn Iterator<Item = (Value, Value)> + Send + Sync>> {
+            // llq patch: every pair visited is charged to the running template's fuel.
+            #[cfg(feature = "fuel")]
+            return self.try_iter_pairs_uncharged().map(|iter| {
+                Box::new(crate::vm::fuel::ActiveFuelPairIter::new(iter))
+                    as Box<dyn Iterator<Item = (Value, Value)> + Send + Sync>
+            });
+            #[cfg(not(feature = "fuel"))]
+            return self.try_iter_pairs_uncharged();
+        }
+
+        /// [`try_iter_pairs`](Self::try_iter_pairs) without charging fuel (llq patch).
+        #[doc(hidden)]
+        fn try_iter_pairs_uncharged(
+            self: $self_ty,
+        ) -> Option<Box<dyn Iterator<Item = (Value, Value)> + Send + Sync>> {
             if let ObjectRepr::Map = self.repr() {
                 match self.enumerate() {
                     Enumerator::KeyValueIter(iter) => Some(iter),
                     Enumerator::RevKeyValueIter(iter) => Some(Box::new(iter)),
                     _ => {
-                        let iter = some!(self.try_iter());
+                        let iter = some!(self.try_iter_uncharged());
                         let self_clone = self.clone();
                         Some(Box::new(iter.map(move |key| {
                             let value = self_clone.get_value(&key).unwrap_or_default();
@@ -453,7 +484,7 @@ macro_rules! impl_object_helpers {
                     }
                 }
             } else {
-                let iter = some!(self.try_iter());
+                let iter = some!(self.try_iter_uncharged());
                 Some(Box::new(iter.enumerate().map(move |(idx, item)| {
                     (Value::from(idx), item)
                 })))

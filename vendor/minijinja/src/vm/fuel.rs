@@ -265,3 +265,149 @@ impl<I: Iterator<Item = Value>> Iterator for FuelIter<'_, I> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// llq patch: fuel for the work that happens outside of instructions.
+//
+// Formatting (`{{ x }}`, `~`, `string`), serializing (`tojson`), comparing,
+// hashing and materializing a long `+` chain walk a value's items without
+// going through the VM, so none of it was charged.  Values can share items
+// (`{% set ns.l = [ns.l, ns.l] %}` builds a list whose expanded form doubles
+// on every step but whose memory grows by one slot), so a few instructions
+// could make these walks run for hours and allocate without bound.  While a
+// template runs, its tracker is the thread's active one, and every item that
+// an object's iterator yields is charged to it: `ITEM_COST`, plus the bytes of
+// the item when it is a string (formatting copies them).
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    static ACTIVE: std::cell::RefCell<Option<std::rc::Rc<FuelTracker>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes a tracker the thread's active one until dropped (then restores the
+/// previous one, so that nested evaluations work).
+pub(crate) struct ActiveFuel {
+    previous: Option<std::rc::Rc<FuelTracker>>,
+}
+
+impl ActiveFuel {
+    pub(crate) fn enter(tracker: Option<&std::rc::Rc<FuelTracker>>) -> ActiveFuel {
+        let previous = ACTIVE.with(|a| a.replace(tracker.cloned()));
+        ActiveFuel { previous }
+    }
+}
+
+impl Drop for ActiveFuel {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        ACTIVE.with(|a| {
+            *a.borrow_mut() = previous;
+        });
+    }
+}
+
+/// Charges `units` to the active tracker.  Outside of a render (or without
+/// fuel) this is free and never fails.
+#[inline]
+fn charge_active(units: u64) -> Result<(), Error> {
+    ACTIVE.with(|a| match *a.borrow() {
+        Some(ref tracker) => tracker.consume(units),
+        None => Ok(()),
+    })
+}
+
+/// What visiting `value` as an item of a container costs.
+#[inline]
+fn visit_cost(value: &Value) -> u64 {
+    let bytes = match value.0 {
+        ValueRepr::String(ref s, _) => s.len(),
+        ValueRepr::SmallStr(ref s) => s.as_str().len(),
+        ValueRepr::Bytes(ref b) => b.len(),
+        _ => 0,
+    };
+    ITEM_COST.saturating_add(cost_of(bytes, BYTE_COST))
+}
+
+/// Wraps an object's item iterator so that each item is charged to the
+/// active tracker.  When the fuel runs out it yields one invalid value (or
+/// pair) carrying the error and ends; the engine then fails at its next
+/// check, and `Executor::eval_state` fails a render that ended exhausted.
+pub(crate) struct ActiveFuelIter<I> {
+    iter: I,
+    done: bool,
+}
+
+impl<I> ActiveFuelIter<I> {
+    pub(crate) fn new(iter: I) -> Self {
+        ActiveFuelIter { iter, done: false }
+    }
+}
+
+impl<I: Iterator<Item = Value>> Iterator for ActiveFuelIter<I> {
+    type Item = Value;
+
+    #[inline]
+    fn next(&mut self) -> Option<Value> {
+        if self.done {
+            return None;
+        }
+        let item = self.iter.next()?;
+        if let Err(err) = charge_active(visit_cost(&item)) {
+            self.done = true;
+            return Some(Value::from(err));
+        }
+        Some(item)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            let (_, upper) = self.iter.size_hint();
+            (0, upper)
+        }
+    }
+}
+
+/// [`ActiveFuelIter`] for key/value pairs.
+pub(crate) struct ActiveFuelPairIter<I> {
+    iter: I,
+    done: bool,
+}
+
+impl<I> ActiveFuelPairIter<I> {
+    pub(crate) fn new(iter: I) -> Self {
+        ActiveFuelPairIter { iter, done: false }
+    }
+}
+
+impl<I: Iterator<Item = (Value, Value)>> Iterator for ActiveFuelPairIter<I> {
+    type Item = (Value, Value);
+
+    #[inline]
+    fn next(&mut self) -> Option<(Value, Value)> {
+        if self.done {
+            return None;
+        }
+        let (key, value) = self.iter.next()?;
+        let cost = visit_cost(&key).saturating_add(visit_cost(&value));
+        if let Err(err) = charge_active(cost) {
+            self.done = true;
+            let kind = err.kind();
+            return Some((Value::from(err), Value::from(Error::from(kind))));
+        }
+        Some((key, value))
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            let (_, upper) = self.iter.size_hint();
+            (0, upper)
+        }
+    }
+}

@@ -228,6 +228,27 @@ impl<'env> Executor<'env> {
     /// This is the actual evaluation loop that works with a specific context.
     #[inline(always)]
     fn eval_state(state: &mut State<'_, 'env>, out: &mut Output) -> Result<Option<Value>, Error> {
+        // llq patch: the template's tracker pays for the items that formatting,
+        // serializing, comparing and hashing visit (see `fuel::ActiveFuel`).  A
+        // walk that ran out of fuel may have ended early with a partial result,
+        // so a render that ends with the fuel exhausted fails.
+        #[cfg(feature = "fuel")]
+        {
+            let _active = crate::vm::fuel::ActiveFuel::enter(state.fuel_tracker.as_ref());
+            let rv = Self::do_eval(state, out, Stack::default(), 0);
+            let exhausted = state
+                .fuel_tracker
+                .as_ref()
+                .is_some_and(|t| t.remaining_units() == 0);
+            match rv {
+                Ok(_) if exhausted => Err(Error::from(ErrorKind::OutOfFuel)),
+                Err(err) if exhausted && err.kind() != ErrorKind::OutOfFuel => {
+                    Err(err.into_out_of_fuel())
+                }
+                rv => rv,
+            }
+        }
+        #[cfg(not(feature = "fuel"))]
         Self::do_eval(state, out, Stack::default(), 0)
     }
 
