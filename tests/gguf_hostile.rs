@@ -693,3 +693,40 @@ fn raw_bytes_in_names_are_escaped_and_cut_in_messages() {
     assert!(err.len() < 1000, "{} bytes: {err}", err.len());
     eprintln!("{err}");
 }
+
+/// A GGUF whose header declares more layers than any model has: `convert` (and
+/// `run -m file.gguf`) must refuse it from the header, before building anything per
+/// layer. Found by the `gguf` fuzz target: `llama.block_count` = 2^24 - 1 made
+/// `GgufCheckpoint::open` list 150 M expected tensors (more than 8 GB) before checking
+/// the first one.
+#[test]
+fn absurd_layer_counts_are_refused_before_anything_per_layer() {
+    use llq::convert::GgufCheckpoint;
+    let dir = tempfile::tempdir().unwrap();
+    for layers in [4097u32, (1 << 24) - 1, u32::MAX] {
+        let mut s = base();
+        s.tensors[0].name = "token_embd.weight".into();
+        let u32kv = |k: &str, v: u32| kv(k, T_U32, v.to_le_bytes().to_vec());
+        s.kvs.extend([
+            u32kv("llama.embedding_length", 2),
+            u32kv("llama.feed_forward_length", 4),
+            u32kv("llama.attention.head_count", 1),
+            u32kv("llama.block_count", layers),
+        ]);
+        let path = dir.path().join(format!("layers-{layers}.gguf"));
+        std::fs::write(&path, build(&s).bytes).unwrap();
+        let t = std::time::Instant::now();
+        let msg = GgufCheckpoint::open(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{layers} layers accepted"))
+            .to_string();
+        eprintln!("{msg}");
+        assert!(
+            msg.contains(&format!(
+                "layer count = {layers} is out of range (at most 4096)"
+            )),
+            "{msg}"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    }
+}

@@ -30,12 +30,15 @@ impl GgufCheckpoint {
             file,
             config,
         };
-        for (name, shape) in ck.config.expected_tensors() {
-            ck.check(&name, &shape)?;
+        let expected = ck.config.expected_tensors();
+        for (name, shape) in &expected {
+            ck.check(name, shape)?;
         }
+        let expected: std::collections::HashSet<&str> =
+            expected.iter().map(|(name, _)| name.as_str()).collect();
         let known = |n: &str| {
             n == "rope_freqs.weight"
-                || ck.config.expected_tensors().iter().any(|(e, _)| e == n)
+                || expected.contains(n)
                 || (ck.config.tie_embeddings && n == names::OUTPUT)
         };
         if let Some(t) = ck.file.tensors().iter().find(|t| !known(&t.name)) {

@@ -49,8 +49,21 @@ impl ModelConfig {
         self.n_kv_heads * self.head_dim
     }
 
+    /// The most layers a model may declare. The largest LLaMA-family models have about
+    /// 130; the bound keeps what a file's header can make llq build per layer (the list of
+    /// tensors to look for, before any tensor is read) small: a GGUF declaring 2^24 layers
+    /// used to allocate gigabytes for that list (found by the `gguf` fuzz target).
+    pub const MAX_LAYERS: usize = 4096;
+
     /// Check the relations the forward pass relies on.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.n_layers > Self::MAX_LAYERS {
+            return Err(format!(
+                "layer count = {} is out of range (at most {})",
+                self.n_layers,
+                Self::MAX_LAYERS
+            ));
+        }
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden size", self.dim),
