@@ -110,6 +110,26 @@ fn malformed_config_json() {
     expect_error(dir.path(), &["config.json", "malformed JSON"]);
 }
 
+/// A config declaring more layers than any model has is refused from config.json alone,
+/// before anything is built per layer (the GGUF and `.llq` readers share the check:
+/// `gguf_hostile::absurd_layer_counts_are_refused_before_anything_per_layer`).
+#[test]
+fn absurd_layer_count() {
+    let dir = checkpoint_copy();
+    let p = dir.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = serde_json::json!(16_777_215);
+    std::fs::write(&p, cfg.to_string()).unwrap();
+    expect_error(
+        dir.path(),
+        &[
+            "config.json",
+            "layer count = 16777215 is out of range (at most 4096)",
+        ],
+    );
+}
+
 #[test]
 fn unsupported_architecture() {
     let dir = checkpoint_copy();
