@@ -265,6 +265,7 @@ fn threads(c: &mut Criterion) {
 
 fn attn(c: &mut Criterion) {
     use half::f16;
+    use llq::kernels::AttnGroup;
     use llq::quant::{quantize_row_q8_0, BlockQ8_0, QK};
     let (hd, slots, stride) = (64usize, 512usize, 192usize);
     let mut rng = Rng(0x9e37_79b9);
@@ -301,6 +302,32 @@ fn attn(c: &mut Criterion) {
         });
         g.bench_function(name("values_f16"), |b| {
             b.iter(|| (k.attn_values_f16)(&mut o, &p, &k16, stride))
+        });
+        // SmolLM2's three query heads per kv head, each cache row read once for the
+        // three (elements counted per query, so the rates compare with the lines above).
+        let nq = 3;
+        let shape = AttnGroup {
+            hd,
+            n: slots,
+            stride,
+            row_stride: slots,
+        };
+        let qg: Vec<f32> = (0..nq * hd).map(|_| rng.f()).collect();
+        let pg: Vec<f32> = (0..nq).flat_map(|_| p.iter().copied()).collect();
+        let mut sg = vec![0.0f32; nq * slots];
+        let mut og = vec![0.0f32; nq * hd];
+        g.throughput(Throughput::Elements((nq * slots * hd) as u64));
+        g.bench_function(name("scores_group3_f32"), |b| {
+            b.iter(|| (k.attn_scores_group_f32)(&shape, &qg, &k32, &mut sg))
+        });
+        g.bench_function(name("scores_group3_f16"), |b| {
+            b.iter(|| (k.attn_scores_group_f16)(&shape, &qg, &k16, &mut sg))
+        });
+        g.bench_function(name("values_group3_f32"), |b| {
+            b.iter(|| (k.attn_values_group_f32)(&shape, &mut og, &pg, &k32))
+        });
+        g.bench_function(name("values_group3_f16"), |b| {
+            b.iter(|| (k.attn_values_group_f16)(&shape, &mut og, &pg, &k16))
         });
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(name("dot_f32"), |b| {

@@ -16,7 +16,7 @@
 
 use half::f16;
 use llq::kernels::matmul::{matmul, MatmulScratch};
-use llq::kernels::{available, select_from, Kernels};
+use llq::kernels::{available, select_from, AttnGroup, Kernels};
 use llq::quant::interleave::{interleave_q4_0, interleave_q8_0, ActQ8, BlockQ4_0x16, BlockQ8_0x16};
 use llq::quant::{
     block_bytes, quantize_act_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind, WeightView, QK,
@@ -685,6 +685,94 @@ fn matmul_many_equals_separate_calls() {
             }
         }
     }
+}
+
+/// The grouped attention kernels (several queries against the same strided cache rows,
+/// each row loaded once per pass of up to four queries) against the scalar reference, which
+/// runs the one-query kernels per query: query counts around the pass size, head sizes
+/// with and without a SIMD remainder, key counts from 0 up, score rows wider than the keys.
+#[test]
+fn grouped_attention_kernels_match_scalar() {
+    let mut rng = Rng(19);
+    for k in simd_levels() {
+        for nq in [1usize, 2, 3, 4, 5, 7, 8, 9] {
+            for hd in [4usize, 13, 64, 128] {
+                for n in [0usize, 1, 7, 200] {
+                    let g = AttnGroup {
+                        hd,
+                        n,
+                        stride: hd * 3 + 5,
+                        row_stride: n + 3,
+                    };
+                    let len = n.saturating_sub(1) * g.stride + hd;
+                    let keys: Vec<f32> = (0..len).map(|_| rng.f() * 3.0).collect();
+                    let keys16: Vec<f16> = keys.iter().map(|v| f16::from_f32(*v)).collect();
+                    let q: Vec<f32> = (0..nq * hd).map(|_| rng.f()).collect();
+                    let rows = nq * g.row_stride;
+                    let p: Vec<f32> = (0..rows)
+                        .map(|_| (rng.f() + 1.0) / n.max(1) as f32)
+                        .collect();
+                    let what = format!("nq={nq} hd={hd} n={n}");
+                    let ts = hd as f64 * f32::EPSILON as f64 * hd as f64 * 12.0 + 1e-30;
+                    let tv = (n + 2) as f64 * f32::EPSILON as f64 * 8.0 + 1e-30;
+                    // Scores: untouched entries between rows keep their sentinel.
+                    for f16_keys in [false, true] {
+                        let (mut want, mut got) = (vec![7.0f32; rows], vec![7.0f32; rows]);
+                        if f16_keys {
+                            (scalar().attn_scores_group_f16)(&g, &q, &keys16, &mut want);
+                            (k.attn_scores_group_f16)(&g, &q, &keys16, &mut got);
+                        } else {
+                            (scalar().attn_scores_group_f32)(&g, &q, &keys, &mut want);
+                            (k.attn_scores_group_f32)(&g, &q, &keys, &mut got);
+                        }
+                        for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                            let t = if j % (n + 3) < n { ts } else { 0.0 };
+                            check(
+                                k.name,
+                                &format!("scores f16={f16_keys} {what} [{j}]"),
+                                *g,
+                                *w,
+                                t,
+                            );
+                        }
+                        let init: Vec<f32> = (0..nq * hd).map(|_| rng.f()).collect();
+                        let (mut want, mut got) = (init.clone(), init);
+                        if f16_keys {
+                            (scalar().attn_values_group_f16)(&g, &mut want, &p, &keys16);
+                            (k.attn_values_group_f16)(&g, &mut got, &p, &keys16);
+                        } else {
+                            (scalar().attn_values_group_f32)(&g, &mut want, &p, &keys);
+                            (k.attn_values_group_f32)(&g, &mut got, &p, &keys);
+                        }
+                        for (d, (g, w)) in got.iter().zip(&want).enumerate() {
+                            check(
+                                k.name,
+                                &format!("values f16={f16_keys} {what} [{d}]"),
+                                *g,
+                                *w,
+                                tv,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The grouped kernels refuse shapes their slices cannot hold.
+#[test]
+#[should_panic(expected = "attention")]
+fn grouped_attention_checks_its_shape() {
+    let g = AttnGroup {
+        hd: 4,
+        n: 3,
+        stride: 4,
+        row_stride: 3,
+    };
+    // Two queries need 2 rows of 3 scores; 5 values are one short.
+    let mut out = vec![0.0; 5];
+    (scalar().attn_scores_group_f32)(&g, &[0.0; 8], &[0.0; 12], &mut out);
 }
 
 /// The attention kernels (scores of one query against strided cache rows; weighted sum of

@@ -51,6 +51,19 @@ pub struct Kernels {
     pub attn_values_f32: fn(&mut [f32], &[f32], &[f32], usize),
     /// As [`Kernels::attn_values_f32`] with f16 values.
     pub attn_values_f16: fn(&mut [f32], &[f32], &[f16], usize),
+    /// Attention scores of a group of queries (the query heads of one token that share a
+    /// kv head) against consecutive cache slots, each key row loaded and converted once
+    /// for the whole group: `out[i · row_stride + j] = Σ_d q[i · hd + d] · keys[j · stride
+    /// + d]` for the `q.len() / hd` queries and `j < n` (see [`AttnGroup`]).
+    pub attn_scores_group_f32: fn(&AttnGroup, &[f32], &[f32], &mut [f32]),
+    /// As [`Kernels::attn_scores_group_f32`] with f16 keys.
+    pub attn_scores_group_f16: fn(&AttnGroup, &[f32], &[f16], &mut [f32]),
+    /// Attention output of a group of queries, each value row loaded once for the group:
+    /// `o[i · hd + d] += Σ_{j<n} p[i · row_stride + j] · vals[j · stride + d]` for the
+    /// `o.len() / hd` queries, keys in order.
+    pub attn_values_group_f32: fn(&AttnGroup, &mut [f32], &[f32], &[f32]),
+    /// As [`Kernels::attn_values_group_f32`] with f16 values.
+    pub attn_values_group_f16: fn(&AttnGroup, &mut [f32], &[f32], &[f16]),
     /// `s = softmax(s)` in place (attention's probabilities). SIMD levels compute `exp`
     /// with a polynomial (see [`exp_poly`]) instead of a libm call per score.
     pub softmax: fn(&mut [f32]),
@@ -123,6 +136,40 @@ pub(crate) fn attn_dims(rows: usize, width: usize, stride: usize, len: usize) {
             need.is_some_and(|n| n <= len),
             "attention kernel: {rows} rows of {width} at stride {stride} exceed {len} values"
         );
+    }
+}
+
+/// The shape of a grouped attention call ([`Kernels::attn_scores_group_f32`],
+/// [`Kernels::attn_values_group_f32`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnGroup {
+    /// Values per query (and per output row): the head size.
+    pub hd: usize,
+    /// Keys (cache slots) to read.
+    pub n: usize,
+    /// Distance between consecutive cache rows, in elements.
+    pub stride: usize,
+    /// Distance between consecutive queries' rows of scores (probabilities), `>= n`.
+    pub row_stride: usize,
+}
+
+impl AttnGroup {
+    /// Check a call's slice lengths against the shape and return the number of queries:
+    /// `qlen` query (or output) values, `n` keys of `hd` values at `stride` in `cache`
+    /// values, and one row of `n` scores per query at `row_stride` in `scores` values.
+    /// Panics when they do not fit.
+    pub(crate) fn queries(&self, qlen: usize, cache: usize, scores: usize) -> usize {
+        assert!(
+            self.hd > 0 && qlen.is_multiple_of(self.hd) && self.n <= self.row_stride,
+            "attention group: {qlen} query values for head size {}, {} keys in rows of {}",
+            self.hd,
+            self.n,
+            self.row_stride
+        );
+        let nq = qlen / self.hd;
+        attn_dims(self.n, self.hd, self.stride, cache);
+        attn_dims(nq, self.n, self.row_stride, scores);
+        nq
     }
 }
 

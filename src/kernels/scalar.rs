@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::{attn_dims, group_dims, group_dims_sub, CodedKernels, Kernels};
+use super::{attn_dims, group_dims, group_dims_sub, AttnGroup, CodedKernels, Kernels};
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::kx16::{CodedX16, SubScales, SUB};
 use crate::quant::{quantize_act_q8_0, BlockQ8_0, QK};
@@ -18,6 +18,10 @@ pub static KERNELS: Kernels = Kernels {
     attn_scores_f16,
     attn_values_f32,
     attn_values_f16,
+    attn_scores_group_f32,
+    attn_scores_group_f16,
+    attn_values_group_f32,
+    attn_values_group_f16,
     softmax,
     silu_mul,
     quantize_q8_0: quantize_act_q8_0,
@@ -114,6 +118,40 @@ pub fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
     attn_dims(p.len(), o.len(), stride, vals.len());
     for (j, &pj) in p.iter().enumerate() {
         axpy_f16(o, pj, &vals[j * stride..j * stride + o.len()]);
+    }
+}
+
+/// Reference: one [`attn_scores_f32`] per query.
+pub fn attn_scores_group_f32(g: &AttnGroup, q: &[f32], keys: &[f32], out: &mut [f32]) {
+    let nq = g.queries(q.len(), keys.len(), out.len());
+    for i in 0..nq {
+        let row = &mut out[i * g.row_stride..i * g.row_stride + g.n];
+        attn_scores_f32(&q[i * g.hd..(i + 1) * g.hd], keys, g.stride, row);
+    }
+}
+
+pub fn attn_scores_group_f16(g: &AttnGroup, q: &[f32], keys: &[f16], out: &mut [f32]) {
+    let nq = g.queries(q.len(), keys.len(), out.len());
+    for i in 0..nq {
+        let row = &mut out[i * g.row_stride..i * g.row_stride + g.n];
+        attn_scores_f16(&q[i * g.hd..(i + 1) * g.hd], keys, g.stride, row);
+    }
+}
+
+/// Reference: one [`attn_values_f32`] per query.
+pub fn attn_values_group_f32(g: &AttnGroup, o: &mut [f32], p: &[f32], vals: &[f32]) {
+    let nq = g.queries(o.len(), vals.len(), p.len());
+    for i in 0..nq {
+        let pi = &p[i * g.row_stride..i * g.row_stride + g.n];
+        attn_values_f32(&mut o[i * g.hd..(i + 1) * g.hd], pi, vals, g.stride);
+    }
+}
+
+pub fn attn_values_group_f16(g: &AttnGroup, o: &mut [f32], p: &[f32], vals: &[f16]) {
+    let nq = g.queries(o.len(), vals.len(), p.len());
+    for i in 0..nq {
+        let pi = &p[i * g.row_stride..i * g.row_stride + g.n];
+        attn_values_f16(&mut o[i * g.hd..(i + 1) * g.hd], pi, vals, g.stride);
     }
 }
 

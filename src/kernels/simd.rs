@@ -201,6 +201,145 @@ pub(crate) fn attn_values<S: F32Simd, E: Elem, const U: usize>(
     }
 }
 
+/// Queries per pass of the grouped attention loops: their accumulators stay in registers
+/// (4 · `U` vectors for the values), and each key or value row is loaded once per pass.
+const GROUP_CHUNK: usize = 4;
+
+/// Grouped attention scores (see `Kernels::attn_scores_group_f32`): passes of up to
+/// [`GROUP_CHUNK`] queries; per key, each `LANES`-wide slice of the row is loaded (and
+/// converted) once and multiplied into one accumulator per query, which is then reduced,
+/// plus the tail `Σ q[d] · k[d]` in order.
+#[inline(always)]
+pub(crate) fn attn_scores_group<S: F32Simd, E: Elem>(
+    s: S,
+    g: &super::AttnGroup,
+    q: &[f32],
+    keys: &[E],
+    out: &mut [f32],
+) {
+    let nq = g.queries(q.len(), keys.len(), out.len());
+    let mut i = 0;
+    while i < nq {
+        match nq - i {
+            1 => scores_pass::<S, E, 1>(s, g, q, keys, out, i),
+            2 => scores_pass::<S, E, 2>(s, g, q, keys, out, i),
+            3 => scores_pass::<S, E, 3>(s, g, q, keys, out, i),
+            _ => scores_pass::<S, E, GROUP_CHUNK>(s, g, q, keys, out, i),
+        }
+        i += (nq - i).min(GROUP_CHUNK);
+    }
+}
+
+/// Scores of queries `i0..i0 + R` (checked by the caller through `AttnGroup::queries`).
+#[inline(always)]
+fn scores_pass<S: F32Simd, E: Elem, const R: usize>(
+    s: S,
+    g: &super::AttnGroup,
+    q: &[f32],
+    keys: &[E],
+    out: &mut [f32],
+    i0: usize,
+) {
+    let (hd, l) = (g.hd, S::LANES);
+    let m = hd / l * l;
+    let qs: [&[f32]; R] = std::array::from_fn(|r| &q[(i0 + r) * hd..(i0 + r + 1) * hd]);
+    for j in 0..g.n {
+        let key = &keys[j * g.stride..j * g.stride + hd];
+        let mut acc = [s.zero(); R];
+        for d in (0..m).step_by(l) {
+            // SAFETY: d + LANES <= m <= hd, the length of `key` and of every `qs[r]`.
+            unsafe {
+                let kv = E::load_n::<S, 1>(s, key.as_ptr().add(d))[0];
+                for r in 0..R {
+                    acc[r] = s.fma(kv, s.load(qs[r].as_ptr().add(d)), acc[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            let mut v = s.reduce(acc[r]);
+            for d in m..hd {
+                v += E::to_f32(s, key[d]) * qs[r][d];
+            }
+            out[(i0 + r) * g.row_stride + j] = v;
+        }
+    }
+}
+
+/// Grouped attention output (see `Kernels::attn_values_group_f32`): passes of up to
+/// [`GROUP_CHUNK`] queries; `U · LANES` output values of each query stay in registers
+/// across all keys while each value row's slice is loaded (and converted) once per pass;
+/// the tail element by element, keys in order.
+#[inline(always)]
+pub(crate) fn attn_values_group<S: F32Simd, E: Elem, const U: usize>(
+    s: S,
+    g: &super::AttnGroup,
+    o: &mut [f32],
+    p: &[f32],
+    vals: &[E],
+) {
+    let nq = g.queries(o.len(), vals.len(), p.len());
+    let mut i = 0;
+    while i < nq {
+        match nq - i {
+            1 => values_pass::<S, E, U, 1>(s, g, o, p, vals, i),
+            2 => values_pass::<S, E, U, 2>(s, g, o, p, vals, i),
+            3 => values_pass::<S, E, U, 3>(s, g, o, p, vals, i),
+            _ => values_pass::<S, E, U, GROUP_CHUNK>(s, g, o, p, vals, i),
+        }
+        i += (nq - i).min(GROUP_CHUNK);
+    }
+}
+
+/// Output of queries `i0..i0 + R` (checked by the caller through `AttnGroup::queries`).
+#[inline(always)]
+fn values_pass<S: F32Simd, E: Elem, const U: usize, const R: usize>(
+    s: S,
+    g: &super::AttnGroup,
+    o: &mut [f32],
+    p: &[f32],
+    vals: &[E],
+    i0: usize,
+) {
+    let (hd, n) = (g.hd, g.n);
+    let step = U * S::LANES;
+    let m = hd / step * step;
+    let ps: [&[f32]; R] = std::array::from_fn(|r| &p[(i0 + r) * g.row_stride..][..n]);
+    let os = o[i0 * hd..(i0 + R) * hd].as_mut_ptr();
+    for c in (0..m).step_by(step) {
+        // SAFETY: c + U · LANES <= m <= hd, so each query's output slice `c..c + step` is
+        // inside `o` (R rows of hd from i0); `AttnGroup::queries` checked that rows j < n
+        // of hd values at `stride` are inside `vals`.
+        unsafe {
+            let mut acc: [[S::V; U]; R] =
+                std::array::from_fn(|r| f32::load_n::<S, U>(s, os.add(r * hd + c)));
+            // `j` indexes the value rows and every query's probabilities alike.
+            #[allow(clippy::needless_range_loop)]
+            for j in 0..n {
+                let v = E::load_n::<S, U>(s, vals.as_ptr().add(j * g.stride + c));
+                for r in 0..R {
+                    let pj = s.splat(ps[r][j]);
+                    for k in 0..U {
+                        acc[r][k] = s.fma(pj, v[k], acc[r][k]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                for (k, v) in a.iter().enumerate() {
+                    s.store(os.add(r * hd + c + k * S::LANES), *v);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        let orow = &mut o[(i0 + r) * hd..(i0 + r + 1) * hd];
+        for (d, od) in orow.iter_mut().enumerate().skip(m) {
+            for (j, &pj) in ps[r].iter().enumerate() {
+                *od += pj * E::to_f32(s, vals[j * g.stride + d]);
+            }
+        }
+    }
+}
+
 /// One Q8_0 block pair's `Σ w·x · d_w · d_x` added to a float accumulator.
 pub(crate) trait Q8Dot: Copy {
     type Acc: Copy;
@@ -254,9 +393,9 @@ macro_rules! kernel {
 pub(crate) use kernel;
 
 /// Generates the safe table entries `dot_f32`, `dot_f16`, `axpy_f32`, `axpy_f16`,
-/// `attn_scores_f32`, `attn_scores_f16`, `attn_values_f32` and `attn_values_f16` of one
-/// ISA from the skeletons above with [`kernel!`]. `$u16`: vectors per step of the f16
-/// `axpy` / `attn_values` loops (1 or 2).
+/// `attn_scores_f32`, `attn_scores_f16`, `attn_values_f32`, `attn_values_f16` and their
+/// `_group_` forms of one ISA from the skeletons above with [`kernel!`]. `$u16`: vectors
+/// per step of the f16 `axpy` / `attn_values` loops (1 or 2).
 macro_rules! float_kernels {
     ($feat:literal, $tok:expr, $u16:literal) => {
         $crate::kernels::simd::kernel!($feat, $tok, dot_f32, (w: &[f32], x: &[f32]) -> f32,
@@ -279,6 +418,18 @@ macro_rules! float_kernels {
         $crate::kernels::simd::kernel!($feat, $tok, attn_values_f16,
             (o: &mut [f32], p: &[f32], vals: &[half::f16], stride: usize) -> (),
             |s| $crate::kernels::simd::attn_values::<_, half::f16, $u16>(s, o, p, vals, stride));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_group_f32,
+            (g: &$crate::kernels::AttnGroup, q: &[f32], keys: &[f32], out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores_group(s, g, q, keys, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_group_f16,
+            (g: &$crate::kernels::AttnGroup, q: &[f32], keys: &[half::f16], out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores_group(s, g, q, keys, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_values_group_f32,
+            (g: &$crate::kernels::AttnGroup, o: &mut [f32], p: &[f32], vals: &[f32]) -> (),
+            |s| $crate::kernels::simd::attn_values_group::<_, f32, 1>(s, g, o, p, vals));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_values_group_f16,
+            (g: &$crate::kernels::AttnGroup, o: &mut [f32], p: &[f32], vals: &[half::f16]) -> (),
+            |s| $crate::kernels::simd::attn_values_group::<_, half::f16, $u16>(s, g, o, p, vals));
     };
 }
 pub(crate) use float_kernels;

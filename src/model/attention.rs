@@ -8,7 +8,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{ModelConfig, Rope};
-use crate::kernels::Kernels;
+use crate::kernels::{AttnGroup, Kernels};
 use crate::kv::{axpy, LayerView, StoreRef};
 use crate::quant::{BlockQ8_0, QK};
 
@@ -21,9 +21,12 @@ pub(super) struct SinkRotation<'a> {
 }
 
 /// `out = softmax(q·Kᵀ / √head_dim) · V` for every query head of every batch token, against
-/// the cache (which already holds the batch's keys and values). Heads are split across
-/// threads. Slot order is position order until the window wraps, so the f32 cache sums
-/// exactly as the flat cache always did.
+/// the cache (which already holds the batch's keys and values). The query heads that share
+/// a kv head go together (split across threads by token and kv head): with a float cache
+/// and no slot overwritten by a later token of the batch, each key and value row is read
+/// once for the whole group ([`attend_group`]); otherwise head by head ([`attend`]). Slot
+/// order is position order until the window wraps, so the f32 cache sums in the order the
+/// flat cache always did.
 pub(super) fn attention(
     k: &Kernels,
     cfg: &ModelConfig,
@@ -35,22 +38,96 @@ pub(super) fn attention(
     thread_local! {
         static SCRATCH: RefCell<HeadScratch> = RefCell::new(HeadScratch::default());
     }
-    let (hd, n_heads, kv_dim) = (cfg.head_dim, cfg.n_heads, cfg.kv_dim());
+    let (hd, n_kv, kv_dim) = (cfg.head_dim, cfg.n_kv_heads, cfg.kv_dim());
     let group = cfg.n_heads / cfg.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let half = hd / 2;
-    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-        let (t, h) = (i / n_heads, i % n_heads);
-        let slots = Slots::new(view, t, (h / group) * hd, hd, kv_dim);
-        let rot = (
-            &sink.cos[t * half..(t + 1) * half],
-            &sink.sin[t * half..(t + 1) * half],
-        );
-        SCRATCH.with_borrow_mut(|sc| {
-            let q = sc.q.prepare(k, &q[i * hd..(i + 1) * hd], &slots, rot);
-            attend(k, &q, &slots, scale, &mut sc.scores, o);
+    // Heads are laid out token by token, the `group` heads of a kv head next to each
+    // other, so chunk `i` is kv head `i % n_kv` of token `i / n_kv`.
+    out.par_chunks_mut(group * hd)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let (t, kvh) = (i / n_kv, i % n_kv);
+            let slots = Slots::new(view, t, kvh * hd, hd, kv_dim);
+            let rot = (
+                &sink.cos[t * half..(t + 1) * half],
+                &sink.sin[t * half..(t + 1) * half],
+            );
+            let qg = &q[i * group * hd..(i + 1) * group * hd];
+            SCRATCH.with_borrow_mut(|sc| {
+                if !attend_group(k, qg, &slots, rot, scale, sc, o) {
+                    for (qh, oh) in qg.chunks_exact(hd).zip(o.chunks_exact_mut(hd)) {
+                        let q = sc.q.prepare(k, qh, &slots, rot);
+                        attend(k, &q, &slots, scale, &mut sc.scores, oh);
+                    }
+                }
+            });
         });
-    });
+}
+
+/// The query heads `qg` of one token that share a kv head, with a float cache read in
+/// place: scores of all heads (sinks with the rotated queries), softmax per head, weighted
+/// values, each cache row loaded once per group by the `_group_` kernels. Returns false,
+/// doing nothing, when the slots need the head-by-head path (a q8_0 cache, or rows that a
+/// later token of the batch overwrote).
+fn attend_group(
+    k: &Kernels,
+    qg: &[f32],
+    s: &Slots,
+    (cos, sin): (&[f32], &[f32]),
+    scale: f32,
+    sc: &mut HeadScratch,
+    o: &mut [f32],
+) -> bool {
+    let (len, ns, off, kv_dim, hd) = (s.len, s.n_sinks, s.off, s.kv_dim, s.hd);
+    let float = matches!(
+        (s.view.k, s.view.v),
+        (StoreRef::F32(_), StoreRef::F32(_)) | (StoreRef::F16(_), StoreRef::F16(_))
+    );
+    if s.future || !float || len == 0 {
+        return false;
+    }
+    let nq = qg.len() / hd;
+    let scores = &mut sc.scores;
+    scores.clear();
+    scores.resize(nq * len, 0.0);
+    let shape = |n| AttnGroup {
+        hd,
+        n,
+        stride: kv_dim,
+        row_stride: len,
+    };
+    if ns > 0 {
+        let rotated = &mut sc.q.sink;
+        rotated.clear();
+        rotated.extend_from_slice(qg);
+        for h in rotated.chunks_exact_mut(hd) {
+            Rope::apply(h, cos, sin);
+        }
+        match s.view.k {
+            StoreRef::F32(kc) => (k.attn_scores_group_f32)(&shape(ns), rotated, &kc[off..], scores),
+            StoreRef::F16(kc) => (k.attn_scores_group_f16)(&shape(ns), rotated, &kc[off..], scores),
+            StoreRef::Q8_0(_) => unreachable!("checked above"),
+        }
+    }
+    let rest = &mut scores[ns..];
+    let at = ns * kv_dim + off;
+    match s.view.k {
+        StoreRef::F32(kc) => (k.attn_scores_group_f32)(&shape(len - ns), qg, &kc[at..], rest),
+        StoreRef::F16(kc) => (k.attn_scores_group_f16)(&shape(len - ns), qg, &kc[at..], rest),
+        StoreRef::Q8_0(_) => unreachable!("checked above"),
+    }
+    for row in scores.chunks_exact_mut(len) {
+        row.iter_mut().for_each(|x| *x *= scale);
+        (k.softmax)(row);
+    }
+    o.fill(0.0);
+    match s.view.v {
+        StoreRef::F32(vc) => (k.attn_values_group_f32)(&shape(len), o, scores, &vc[off..]),
+        StoreRef::F16(vc) => (k.attn_values_group_f16)(&shape(len), o, scores, &vc[off..]),
+        StoreRef::Q8_0(_) => unreachable!("checked above"),
+    }
+    true
 }
 
 /// One query head: scores against the visible slots, softmax, weighted sum of values.
