@@ -123,35 +123,49 @@ pub fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
 
 /// Reference: one [`attn_scores_f32`] per query.
 pub fn attn_scores_group_f32(g: &AttnGroup, q: &[f32], keys: &[f32], out: &mut [f32]) {
-    let nq = g.queries(q.len(), keys.len(), out.len());
-    for i in 0..nq {
-        let row = &mut out[i * g.row_stride..i * g.row_stride + g.n];
-        attn_scores_f32(&q[i * g.hd..(i + 1) * g.hd], keys, g.stride, row);
-    }
+    scores_per_query(g, q, keys, out, attn_scores_f32);
 }
 
 pub fn attn_scores_group_f16(g: &AttnGroup, q: &[f32], keys: &[f16], out: &mut [f32]) {
-    let nq = g.queries(q.len(), keys.len(), out.len());
-    for i in 0..nq {
-        let row = &mut out[i * g.row_stride..i * g.row_stride + g.n];
-        attn_scores_f16(&q[i * g.hd..(i + 1) * g.hd], keys, g.stride, row);
-    }
+    scores_per_query(g, q, keys, out, attn_scores_f16);
 }
 
 /// Reference: one [`attn_values_f32`] per query.
 pub fn attn_values_group_f32(g: &AttnGroup, o: &mut [f32], p: &[f32], vals: &[f32]) {
-    let nq = g.queries(o.len(), vals.len(), p.len());
-    for i in 0..nq {
-        let pi = &p[i * g.row_stride..i * g.row_stride + g.n];
-        attn_values_f32(&mut o[i * g.hd..(i + 1) * g.hd], pi, vals, g.stride);
-    }
+    values_per_query(g, o, p, vals, attn_values_f32);
 }
 
 pub fn attn_values_group_f16(g: &AttnGroup, o: &mut [f32], p: &[f32], vals: &[f16]) {
+    values_per_query(g, o, p, vals, attn_values_f16);
+}
+
+/// A grouped scores call as one one-query call per query.
+fn scores_per_query<E>(
+    g: &AttnGroup,
+    q: &[f32],
+    keys: &[E],
+    out: &mut [f32],
+    one: fn(&[f32], &[E], usize, &mut [f32]),
+) {
+    let nq = g.queries(q.len(), keys.len(), out.len());
+    for i in 0..nq {
+        let row = &mut out[i * g.row_stride..i * g.row_stride + g.n];
+        one(&q[i * g.hd..(i + 1) * g.hd], keys, g.stride, row);
+    }
+}
+
+/// A grouped values call as one one-query call per query.
+fn values_per_query<E>(
+    g: &AttnGroup,
+    o: &mut [f32],
+    p: &[f32],
+    vals: &[E],
+    one: fn(&mut [f32], &[f32], &[E], usize),
+) {
     let nq = g.queries(o.len(), vals.len(), p.len());
     for i in 0..nq {
         let pi = &p[i * g.row_stride..i * g.row_stride + g.n];
-        attn_values_f16(&mut o[i * g.hd..(i + 1) * g.hd], pi, vals, g.stride);
+        one(&mut o[i * g.hd..(i + 1) * g.hd], pi, vals, g.stride);
     }
 }
 

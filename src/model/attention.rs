@@ -66,27 +66,62 @@ pub(super) fn attention(
 }
 
 /// The query heads `qg` of one token that share a kv head, with a float cache read in
-/// place: scores of all heads (sinks with the rotated queries), softmax per head, weighted
-/// values, each cache row loaded once per group by the `_group_` kernels. Returns false,
-/// doing nothing, when the slots need the head-by-head path (a q8_0 cache, or rows that a
-/// later token of the batch overwrote).
+/// place (see [`attend_group_in`]). Returns false, doing nothing, when the slots need the
+/// head-by-head path (a q8_0 cache, or rows that a later token of the batch overwrote).
 fn attend_group(
     k: &Kernels,
+    qg: &[f32],
+    s: &Slots,
+    rot: (&[f32], &[f32]),
+    scale: f32,
+    sc: &mut HeadScratch,
+    o: &mut [f32],
+) -> bool {
+    if s.future || s.len == 0 {
+        return false;
+    }
+    match (s.view.k, s.view.v) {
+        (StoreRef::F32(kc), StoreRef::F32(vc)) => {
+            let g = GroupKernels {
+                scores: k.attn_scores_group_f32,
+                values: k.attn_values_group_f32,
+            };
+            attend_group_in(k, &g, kc, vc, qg, s, rot, scale, sc, o);
+        }
+        (StoreRef::F16(kc), StoreRef::F16(vc)) => {
+            let g = GroupKernels {
+                scores: k.attn_scores_group_f16,
+                values: k.attn_values_group_f16,
+            };
+            attend_group_in(k, &g, kc, vc, qg, s, rot, scale, sc, o);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// The grouped kernels of one cache element type.
+struct GroupKernels<E> {
+    scores: fn(&AttnGroup, &[f32], &[E], &mut [f32]),
+    values: fn(&AttnGroup, &mut [f32], &[f32], &[E]),
+}
+
+/// Scores of all heads of the group (the sinks with the rotated queries), softmax per
+/// head, weighted values: each cache row of `kc` / `vc` loaded once per group.
+#[allow(clippy::too_many_arguments)]
+fn attend_group_in<E>(
+    k: &Kernels,
+    g: &GroupKernels<E>,
+    kc: &[E],
+    vc: &[E],
     qg: &[f32],
     s: &Slots,
     (cos, sin): (&[f32], &[f32]),
     scale: f32,
     sc: &mut HeadScratch,
     o: &mut [f32],
-) -> bool {
+) {
     let (len, ns, off, kv_dim, hd) = (s.len, s.n_sinks, s.off, s.kv_dim, s.hd);
-    let float = matches!(
-        (s.view.k, s.view.v),
-        (StoreRef::F32(_), StoreRef::F32(_)) | (StoreRef::F16(_), StoreRef::F16(_))
-    );
-    if s.future || !float || len == 0 {
-        return false;
-    }
     let nq = qg.len() / hd;
     let scores = &mut sc.scores;
     scores.clear();
@@ -104,30 +139,16 @@ fn attend_group(
         for h in rotated.chunks_exact_mut(hd) {
             Rope::apply(h, cos, sin);
         }
-        match s.view.k {
-            StoreRef::F32(kc) => (k.attn_scores_group_f32)(&shape(ns), rotated, &kc[off..], scores),
-            StoreRef::F16(kc) => (k.attn_scores_group_f16)(&shape(ns), rotated, &kc[off..], scores),
-            StoreRef::Q8_0(_) => unreachable!("checked above"),
-        }
+        (g.scores)(&shape(ns), rotated, &kc[off..], scores);
     }
-    let rest = &mut scores[ns..];
-    let at = ns * kv_dim + off;
-    match s.view.k {
-        StoreRef::F32(kc) => (k.attn_scores_group_f32)(&shape(len - ns), qg, &kc[at..], rest),
-        StoreRef::F16(kc) => (k.attn_scores_group_f16)(&shape(len - ns), qg, &kc[at..], rest),
-        StoreRef::Q8_0(_) => unreachable!("checked above"),
-    }
+    let rest = ns * kv_dim + off;
+    (g.scores)(&shape(len - ns), qg, &kc[rest..], &mut scores[ns..]);
     for row in scores.chunks_exact_mut(len) {
         row.iter_mut().for_each(|x| *x *= scale);
         (k.softmax)(row);
     }
     o.fill(0.0);
-    match s.view.v {
-        StoreRef::F32(vc) => (k.attn_values_group_f32)(&shape(len), o, scores, &vc[off..]),
-        StoreRef::F16(vc) => (k.attn_values_group_f16)(&shape(len), o, scores, &vc[off..]),
-        StoreRef::Q8_0(_) => unreachable!("checked above"),
-    }
-    true
+    (g.values)(&shape(len), o, scores, &vc[off..]);
 }
 
 /// One query head: scores against the visible slots, softmax, weighted sum of values.

@@ -57,26 +57,24 @@ impl ModelConfig {
 
     /// Check the relations the forward pass relies on.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.n_layers > Self::MAX_LAYERS {
-            return Err(format!(
-                "layer count = {} is out of range (at most {})",
-                self.n_layers,
-                Self::MAX_LAYERS
-            ));
-        }
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden size", self.dim),
-            ("intermediate size", self.ffn_dim),
-            ("layer count", self.n_layers),
-            ("head count", self.n_heads),
-            ("kv head count", self.n_kv_heads),
-            ("head_dim", self.head_dim),
-            ("context length", self.context_length),
+        // Every size is positive and bounded; the layer count more tightly (see MAX_LAYERS).
+        const MAX: usize = 1 << 24;
+        let sizes = [
+            ("vocab_size", self.vocab_size, MAX),
+            ("hidden size", self.dim, MAX),
+            ("intermediate size", self.ffn_dim, MAX),
+            ("layer count", self.n_layers, Self::MAX_LAYERS),
+            ("head count", self.n_heads, MAX),
+            ("kv head count", self.n_kv_heads, MAX),
+            ("head_dim", self.head_dim, MAX),
+            ("context length", self.context_length, MAX),
         ];
-        for (what, v) in positive {
-            if v == 0 || v > 1 << 24 {
-                return Err(format!("{what} = {v} is out of range"));
+        for (what, v, max) in sizes {
+            if v == 0 {
+                return Err(format!("{what} = 0 is out of range"));
+            }
+            if v > max {
+                return Err(format!("{what} = {v} is out of range (at most {max})"));
             }
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
