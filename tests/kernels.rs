@@ -490,6 +490,53 @@ fn quantize_q8_0_is_bit_identical() {
     }
 }
 
+/// The converter's grid kernels give bit-identical scores, scales and errors on every
+/// level (so a file does not depend on the machine that wrote it, and the tests' model
+/// cache may be converted at any level): odd block lengths, both signs of inverse scale,
+/// zero scales, code ranges of every encoder, random values and weights with zeros.
+#[test]
+fn grid_kernels_are_bit_identical() {
+    use llq::quant::search::{grid_block, grid_errors, grid_scores, GridScores, GRID_LANES};
+    let mut rng = Rng(17);
+    for k in simd_levels() {
+        for n in [1usize, 7, 16, 31, 32] {
+            for (lo, hi) in [
+                (-8.0f32, 7.0f32),
+                (-16.0, 15.0),
+                (-127.0, 127.0),
+                (-32.0, 31.0),
+            ] {
+                for kind in 0..8 {
+                    let x = quant_inputs(&mut rng, n, kind);
+                    let w: Vec<f32> = (0..n)
+                        .map(|i| if i % 5 == 0 { 0.0 } else { rng.f().abs() * 3.0 })
+                        .collect();
+                    let Some(b) = grid_block(&x, &w, lo, hi) else {
+                        continue;
+                    };
+                    let inv: [f32; GRID_LANES] = std::array::from_fn(|c| match c {
+                        0 => 0.0,
+                        _ if c % 2 == 0 => -hi * (1.0 + rng.f() * 0.5),
+                        _ => hi * (1.0 + rng.f() * 0.5),
+                    });
+                    let d = inv.map(|s| if s != 0.0 { 1.0 / s } else { 0.0 });
+                    let (mut want, mut got) = (GridScores::default(), GridScores::default());
+                    grid_scores(&b, &inv, &mut want);
+                    (k.grid_scores)(&b, &inv, &mut got);
+                    let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    let what = format!("{} n={n} range {lo}..{hi} kind {kind}", k.name);
+                    assert_eq!(bits(&got.score), bits(&want.score), "grid_scores {what}");
+                    assert_eq!(bits(&got.scale), bits(&want.scale), "grid_scores {what}");
+                    let (mut want, mut got) = ([0.0f32; GRID_LANES], [0.0f32; GRID_LANES]);
+                    grid_errors(&b, &inv, &d, &mut want);
+                    (k.grid_errors)(&b, &inv, &d, &mut got);
+                    assert_eq!(bits(&got), bits(&want), "grid_errors {what}");
+                }
+            }
+        }
+    }
+}
+
 /// The activation quantizer is ggml's, bit for bit: `tools/gen_ggml_act_q8_0_vectors.py`
 /// ran ggml-cpu's own Q8_0 `from_float` (the function llama.cpp quantizes a matrix
 /// product's activations and a q8_0 KV cache with) on rows that include exact ties and

@@ -33,9 +33,24 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Gguf
             out.len()
         )));
     }
+    // The float types element by element inline (a call per element through `block_fn`
+    // was a tenth of converting an F32 checkpoint).
+    match ty {
+        GgmlType::F32 => {
+            for (b, y) in data.chunks_exact(4).zip(out.iter_mut()) {
+                *y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            return Ok(());
+        }
+        GgmlType::F16 => {
+            for (b, y) in data.chunks_exact(2).zip(out.iter_mut()) {
+                *y = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let block_fn: fn(&[u8], &mut [f32]) = match ty {
-        GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        GgmlType::F16 => |b, y| y[0] = f16_at(b, 0),
         GgmlType::BF16 => |b, y| y[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
         GgmlType::Q4_0 => block_q4_0,
         GgmlType::Q4_1 => block_q4_1,

@@ -26,6 +26,7 @@ use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
 };
+use crate::quant::search::{GridBlock, GridScores, GRID_LANES};
 use crate::quant::BlockQ8_0;
 
 /// One implementation level of every kernel the forward pass calls.
@@ -71,6 +72,14 @@ pub struct Kernels {
     pub silu_mul: fn(&mut [f32], &[f32]),
     /// Quantize activations to Q8_0 (bit-identical to the reference quantizer).
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
+    /// The converter's block search: one block's score at [`GRID_LANES`] inverse scales
+    /// side by side (see [`crate::quant::search::grid_scores`], the reference; every level
+    /// is bit-identical to it, so files do not depend on the machine that wrote them).
+    pub grid_scores: GridFn,
+    /// The converter's f16 refinement: one block's weighted error at [`GRID_LANES`]
+    /// scales side by side, codes re-rounded for each (see
+    /// [`crate::quant::search::grid_errors`], the reference; bit-identical on every level).
+    pub grid_errors: GridErrFn,
     /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
     /// `nb` superblocks, `x` holds `toks` rows of `nb` activation blocks, and
     /// `out[t * 16 + i] = Σ_b d_w[b][i] · d_x[t][b] · Σ_k q_w · q_x` (see
@@ -123,6 +132,11 @@ pub mod exp_poly {
 }
 
 /// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].
+/// [`Kernels::grid_scores`].
+pub type GridFn = fn(&GridBlock, &[f32; GRID_LANES], &mut GridScores);
+/// [`Kernels::grid_errors`].
+pub type GridErrFn = fn(&GridBlock, &[f32; GRID_LANES], &[f32; GRID_LANES], &mut [f32; GRID_LANES]);
+
 pub type GroupFn<W> = fn(&[W], &[ActQ8], &mut [f32]);
 
 /// Check the arguments of an attention call: `rows` rows of `width` values at `stride`

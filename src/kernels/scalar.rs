@@ -25,6 +25,8 @@ pub static KERNELS: Kernels = Kernels {
     softmax,
     silu_mul,
     quantize_q8_0: quantize_act_q8_0,
+    grid_scores: crate::quant::search::grid_scores,
+    grid_errors: crate::quant::search::grid_errors,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: CODED,

@@ -27,10 +27,10 @@
 //!   offsets are subtracted); the best is then improved by alternating "round the codes
 //!   for (d, m)" and "re-fit (d, m) to the codes" until it stops improving
 //!   ([`fit_affine`]).
-//! - Symmetric blocks (Q5_0, the 16-weight sub-blocks of Q6_K), x̂ = d·q: the exact search
-//!   of `search::exact_search` (every code vector that rounding produces, ranked by its
-//!   least-squares error), over all scales for Q5_0 and over a window around
-//!   nmax/max|x| for Q6_K.
+//! - Symmetric Q5_0 blocks, x̂ = d·q: `search::best_symmetric` (a grid of inverse scales
+//!   around nmax/max|x| scored many at a time by the kernels, then the f16 scale; every
+//!   scale exactly when the weights are very uneven). Q6_K's 16-weight sub-blocks start
+//!   from llama.cpp's rounding and are searched at level two, below.
 //! - The K-quants' second level: sub-block scales (and mins) are stored as 6-bit (Q4_K,
 //!   Q5_K) or i8 (Q6_K) multiples of f16 super-block scales. Starting from
 //!   super-scale = largest sub-scale / 63 (127), the encoder alternates: round the

@@ -11,7 +11,7 @@ pub mod kx16;
 pub mod native;
 mod q4_0;
 mod q8_0;
-mod search;
+pub mod search;
 mod weight;
 
 pub use q4_0::{

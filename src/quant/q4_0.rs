@@ -27,23 +27,34 @@ impl BlockQ4_0 {
 pub fn quantize_row_q4_0(src: &[f32], out: &mut [BlockQ4_0]) {
     assert_eq!(src.len(), out.len() * QK);
     for (x, b) in src.chunks_exact(QK).zip(out.iter_mut()) {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        b.d = half::f16::from_f32(d).to_bits();
+        let (q, d) = reference_codes(x);
+        b.d = d;
         for j in 0..QK / 2 {
-            let lo = ((x[j] * id + 8.5) as i32).clamp(0, 15) as u8;
-            let hi = ((x[j + QK / 2] * id + 8.5) as i32).clamp(0, 15) as u8;
-            b.qs[j] = lo | (hi << 4);
+            b.qs[j] = (q[j] + 8) as u8 | (((q[j + QK / 2] + 8) as u8) << 4);
         }
     }
+}
+
+/// [`quantize_row_q4_0`] of one block as codes in [−8, 7] and the f16 bits of its scale.
+fn reference_codes(x: &[f32]) -> ([i8; QK], u16) {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0i8; QK];
+    for (c, &v) in q.iter_mut().zip(x) {
+        // trunc(t) clamped to [0, 15] is trunc of t clamped to [0, 15] (a NaN stays NaN
+        // and casts to 0, as before).
+        let t = (v * id + 8.5).clamp(0.0, 15.0);
+        *c = t as i8 - 8;
+    }
+    (q, half::f16::from_f32(d).to_bits())
 }
 
 pub fn dequantize_row_q4_0(src: &[BlockQ4_0], out: &mut [f32]) {
@@ -66,8 +77,7 @@ pub fn quantize_row_q4_0_search(src: &[f32], out: &mut [BlockQ4_0]) {
 /// Q4_0 that minimises the *weighted* squared error Σ w_j (x_j − x̂_j)² of each block.
 /// Same block format as [`quantize_row_q4_0`] (so the same kernels and llama.cpp can read
 /// it), but the scale is not tied to the largest value: per block, the scale and codes
-/// that minimise the error are searched exactly (before f16 rounding of the scale, see
-/// [`block_q4_0_weighted`]). `weights` has one non-negative weight per element of `src`
+/// that minimise the error are searched (see [`block_q4_0_weighted`]). `weights` has one non-negative weight per element of `src`
 /// (the converter passes a column-importance vector per row); `None` means all 1.
 pub fn quantize_row_q4_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ4_0]) {
     assert_eq!(src.len(), out.len() * QK);
@@ -89,11 +99,11 @@ const Q4_WINDOW_WEIGHT_RATIO: f32 = 64.0;
 /// One Q4_0 block minimising Σ w (x − x̂)² with x̂ = d·(q − 8), d stored as f16.
 ///
 /// Candidates: llama.cpp's reference block (so the result is never worse than it under
-/// the same weights), and for each sign of d the exact optimum of [`exact_search`]. Each
-/// is then adjusted for the f16 scale: the nearest f16 and its two neighbours are tried,
-/// with the codes both kept and re-rounded for that scale, and re-fitted once more by
-/// least squares. The lowest weighted error wins. If every weight in the block is 0 the
-/// block does not matter to the objective and uniform weights are used instead.
+/// the same weights), and the best codes of `search::best_symmetric` for either sign of
+/// d (a grid of inverse scales, or every scale exactly for very uneven weights), stored
+/// with the best of the f16 scales around their least-squares one. The lowest weighted
+/// error wins. If every weight in the block is 0 the block does not matter to the
+/// objective and uniform weights are used instead.
 pub fn block_q4_0_weighted(x: &[f32], w: &[f32]) -> BlockQ4_0 {
     debug_assert!(x.len() == QK && w.len() == QK);
     let mut max = 0.0f32;
@@ -114,37 +124,33 @@ pub fn block_q4_0_weighted(x: &[f32], w: &[f32]) -> BlockQ4_0 {
         return b[0];
     }
     const ONES: [f32; QK] = [1.0; QK];
-    let w = if w.iter().any(|&v| v > 0.0) {
+    let (mut wmin, mut wmax) = (f32::INFINITY, 0.0f32);
+    for &v in w {
+        // Comparisons, not f32::min/max: their NaN rules keep the loop from vectorising
+        // (a NaN weight fails both and is left to the search's own checks).
+        wmin = if v < wmin { v } else { wmin };
+        wmax = if v > wmax { v } else { wmax };
+    }
+    let w = if wmax > 0.0 {
         w
     } else {
+        wmin = 1.0;
+        wmax = 1.0;
         &ONES[..]
     };
 
-    // Reference candidate, decoded to (codes, scale).
-    let mut r = [BlockQ4_0 {
-        d: 0,
-        qs: [0; QK / 2],
-    }];
-    quantize_row_q4_0(x, &mut r);
-    let mut q = [0i8; QK];
-    for j in 0..QK / 2 {
-        q[j] = (r[0].qs[j] & 0x0f) as i8 - 8;
-        q[j + QK / 2] = (r[0].qs[j] >> 4) as i8 - 8;
-    }
-    let d = r[0].scale();
+    // Reference candidate.
+    let (q, d) = reference_codes(x);
+    let d = half::f16::from_bits(d).to_f32();
     let mut best = Candidate {
         q,
         d,
         err: werr(x, w, &q, d),
     };
     // With weights within a factor 64 of each other the optimum lies at inverse scales
-    // s·max|x| in [4.5, 10) (every one of 323k SmolLM2 blocks; searching [4, 11] gave the
-    // same blocks as the unbounded search, bit for bit): search that window, a third of
-    // the events. Very uneven weights can make clipping the largest value, or a coarse
-    // scale, pay: those blocks are searched over all scales.
-    let (wmin, wmax) = w
-        .iter()
-        .fold((f32::INFINITY, 0.0f32), |(a, b), &v| (a.min(v), b.max(v)));
+    // s·max|x| in [4.5, 10) (every one of 323k SmolLM2 blocks with the exact search):
+    // the grid covers [4, 11]. Very uneven weights can make clipping the largest value,
+    // or a coarse scale, pay: those blocks are searched over all scales, exactly.
     let window = (wmin * Q4_WINDOW_WEIGHT_RATIO >= wmax).then_some(Q4_WINDOW);
     best_symmetric(x, w, 8, 7, window, &mut best);
     let mut b = BlockQ4_0 {

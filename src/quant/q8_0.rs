@@ -1,7 +1,7 @@
 //! Q8_0: 32 weights per block, one f16 scale, int8 values. Also the block type that
 //! activations are quantized to on the fly for the integer dot products.
 
-use super::search::{exact_search, refine_f16, werr, Candidate};
+use super::search::{grid_block, grid_coarse, grid_fine, refine_grid, werr, Candidate, Window};
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,7 +31,8 @@ pub fn quantize_row_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = half::f16::from_f32(d).to_bits();
         for (q, v) in b.qs.iter_mut().zip(x) {
-            *q = (v * id).round_ties_even() as i8;
+            // round_ties_even (|v·id| ≤ 127) without a libm call on x86-64's baseline.
+            *q = super::search::round_even_small(v * id) as i8;
         }
     }
 }
@@ -74,12 +75,12 @@ pub fn quantize_row_q8_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mu
 }
 
 /// Half-width, in codes at the largest magnitude, of the window of inverse scales around
-/// llama.cpp's 127 / max|x| that [`block_q8_0_weighted`] searches exactly.
+/// llama.cpp's 127 / max|x| that [`block_q8_0_weighted`] searches.
 const Q8_WINDOW: f32 = 2.5;
 
 /// One Q8_0 block minimising Σ w (x − d·q)² with d stored as f16: llama.cpp's block is
-/// a candidate (so the result is never worse under the same weights), and the exact
-/// optimum over inverse scales s with s·max|x| in 127 ± [`Q8_WINDOW`] (wider clipping or
+/// a candidate (so the result is never worse under the same weights), and the best of a
+/// grid of inverse scales s with s·max|x| in 127 ± [`Q8_WINDOW`] (wider clipping or
 /// coarser scales do not pay at 8 bits), adjusted for the f16 scale. All-zero weights
 /// fall back to uniform ones.
 pub fn block_q8_0_weighted(x: &[f32], w: &[f32]) -> BlockQ8_0 {
@@ -102,10 +103,17 @@ pub fn block_q8_0_weighted(x: &[f32], w: &[f32]) -> BlockQ8_0 {
         d,
         err: werr(x, w, &r[0].qs, d),
     };
-    let s_lo = (127.0 - Q8_WINDOW) / amax;
-    let s_hi = (127.0 + Q8_WINDOW) / amax;
-    if let Some(q) = exact_search(x, w, s_lo, s_hi, 127, 127) {
-        refine_f16(x, w, q, -127.0, 127.0, &mut best);
+    if let Some(b) = grid_block(x, w, -127.0, 127.0) {
+        let k = crate::kernels::kernels();
+        let win = Window {
+            lo: 127.0 - Q8_WINDOW,
+            hi: 127.0 + Q8_WINDOW,
+            geometric: false,
+        };
+        // Symmetric codes: a negative scale gives the same blocks, so one sign suffices.
+        if let [Some(hit), _] = grid_coarse(k, &b, win, false) {
+            refine_grid(k, x, w, &b, grid_fine(k, &b, hit).scale, &mut best);
+        }
     }
     BlockQ8_0 {
         d: half::f16::from_f32(best.d).to_bits(),

@@ -35,6 +35,9 @@ pub(super) const NEON: Kernels = Kernels {
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
+    // NEON is part of AArch64's baseline: the reference body vectorises as it is.
+    grid_scores: crate::quant::search::grid_scores,
+    grid_errors: crate::quant::search::grid_errors,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: coded_table!(gemm_coded),

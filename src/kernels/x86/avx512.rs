@@ -18,6 +18,7 @@ use half::f16;
 use super::avx2::{h2f, load_q8, scale2, AVX2};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
+use crate::quant::search::{GridBlock, GridScores, GRID_LANES};
 use crate::quant::BlockQ8_0;
 
 /// avx2 with 512-bit dots. The group kernels stay AVX2's: AVX-512BW has no `vpsignb` for
@@ -29,6 +30,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_q8_0,
     dot_f16,
     dot_f32,
+    grid_scores,
+    grid_errors,
     ..AVX2
 };
 
@@ -93,6 +96,14 @@ simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f32,
     (w: &[f32], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
 simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f16,
     (w: &[f16], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
+
+// The converter's grid search, compiled for 16-lane vectors (the reference body).
+simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), grid_scores,
+    (b: &GridBlock, inv: &[f32; GRID_LANES], out: &mut GridScores) -> (),
+    |_s| crate::quant::search::grid_scores(b, inv, out));
+simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), grid_errors,
+    (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], out: &mut [f32; GRID_LANES]) -> (),
+    |_s| crate::quant::search::grid_errors(b, inv, d, out));
 
 fn dot_q8_0_vnni(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
