@@ -490,13 +490,16 @@ fn quantize_q8_0_is_bit_identical() {
     }
 }
 
-/// The converter's grid kernels give bit-identical scores, scales and errors on every
-/// level (so a file does not depend on the machine that wrote it, and the tests' model
+/// The converter's grid kernels (symmetric and scale-and-offset) give bit-identical
+/// scores, sums and errors on every level (so a file does not depend on the machine that wrote it, and the tests' model
 /// cache may be converted at any level): odd block lengths, both signs of inverse scale,
 /// zero scales, code ranges of every encoder, random values and weights with zeros.
 #[test]
 fn grid_kernels_are_bit_identical() {
-    use llq::quant::search::{grid_block, grid_errors, grid_scores, GridScores, GRID_LANES};
+    use llq::quant::search::{
+        affine_errors, affine_sums, grid_block, grid_errors, grid_scores, AffineSums, GridBlock,
+        GridScores, GRID_LANES,
+    };
     let mut rng = Rng(17);
     for k in simd_levels() {
         for n in [1usize, 7, 16, 31, 32] {
@@ -531,6 +534,22 @@ fn grid_kernels_are_bit_identical() {
                     grid_errors(&b, &inv, &d, &mut want);
                     (k.grid_errors)(&b, &inv, &d, &mut got);
                     assert_eq!(bits(&got), bits(&want), "grid_errors {what}");
+                    // The scale-and-offset kernels: codes in [0, hi], offsets around the
+                    // block's minimum, positive inverse scales (and 0).
+                    let ab = GridBlock::normalised(&b.y[..n], &b.w[..n], 0.0, hi);
+                    let ainv = inv.map(f32::abs);
+                    let ad = ainv.map(|s| if s != 0.0 { 1.0 / s } else { 0.0 });
+                    let m: [f32; GRID_LANES] = std::array::from_fn(|_| -rng.f().abs());
+                    let (mut want, mut got) = (AffineSums::default(), AffineSums::default());
+                    affine_sums(&ab, &ainv, &m, &mut want);
+                    (k.affine_sums)(&ab, &ainv, &m, &mut got);
+                    assert_eq!(bits(&got.sl), bits(&want.sl), "affine_sums {what}");
+                    assert_eq!(bits(&got.sll), bits(&want.sll), "affine_sums {what}");
+                    assert_eq!(bits(&got.syl), bits(&want.syl), "affine_sums {what}");
+                    let (mut want, mut got) = ([0.0f32; GRID_LANES], [0.0f32; GRID_LANES]);
+                    affine_errors(&ab, &ainv, &ad, &m, &mut want);
+                    (k.affine_errors)(&ab, &ainv, &ad, &m, &mut got);
+                    assert_eq!(bits(&got), bits(&want), "affine_errors {what}");
                 }
             }
         }

@@ -26,7 +26,7 @@ use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
 };
-use crate::quant::search::{GridBlock, GridScores, GRID_LANES};
+use crate::quant::search::{AffineSums, GridBlock, GridScores, GRID_LANES};
 use crate::quant::BlockQ8_0;
 
 /// One implementation level of every kernel the forward pass calls.
@@ -80,6 +80,13 @@ pub struct Kernels {
     /// scales side by side, codes re-rounded for each (see
     /// [`crate::quant::search::grid_errors`], the reference; bit-identical on every level).
     pub grid_errors: GridErrFn,
+    /// The scale-and-offset encoders' grid: one block's code sums for [`GRID_LANES`]
+    /// (inverse scale, offset) pairs side by side (see
+    /// [`crate::quant::search::affine_sums`], the reference; bit-identical on every level).
+    pub affine_sums: AffineSumsFn,
+    /// Their f16 refinement: the weighted error of [`GRID_LANES`] (scale, offset) pairs
+    /// with the codes re-rounded for each (see [`crate::quant::search::affine_errors`]).
+    pub affine_errors: AffineErrFn,
     /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
     /// `nb` superblocks, `x` holds `toks` rows of `nb` activation blocks, and
     /// `out[t * 16 + i] = Σ_b d_w[b][i] · d_x[t][b] · Σ_k q_w · q_x` (see
@@ -134,6 +141,16 @@ pub mod exp_poly {
 /// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].
 /// [`Kernels::grid_scores`].
 pub type GridFn = fn(&GridBlock, &[f32; GRID_LANES], &mut GridScores);
+/// [`Kernels::affine_sums`].
+pub type AffineSumsFn = fn(&GridBlock, &[f32; GRID_LANES], &[f32; GRID_LANES], &mut AffineSums);
+/// [`Kernels::affine_errors`].
+pub type AffineErrFn = fn(
+    &GridBlock,
+    &[f32; GRID_LANES],
+    &[f32; GRID_LANES],
+    &[f32; GRID_LANES],
+    &mut [f32; GRID_LANES],
+);
 /// [`Kernels::grid_errors`].
 pub type GridErrFn = fn(&GridBlock, &[f32; GRID_LANES], &[f32; GRID_LANES], &mut [f32; GRID_LANES]);
 

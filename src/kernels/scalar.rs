@@ -27,6 +27,8 @@ pub static KERNELS: Kernels = Kernels {
     quantize_q8_0: quantize_act_q8_0,
     grid_scores: crate::quant::search::grid_scores,
     grid_errors: crate::quant::search::grid_errors,
+    affine_sums: crate::quant::search::affine_sums,
+    affine_errors: crate::quant::search::affine_errors,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: CODED,

@@ -47,8 +47,11 @@
 
 use half::f16;
 
-use super::search::{best_symmetric, werr, Candidate};
+use super::search::{
+    affine_codes_of, best_symmetric, werr, AffineSums, Candidate, GridBlock, GRID_LANES,
+};
 use crate::gguf::GgmlType;
+use crate::kernels::kernels;
 
 /// Weights per K-quant super-block.
 pub const QK_K: usize = 256;
@@ -182,7 +185,8 @@ fn prepare<const N: usize>(src: &[f32], imp: Option<&[f32]>) -> Option<Prepared<
     let mut amax = 0.0f32;
     for (o, &v) in x.iter_mut().zip(src) {
         *o = if v.is_finite() { v } else { 0.0 };
-        amax = amax.max(o.abs());
+        // A comparison, not f32::max (whose NaN rule keeps the loop scalar; no NaN here).
+        amax = if o.abs() > amax { o.abs() } else { amax };
     }
     if amax == 0.0 {
         return None;
@@ -196,7 +200,7 @@ fn prepare<const N: usize>(src: &[f32], imp: Option<&[f32]>) -> Option<Prepared<
         for (o, &v) in w.iter_mut().zip(imp) {
             // `v > 0.0` is false for NaN.
             *o = if v > 0.0 && v.is_finite() { v } else { 0.0 };
-            wmax = wmax.max(*o);
+            wmax = if *o > wmax { *o } else { wmax };
         }
     }
     if wmax > 0.0 {
@@ -236,8 +240,10 @@ fn f16_sat(v: f32) -> f16 {
 }
 
 /// The normalised value a normalised `v` takes once `v·amax` is stored as `h` (f16).
+/// (The software conversion inlines; `to_f32` is a call that checks the CPU each time.)
+#[inline]
 fn through_f16(h: f16, amax: f32) -> f32 {
-    h.to_f32() / amax
+    h.to_f32_const() / amax
 }
 
 fn put_f16(out: &mut [u8], at: usize, h: f16) {
@@ -252,6 +258,8 @@ fn put_f16(out: &mut [u8], at: usize, h: f16) {
 const GRID_LO: f32 = -1.0;
 const GRID_STEP: f32 = 0.15;
 const GRID_N: usize = 12;
+// The plain min/max candidate and the grid share one kernel call.
+const _: () = assert!(GRID_N < GRID_LANES);
 /// Rounds of "codes for (d, m), then (d, m) for the codes" after the grid.
 const AFFINE_ROUNDS: usize = 3;
 
@@ -355,8 +363,9 @@ fn fit_affine<const N: usize>(
 ) -> (f32, f32) {
     let (mut lo, mut hi) = (x[0], x[0]);
     for &v in x.iter() {
-        lo = lo.min(v);
-        hi = hi.max(v);
+        // Comparisons vectorise (the values are finite: see `prepare`).
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
     }
     if nonpos_min {
         lo = lo.min(0.0);
@@ -374,19 +383,27 @@ fn fit_affine<const N: usize>(
     }
     let range = hi - lo;
     let mut q = [0.0f32; N];
-    // Plain min/max first, then the grid.
-    let mut best: Option<(f32, f32, f64)> = {
-        let s = affine_codes(x, w, nmax * safe_inv(range), lo, nmax, &mut q);
-        mom.solve(s, nonpos_min)
+    // Plain min/max first, then the grid: one kernel call scores them all.
+    let ir = safe_inv(range);
+    let mut inv = [nmax * ir; GRID_LANES];
+    for (k, s) in inv[1..=GRID_N].iter_mut().enumerate() {
+        *s = (nmax + GRID_LO + GRID_STEP * k as f32) * ir;
+    }
+    let b = GridBlock::normalised(x, w, 0.0, nmax);
+    let mut sums = AffineSums::default();
+    (kernels().affine_sums)(&b, &inv, &[lo; GRID_LANES], &mut sums);
+    let lane = |c: usize| Sums {
+        sl: sums.sl[c],
+        sll: sums.sll[c],
+        sxl: sums.syl[c],
     };
+    let mut best: Option<(f32, f32, f64)> = mom.solve(lane(0), nonpos_min);
     // A candidate must beat the best by more than rounding noise, so that ties (e.g. a
     // constant block, fitted exactly by many code levels) keep the earliest, full-range
     // encoding and equal blocks get equal scales.
     let noise = 1e-6 * mom.sxx.max(0.0) as f64;
-    for k in 0..GRID_N {
-        let is = (nmax + GRID_LO + GRID_STEP * k as f32) * safe_inv(range);
-        let s = affine_codes(x, w, is, lo, nmax, &mut q);
-        if let Some(c) = mom.solve(s, nonpos_min) {
+    for c in 1..=GRID_N {
+        if let Some(c) = mom.solve(lane(c), nonpos_min) {
             if best.is_none_or(|b| c.2 < b.2 - noise) {
                 best = Some(c);
             }
@@ -445,35 +462,31 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     let (mut d, mut m) = fit_affine(&p.x, &p.w, nm, false);
     // Store d and m as f16: try the nearest f16 of each and their neighbours, codes
     // re-rounded every time; re-fit (d, m) to the best codes and repeat once.
-    let mut q = [0.0f32; QK];
     let mut best = (f32::INFINITY, f16::ZERO, f16::ZERO, [0.0f32; QK]);
-    // (d, m) pairs evaluated already: the second round's neighbourhood mostly overlaps the
-    // first's, and an evaluation repeated gives the same error (never a strict
-    // improvement), so it is skipped.
-    let mut seen = [(f16::ZERO, f16::ZERO); 9];
-    let mut n_seen = 0;
     let mom = Moments::of(&p.x, &p.w);
+    let gb = GridBlock::normalised(&p.x, &p.w, 0.0, nm);
+    let k = kernels();
     for round in 0..2 {
+        // The nearest f16 of d and of m and their neighbours: nine pairs, one kernel call.
         let (hd, hm) = (f16_sat(d * p.amax), f16_sat(m * p.amax));
-        let first = n_seen;
-        for dd in [hd, f16_step(hd, -1), f16_step(hd, 1)] {
-            for mm in [hm, f16_step(hm, -1), f16_step(hm, 1)] {
-                let pair = (dd.to_bits(), mm.to_bits());
-                if seen[..first]
-                    .iter()
-                    .any(|s| (s.0.to_bits(), s.1.to_bits()) == pair)
-                {
-                    continue;
-                }
-                if round == 0 && n_seen < seen.len() {
-                    seen[n_seen] = (dd, mm);
-                    n_seen += 1;
-                }
-                let (dn, mn) = (through_f16(dd, p.amax), through_f16(mm, p.amax));
-                let e = affine_error(&p.x, &p.w, dn, mn, nm, &mut q);
-                if e < best.0 {
-                    best = (e, dd, mm, q);
-                }
+        let around = |h: f16| [h, f16_step(h, -1), f16_step(h, 1)];
+        let (ad, am) = (around(hd), around(hm));
+        let pairs: [(f16, f16); 9] = std::array::from_fn(|i| (ad[i / 3], am[i % 3]));
+        let mut dn = [0.0f32; GRID_LANES];
+        let mut mn = [0.0f32; GRID_LANES];
+        for c in 0..9 {
+            dn[c] = through_f16(pairs[c].0, p.amax);
+            mn[c] = through_f16(pairs[c].1, p.amax);
+        }
+        let inv = dn.map(safe_inv);
+        let mut errs = [0.0f32; GRID_LANES];
+        (k.affine_errors)(&gb, &inv, &dn, &mn, &mut errs);
+        // First strict improvement in pair order (a pair seen in the first round scores
+        // the same in the second and does not replace it).
+        for c in 0..9 {
+            if errs[c] < best.0 {
+                let q = affine_codes_of(&gb, inv[c], mn[c]);
+                best = (errs[c], pairs[c].0, pairs[c].1, q);
             }
         }
         if round == 1 {

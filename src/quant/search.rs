@@ -568,6 +568,75 @@ pub struct GridHit {
     above: f32,
 }
 
+/// What [`affine_sums`] gives per lane: Σ w l, Σ w l² and Σ w y l of the lane's codes l
+/// (with the block's own Σ w, Σ w y and Σ w y², the least-squares (d, m) of
+/// y ≈ d·l + m and its error follow in closed form).
+#[derive(Clone, Copy, Default)]
+pub struct AffineSums {
+    pub sl: [f32; GRID_LANES],
+    pub sll: [f32; GRID_LANES],
+    pub syl: [f32; GRID_LANES],
+}
+
+/// The reference of [`crate::kernels::Kernels::affine_sums`], compiled per level like
+/// [`grid_scores`]: [`AffineSums`] of the codes l = [`grid_code`]`(y − m[c], inv[c])`
+/// (codes in [lo, hi] = [0, nmax] for the scale-and-offset types) for each lane c.
+#[inline(always)]
+pub fn affine_sums(
+    b: &GridBlock,
+    inv: &[f32; GRID_LANES],
+    m: &[f32; GRID_LANES],
+    out: &mut AffineSums,
+) {
+    let mut s = AffineSums::default();
+    let n = b.n.min(QK);
+    for i in 0..n {
+        let (v, wi, wv) = (b.y[i], b.w[i], b.wy[i]);
+        for c in 0..GRID_LANES {
+            let l = grid_code(v - m[c], inv[c], b.lo, b.hi);
+            let wl = wi * l;
+            s.sl[c] += wl;
+            s.sll[c] += wl * l;
+            s.syl[c] += wv * l;
+        }
+    }
+    *out = s;
+}
+
+/// The reference of [`crate::kernels::Kernels::affine_errors`], compiled per level like
+/// [`grid_scores`]: for each lane c, Σ w (y − (d[c]·l + m[c]))² with the codes
+/// l = [`grid_code`]`(y − m[c], inv[c])` (the caller passes inv[c] = 1 / d[c], or 0).
+#[inline(always)]
+pub fn affine_errors(
+    b: &GridBlock,
+    inv: &[f32; GRID_LANES],
+    d: &[f32; GRID_LANES],
+    m: &[f32; GRID_LANES],
+    out: &mut [f32; GRID_LANES],
+) {
+    let mut e = [0.0f32; GRID_LANES];
+    let n = b.n.min(QK);
+    for i in 0..n {
+        let (v, wi) = (b.y[i], b.w[i]);
+        for c in 0..GRID_LANES {
+            let l = grid_code(v - m[c], inv[c], b.lo, b.hi);
+            let r = v - (d[c] * l + m[c]);
+            e[c] += wi * (r * r);
+        }
+    }
+    *out = e;
+}
+
+/// The codes [`affine_sums`] and [`affine_errors`] give `b` for offset `m` and inverse
+/// scale `inv`.
+pub fn affine_codes_of(b: &GridBlock, inv: f32, m: f32) -> [f32; QK] {
+    let mut q = [0.0f32; QK];
+    for (c, &v) in q.iter_mut().zip(&b.y[..b.n]) {
+        *c = grid_code(v - m, inv, b.lo, b.hi);
+    }
+    q
+}
+
 /// The best inverse scale of `inv` (first on ties) for `b`, one kernel call per
 /// [`GRID_LANES`] scales, separately for lanes below `split` (index 0) and from it on
 /// (index 1); `below`/`above` are left for the caller.
@@ -726,6 +795,30 @@ pub fn grid_block(x: &[f32], w: &[f32], lo: f32, hi: f32) -> Option<GridBlock> {
         b.wy[i] = b.w[i] * b.y[i];
     }
     Some(b)
+}
+
+impl GridBlock {
+    /// A block whose values and weights are already normalised (by the caller, the same
+    /// way for every use of them): taken as they are, `unit` = 1. `y.len()` ≤ 32.
+    pub fn normalised(y: &[f32], w: &[f32], lo: f32, hi: f32) -> GridBlock {
+        let n = y.len();
+        assert!(n <= QK && w.len() >= n);
+        let mut b = GridBlock {
+            unit: 1.0,
+            y: [0.0; QK],
+            w: [0.0; QK],
+            wy: [0.0; QK],
+            n,
+            lo,
+            hi,
+        };
+        for i in 0..n {
+            b.y[i] = y[i];
+            b.w[i] = w[i];
+            b.wy[i] = w[i] * y[i];
+        }
+        b
+    }
 }
 
 /// The codes of `b` at inverse scale `s` (as [`grid_scores`] scored them).

@@ -38,6 +38,8 @@ pub(super) const NEON: Kernels = Kernels {
     // NEON is part of AArch64's baseline: the reference body vectorises as it is.
     grid_scores: crate::quant::search::grid_scores,
     grid_errors: crate::quant::search::grid_errors,
+    affine_sums: crate::quant::search::affine_sums,
+    affine_errors: crate::quant::search::affine_errors,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: coded_table!(gemm_coded),

@@ -14,7 +14,7 @@ use half::f16;
 
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
-use crate::quant::search::{GridBlock, GridScores, GRID_LANES};
+use crate::quant::search::{AffineSums, GridBlock, GridScores, GRID_LANES};
 use crate::quant::{BlockQ8_0, QK};
 
 /// The avx2 table; the higher x86 levels start from it.
@@ -38,6 +38,8 @@ pub(super) const AVX2: Kernels = Kernels {
     quantize_q8_0,
     grid_scores,
     grid_errors,
+    affine_sums,
+    affine_errors,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
     coded: super::coded::AVX2,
@@ -102,6 +104,13 @@ simd::kernel!("avx2,fma,f16c", Avx2::new(), grid_scores,
 simd::kernel!("avx2,fma,f16c", Avx2::new(), grid_errors,
     (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], out: &mut [f32; GRID_LANES]) -> (),
     |_s| crate::quant::search::grid_errors(b, inv, d, out));
+simd::kernel!("avx2,fma,f16c", Avx2::new(), affine_sums,
+    (b: &GridBlock, inv: &[f32; GRID_LANES], m: &[f32; GRID_LANES], out: &mut AffineSums) -> (),
+    |_s| crate::quant::search::affine_sums(b, inv, m, out));
+simd::kernel!("avx2,fma,f16c", Avx2::new(), affine_errors,
+    (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], m: &[f32; GRID_LANES],
+     out: &mut [f32; GRID_LANES]) -> (),
+    |_s| crate::quant::search::affine_errors(b, inv, d, m, out));
 
 pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);

@@ -18,7 +18,7 @@ use half::f16;
 use super::avx2::{h2f, load_q8, scale2, AVX2};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
-use crate::quant::search::{GridBlock, GridScores, GRID_LANES};
+use crate::quant::search::{AffineSums, GridBlock, GridScores, GRID_LANES};
 use crate::quant::BlockQ8_0;
 
 /// avx2 with 512-bit dots. The group kernels stay AVX2's: AVX-512BW has no `vpsignb` for
@@ -32,6 +32,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f32,
     grid_scores,
     grid_errors,
+    affine_sums,
+    affine_errors,
     ..AVX2
 };
 
@@ -104,6 +106,13 @@ simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), grid_sco
 simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), grid_errors,
     (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], out: &mut [f32; GRID_LANES]) -> (),
     |_s| crate::quant::search::grid_errors(b, inv, d, out));
+simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), affine_sums,
+    (b: &GridBlock, inv: &[f32; GRID_LANES], m: &[f32; GRID_LANES], out: &mut AffineSums) -> (),
+    |_s| crate::quant::search::affine_sums(b, inv, m, out));
+simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), affine_errors,
+    (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], m: &[f32; GRID_LANES],
+     out: &mut [f32; GRID_LANES]) -> (),
+    |_s| crate::quant::search::affine_errors(b, inv, d, m, out));
 
 fn dot_q8_0_vnni(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
