@@ -149,18 +149,20 @@ def kl_rows(llq, f32_gguf, name, outs):
 def table(out):
     lines = [
         f"Date {out['date']}, {out['cpu']} ({out['cores']} logical cores), llq kernel level "
-        f"{out['kernel_level']}, commit {out['commit']}, {out['reps']} alternating reps, medians. "
+        f"{out['kernel_level']}, commit {out['commit']}; the engines alternate, and each "
+        "figure is the median over the row's reps. "
         "CPU = user + system time of the quantizing process; ratio = llq / llama.cpp.",
         "",
-        "| model | llq type | llama.cpp ftype | llq CPU s | llama.cpp CPU s | CPU ratio "
+        "| model | llq type | llama.cpp ftype | reps | llq CPU s | llama.cpp CPU s | CPU ratio "
         "| llq wall s | llama.cpp wall s | wall ratio | llq KL | llama.cpp KL |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in out["rows"]:
         kl = r.get("kl")
         kls = (f"{kl['llq']['mean_kl']:.5f} | {kl['llamacpp']['mean_kl']:.5f}" if kl else "– | –")
         lines.append(
-            f"| {r['model']} | {r['type']} | {r['llamacpp_ftype']} | {r['llq_cpu']:.2f} | "
+            f"| {r['model']} | {r['type']} | {r['llamacpp_ftype']} | {r.get('reps', out['reps'])} "
+            f"| {r['llq_cpu']:.2f} | "
             f"{r['llamacpp_cpu']:.2f} | **{r['cpu_ratio']:.2f}×** | {r['llq_wall']:.2f} | "
             f"{r['llamacpp_wall']:.2f} | {r['wall_ratio']:.2f}× | {kls} |")
     return "\n".join(lines)
@@ -177,10 +179,10 @@ def section(out):
         "dequantization of the Q4_1 GGUF) in a child process of their own, alternating; CPU = "
         "user + system time of that process (for llama.cpp, getrusage around the "
         "`llama_model_quantize` call, so Python's start-up is not counted), both with one "
-        "thread per core. The machine is a 2-core Intel Xeon (AVX-512 VNNI) VM shared with "
-        "other jobs (load average " + " ".join(out["loadavg"]) + " at the end): read the "
-        "ratios, not the seconds. Goal (issue 15): llq ≤ 3× llama.cpp's CPU time per type, KL "
-        "unchanged or better.",
+        f"thread per core. The machine: {out['cpu']}, {out['cores']} logical cores, llq "
+        f"kernel level {out['kernel_level']}, a VM shared with other jobs (load average "
+        + " ".join(out["loadavg"]) + " at the end): read the ratios, not the seconds. Goal "
+        "(issue 15): llq ≤ 3× llama.cpp's CPU time per type, KL unchanged or better.",
         "",
         table(out),
         "",
@@ -209,6 +211,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--kl", action="store_true", help="KL from the f32 model (SmolLM2 only)")
     ap.add_argument("--tinyllama", action="store_true", help="also the 1.1B TinyLlama-shaped model")
+    ap.add_argument("--tinyllama-reps", type=int,
+                    help="reps for the 1.1B model (default: --reps; each takes ~10x SmolLM2's)")
     ap.add_argument("--tinyllama-dir", default=str(B.ROOT / ".cache/bench-models/tinyllama-shape"))
     ap.add_argument("--no-smollm2", action="store_true")
     ap.add_argument("--llq", help="llq binary (default: cargo build --release)")
@@ -236,7 +240,9 @@ def main():
             lname, ftype = TYPES[qtype]
             lq, gg = WORK / f"{name}.{qtype}.llq", WORK / f"{name}.{lname}.gguf"
             t = dict(llq_cpu=[], llq_wall=[], llamacpp_cpu=[], llamacpp_wall=[])
-            for rep in range(args.reps):
+            reps = args.tinyllama_reps if name.startswith("tinyllama") and args.tinyllama_reps \
+                else args.reps
+            for rep in range(reps):
                 # Alternate which engine goes first, so drift in the machine's load hits both.
                 order = ["llq", "llamacpp"] if rep % 2 == 0 else ["llamacpp", "llq"]
                 for e in order:
@@ -246,7 +252,7 @@ def main():
                         c, w = run_llamacpp(src, gg, ftype, nthread)
                     t[f"{e}_cpu"].append(c)
                     t[f"{e}_wall"].append(w)
-            row = dict(model=name, type=qtype, llamacpp_ftype=lname,
+            row = dict(model=name, type=qtype, llamacpp_ftype=lname, reps=reps,
                        **{k: med(v) for k, v in t.items()}, samples=t,
                        llq_bytes=lq.stat().st_size, llamacpp_bytes=gg.stat().st_size)
             row["cpu_ratio"] = row["llq_cpu"] / row["llamacpp_cpu"]

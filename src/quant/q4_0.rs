@@ -40,10 +40,10 @@ fn reference_codes(x: &[f32]) -> ([i8; QK], u16) {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
     for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
+        // Selects, not a branch (which one is taken is unpredictable).
+        let bigger = v.abs() > amax;
+        amax = if bigger { v.abs() } else { amax };
+        max = if bigger { v } else { max };
     }
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
