@@ -176,7 +176,9 @@ def section(out):
         "",
         "Written by `tools/bench_convert.py` (raw numbers in `docs/bench/convert.json`). Both "
         "engines quantize the same F32 GGUF of SmolLM2-135M-Instruct (llama.cpp's F32 "
-        "dequantization of the Q4_1 GGUF) in a child process of their own, alternating; CPU = "
+        "dequantization of the Q4_1 GGUF) and, in the tinyllama rows, the f16 GGUF of "
+        "`tools/make_bench_model.py`'s 1.1B TinyLlama-shaped model (deterministic random "
+        "weights), each in a child process of their own, alternating; CPU = "
         "user + system time of that process (for llama.cpp, getrusage around the "
         "`llama_model_quantize` call, so Python's start-up is not counted), both with one "
         f"thread per core. The machine: {out['cpu']}, {out['cores']} logical cores, llq "
