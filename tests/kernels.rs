@@ -497,8 +497,8 @@ fn quantize_q8_0_is_bit_identical() {
 #[test]
 fn grid_kernels_are_bit_identical() {
     use llq::quant::search::{
-        affine_errors, affine_sums, grid_block, grid_errors, grid_scores, AffineSums, GridBlock,
-        GridScores, GRID_LANES,
+        affine_errors, affine_sums, grid_block, grid_scores, AffineSums, GridBlock, GridScores,
+        GRID_LANES,
     };
     let mut rng = Rng(17);
     for k in simd_levels() {
@@ -530,10 +530,11 @@ fn grid_kernels_are_bit_identical() {
                     let what = format!("{} n={n} range {lo}..{hi} kind {kind}", k.name);
                     assert_eq!(bits(&got.score), bits(&want.score), "grid_scores {what}");
                     assert_eq!(bits(&got.scale), bits(&want.scale), "grid_scores {what}");
+                    // The symmetric refinement: affine errors at offset 0, signed scales.
                     let (mut want, mut got) = ([0.0f32; GRID_LANES], [0.0f32; GRID_LANES]);
-                    grid_errors(&b, &inv, &d, &mut want);
-                    (k.grid_errors)(&b, &inv, &d, &mut got);
-                    assert_eq!(bits(&got), bits(&want), "grid_errors {what}");
+                    affine_errors(&b, &inv, &d, &[0.0; GRID_LANES], &mut want);
+                    (k.affine_errors)(&b, &inv, &d, &[0.0; GRID_LANES], &mut got);
+                    assert_eq!(bits(&got), bits(&want), "affine_errors {what}");
                     // The scale-and-offset kernels: codes in [0, hi], offsets around the
                     // block's minimum, positive inverse scales (and 0).
                     let ab = GridBlock::normalised(&b.y[..n], &b.w[..n], 0.0, hi);

@@ -76,16 +76,13 @@ pub struct Kernels {
     /// side by side (see [`crate::quant::search::grid_scores`], the reference; every level
     /// is bit-identical to it, so files do not depend on the machine that wrote them).
     pub grid_scores: GridFn,
-    /// The converter's f16 refinement: one block's weighted error at [`GRID_LANES`]
-    /// scales side by side, codes re-rounded for each (see
-    /// [`crate::quant::search::grid_errors`], the reference; bit-identical on every level).
-    pub grid_errors: GridErrFn,
     /// The scale-and-offset encoders' grid: one block's code sums for [`GRID_LANES`]
     /// (inverse scale, offset) pairs side by side (see
     /// [`crate::quant::search::affine_sums`], the reference; bit-identical on every level).
     pub affine_sums: AffineSumsFn,
-    /// Their f16 refinement: the weighted error of [`GRID_LANES`] (scale, offset) pairs
-    /// with the codes re-rounded for each (see [`crate::quant::search::affine_errors`]).
+    /// The searches' f16 refinement: the weighted error of [`GRID_LANES`] (scale, offset)
+    /// pairs with the codes re-rounded for each (offset 0 for the symmetric types; see
+    /// [`crate::quant::search::affine_errors`], the reference; bit-identical on every level).
     pub affine_errors: AffineErrFn,
     /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
     /// `nb` superblocks, `x` holds `toks` rows of `nb` activation blocks, and
@@ -151,8 +148,6 @@ pub type AffineErrFn = fn(
     &[f32; GRID_LANES],
     &mut [f32; GRID_LANES],
 );
-/// [`Kernels::grid_errors`].
-pub type GridErrFn = fn(&GridBlock, &[f32; GRID_LANES], &[f32; GRID_LANES], &mut [f32; GRID_LANES]);
 
 pub type GroupFn<W> = fn(&[W], &[ActQ8], &mut [f32]);
 

@@ -26,7 +26,6 @@ pub static KERNELS: Kernels = Kernels {
     silu_mul,
     quantize_q8_0: quantize_act_q8_0,
     grid_scores: crate::quant::search::grid_scores,
-    grid_errors: crate::quant::search::grid_errors,
     affine_sums: crate::quant::search::affine_sums,
     affine_errors: crate::quant::search::affine_errors,
     gemm_q8_0x16,

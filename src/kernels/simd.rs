@@ -392,6 +392,34 @@ macro_rules! kernel {
 }
 pub(crate) use kernel;
 
+/// Generates the table entries of the converter's block search (`grid_scores`,
+/// `affine_sums`, `affine_errors`) for one ISA with [`kernel!`]: the reference bodies of
+/// `quant::search`, compiled for `$feat`'s vector width (bit-identical results: their sums
+/// run in element order, one lane per candidate).
+macro_rules! search_kernels {
+    ($feat:literal, $tok:expr) => {
+        $crate::kernels::simd::kernel!($feat, $tok, grid_scores,
+            (b: &$crate::quant::search::GridBlock,
+             inv: &[f32; $crate::quant::search::GRID_LANES],
+             out: &mut $crate::quant::search::GridScores) -> (),
+            |_s| $crate::quant::search::grid_scores(b, inv, out));
+        $crate::kernels::simd::kernel!($feat, $tok, affine_sums,
+            (b: &$crate::quant::search::GridBlock,
+             inv: &[f32; $crate::quant::search::GRID_LANES],
+             m: &[f32; $crate::quant::search::GRID_LANES],
+             out: &mut $crate::quant::search::AffineSums) -> (),
+            |_s| $crate::quant::search::affine_sums(b, inv, m, out));
+        $crate::kernels::simd::kernel!($feat, $tok, affine_errors,
+            (b: &$crate::quant::search::GridBlock,
+             inv: &[f32; $crate::quant::search::GRID_LANES],
+             d: &[f32; $crate::quant::search::GRID_LANES],
+             m: &[f32; $crate::quant::search::GRID_LANES],
+             out: &mut [f32; $crate::quant::search::GRID_LANES]) -> (),
+            |_s| $crate::quant::search::affine_errors(b, inv, d, m, out));
+    };
+}
+pub(crate) use search_kernels;
+
 /// Generates the safe table entries `dot_f32`, `dot_f16`, `axpy_f32`, `axpy_f16`,
 /// `attn_scores_f32`, `attn_scores_f16`, `attn_values_f32`, `attn_values_f16` and their
 /// `_group_` forms of one ISA from the skeletons above with [`kernel!`]. `$u16`: vectors

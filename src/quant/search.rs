@@ -438,7 +438,8 @@ pub(crate) fn refine_grid(
         inv[c] = 1.0 / dy[c];
     }
     let mut errs = [0.0f32; GRID_LANES];
-    (k.grid_errors)(b, &inv, &dy, &mut errs);
+    // The symmetric error is the affine one with offset 0: y − (d·q + 0) = y − d·q.
+    (k.affine_errors)(b, &inv, &dy, &[0.0; GRID_LANES], &mut errs);
     // Lanes whose scale is 0 or not finite (the ladder ran past f16's range) are skipped.
     let mut at = usize::MAX;
     let mut low = f32::INFINITY;
@@ -534,28 +535,6 @@ pub fn grid_scores(b: &GridBlock, inv: &[f32; GRID_LANES], out: &mut GridScores)
         out.scale[c] = scale;
         out.score[c] = if ok { lx[c] * scale } else { 0.0 };
     }
-}
-
-/// The reference of [`crate::kernels::Kernels::grid_errors`], compiled per level like
-/// [`grid_scores`]: for each lane c, Σ w (y − d[c]·q)² with q = [`grid_code`]`(y, inv[c])`
-/// (the caller passes inv[c] = 1 / d[c]).
-#[inline(always)]
-pub fn grid_errors(
-    b: &GridBlock,
-    inv: &[f32; GRID_LANES],
-    d: &[f32; GRID_LANES],
-    out: &mut [f32; GRID_LANES],
-) {
-    let mut e = [0.0f32; GRID_LANES];
-    let n = b.n.min(QK);
-    for i in 0..n {
-        let (v, wi) = (b.y[i], b.w[i]);
-        for c in 0..GRID_LANES {
-            let r = v - d[c] * grid_code(v, inv[c], b.lo, b.hi);
-            e[c] += wi * (r * r);
-        }
-    }
-    *out = e;
 }
 
 /// A grid's winner: its inverse scale s (times max|x|), its score and least-squares

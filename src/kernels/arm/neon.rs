@@ -37,7 +37,6 @@ pub(super) const NEON: Kernels = Kernels {
     quantize_q8_0,
     // NEON is part of AArch64's baseline: the reference body vectorises as it is.
     grid_scores: crate::quant::search::grid_scores,
-    grid_errors: crate::quant::search::grid_errors,
     affine_sums: crate::quant::search::affine_sums,
     affine_errors: crate::quant::search::affine_errors,
     gemm_q8_0x16,

@@ -14,7 +14,6 @@ use half::f16;
 
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
-use crate::quant::search::{AffineSums, GridBlock, GridScores, GRID_LANES};
 use crate::quant::{BlockQ8_0, QK};
 
 /// The avx2 table; the higher x86 levels start from it.
@@ -37,7 +36,6 @@ pub(super) const AVX2: Kernels = Kernels {
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
     grid_scores,
-    grid_errors,
     affine_sums,
     affine_errors,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
@@ -97,20 +95,8 @@ simd::float_kernels!("avx2,fma,f16c", Avx2::new(), 1);
 simd::kernel!("avx2,fma,f16c", Avx2::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 
-// The converter's grid search, compiled for 8-lane vectors (the reference body).
-simd::kernel!("avx2,fma,f16c", Avx2::new(), grid_scores,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], out: &mut GridScores) -> (),
-    |_s| crate::quant::search::grid_scores(b, inv, out));
-simd::kernel!("avx2,fma,f16c", Avx2::new(), grid_errors,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], out: &mut [f32; GRID_LANES]) -> (),
-    |_s| crate::quant::search::grid_errors(b, inv, d, out));
-simd::kernel!("avx2,fma,f16c", Avx2::new(), affine_sums,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], m: &[f32; GRID_LANES], out: &mut AffineSums) -> (),
-    |_s| crate::quant::search::affine_sums(b, inv, m, out));
-simd::kernel!("avx2,fma,f16c", Avx2::new(), affine_errors,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], m: &[f32; GRID_LANES],
-     out: &mut [f32; GRID_LANES]) -> (),
-    |_s| crate::quant::search::affine_errors(b, inv, d, m, out));
+// The converter's block search, compiled for 8-lane vectors.
+simd::search_kernels!("avx2,fma,f16c", Avx2::new());
 
 pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);

@@ -18,7 +18,6 @@ use half::f16;
 use super::avx2::{h2f, load_q8, scale2, AVX2};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
-use crate::quant::search::{AffineSums, GridBlock, GridScores, GRID_LANES};
 use crate::quant::BlockQ8_0;
 
 /// avx2 with 512-bit dots. The group kernels stay AVX2's: AVX-512BW has no `vpsignb` for
@@ -31,7 +30,6 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f16,
     dot_f32,
     grid_scores,
-    grid_errors,
     affine_sums,
     affine_errors,
     ..AVX2
@@ -99,20 +97,8 @@ simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f32,
 simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f16,
     (w: &[f16], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
 
-// The converter's grid search, compiled for 16-lane vectors (the reference body).
-simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), grid_scores,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], out: &mut GridScores) -> (),
-    |_s| crate::quant::search::grid_scores(b, inv, out));
-simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), grid_errors,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], out: &mut [f32; GRID_LANES]) -> (),
-    |_s| crate::quant::search::grid_errors(b, inv, d, out));
-simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), affine_sums,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], m: &[f32; GRID_LANES], out: &mut AffineSums) -> (),
-    |_s| crate::quant::search::affine_sums(b, inv, m, out));
-simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), affine_errors,
-    (b: &GridBlock, inv: &[f32; GRID_LANES], d: &[f32; GRID_LANES], m: &[f32; GRID_LANES],
-     out: &mut [f32; GRID_LANES]) -> (),
-    |_s| crate::quant::search::affine_errors(b, inv, d, m, out));
+// The converter's block search, compiled for 16-lane vectors.
+simd::search_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new());
 
 fn dot_q8_0_vnni(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
