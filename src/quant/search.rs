@@ -760,32 +760,24 @@ pub fn grid_block(x: &[f32], w: &[f32], lo: f32, hi: f32) -> Option<GridBlock> {
     if amax == 0.0 || !amax.is_finite() || wmax == 0.0 || !wmax.is_finite() || nan != 0.0 {
         return None;
     }
-    let (ia, iw) = (1.0 / amax, 1.0 / wmax);
-    let mut b = GridBlock {
-        unit: amax,
-        y: [0.0; QK],
-        w: [0.0; QK],
-        wy: [0.0; QK],
-        n,
-        lo,
-        hi,
-    };
-    for i in 0..n {
-        b.y[i] = x[i] * ia;
-        b.w[i] = w[i] * iw;
-        b.wy[i] = b.w[i] * b.y[i];
-    }
-    Some(b)
+    Some(GridBlock::scaled(x, w, amax, 1.0 / wmax, lo, hi))
 }
 
 impl GridBlock {
     /// A block whose values and weights are already normalised (by the caller, the same
     /// way for every use of them): taken as they are, `unit` = 1. `y.len()` ≤ 32.
     pub fn normalised(y: &[f32], w: &[f32], lo: f32, hi: f32) -> GridBlock {
-        let n = y.len();
+        // Multiplying by 1 is exact: the values are taken as they are.
+        GridBlock::scaled(y, w, 1.0, 1.0, lo, hi)
+    }
+
+    /// y = x / unit (as x · (1 / unit)) and w · iw.
+    fn scaled(x: &[f32], w: &[f32], unit: f32, iw: f32, lo: f32, hi: f32) -> GridBlock {
+        let n = x.len();
         assert!(n <= QK && w.len() >= n);
+        let ia = 1.0 / unit;
         let mut b = GridBlock {
-            unit: 1.0,
+            unit,
             y: [0.0; QK],
             w: [0.0; QK],
             wy: [0.0; QK],
@@ -794,9 +786,9 @@ impl GridBlock {
             hi,
         };
         for i in 0..n {
-            b.y[i] = y[i];
-            b.w[i] = w[i];
-            b.wy[i] = w[i] * y[i];
+            b.y[i] = x[i] * ia;
+            b.w[i] = w[i] * iw;
+            b.wy[i] = b.w[i] * b.y[i];
         }
         b
     }
