@@ -108,7 +108,6 @@ pub fn block_q8_0_weighted(x: &[f32], w: &[f32]) -> BlockQ8_0 {
         let win = Window {
             lo: 127.0 - Q8_WINDOW,
             hi: 127.0 + Q8_WINDOW,
-            geometric: false,
         };
         // Symmetric codes: a negative scale gives the same blocks, so one sign suffices.
         if let [Some(hit), _] = grid_coarse(k, &b, win, false) {

@@ -1,10 +1,15 @@
 //! Weighted least-squares search of a block's scale and codes, shared by the Q4_0, Q8_0
-//! and Q5_0 encoders (`kq_encode`). The encoders search a grid of inverse scales
-//! ([`grid_search`], many scales side by side per kernel call); the exact search over every
-//! code vector rounding produces ([`exact_search`]) is kept as the tests' oracle. A block of n ≤ 32 values x
-//! with importance weights w ≥ 0 is stored as a scale d (f16) and integer codes q; the
-//! objective is Σ w (x − d·q)². Code arrays are `[i8; 32]`; a shorter block uses the
-//! first n entries (the rest stay 0).
+//! and Q5_0 encoders (`kq_encode`), and the kernels' reference bodies for it. A block of
+//! n ≤ 32 values x with importance weights w ≥ 0 is stored as a scale d (f16) and integer
+//! codes q; the objective is Σ w (x − d·q)². Code arrays are `[i8; 32]`; a shorter block
+//! uses the first n entries (the rest stay 0).
+//!
+//! Blocks are searched on a grid of inverse scales ([`grid_coarse`], [`grid_fine`]),
+//! scored many at a time by [`crate::kernels::Kernels::grid_scores`], then stored with the
+//! best nearby f16 scale (`refine_grid`). Blocks with very uneven weights are searched
+//! exactly over every code vector that rounding produces (`exact_search_scored`), which
+//! is also the tests' yardstick for the grid. The scale-and-offset types' kernels
+//! ([`affine_sums`], [`affine_errors`]) live here too.
 
 use super::QK;
 use crate::kernels::Kernels;
@@ -327,11 +332,7 @@ pub(crate) fn best_symmetric(
     let Some((lo, hi)) = window else {
         return exact_symmetric(k, x, w, &b, neg_max, pos_max, best);
     };
-    let win = Window {
-        lo,
-        hi,
-        geometric: false,
-    };
+    let win = Window { lo, hi };
     let mut hits = grid_coarse(k, &b, win, true);
     // Only the sign whose coarse best leads is searched finely (on real and Gaussian rows
     // the two signs are within 0.2% of each other in most blocks, so searching both
@@ -585,8 +586,8 @@ pub fn affine_sums(
 }
 
 /// The reference of [`crate::kernels::Kernels::affine_errors`], compiled per level like
-/// [`grid_scores`]: for each lane c, Σ w (y − (d[c]·l + m[c]))² with the codes
-/// l = [`grid_code`]`(y − m[c], inv[c])` (the caller passes inv[c] = 1 / d[c], or 0).
+/// [`grid_scores`]: for each lane c, `Σ w (y − (d[c]·l + m[c]))²` with the codes
+/// `l = grid_code(y − m[c], inv[c])` (the caller passes `inv[c] = 1 / d[c]`, or 0).
 #[inline(always)]
 pub fn affine_errors(
     b: &GridBlock,
@@ -660,13 +661,12 @@ fn grid_best(
 const COARSE_PER_SIGN: usize = GRID_LANES;
 const FINE_POINTS: usize = GRID_LANES;
 
-/// Inverse scales, times max|x|, that a block is searched over: evenly spaced over
-/// [lo, hi], or geometrically.
+/// Inverse scales, times max|x|, that a block is searched over, evenly spaced over
+/// [lo, hi].
 #[derive(Clone, Copy)]
 pub struct Window {
     pub lo: f32,
     pub hi: f32,
-    pub geometric: bool,
 }
 
 /// The best of a coarse grid of [`COARSE_PER_SIGN`] scales over `win` for a positive
@@ -678,19 +678,10 @@ pub fn grid_coarse(
     win: Window,
     both_signs: bool,
 ) -> [Option<GridHit>; 2] {
-    let n = COARSE_PER_SIGN as f32 - 1.0;
-    let (ratio, step) = if win.geometric {
-        ((win.hi / win.lo).powf(1.0 / n), 0.0)
-    } else {
-        (1.0, (win.hi - win.lo) / n)
-    };
+    let step = (win.hi - win.lo) / (COARSE_PER_SIGN as f32 - 1.0);
     let mut points = [0.0f32; COARSE_PER_SIGN];
     for (i, p) in points.iter_mut().enumerate() {
-        *p = if win.geometric {
-            win.lo * ratio.powi(i as i32)
-        } else {
-            win.lo + step * i as f32
-        };
+        *p = win.lo + step * i as f32;
     }
     let mut lanes = [[0.0f32; GRID_LANES]; 2 * COARSE_PER_SIGN / GRID_LANES];
     let (calls, split) = if both_signs {
@@ -711,17 +702,10 @@ pub fn grid_coarse(
         (COARSE_PER_SIGN / GRID_LANES, GRID_LANES)
     };
     grid_best(k, b, &lanes[..calls], split).map(|hit| {
-        hit.map(|hit| {
-            let (below, above) = if win.geometric {
-                (hit.s / ratio, hit.s * ratio)
-            } else {
-                (hit.s - step, hit.s + step)
-            };
-            GridHit {
-                below,
-                above,
-                ..hit
-            }
+        hit.map(|hit| GridHit {
+            below: hit.s - step,
+            above: hit.s + step,
+            ..hit
         })
     })
 }
