@@ -35,10 +35,9 @@ pub(super) const NEON: Kernels = Kernels {
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
-    // NEON is part of AArch64's baseline: the reference body vectorises as it is.
-    grid_scores: crate::quant::search::grid_scores,
-    affine_sums: crate::quant::search::affine_sums,
-    affine_errors: crate::quant::search::affine_errors,
+    grid_scores,
+    affine_sums,
+    affine_errors,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: coded_table!(gemm_coded),
@@ -99,6 +98,8 @@ impl Q8Dot for Neon {
 }
 
 simd::float_kernels!("neon", Neon::new(), 2);
+// The converter's block search, compiled for 4-lane vectors like every other level's.
+simd::search_kernels!("neon", Neon::new());
 simd::kernel!("neon", Neon::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 
