@@ -10,6 +10,10 @@
 //! * `attn/<level>/<kernel>`: the attention and KV-cache kernels of one head (64 values,
 //!   512 cache slots) and the float dots, throughput in multiply-adds;
 //! * `membw/read_1GiB`: sum of a 1 GiB buffer, the machine's single-thread read bandwidth.
+//! * `encode/<level>/<type>`: the converter's block search (`quant::quantize_row_weighted`)
+//!   on a 4096-wide row of roughly Gaussian weights, uniform importance; throughput in
+//!   weights. The level is the process's (`LLQ_KERNEL` to force one); the output is the
+//!   same at every level.
 //!
 //! Short measurement times keep a full run to a few minutes: `cargo bench --bench kernels`.
 
@@ -21,7 +25,7 @@ use llq::kernels::matmul::{matmul, MatmulScratch};
 use llq::kernels::{available, Kernels};
 use llq::quant::interleave::GROUP;
 use llq::quant::kx16::{BlockQ4_Kx16, BlockQ5_0x16, BlockQ6_Kx16, CodedX16};
-use llq::quant::{blocks_mut, DType, WeightKind, WeightView};
+use llq::quant::{blocks_mut, quantize_row_weighted, DType, WeightKind, WeightView};
 
 /// SmolLM2's q/o and a transposed shape, for the coded types against Q4_0.
 const CODED_SHAPES: &[(usize, usize)] = &[(576, 1536), (1536, 576)];
@@ -374,5 +378,37 @@ fn membw(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, membw, matvec, gemm, threads, attn);
+/// The types whose encoders search: symmetric (grid), scale-and-offset, K-quants.
+const ENCODE_TYPES: &[DType] = &[
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q5_0,
+    DType::Q4_1,
+    DType::Q5_1,
+    DType::Q4_K,
+    DType::Q6_K,
+];
+
+fn encode(c: &mut Criterion) {
+    const COLS: usize = 4096;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // A sum of four uniforms: near-Gaussian, like trained weight rows.
+    let row: Vec<f32> = (0..COLS)
+        .map(|_| (rng.f() + rng.f() + rng.f() + rng.f()) * 0.02)
+        .collect();
+    let mut g = c.benchmark_group("encode");
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(COLS as u64));
+    let level = llq::kernels::kernels().name;
+    for &dtype in ENCODE_TYPES {
+        let mut out = vec![0u8; dtype.row_bytes(COLS).unwrap()];
+        g.bench_function(BenchmarkId::new(level, format!("{dtype:?}")), |b| {
+            b.iter(|| quantize_row_weighted(dtype, &row, None, &mut out))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, membw, matvec, gemm, threads, attn, encode);
 criterion_main!(benches);

@@ -48,7 +48,8 @@
 use half::f16;
 
 use super::search::{
-    affine_codes_of, best_symmetric, werr, AffineSums, Candidate, GridBlock, GRID_LANES,
+    affine_codes_of, best_symmetric, round_even_small, werr, AffineSums, Candidate, GridBlock,
+    GRID_LANES,
 };
 use crate::gguf::GgmlType;
 use crate::kernels::kernels;
@@ -216,13 +217,6 @@ fn prepare<const N: usize>(src: &[f32], imp: Option<&[f32]>) -> Option<Prepared<
     Some(Prepared { x, w, amax })
 }
 
-/// Round to nearest (ties to even) for |v| < 2²², as float arithmetic that vectorises.
-#[inline(always)]
-fn rnd(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
-    (v + MAGIC) - MAGIC
-}
-
 /// 1/v for v > 0 when that is finite, else 0 (codes then all round to the bottom).
 #[inline(always)]
 fn safe_inv(v: f32) -> f32 {
@@ -337,7 +331,7 @@ fn affine_codes<const N: usize>(
     for c in 0..N / LANES {
         for k in 0..LANES {
             let i = c * LANES + k;
-            let l = rnd(((x[i] - m) * inv_d).clamp(0.0, nmax));
+            let l = round_even_small(((x[i] - m) * inv_d).clamp(0.0, nmax));
             q[i] = l;
             let wl = w[i] * l;
             sl[k] += wl;
@@ -443,7 +437,7 @@ fn affine_error<const N: usize>(
     for c in 0..N / LANES {
         for k in 0..LANES {
             let i = c * LANES + k;
-            let l = rnd(((x[i] - m) * inv).clamp(0.0, nmax));
+            let l = round_even_small(((x[i] - m) * inv).clamp(0.0, nmax));
             q[i] = l;
             let r = x[i] - (d * l + m);
             e[k] += w[i] * r * r;
@@ -481,13 +475,18 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
         let inv = dn.map(safe_inv);
         let mut errs = [0.0f32; GRID_LANES];
         (k.affine_errors)(&gb, &inv, &dn, &mn, &mut errs);
-        // First strict improvement in pair order (a pair seen in the first round scores
-        // the same in the second and does not replace it).
-        for c in 0..9 {
-            if errs[c] < best.0 {
-                let q = affine_codes_of(&gb, inv[c], mn[c]);
-                best = (errs[c], pairs[c].0, pairs[c].1, q);
+        // The lowest error, first in pair order on ties, if it beats the best so far (a
+        // pair seen in the first round scores the same in the second and does not
+        // replace it); its codes are computed once.
+        let mut at = 0;
+        for c in 1..9 {
+            if errs[c] < errs[at] || errs[at].is_nan() {
+                at = c;
             }
+        }
+        if errs[at] < best.0 {
+            let q = affine_codes_of(&gb, inv[at], mn[at]);
+            best = (errs[at], pairs[at].0, pairs[at].1, q);
         }
         if round == 1 {
             break;
@@ -817,7 +816,11 @@ fn block_q6_k(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
             let (x, w) = (&p.x[r.clone()], &p.w[r.clone()]);
             let mut pick = (f32::INFINITY, 0i8, [0.0f32; Q6_SUB]);
             // Sub-scales within ±2 of the ideal one (each evaluated with its own codes).
-            let t = if dn > 0.0 { rnd(scale[j] / dn) } else { 0.0 };
+            let t = if dn > 0.0 {
+                round_even_small(scale[j] / dn)
+            } else {
+                0.0
+            };
             for k in [t - 2.0, t - 1.0, t, t + 1.0, t + 2.0] {
                 if !(-128.0..=127.0).contains(&k) || (dn == 0.0 && k != 0.0) {
                     continue;
@@ -828,7 +831,7 @@ fn block_q6_k(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
                 let mut e = 0.0f32;
                 let mut qq = [0.0f32; Q6_SUB];
                 for i in 0..Q6_SUB {
-                    let l = rnd((x[i] * inv).clamp(-32.0, 31.0));
+                    let l = round_even_small((x[i] * inv).clamp(-32.0, 31.0));
                     qq[i] = l;
                     let rr = x[i] - dk * l;
                     e += w[i] * rr * rr;
@@ -907,7 +910,7 @@ fn q6_sub_scale(x: &[f32], w: &[f32]) -> f32 {
             for c in 0..Q6_SUB / LANES {
                 for k in 0..LANES {
                     let i = c * LANES + k;
-                    let l = rnd((x[i] * is).clamp(-32.0, 31.0));
+                    let l = round_even_small((x[i] * is).clamp(-32.0, 31.0));
                     num[k] += w[i] * x[i] * l;
                     den[k] += w[i] * l * l;
                 }

@@ -610,7 +610,7 @@ pub fn affine_errors(
 }
 
 /// The codes [`affine_sums`] and [`affine_errors`] give `b` for offset `m` and inverse
-/// scale `inv`.
+/// scale `inv` (0 past `b.n`).
 pub fn affine_codes_of(b: &GridBlock, inv: f32, m: f32) -> [f32; QK] {
     let mut q = [0.0f32; QK];
     for (c, &v) in q.iter_mut().zip(&b.y[..b.n]) {
@@ -780,13 +780,8 @@ impl GridBlock {
 
 /// The codes of `b` at inverse scale `s` (as [`grid_scores`] scored them).
 pub fn grid_codes(b: &GridBlock, s: f32) -> [i8; QK] {
-    // Over all QK entries (those past n are 0 and code to 0): a fixed-length loop of
-    // float operations vectorises; the codes are whole numbers within [lo, hi] ⊂ i8.
-    let mut f = [0.0f32; QK];
-    for (c, &v) in f.iter_mut().zip(&b.y) {
-        *c = grid_code(v, s, b.lo, b.hi);
-    }
-    f.map(|c| c as i32 as i8)
+    // The affine codes at offset 0 (y − 0 = y): whole numbers within [lo, hi] ⊂ i8.
+    affine_codes_of(b, s, 0.0).map(|c| c as i32 as i8)
 }
 
 /// The f16 `steps` representable values away from `h` in magnitude (same sign); `h`
@@ -942,36 +937,6 @@ pub(crate) mod tests {
                 grid <= exact * 1.001,
                 "nmax {nm}: grid {grid} vs exact {exact}"
             );
-        }
-    }
-
-    /// Encoder speed (not a check): `cargo test --release --lib encoder_speed -- --ignored
-    /// --nocapture` (`ENC_BLOCKS=N` blocks, 100,000 by default; under callgrind, a small N
-    /// gives instruction counts that a shared machine's noise does not blur).
-    #[test]
-    #[ignore]
-    fn encoder_speed() {
-        let blocks = gaussian_blocks(
-            std::env::var("ENC_BLOCKS").map_or(100_000, |v| v.parse().unwrap()),
-            7,
-        );
-        type Enc = fn(&[f32; 32], &[f32; 32]);
-        let q4: Enc = |x, w| {
-            std::hint::black_box(crate::quant::block_q4_0_weighted(x, w));
-        };
-        let q8: Enc = |x, w| {
-            std::hint::black_box(crate::quant::block_q8_0_weighted(x, w));
-        };
-        for (name, f) in [("q4_0", q4), ("q8_0", q8)] {
-            // The fastest of five passes: the machine may be shared.
-            let ns = (0..5)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    blocks.iter().for_each(|(x, w)| f(x, w));
-                    t.elapsed().as_nanos() as f64 / blocks.len() as f64
-                })
-                .fold(f64::INFINITY, f64::min);
-            eprintln!("{name}: {ns:.0} ns/block");
         }
     }
 
