@@ -490,67 +490,66 @@ fn quantize_q8_0_is_bit_identical() {
     }
 }
 
-/// The converter's grid kernels (symmetric and scale-and-offset) give bit-identical
-/// scores, sums and errors on every level (so a file does not depend on the machine that wrote it, and the tests' model
-/// cache may be converted at any level): odd block lengths, both signs of inverse scale,
-/// zero scales, code ranges of every encoder, random values and weights with zeros.
+/// The converter's block encoders write the same bytes on every level (so a file does
+/// not depend on the machine that wrote it, and the tests' model cache may be converted at
+/// any level): every searched type, rows of odd block counts, the value shapes of
+/// `quant_inputs` (ties, subnormals, huge values, zeros), and weights that are absent,
+/// even, zero in places, all zero, or so uneven that the exact search runs instead of the
+/// grid. The reference is `quant::encode_row`, compiled here at the baseline.
 #[test]
-fn grid_kernels_are_bit_identical() {
-    use llq::quant::search::{
-        affine_errors, affine_sums, grid_block, grid_scores, AffineSums, GridBlock, GridScores,
-        GRID_LANES,
-    };
+fn encoders_are_bit_identical() {
+    use llq::quant::{encode_row, DType};
     let mut rng = Rng(17);
-    for k in simd_levels() {
-        for n in [1usize, 7, 16, 31, 32] {
-            for (lo, hi) in [
-                (-8.0f32, 7.0f32),
-                (-16.0, 15.0),
-                (-127.0, 127.0),
-                (-32.0, 31.0),
-            ] {
-                for kind in 0..8 {
-                    let x = quant_inputs(&mut rng, n, kind);
-                    let w: Vec<f32> = (0..n)
-                        .map(|i| if i % 5 == 0 { 0.0 } else { rng.f().abs() * 3.0 })
-                        .collect();
-                    let Some(b) = grid_block(&x, &w, lo, hi) else {
-                        continue;
+    let types = [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q5_0,
+        DType::Q4_1,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ];
+    for &dtype in &types {
+        let block = dtype.block_elems();
+        for blocks in [1usize, 3] {
+            let n = blocks * block;
+            for kind in 0..9 {
+                let x = if kind == 8 {
+                    // Gaussian-like rows, the shape of real weights.
+                    (0..n).map(|_| rng.f() + rng.f() + rng.f()).collect()
+                } else {
+                    quant_inputs(&mut rng, n, kind)
+                };
+                for weights in 0..5 {
+                    let w: Option<Vec<f32>> = match weights {
+                        0 => None,
+                        1 => Some((0..n).map(|_| 0.2 + rng.f().abs()).collect()),
+                        2 => Some(
+                            (0..n)
+                                .map(|i| if i % 5 == 0 { 0.0 } else { rng.f().abs() * 3.0 })
+                                .collect(),
+                        ),
+                        3 => Some(vec![0.0; n]),
+                        // Past the grid's weight ratio: the exact search.
+                        _ => Some(
+                            (0..n)
+                                .map(|i| if i % 7 == 0 { 500.0 } else { rng.f().abs() })
+                                .collect(),
+                        ),
                     };
-                    let inv: [f32; GRID_LANES] = std::array::from_fn(|c| match c {
-                        0 => 0.0,
-                        _ if c % 2 == 0 => -hi * (1.0 + rng.f() * 0.5),
-                        _ => hi * (1.0 + rng.f() * 0.5),
-                    });
-                    let d = inv.map(|s| if s != 0.0 { 1.0 / s } else { 0.0 });
-                    let (mut want, mut got) = (GridScores::default(), GridScores::default());
-                    grid_scores(&b, &inv, &mut want);
-                    (k.grid_scores)(&b, &inv, &mut got);
-                    let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                    let what = format!("{} n={n} range {lo}..{hi} kind {kind}", k.name);
-                    assert_eq!(bits(&got.score), bits(&want.score), "grid_scores {what}");
-                    assert_eq!(bits(&got.scale), bits(&want.scale), "grid_scores {what}");
-                    // The symmetric refinement: affine errors at offset 0, signed scales.
-                    let (mut want, mut got) = ([0.0f32; GRID_LANES], [0.0f32; GRID_LANES]);
-                    affine_errors(&b, &inv, &d, &[0.0; GRID_LANES], &mut want);
-                    (k.affine_errors)(&b, &inv, &d, &[0.0; GRID_LANES], &mut got);
-                    assert_eq!(bits(&got), bits(&want), "affine_errors {what}");
-                    // The scale-and-offset kernels: codes in [0, hi], offsets around the
-                    // block's minimum, positive inverse scales (and 0).
-                    let ab = GridBlock::normalised(&b.y[..n], &b.w[..n], 0.0, hi);
-                    let ainv = inv.map(f32::abs);
-                    let ad = ainv.map(|s| if s != 0.0 { 1.0 / s } else { 0.0 });
-                    let m: [f32; GRID_LANES] = std::array::from_fn(|_| -rng.f().abs());
-                    let (mut want, mut got) = (AffineSums::default(), AffineSums::default());
-                    affine_sums(&ab, &ainv, &m, &mut want);
-                    (k.affine_sums)(&ab, &ainv, &m, &mut got);
-                    assert_eq!(bits(&got.sl), bits(&want.sl), "affine_sums {what}");
-                    assert_eq!(bits(&got.sll), bits(&want.sll), "affine_sums {what}");
-                    assert_eq!(bits(&got.syl), bits(&want.syl), "affine_sums {what}");
-                    let (mut want, mut got) = ([0.0f32; GRID_LANES], [0.0f32; GRID_LANES]);
-                    affine_errors(&ab, &ainv, &ad, &m, &mut want);
-                    (k.affine_errors)(&ab, &ainv, &ad, &m, &mut got);
-                    assert_eq!(bits(&got), bits(&want), "affine_errors {what}");
+                    let bytes = dtype.row_bytes(n).unwrap();
+                    let mut want = vec![0u8; bytes];
+                    encode_row(dtype, &x, w.as_deref(), &mut want);
+                    for k in simd_levels() {
+                        let mut got = vec![0xa5u8; bytes];
+                        (k.encode_row)(dtype, &x, w.as_deref(), &mut got);
+                        assert!(
+                            got == want,
+                            "{} {dtype:?}: {blocks} blocks, values {kind}, weights {weights}",
+                            k.name
+                        );
+                    }
                 }
             }
         }

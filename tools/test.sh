@@ -21,7 +21,7 @@ if [ "$free_gb" -lt "$need_gb" ]; then
 fi
 
 # Models converted by the tests are shared by every test binary and kernel level of this
-# run (tests/common: conversion is kernel-independent reference code), converted once each.
+# run (tests/common: every kernel level's encoders write the same bytes), converted once each.
 export LLQ_TEST_MODELS="$PWD/target/tmp/models"
 rm -rf "$LLQ_TEST_MODELS"
 

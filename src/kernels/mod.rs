@@ -26,8 +26,7 @@ use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
 };
-use crate::quant::search::{AffineSums, GridBlock, GridScores, GRID_LANES};
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ8_0, DType};
 
 /// One implementation level of every kernel the forward pass calls.
 pub struct Kernels {
@@ -72,18 +71,12 @@ pub struct Kernels {
     pub silu_mul: fn(&mut [f32], &[f32]),
     /// Quantize activations to Q8_0 (bit-identical to the reference quantizer).
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
-    /// The converter's block search: one block's score at [`GRID_LANES`] inverse scales
-    /// side by side (see [`crate::quant::search::grid_scores`], the reference; every level
-    /// is bit-identical to it, so files do not depend on the machine that wrote them).
-    pub grid_scores: GridFn,
-    /// The scale-and-offset encoders' grid: one block's code sums for [`GRID_LANES`]
-    /// (inverse scale, offset) pairs side by side (see
-    /// [`crate::quant::search::affine_sums`], the reference; bit-identical on every level).
-    pub affine_sums: AffineSumsFn,
-    /// The searches' f16 refinement: the weighted error of [`GRID_LANES`] (scale, offset)
-    /// pairs with the codes re-rounded for each (offset 0 for the symmetric types; see
-    /// [`crate::quant::search::affine_errors`], the reference; bit-identical on every level).
-    pub affine_errors: AffineErrFn,
+    /// The converter's block encoders: one row of f32 into `dtype`'s blocks, each block's
+    /// scales and codes searched for the least weighted error (see
+    /// [`crate::quant::encode_row`], the reference, which every level compiles for its own
+    /// vector width: bit-identical results, so a file does not depend on the machine that
+    /// wrote it). Lengths as [`crate::quant::quantize_row_weighted`] checks them.
+    pub encode_row: EncodeRowFn,
     /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
     /// `nb` superblocks, `x` holds `toks` rows of `nb` activation blocks, and
     /// `out[t * 16 + i] = Σ_b d_w[b][i] · d_x[t][b] · Σ_k q_w · q_x` (see
@@ -136,18 +129,8 @@ pub mod exp_poly {
 }
 
 /// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].
-/// [`Kernels::grid_scores`].
-pub type GridFn = fn(&GridBlock, &[f32; GRID_LANES], &mut GridScores);
-/// [`Kernels::affine_sums`].
-pub type AffineSumsFn = fn(&GridBlock, &[f32; GRID_LANES], &[f32; GRID_LANES], &mut AffineSums);
-/// [`Kernels::affine_errors`].
-pub type AffineErrFn = fn(
-    &GridBlock,
-    &[f32; GRID_LANES],
-    &[f32; GRID_LANES],
-    &[f32; GRID_LANES],
-    &mut [f32; GRID_LANES],
-);
+/// [`Kernels::encode_row`]: `fn(dtype, src, weights, out)`.
+pub type EncodeRowFn = fn(DType, &[f32], Option<&[f32]>, &mut [u8]);
 
 pub type GroupFn<W> = fn(&[W], &[ActQ8], &mut [f32]);
 

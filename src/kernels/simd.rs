@@ -392,33 +392,19 @@ macro_rules! kernel {
 }
 pub(crate) use kernel;
 
-/// Generates the table entries of the converter's block search (`grid_scores`,
-/// `affine_sums`, `affine_errors`) for one ISA with [`kernel!`]: the reference bodies of
-/// `quant::search`, compiled for `$feat`'s vector width (bit-identical results: their sums
-/// run in element order, one lane per candidate).
-macro_rules! search_kernels {
+/// Generates the table entry `encode_row` (the converter's block encoders) for one ISA
+/// with [`kernel!`]: the reference [`crate::quant::encode_row`] and the search under it,
+/// inlined and compiled for `$feat`'s vector width. Bit-identical results on every level:
+/// the same operations in the same order (Rust contracts no multiply-add and LLVM
+/// reorders no float sum), only more lanes at a time.
+macro_rules! encode_kernels {
     ($feat:literal, $tok:expr) => {
-        $crate::kernels::simd::kernel!($feat, $tok, grid_scores,
-            (b: &$crate::quant::search::GridBlock,
-             inv: &[f32; $crate::quant::search::GRID_LANES],
-             out: &mut $crate::quant::search::GridScores) -> (),
-            |_s| $crate::quant::search::grid_scores(b, inv, out));
-        $crate::kernels::simd::kernel!($feat, $tok, affine_sums,
-            (b: &$crate::quant::search::GridBlock,
-             inv: &[f32; $crate::quant::search::GRID_LANES],
-             m: &[f32; $crate::quant::search::GRID_LANES],
-             out: &mut $crate::quant::search::AffineSums) -> (),
-            |_s| $crate::quant::search::affine_sums(b, inv, m, out));
-        $crate::kernels::simd::kernel!($feat, $tok, affine_errors,
-            (b: &$crate::quant::search::GridBlock,
-             inv: &[f32; $crate::quant::search::GRID_LANES],
-             d: &[f32; $crate::quant::search::GRID_LANES],
-             m: &[f32; $crate::quant::search::GRID_LANES],
-             out: &mut [f32; $crate::quant::search::GRID_LANES]) -> (),
-            |_s| $crate::quant::search::affine_errors(b, inv, d, m, out));
+        $crate::kernels::simd::kernel!($feat, $tok, encode_row,
+            (dtype: $crate::quant::DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) -> (),
+            |_s| $crate::quant::encode_row(dtype, src, weights, out));
     };
 }
-pub(crate) use search_kernels;
+pub(crate) use encode_kernels;
 
 /// Generates the safe table entries `dot_f32`, `dot_f16`, `axpy_f32`, `axpy_f16`,
 /// `attn_scores_f32`, `attn_scores_f16`, `attn_values_f32`, `attn_values_f16` and their

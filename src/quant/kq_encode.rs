@@ -27,9 +27,9 @@
 //!   offsets are subtracted); the best is then improved by alternating "round the codes
 //!   for (d, m)" and "re-fit (d, m) to the codes" until it stops improving
 //!   ([`fit_affine`]).
-//! - Symmetric Q5_0 blocks, x̂ = d·q: `search::best_symmetric` (a grid of inverse scales
-//!   around nmax/max|x| scored many at a time by the kernels, then the f16 scale; every
-//!   scale exactly when the weights are very uneven). Q6_K's 16-weight sub-blocks start
+//! - Symmetric Q5_0 blocks, x̂ = d·q: `search::encode_symmetric` (a grid of inverse
+//!   scales around nmax/max|x| scored many at a time by the kernels, then the f16 scale,
+//!   beside llama.cpp's block). Q6_K's 16-weight sub-blocks start
 //!   from llama.cpp's rounding and are searched at level two, below.
 //! - The K-quants' second level: sub-block scales (and mins) are stored as 6-bit (Q4_K,
 //!   Q5_K) or i8 (Q6_K) multiples of f16 super-block scales. Starting from
@@ -48,11 +48,10 @@
 use half::f16;
 
 use super::search::{
-    affine_codes_of, best_symmetric, round_even_small, werr, AffineSums, Candidate, GridBlock,
-    GRID_LANES,
+    affine_codes_of, affine_errors, affine_sums, encode_symmetric, round_even_small, AffineSums,
+    GridBlock, Symmetric, Window, GRID_LANES,
 };
 use crate::gguf::GgmlType;
-use crate::kernels::kernels;
 
 /// Weights per K-quant super-block.
 pub const QK_K: usize = 256;
@@ -137,6 +136,7 @@ impl KqType {
 /// error (see the module documentation). `importance` has one entry per element of `src`
 /// (negative or NaN entries count as 0); `out` must be exactly `ty.row_bytes(src.len())`
 /// bytes. Panics on a length mismatch.
+#[inline(always)]
 pub fn quantize_row(ty: KqType, src: &[f32], importance: Option<&[f32]>, out: &mut [u8]) {
     assert_eq!(
         Some(out.len()),
@@ -180,14 +180,18 @@ struct Prepared<const N: usize> {
 
 /// Normalise a block (see [`Prepared`]); `None` for a block that is all zero (or holds
 /// nothing finite), which every type stores as all-zero bytes.
+#[inline(always)]
 fn prepare<const N: usize>(src: &[f32], imp: Option<&[f32]>) -> Option<Prepared<N>> {
-    debug_assert_eq!(src.len(), N);
+    // Fixed-length views: loops over them vectorise (a slice's length is not known).
+    let src: &[f32; N] = src.try_into().expect("one block of values");
     let mut x = [0.0f32; N];
     let mut amax = 0.0f32;
-    for (o, &v) in x.iter_mut().zip(src) {
-        *o = if v.is_finite() { v } else { 0.0 };
-        // A comparison, not f32::max (whose NaN rule keeps the loop scalar; no NaN here).
-        amax = if o.abs() > amax { o.abs() } else { amax };
+    for i in 0..N {
+        let v = src[i];
+        // |v| < ∞ is false for ±∞ and NaN; comparisons, not `is_finite` or f32::max,
+        // whose branches and NaN rules keep the loop scalar.
+        x[i] = if v.abs() < f32::INFINITY { v } else { 0.0 };
+        amax = if x[i].abs() > amax { x[i].abs() } else { amax };
     }
     if amax == 0.0 {
         return None;
@@ -198,10 +202,13 @@ fn prepare<const N: usize>(src: &[f32], imp: Option<&[f32]>) -> Option<Prepared<
     let mut w = [0.0f32; N];
     let mut wmax = 0.0f32;
     if let Some(imp) = imp {
-        for (o, &v) in w.iter_mut().zip(imp) {
-            // `v > 0.0` is false for NaN.
-            *o = if v > 0.0 && v.is_finite() { v } else { 0.0 };
-            wmax = if *o > wmax { *o } else { wmax };
+        let imp: &[f32; N] = imp.try_into().expect("one block of weights");
+        for i in 0..N {
+            // Both comparisons are false for NaN. (Two selects: `v > 0 && v < ∞` in one
+            // became a scalar class test of the bits.)
+            let v = if imp[i] > 0.0 { imp[i] } else { 0.0 };
+            w[i] = if v <= f32::MAX { v } else { 0.0 };
+            wmax = if w[i] > wmax { w[i] } else { wmax };
         }
     }
     if wmax > 0.0 {
@@ -229,17 +236,19 @@ fn safe_inv(v: f32) -> f32 {
 }
 
 /// A real value as f16, saturating at the largest finite f16 instead of becoming ±inf.
+#[inline(always)]
 fn f16_sat(v: f32) -> f16 {
     f16::from_f32(v.clamp(-65504.0, 65504.0))
 }
 
 /// The normalised value a normalised `v` takes once `v·amax` is stored as `h` (f16).
 /// (The software conversion inlines; `to_f32` is a call that checks the CPU each time.)
-#[inline]
+#[inline(always)]
 fn through_f16(h: f16, amax: f32) -> f32 {
     h.to_f32_const() / amax
 }
 
+#[inline(always)]
 fn put_f16(out: &mut [u8], at: usize, h: f16) {
     out[at..at + 2].copy_from_slice(&h.to_le_bytes());
 }
@@ -274,18 +283,53 @@ struct Moments {
 }
 
 impl Moments {
-    fn of(x: &[f32], w: &[f32]) -> Moments {
-        let (mut sw, mut sx, mut sxx) = (0.0f32, 0.0f32, 0.0f32);
-        for (&v, &wi) in x.iter().zip(w) {
-            sw += wi;
-            sx += wi * v;
-            sxx += wi * v * v;
+    #[inline(always)]
+    fn of<const N: usize>(x: &[f32; N], w: &[f32; N]) -> Moments {
+        // One accumulator per lane (a single running sum is a chain of dependent adds).
+        let (mut sw, mut sx, mut sxx) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+        for c in 0..N / LANES {
+            for k in 0..LANES {
+                let i = c * LANES + k;
+                sw[k] += w[i];
+                sx[k] += w[i] * x[i];
+                sxx[k] += w[i] * x[i] * x[i];
+            }
         }
-        Moments { sw, sx, sxx }
+        Moments {
+            sw: hsum(sw),
+            sx: hsum(sx),
+            sxx: hsum(sxx),
+        }
+    }
+
+    /// The weighted error of [`Moments::solve`]'s fit for each lane's code sums, without
+    /// the fit itself: one division per lane, in a loop the compiler vectorises
+    /// (`+∞` where `solve` gives `None`). Equal to `solve`'s error up to rounding.
+    #[inline(always)]
+    fn lane_errors(&self, s: &AffineSums, nonpos_min: bool) -> [f64; GRID_LANES] {
+        let (sw, sx, sxx) = (self.sw as f64, self.sx as f64, self.sxx as f64);
+        let mut e = [0.0f64; GRID_LANES];
+        for c in 0..GRID_LANES {
+            let (sl, sll, sxl) = (s.sl[c] as f64, s.sll[c] as f64, s.syl[c] as f64);
+            let det = sw * sll - sl * sl;
+            // With det > 0 the fitted m has the sign of its numerator; m > 0 under
+            // `nonpos_min`, or a singular system, leaves the scale alone (m = 0).
+            let full = det > 1e-12 * sw * sll && !(nonpos_min && sll * sx - sl * sxl > 0.0);
+            let (num, den) = if full {
+                (sll * sx * sx - 2.0 * sl * sx * sxl + sw * sxl * sxl, det)
+            } else {
+                (sxl * sxl, sll)
+            };
+            let err = sxx - num / den;
+            let err = if err > 0.0 { err } else { 0.0 };
+            e[c] = if den > 0.0 { err } else { f64::INFINITY };
+        }
+        e
     }
 
     /// The least-squares (d, m) for codes with sums `s` (m forced ≤ 0 when `nonpos_min`),
     /// and its weighted error; `None` when the system is degenerate.
+    #[inline(always)]
     fn solve(&self, s: Sums, nonpos_min: bool) -> Option<(f32, f32, f64)> {
         let (sw, sx, sxx) = (self.sw as f64, self.sx as f64, self.sxx as f64);
         let (sl, sll, sxl) = (s.sl as f64, s.sll as f64, s.sxl as f64);
@@ -346,9 +390,30 @@ fn affine_codes<const N: usize>(
     }
 }
 
+/// [`Sums`] of the codes `q` (as floats).
+#[inline(always)]
+fn code_sums<const N: usize>(x: &[f32; N], w: &[f32; N], q: &[f32; N]) -> Sums {
+    let (mut sl, mut sll, mut sxl) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+    for c in 0..N / LANES {
+        for k in 0..LANES {
+            let i = c * LANES + k;
+            let wl = w[i] * q[i];
+            sl[k] += wl;
+            sll[k] += wl * q[i];
+            sxl[k] += wl * x[i];
+        }
+    }
+    Sums {
+        sl: hsum(sl),
+        sll: hsum(sll),
+        sxl: hsum(sxl),
+    }
+}
+
 /// The best (d, m) for x̂ = d·q + m, q in 0..=nmax, under weights w (see the module
 /// documentation): `m ≤ 0` when `nonpos_min`. Returns (d, m); d ≥ 0 unless the block is
 /// degenerate, where (0, best constant) is returned.
+#[inline(always)]
 fn fit_affine<const N: usize>(
     x: &[f32; N],
     w: &[f32; N],
@@ -385,24 +450,29 @@ fn fit_affine<const N: usize>(
     }
     let b = GridBlock::normalised(x, w, 0.0, nmax);
     let mut sums = AffineSums::default();
-    (kernels().affine_sums)(&b, &inv, &[lo; GRID_LANES], &mut sums);
+    affine_sums(&b, &inv, &[lo; GRID_LANES], &mut sums);
     let lane = |c: usize| Sums {
         sl: sums.sl[c],
         sll: sums.sll[c],
         sxl: sums.syl[c],
     };
-    let mut best: Option<(f32, f32, f64)> = mom.solve(lane(0), nonpos_min);
-    // A candidate must beat the best by more than rounding noise, so that ties (e.g. a
-    // constant block, fitted exactly by many code levels) keep the earliest, full-range
-    // encoding and equal blocks get equal scales.
+    // Rank the candidates by error alone, then fit the winner. A candidate must beat the
+    // best by more than rounding noise, so that ties (e.g. a constant block, fitted
+    // exactly by many code levels) keep the earliest, full-range encoding and equal
+    // blocks get equal scales.
+    let errs = mom.lane_errors(&sums, nonpos_min);
     let noise = 1e-6 * mom.sxx.max(0.0) as f64;
+    let mut at = 0;
     for c in 1..=GRID_N {
-        if let Some(c) = mom.solve(lane(c), nonpos_min) {
-            if best.is_none_or(|b| c.2 < b.2 - noise) {
-                best = Some(c);
-            }
+        if errs[c] < errs[at] - noise {
+            at = c;
         }
     }
+    let best = if errs[at].is_finite() {
+        mom.solve(lane(at), nonpos_min)
+    } else {
+        None
+    };
     let Some(mut b) = best else {
         return (0.0, constant);
     };
@@ -447,6 +517,7 @@ fn affine_error<const N: usize>(
 }
 
 /// Q4_1 (nmax 15) or Q5_1 (nmax 31): d, m (f16), codes.
+#[inline(always)]
 fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     out.fill(0);
     let Some(p) = prepare::<QK>(src, imp) else {
@@ -459,46 +530,56 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     let mut best = (f32::INFINITY, f16::ZERO, f16::ZERO, [0.0f32; QK]);
     let mom = Moments::of(&p.x, &p.w);
     let gb = GridBlock::normalised(&p.x, &p.w, 0.0, nm);
-    let k = kernels();
+    let mut centre = None;
     for round in 0..2 {
         // The nearest f16 of d and of m and their neighbours: nine pairs, one kernel call.
         let (hd, hm) = (f16_sat(d * p.amax), f16_sat(m * p.amax));
+        if centre == Some((hd, hm)) {
+            // The re-fit rounds to the same pairs: scored already.
+            break;
+        }
+        centre = Some((hd, hm));
         let around = |h: f16| [h, f16_step(h, -1), f16_step(h, 1)];
         let (ad, am) = (around(hd), around(hm));
-        let pairs: [(f16, f16); 9] = std::array::from_fn(|i| (ad[i / 3], am[i % 3]));
+        // Loops, not `array::from_fn` or `map`, on this path: those closures were left out
+        // of line, compiled for the baseline instead of the kernel table's level.
+        let (mut nd, mut nm3) = ([0.0f32; 3], [0.0f32; 3]);
+        for k in 0..3 {
+            nd[k] = through_f16(ad[k], p.amax);
+            nm3[k] = through_f16(am[k], p.amax);
+        }
+        let mut pairs = [(f16::ZERO, f16::ZERO); 9];
         let mut dn = [0.0f32; GRID_LANES];
         let mut mn = [0.0f32; GRID_LANES];
         for c in 0..9 {
-            dn[c] = through_f16(pairs[c].0, p.amax);
-            mn[c] = through_f16(pairs[c].1, p.amax);
+            pairs[c] = (ad[c / 3], am[c % 3]);
+            dn[c] = nd[c / 3];
+            mn[c] = nm3[c % 3];
         }
-        let inv = dn.map(safe_inv);
+        let mut inv = [0.0f32; GRID_LANES];
+        for c in 0..GRID_LANES {
+            inv[c] = safe_inv(dn[c]);
+        }
         let mut errs = [0.0f32; GRID_LANES];
-        (k.affine_errors)(&gb, &inv, &dn, &mn, &mut errs);
+        affine_errors(&gb, &inv, &dn, &mn, &mut errs);
         // The lowest error, first in pair order on ties, if it beats the best so far (a
         // pair seen in the first round scores the same in the second and does not
         // replace it); its codes are computed once.
-        let mut at = 0;
+        let (mut at, mut low) = (0, errs[0]);
         for c in 1..9 {
-            if errs[c] < errs[at] || errs[at].is_nan() {
-                at = c;
-            }
+            // Selects, not a branch on a loaded value (which one wins is unpredictable).
+            let better = errs[c] < low || low.is_nan();
+            low = if better { errs[c] } else { low };
+            at = if better { c } else { at };
         }
-        if errs[at] < best.0 {
+        if low < best.0 {
             let q = affine_codes_of(&gb, inv[at], mn[at]);
-            best = (errs[at], pairs[at].0, pairs[at].1, q);
+            best = (low, pairs[at].0, pairs[at].1, q);
         }
         if round == 1 {
             break;
         }
-        let mut s = Sums::default();
-        for i in 0..QK {
-            let wl = p.w[i] * best.3[i];
-            s.sl += wl;
-            s.sll += wl * best.3[i];
-            s.sxl += wl * p.x[i];
-        }
-        match mom.solve(s, false) {
+        match mom.solve(code_sums(&p.x, &p.w, &best.3), false) {
             Some((nd, nm2, _)) if nd > 0.0 => (d, m) = (nd, nm2),
             _ => break,
         }
@@ -506,7 +587,10 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     let (_, dd, mm, q) = best;
     put_f16(out, 0, dd);
     put_f16(out, 2, mm);
-    let codes: [u8; QK] = std::array::from_fn(|i| q[i] as u8);
+    let mut codes = [0u8; QK];
+    for (c, &v) in codes.iter_mut().zip(&q) {
+        *c = v as u8;
+    }
     if nmax == 15 {
         pack_nibbles_32(&codes, &mut out[4..20]);
     } else {
@@ -517,6 +601,7 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
 }
 
 /// Byte j = code j (low nibble) | code j + 16 (high nibble), for a 32-code block.
+#[inline(always)]
 fn pack_nibbles_32(codes: &[u8; QK], out: &mut [u8]) {
     for j in 0..16 {
         out[j] = (codes[j] & 0x0f) | ((codes[j + 16] & 0x0f) << 4);
@@ -524,6 +609,7 @@ fn pack_nibbles_32(codes: &[u8; QK], out: &mut [u8]) {
 }
 
 /// Bit j = bit 4 of code j (Q5_0/Q5_1's `qh`).
+#[inline(always)]
 fn high_bits_32(codes: &[u8; QK]) -> u32 {
     let mut qh = 0u32;
     for (j, &c) in codes.iter().enumerate() {
@@ -534,6 +620,7 @@ fn high_bits_32(codes: &[u8; QK]) -> u32 {
 
 /// The f16 `steps` representable values away from `h` in magnitude (`h` itself past the
 /// finite range); see `search::f16_step`.
+#[inline(always)]
 fn f16_step(h: f16, steps: i32) -> f16 {
     super::search::f16_step(h, steps)
 }
@@ -541,38 +628,40 @@ fn f16_step(h: f16, steps: i32) -> f16 {
 // ---------------------------------------------------------------------------------------
 // Q5_0
 
-/// Q5_0: d (f16), qh, codes offset by 16. Searched like Q4_0 (`search::best_symmetric`),
-/// from llama.cpp's reference block (largest magnitude ↦ −16).
+/// How Q5_0 blocks are searched: codes in [−16, 15], inverse scales s·max|x| in [12, 17]
+/// (the optimum of a 5-bit block lies there in practice; wider windows cost time and
+/// found nothing better on Gaussian rows).
+const Q5_0_SEARCH: Symmetric = Symmetric {
+    neg_max: 16,
+    pos_max: 15,
+    window: Window { lo: 12.0, hi: 17.0 },
+    both_signs: true,
+    weight_ratio: None,
+};
+
+/// Q5_0: d (f16), qh, codes offset by 16. Searched like Q4_0
+/// (`search::encode_symmetric`, never worse than llama.cpp's block).
+#[inline(always)]
 fn block_q5_0(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
     out.fill(0);
     let Some(p) = prepare::<QK>(src, imp) else {
         return;
     };
-    // Real values (the f16 refinement works on them), normalised weights.
-    let x: [f32; QK] = std::array::from_fn(|i| p.x[i] * p.amax);
-    let mut max = 0.0f32;
-    for &v in &x {
-        if v.abs() > max.abs() {
-            max = v;
-        }
+    // Real values (the stored scale is in their units), normalised weights. `prepare`
+    // leaves finite values with a non-zero one among them and finite weights, so the
+    // search has a block to encode.
+    let mut x = [0.0f32; QK];
+    for (o, &v) in x.iter_mut().zip(&p.x) {
+        *o = v * p.amax;
     }
-    let d = f16_sat(max / -16.0).to_f32();
-    let mut q = [0i8; QK];
-    if d != 0.0 {
-        for (c, &v) in q.iter_mut().zip(&x) {
-            *c = (v / d).round().clamp(-16.0, 15.0) as i8;
-        }
-    }
-    let mut best = Candidate {
-        q,
-        d,
-        err: werr(&x, &p.w, &q, d),
+    let Some((q, d)) = encode_symmetric(&x, &p.w, &Q5_0_SEARCH) else {
+        return;
     };
-    // Inverse scales within [12, 17]/max|x|: the optimum of a 5-bit block lies there in
-    // practice (wider windows cost time and found nothing better on Gaussian rows).
-    best_symmetric(&x, &p.w, 16, 15, Some((12.0, 17.0)), &mut best);
-    put_f16(out, 0, f16_sat(best.d));
-    let codes: [u8; QK] = std::array::from_fn(|i| (best.q[i] + 16) as u8);
+    put_f16(out, 0, f16_sat(d));
+    let mut codes = [0u8; QK];
+    for (c, &v) in codes.iter_mut().zip(&q) {
+        *c = (v + 16) as u8;
+    }
     out[2..6].copy_from_slice(&high_bits_32(&codes).to_le_bytes());
     pack_nibbles_32(&codes, &mut out[6..22]);
 }
@@ -585,6 +674,7 @@ const K_ROUNDS: usize = 4;
 
 /// Q4_K (nmax 15) or Q5_K (nmax 31): d, dmin (f16), 8 × (6-bit scale, 6-bit min),
 /// [qh,] codes; sub-block j decodes as d·sc_j·q − dmin·m_j.
+#[inline(always)]
 fn block_q4k_q5k(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     out.fill(0);
     let Some(p) = prepare::<QK_K>(src, imp) else {
@@ -702,7 +792,10 @@ fn block_q4k_q5k(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     put_f16(out, 0, b.d);
     put_f16(out, 2, b.dmin);
     pack_k4_scales(&b.ls, &b.lm, &mut out[4..16]);
-    let codes: [u8; QK_K] = std::array::from_fn(|i| b.q[i] as u8);
+    let mut codes = [0u8; QK_K];
+    for (c, &v) in codes.iter_mut().zip(&b.q) {
+        *c = v as u8;
+    }
     let qs = if nmax == 15 {
         &mut out[16..144]
     } else {
@@ -724,6 +817,7 @@ fn block_q4k_q5k(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
 
 /// The two integers in 0..=max around `v / unit` (one if they coincide at a bound; just
 /// 0 when `unit` is 0).
+#[inline(always)]
 fn neighbours(v: f32, unit: f32, max: f32) -> Vec2 {
     if unit <= 0.0 {
         return Vec2::one(0.0);
@@ -762,6 +856,7 @@ impl std::ops::Deref for Vec2 {
 
 /// ggml's 12-byte packing of eight 6-bit (scale, min) pairs (inverse of
 /// `get_scale_min_k4`).
+#[inline(always)]
 fn pack_k4_scales(ls: &[u8; 8], lm: &[u8; 8], out: &mut [u8]) {
     out.fill(0);
     for j in 0..8 {
@@ -786,6 +881,7 @@ const Q6_SUB: usize = 16;
 
 /// Q6_K: 16 sub-blocks of 16, codes in −32..=31, i8 sub-scales, f16 d; sub-block j
 /// decodes as d·sc_j·q.
+#[inline(always)]
 fn block_q6_k(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
     out.fill(0);
     let Some(p) = prepare::<QK_K>(src, imp) else {
@@ -870,7 +966,10 @@ fn block_q6_k(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
         d = nd;
     }
     let (_, h, sc, q) = best.expect("at least one round");
-    let codes: [u8; QK_K] = std::array::from_fn(|i| (q[i] + 32.0) as u8);
+    let mut codes = [0u8; QK_K];
+    for (c, &v) in codes.iter_mut().zip(&q) {
+        *c = (v + 32.0) as u8;
+    }
     let (ql, rest) = out.split_at_mut(128);
     let (qh, rest) = rest.split_at_mut(64);
     for half in 0..2 {
@@ -892,6 +991,7 @@ fn block_q6_k(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
 /// values): the best least-squares scale over codes rounded with the largest magnitude
 /// mapped near −32 or near +31 (eight inverse scales), or llama.cpp's rule (largest ↦ −32)
 /// if the weights are all 0.
+#[inline(always)]
 fn q6_sub_scale(x: &[f32], w: &[f32]) -> f32 {
     let mut max = 0.0f32;
     for &v in x {

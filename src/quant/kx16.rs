@@ -89,17 +89,38 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
         lo | (hi << 4)
     }
 
-    /// Store row `i`'s code `k` of sub-block `s` (the bits it replaces must be zero).
-    fn put_code(&mut self, s: usize, i: usize, k: usize, v: u8) {
-        let nib = &mut self.nibbles_mut()[NIB * s + q4_index(i, k)];
-        *nib |= if k < 16 { v & 0x0F } else { (v & 0x0F) << 4 };
-        let (c, b) = (k / 4, k % 4);
+    /// Store row `i`'s 32 codes of sub-block `s`: whole bytes, each written once (the
+    /// converter interleaves every code of a model through here).
+    #[inline]
+    fn put_row(&mut self, s: usize, i: usize, codes: &[u8]) {
+        let codes: &[u8; SUB] = codes.try_into().expect("one sub-block of codes");
+        let nib = &mut self.nibbles_mut()[NIB * s..NIB * (s + 1)];
+        for k in 0..16 {
+            nib[q4_index(i, k)] = (codes[k] & 0x0F) | ((codes[k + 16] & 0x0F) << 4);
+        }
         match Self::HIGH_BITS {
             0 => {}
-            1 => self.high_mut()[PLANE * s + 4 * i + b] |= ((v >> 4) & 1) << c,
+            1 => {
+                let plane = &mut self.high_mut()[PLANE * s..PLANE * (s + 1)];
+                for b in 0..4 {
+                    let mut byte = 0u8;
+                    for c in 0..8 {
+                        byte |= ((codes[4 * c + b] >> 4) & 1) << c;
+                    }
+                    plane[4 * i + b] = byte;
+                }
+            }
             _ => {
-                self.high_mut()[2 * PLANE * s + PLANE * (c / 4) + 4 * i + b] |=
-                    ((v >> 4) & 3) << (2 * (c % 4))
+                let planes = &mut self.high_mut()[2 * PLANE * s..2 * PLANE * (s + 1)];
+                for half in 0..2 {
+                    for b in 0..4 {
+                        let mut byte = 0u8;
+                        for c in 0..4 {
+                            byte |= ((codes[4 * (4 * half + c) + b] >> 4) & 3) << (2 * c);
+                        }
+                        planes[PLANE * half + 4 * i + b] = byte;
+                    }
+                }
             }
         }
     }
@@ -120,7 +141,7 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
 }
 
 /// Interleave groups of 16 rows of `nb` native blocks (row by row) into `nb`
-/// superblocks per group (`out` zeroed first).
+/// superblocks per group (every byte of `out` is written).
 fn interleave_coded<B: CodedX16>(rows: &[B::Plain], out: &mut [B]) {
     let nb = out.len();
     assert_eq!(
@@ -130,15 +151,11 @@ fn interleave_coded<B: CodedX16>(rows: &[B::Plain], out: &mut [B]) {
     );
     let mut codes = [0u8; 256];
     for (b, sb) in out.iter_mut().enumerate() {
-        sb.nibbles_mut().fill(0);
-        sb.high_mut().fill(0);
         for i in 0..GROUP {
             let blk = &rows[i * nb + b];
             blk.codes(&mut codes[..B::Plain::N]);
             for s in 0..B::SUBS {
-                for k in 0..SUB {
-                    sb.put_code(s, i, k, codes[SUB * s + k]);
-                }
+                sb.put_row(s, i, &codes[SUB * s..SUB * (s + 1)]);
             }
             sb.set_row_scales(i, blk);
         }

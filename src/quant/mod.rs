@@ -194,6 +194,18 @@ pub fn quantize_row_best(dtype: DType, src: &[f32], out: &mut [u8]) {
 /// up to rounding and ignore the weights.
 pub fn quantize_row_weighted(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
     assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
+    if let Some(w) = weights {
+        assert_eq!(w.len(), src.len(), "one weight per element");
+    }
+    (crate::kernels::kernels().encode_row)(dtype, src, weights, out)
+}
+
+/// The reference of [`crate::kernels::Kernels::encode_row`]: [`quantize_row_weighted`]'s
+/// work, inlined into each level's table entry with the search below it (so the scalar
+/// glue of the search is vectorised for that level too). Lengths as
+/// [`quantize_row_weighted`] checks them.
+#[inline(always)]
+pub fn encode_row(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
     match dtype {
         DType::Q4_0 => quantize_row_q4_0_weighted(src, weights, blocks_mut(out)),
         DType::Q8_0 => quantize_row_q8_0_weighted(src, weights, blocks_mut(out)),

@@ -1,7 +1,7 @@
 //! Q4_0: 32 weights per block, one f16 scale, 4-bit values offset by 8.
 //! Byte j holds element j in its low nibble and element j + 16 in its high nibble.
 
-use super::search::{best_symmetric, werr, Candidate};
+use super::search::{encode_symmetric, Symmetric, Window};
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -79,6 +79,7 @@ pub fn quantize_row_q4_0_search(src: &[f32], out: &mut [BlockQ4_0]) {
 /// it), but the scale is not tied to the largest value: per block, the scale and codes
 /// that minimise the error are searched (see [`block_q4_0_weighted`]). `weights` has one non-negative weight per element of `src`
 /// (the converter passes a column-importance vector per row); `None` means all 1.
+#[inline(always)]
 pub fn quantize_row_q4_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ4_0]) {
     assert_eq!(src.len(), out.len() * QK);
     if let Some(w) = weights {
@@ -91,75 +92,40 @@ pub fn quantize_row_q4_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mu
     }
 }
 
-/// The inverse scales [`block_q4_0_weighted`] searches, times max|x|, when the block's
-/// weights are within [`Q4_WINDOW_WEIGHT_RATIO`] of each other.
-const Q4_WINDOW: (f32, f32) = (4.0, 11.0);
-const Q4_WINDOW_WEIGHT_RATIO: f32 = 64.0;
+/// How [`block_q4_0_weighted`] searches: codes in [−8, 7]; inverse scales s·max|x| in
+/// [4, 11] while the block's weights are within a factor 64 of each other (there the
+/// optimum lies at [4.5, 10) in every one of 323k SmolLM2 blocks with the exact search),
+/// every scale exactly past that.
+const Q4_0_SEARCH: Symmetric = Symmetric {
+    neg_max: 8,
+    pos_max: 7,
+    window: Window { lo: 4.0, hi: 11.0 },
+    both_signs: true,
+    weight_ratio: Some(64.0),
+};
 
-/// One Q4_0 block minimising Σ w (x − x̂)² with x̂ = d·(q − 8), d stored as f16.
-///
-/// Candidates: llama.cpp's reference block (so the result is never worse than it under
-/// the same weights), and the best codes of `search::best_symmetric` for either sign of
-/// d (a grid of inverse scales, or every scale exactly for very uneven weights), stored
-/// with the best of the f16 scales around their least-squares one. The lowest weighted
-/// error wins. If every weight in the block is 0 the block does not matter to the
-/// objective and uniform weights are used instead.
+/// One Q4_0 block minimising Σ w (x − x̂)² with x̂ = d·(q − 8), d stored as f16
+/// ([`encode_symmetric`]: never worse than llama.cpp's block under the same
+/// weights). A block without a finite non-zero value, or with a non-finite weight, is
+/// llama.cpp's block; all-zero weights count as uniform.
+#[inline(always)]
 pub fn block_q4_0_weighted(x: &[f32], w: &[f32]) -> BlockQ4_0 {
     debug_assert!(x.len() == QK && w.len() == QK);
-    let mut max = 0.0f32;
-    for &v in x {
-        if v.abs() > max.abs() {
-            max = v;
-        }
-    }
-    if max == 0.0 || !max.is_finite() {
-        // Zero block (a non-finite block has no meaningful error; fall back to llama.cpp's).
+    let Some((q, d)) = encode_symmetric(x, w, &Q4_0_SEARCH) else {
         let mut b = [BlockQ4_0 {
             d: 0,
-            qs: [0x88; QK / 2],
+            qs: [0; QK / 2],
         }];
-        if max != 0.0 {
-            quantize_row_q4_0(x, &mut b);
-        }
+        quantize_row_q4_0(x, &mut b);
         return b[0];
-    }
-    const ONES: [f32; QK] = [1.0; QK];
-    let (mut wmin, mut wmax) = (f32::INFINITY, 0.0f32);
-    for &v in w {
-        // Comparisons, not f32::min/max: their NaN rules keep the loop from vectorising
-        // (a NaN weight fails both and is left to the search's own checks).
-        wmin = if v < wmin { v } else { wmin };
-        wmax = if v > wmax { v } else { wmax };
-    }
-    let w = if wmax > 0.0 {
-        w
-    } else {
-        wmin = 1.0;
-        wmax = 1.0;
-        &ONES[..]
     };
-
-    // Reference candidate.
-    let (q, d) = reference_codes(x);
-    let d = half::f16::from_bits(d).to_f32();
-    let mut best = Candidate {
-        q,
-        d,
-        err: werr(x, w, &q, d),
-    };
-    // With weights within a factor 64 of each other the optimum lies at inverse scales
-    // s·max|x| in [4.5, 10) (every one of 323k SmolLM2 blocks with the exact search):
-    // the grid covers [4, 11]. Very uneven weights can make clipping the largest value,
-    // or a coarse scale, pay: those blocks are searched over all scales, exactly.
-    let window = (wmin * Q4_WINDOW_WEIGHT_RATIO >= wmax).then_some(Q4_WINDOW);
-    best_symmetric(x, w, 8, 7, window, &mut best);
     let mut b = BlockQ4_0 {
-        d: half::f16::from_f32(best.d).to_bits(),
+        d: half::f16::from_f32(d).to_bits(),
         qs: [0; QK / 2],
     };
     for j in 0..QK / 2 {
-        let lo = (best.q[j] + 8) as u8;
-        let hi = (best.q[j + QK / 2] + 8) as u8;
+        let lo = (q[j] + 8) as u8;
+        let hi = (q[j + QK / 2] + 8) as u8;
         b.qs[j] = lo | (hi << 4);
     }
     b

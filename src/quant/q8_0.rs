@@ -1,7 +1,7 @@
 //! Q8_0: 32 weights per block, one f16 scale, int8 values. Also the block type that
 //! activations are quantized to on the fly for the integer dot products.
 
-use super::search::{grid_block, grid_coarse, grid_fine, refine_grid, werr, Candidate, Window};
+use super::search::{encode_symmetric, Symmetric, Window};
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,6 +62,7 @@ pub fn quantize_act_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
 /// (same format as [`quantize_row_q8_0`]; codes stay within ±127 like llama.cpp's, so
 /// every kernel's sign tricks stay valid). `weights` has one non-negative weight per
 /// element of `src`; `None` means all 1. See [`block_q8_0_weighted`].
+#[inline(always)]
 pub fn quantize_row_q8_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);
     if let Some(w) = weights {
@@ -74,49 +75,38 @@ pub fn quantize_row_q8_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mu
     }
 }
 
-/// Half-width, in codes at the largest magnitude, of the window of inverse scales around
-/// llama.cpp's 127 / max|x| that [`block_q8_0_weighted`] searches.
-const Q8_WINDOW: f32 = 2.5;
+/// How [`block_q8_0_weighted`] searches: codes within ±127 (like llama.cpp's, so every
+/// kernel's sign tricks stay valid), inverse scales s·max|x| within 2.5 codes of
+/// llama.cpp's 127 (wider clipping or coarser scales do not pay at 8 bits); symmetric
+/// codes, so a negative scale gives the same blocks and one sign suffices.
+const Q8_0_SEARCH: Symmetric = Symmetric {
+    neg_max: 127,
+    pos_max: 127,
+    window: Window {
+        lo: 124.5,
+        hi: 129.5,
+    },
+    both_signs: false,
+    weight_ratio: None,
+};
 
-/// One Q8_0 block minimising Σ w (x − d·q)² with d stored as f16: llama.cpp's block is
-/// a candidate (so the result is never worse under the same weights), and the best of a
-/// grid of inverse scales s with s·max|x| in 127 ± [`Q8_WINDOW`] (wider clipping or
-/// coarser scales do not pay at 8 bits), adjusted for the f16 scale. All-zero weights
-/// fall back to uniform ones.
+/// One Q8_0 block minimising Σ w (x − d·q)² with d stored as f16
+/// ([`encode_symmetric`]: never worse than llama.cpp's block under the same
+/// weights). A block without a finite non-zero value, or with a non-finite weight, is
+/// llama.cpp's block; all-zero weights count as uniform.
+#[inline(always)]
 pub fn block_q8_0_weighted(x: &[f32], w: &[f32]) -> BlockQ8_0 {
     debug_assert!(x.len() == QK && w.len() == QK);
-    let mut r = [BlockQ8_0 { d: 0, qs: [0; QK] }];
-    quantize_row_q8_0(x, &mut r);
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    if amax == 0.0 || !amax.is_finite() {
-        return r[0];
-    }
-    const ONES: [f32; QK] = [1.0; QK];
-    let w = if w.iter().any(|&v| v > 0.0) {
-        w
-    } else {
-        &ONES[..]
-    };
-    let d = r[0].scale();
-    let mut best = Candidate {
-        q: r[0].qs,
-        d,
-        err: werr(x, w, &r[0].qs, d),
-    };
-    if let Some(b) = grid_block(x, w, -127.0, 127.0) {
-        let k = crate::kernels::kernels();
-        let win = Window {
-            lo: 127.0 - Q8_WINDOW,
-            hi: 127.0 + Q8_WINDOW,
-        };
-        // Symmetric codes: a negative scale gives the same blocks, so one sign suffices.
-        if let [Some(hit), _] = grid_coarse(k, &b, win, false) {
-            refine_grid(k, x, w, &b, grid_fine(k, &b, hit).scale, &mut best);
+    match encode_symmetric(x, w, &Q8_0_SEARCH) {
+        Some((qs, d)) => BlockQ8_0 {
+            d: half::f16::from_f32(d).to_bits(),
+            qs,
+        },
+        None => {
+            let mut r = [BlockQ8_0 { d: 0, qs: [0; QK] }];
+            quantize_row_q8_0(x, &mut r);
+            r[0]
         }
-    }
-    BlockQ8_0 {
-        d: half::f16::from_f32(best.d).to_bits(),
-        qs: best.q,
     }
 }
 

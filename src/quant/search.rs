@@ -12,9 +12,9 @@
 //! ([`affine_sums`], [`affine_errors`]) live here too.
 
 use super::QK;
-use crate::kernels::Kernels;
 
-/// A block encoding and its weighted squared error.
+/// A block encoding and its weighted squared error (the tests' exact yardstick).
+#[cfg(test)]
 #[derive(Clone, Copy)]
 pub(crate) struct Candidate {
     pub q: [i8; QK],
@@ -22,7 +22,8 @@ pub(crate) struct Candidate {
     pub err: f64,
 }
 
-/// Weighted squared error of codes `q` at scale `d`.
+/// Weighted squared error of codes `q` at scale `d`, in f64.
+#[cfg(test)]
 pub(crate) fn werr(x: &[f32], w: &[f32], q: &[i8; QK], d: f32) -> f64 {
     // Four partial sums, one per lane of four elements: one chain of dependent f64
     // additions was most of the time.
@@ -310,64 +311,133 @@ pub(crate) fn refine_f16(
     }
 }
 
-/// The best codes in [−neg_max, pos_max] for either sign of the scale that a grid of
-/// inverse scales finds ([`grid_coarse`] for both signs in one pass, then [`grid_fine`]),
-/// stored with an f16 scale by [`refine_grid`]; `best` (the caller's starting candidate,
-/// e.g. llama.cpp's reference block) is replaced by any encoding with a lower weighted
-/// error. `window` = (lo, hi) limits the inverse scales searched to [lo, hi] / max|x|
-/// (evenly spaced); `None` searches every scale exactly ([`exact_symmetric`]), for blocks
-/// whose uneven weights may make clipping pay.
-pub(crate) fn best_symmetric(
-    x: &[f32],
-    w: &[f32],
-    neg_max: u32,
-    pos_max: u32,
-    window: Option<(f32, f32)>,
-    best: &mut Candidate,
-) {
-    let k = crate::kernels::kernels();
-    let Some(b) = grid_block(x, w, -(neg_max as f32), pos_max as f32) else {
-        return;
-    };
-    let Some((lo, hi)) = window else {
-        return exact_symmetric(k, x, w, &b, neg_max, pos_max, best);
-    };
-    let win = Window { lo, hi };
-    let mut hits = grid_coarse(k, &b, win, true);
-    // Only the sign whose coarse best leads is searched finely (on real and Gaussian rows
-    // the two signs are within 0.2% of each other in most blocks, so searching both
-    // costs almost a kernel call per block, for 0.004% of the weighted error on Gaussian
-    // rows); the fine scores are f32 sums, so a sign within 1e-4 of the other after the
-    // fine grid is stored too, and the f16 scale and the f64 error decide.
-    let top =
-        |hits: &[Option<GridHit>; 2]| hits.iter().flatten().fold(0.0f32, |m, h| m.max(h.score));
-    let coarse_top = top(&hits);
-    for hit in hits.iter_mut().flatten() {
-        if hit.score >= coarse_top {
-            *hit = grid_fine(k, &b, *hit);
-        }
-    }
-    let fine_top = top(&hits);
-    for hit in hits.iter().flatten() {
-        if hit.score >= fine_top * (1.0 - SCORE_TIE) {
-            refine_grid(k, x, w, &b, hit.scale, best);
-        }
-    }
+/// A symmetric block type (x̂ = d·q, q in [−neg_max, pos_max], d stored as f16) as
+/// [`encode_symmetric`] searches it.
+pub(crate) struct Symmetric {
+    pub neg_max: u32,
+    pub pos_max: u32,
+    /// Inverse scales, times max|x|, the grid covers (for the sign of d that maps the
+    /// largest magnitude to −neg_max the window holds llama.cpp's own scale).
+    pub window: Window,
+    /// Whether both signs of d are searched (they give different blocks only when the
+    /// code range is not symmetric).
+    pub both_signs: bool,
+    /// The window is used only while the block's weights are within this factor of each
+    /// other; past it (uneven importance, where clipping the largest value or a coarse
+    /// scale may pay) every scale is searched exactly. `None`: always the window.
+    pub weight_ratio: Option<f32>,
 }
 
-/// [`best_symmetric`] without a window: for each sign the exact optimum of
-/// [`exact_search_scored`] over every scale (blocks with very uneven weights, such as an
-/// importance matrix gives, may gain from clipping large values or from coarse scales,
-/// where a grid would have to be wide and fine), stored by [`refine_grid`].
-fn exact_symmetric(
-    k: &Kernels,
-    x: &[f32],
-    w: &[f32],
-    b: &GridBlock,
-    neg_max: u32,
-    pos_max: u32,
-    best: &mut Candidate,
-) {
+/// One block's encoding in the normalised frame of its [`GridBlock`]: codes
+/// `grid_code(y, inv)`, the stored scale `d` (an f16 value, real units) and its weighted
+/// error (f32, normalised block).
+#[derive(Clone, Copy)]
+struct Pick {
+    inv: f32,
+    d: f32,
+    err: f32,
+}
+
+/// The codes and f16 scale (as f32) of the block of type `t` with the least weighted
+/// squared error Σ w (x − d·q)² that the search finds, or `None` for a block without a
+/// finite non-zero value or with a non-finite weight (the caller stores llama.cpp's
+/// block). All-zero weights count as uniform ones.
+///
+/// Candidates, one [`GRID_LANES`]-wide kernel call each:
+/// 1. a coarse grid of inverse scales over `t.window` for both signs ([`grid_coarse`]),
+///    then a fine grid around the leading sign's best ([`grid_fine`]); or, past
+///    `t.weight_ratio`, the exact optimum of every scale ([`exact_search_scored`]);
+/// 2. the f16 scales around the winner's least-squares scale, codes re-rounded for each,
+///    with llama.cpp's block (its scale and codes, `refine`) in the same call, so the
+///    result is never worse than llama.cpp's under the same weights (up to the f32
+///    rounding of the errors, and llama.cpp's tie rule: it rounds exact halves up).
+#[inline(always)]
+pub(crate) fn encode_symmetric(x: &[f32], w: &[f32], t: &Symmetric) -> Option<([i8; QK], f32)> {
+    const ONES: [f32; QK] = [1.0; QK];
+    let n = x.len();
+    assert!(n <= QK && w.len() >= n);
+    // One pass for the largest magnitude, the weight range and a finiteness check.
+    // Comparisons, not f32::max/min: their NaN rules keep the loop from vectorising (a NaN
+    // fails every comparison and shows in `nan`: NaN·0 and ±∞·0 are NaN, not 0).
+    let (mut amax, mut wmin, mut wmax, mut nan) = (0.0f32, f32::INFINITY, 0.0f32, 0.0f32);
+    for (&v, &wi) in x.iter().zip(&w[..n]) {
+        let a = v.abs();
+        amax = if a > amax { a } else { amax };
+        wmin = if wi < wmin { wi } else { wmin };
+        wmax = if wi > wmax { wi } else { wmax };
+        nan += v * 0.0 + wi * 0.0;
+    }
+    if amax == 0.0 || nan != 0.0 {
+        return None;
+    }
+    let w = if wmax > 0.0 {
+        &w[..n]
+    } else {
+        (wmin, wmax) = (1.0, 1.0);
+        &ONES[..n]
+    };
+    let (neg, pos) = (t.neg_max as f32, t.pos_max as f32);
+    let b = GridBlock::scaled(x, w, amax, 1.0 / wmax, -neg, pos);
+    // llama.cpp's scale: the first value of largest magnitude maps to −neg_max (to
+    // +pos_max, as amax / pos_max, when the range is symmetric).
+    let at = x.iter().position(|v| v.abs() == amax).unwrap_or(0);
+    let d_ref = if t.neg_max == t.pos_max {
+        amax / pos
+    } else {
+        x[at] / -neg
+    };
+    // Its codes round x / d_ref (ggml multiplies by 1/d_ref), its stored scale is f16.
+    let reference = Pick {
+        inv: (1.0 / d_ref) * amax,
+        d: half::f16::from_f32(d_ref).to_f32(),
+        err: f32::INFINITY,
+    };
+    let mut best: Option<Pick> = None;
+    let windowed = t.weight_ratio.is_none_or(|r| wmin * r >= wmax);
+    if windowed {
+        let mut hits = grid_coarse(&b, t.window, t.both_signs);
+        // Only the sign whose coarse best leads is searched finely (on real and Gaussian
+        // rows the two signs are within 0.2% of each other in most blocks, so searching
+        // both costs almost a kernel call per block, for 0.004% of the weighted error on
+        // Gaussian rows); the fine scores are f32 sums, so a sign within `SCORE_TIE` of
+        // the other after the fine grid is stored too, and the stored errors decide.
+        let top =
+            |hits: &[Option<GridHit>; 2]| hits.iter().flatten().fold(0.0f32, |m, h| m.max(h.score));
+        let coarse_top = top(&hits);
+        for hit in hits.iter_mut().flatten() {
+            if hit.score >= coarse_top {
+                *hit = grid_fine(&b, *hit);
+            }
+        }
+        let fine_top = top(&hits);
+        for hit in hits.iter().flatten() {
+            if hit.score >= fine_top * (1.0 - SCORE_TIE) {
+                refine(&b, hit.scale, reference, &mut best);
+            }
+        }
+    } else {
+        for scale in exact_symmetric(x, w, t.neg_max, t.pos_max)
+            .into_iter()
+            .flatten()
+        {
+            refine(&b, scale / amax, reference, &mut best);
+        }
+    }
+    if best.is_none() {
+        // No grid candidate (every code rounds to 0): llama.cpp's block and the f16
+        // scales around it.
+        refine(&b, d_ref / amax, reference, &mut best);
+    }
+    let best = best?;
+    Some((grid_codes(&b, best.inv), best.d))
+}
+
+/// The least-squares scales (real units) of the exact optimum of [`exact_search_scored`]
+/// over every scale, for each sign whose optimum is within 1e-3 of the better one
+/// (blocks with very uneven weights, such as an importance matrix gives, may gain from
+/// clipping large values or from coarse scales, where a grid would have to be wide and
+/// fine).
+fn exact_symmetric(x: &[f32], w: &[f32], neg_max: u32, pos_max: u32) -> [Option<f32>; 2] {
     let mut y = [0.0f32; QK];
     let y = &mut y[..x.len()];
     let mut found: [Option<([i8; QK], f64)>; 2] = [None, None];
@@ -379,14 +449,11 @@ fn exact_symmetric(
         *f = exact_search_scored(y, w, 0.0, f32::INFINITY, neg_max, pos_max);
     }
     let top = found.iter().flatten().fold(0.0f64, |m, f| m.max(f.1));
-    for (q, score) in found.iter().flatten() {
-        if *score >= top * (1.0 - 1e-3) {
-            let (xq, qq) = code_sums(x, w, q);
-            if qq > 0.0 {
-                refine_grid(k, x, w, b, (xq / qq) as f32 / b.unit, best);
-            }
-        }
-    }
+    found.map(|f| {
+        let (q, score) = f?;
+        let (xq, qq) = code_sums(x, w, &q);
+        (score >= top * (1.0 - 1e-3) && qq > 0.0).then(|| (xq / qq) as f32)
+    })
 }
 
 /// Relative difference below which two grid scores (f32 sums of 32 terms, accurate to a
@@ -396,40 +463,40 @@ const SCORE_TIE: f32 = 1e-4;
 /// The f16 values from [`F16_BELOW`] steps below `h` in magnitude to the rest above it,
 /// as f32 (a value past the finite range repeats `h`, as [`f16_step`] does). For normal
 /// values the conversion is a shift and an exponent rebias, done inline.
+#[inline(always)]
 fn f16_ladder(h: half::f16) -> [f32; GRID_LANES] {
     let bits = h.to_bits();
     let (sign, mag) = ((bits & 0x8000) as u32, (bits & 0x7fff) as i32);
-    std::array::from_fn(|c| {
+    // Loops, not `array::from_fn` or `map`, here and below: those closures were left
+    // out of line, compiled for the baseline instead of the kernel table's level.
+    let mut out = [0.0f32; GRID_LANES];
+    for (c, o) in out.iter_mut().enumerate() {
         let m = mag + c as i32 - F16_BELOW;
-        if (0x0400..0x7c00).contains(&m) {
+        *o = if (0x0400..0x7c00).contains(&m) {
             // Normal f16: exponent bias 15 → 127, mantissa 10 → 23 bits.
             f32::from_bits((sign << 16) | ((m as u32 + ((127 - 15) << 10)) << 13))
         } else {
             f16_step(h, c as i32 - F16_BELOW).to_f32()
-        }
-    })
+        };
+    }
+    out
 }
 
-/// F16 scales [`refine_grid`] tries around the least-squares one: this many below it,
-/// `GRID_LANES − 1 − F16_BELOW` above.
-const F16_BELOW: i32 = 7;
+/// F16 scales [`refine`] tries around the least-squares one: this many below it, and as
+/// many above (the last of the [`GRID_LANES`] lanes holds llama.cpp's block).
+const F16_BELOW: i32 = 6;
+const REFERENCE_LANE: usize = GRID_LANES - 1;
 
-/// Store a block found at least-squares scale `scale` (for the normalised block `b`) with
-/// an f16 scale: that scale, rounded to f16, and the f16 values around it (one kernel call of
-/// [`GRID_LANES`]) are each tried with the codes re-rounded for that scale (for a fixed
-/// scale, rounding each value to its nearest code is optimal, so keeping the grid's codes
-/// can not do better). The best, its error computed directly in f64, replaces `best` if
-/// lower.
-pub(crate) fn refine_grid(
-    k: &Kernels,
-    x: &[f32],
-    w: &[f32],
-    b: &GridBlock,
-    scale: f32,
-    best: &mut Candidate,
-) {
-    let h = half::f16::from_f32(scale * b.unit);
-    let ds = f16_ladder(h);
+/// Store a block found at least-squares scale `scale` (normalised units) with an f16
+/// scale: that scale rounded to f16 and the f16 values around it are each tried with the
+/// codes re-rounded for that scale (for a fixed scale, rounding each value to its nearest
+/// code is optimal, so keeping the grid's codes can not do better), beside llama.cpp's
+/// block `reference`, all in one kernel call. The lowest error (first lane on ties)
+/// replaces `best` if lower.
+#[inline(always)]
+fn refine(b: &GridBlock, scale: f32, reference: Pick, best: &mut Option<Pick>) {
+    let mut ds = f16_ladder(half::f16::from_f32(scale * b.unit));
+    ds[REFERENCE_LANE] = reference.d;
     // The same scales for the normalised block (y = x / unit), and their inverses.
     let iu = 1.0 / b.unit;
     let mut dy = [0.0f32; GRID_LANES];
@@ -438,23 +505,24 @@ pub(crate) fn refine_grid(
         dy[c] = ds[c] * iu;
         inv[c] = 1.0 / dy[c];
     }
+    inv[REFERENCE_LANE] = reference.inv;
     let mut errs = [0.0f32; GRID_LANES];
     // The symmetric error is the affine one with offset 0: y − (d·q + 0) = y − d·q.
-    (k.affine_errors)(b, &inv, &dy, &[0.0; GRID_LANES], &mut errs);
+    affine_errors(b, &inv, &dy, &[0.0; GRID_LANES], &mut errs);
     // Lanes whose scale is 0 or not finite (the ladder ran past f16's range) are skipped.
     let mut at = usize::MAX;
-    let mut low = f32::INFINITY;
+    let mut low = best.map_or(f32::INFINITY, |p| p.err);
     for c in 0..GRID_LANES {
-        let better = errs[c] < low && dy[c] != 0.0 && ds[c].is_finite();
+        let better = errs[c] < low && dy[c] != 0.0 && ds[c].is_finite() && inv[c].is_finite();
         low = if better { errs[c] } else { low };
         at = if better { c } else { at };
     }
-    if let Some(c) = (at != usize::MAX).then_some(at) {
-        let q = grid_codes(b, inv[c]);
-        let err = werr(x, w, &q, ds[c]);
-        if err < best.err {
-            *best = Candidate { q, d: ds[c], err };
-        }
+    if at != usize::MAX {
+        *best = Some(Pick {
+            inv: inv[at],
+            d: ds[at],
+            err: low,
+        });
     }
 }
 
@@ -611,6 +679,7 @@ pub fn affine_errors(
 
 /// The codes [`affine_sums`] and [`affine_errors`] give `b` for offset `m` and inverse
 /// scale `inv` (0 past `b.n`).
+#[inline(always)]
 pub fn affine_codes_of(b: &GridBlock, inv: f32, m: f32) -> [f32; QK] {
     let mut q = [0.0f32; QK];
     for (c, &v) in q.iter_mut().zip(&b.y[..b.n]) {
@@ -622,17 +691,13 @@ pub fn affine_codes_of(b: &GridBlock, inv: f32, m: f32) -> [f32; QK] {
 /// The best inverse scale of `inv` (first on ties) for `b`, one kernel call per
 /// [`GRID_LANES`] scales, separately for lanes below `split` (index 0) and from it on
 /// (index 1); `below`/`above` are left for the caller.
-fn grid_best(
-    k: &Kernels,
-    b: &GridBlock,
-    inv: &[[f32; GRID_LANES]],
-    split: usize,
-) -> [Option<GridHit>; 2] {
+#[inline(always)]
+fn grid_best(b: &GridBlock, inv: &[[f32; GRID_LANES]], split: usize) -> [Option<GridHit>; 2] {
     let mut best: [Option<GridHit>; 2] = [None, None];
     let mut top = [0.0f32; 2];
     for lanes in inv {
         let mut out = GridScores::default();
-        (k.grid_scores)(b, lanes, &mut out);
+        grid_scores(b, lanes, &mut out);
         for (half, range) in [(0, 0..split), (1, split..GRID_LANES)] {
             // Branch-free running maximum (the comparisons are unpredictable).
             let (mut at, mut here) = (usize::MAX, top[half]);
@@ -669,39 +734,41 @@ pub struct Window {
     pub hi: f32,
 }
 
-/// The best of a coarse grid of [`COARSE_PER_SIGN`] scales over `win` for a positive
-/// scale (index 0) and, when `both_signs`, a negative one (index 1; each kernel call then
-/// scores half its lanes per sign).
-pub fn grid_coarse(
-    k: &Kernels,
-    b: &GridBlock,
-    win: Window,
-    both_signs: bool,
-) -> [Option<GridHit>; 2] {
+/// The best of a coarse grid of [`COARSE_PER_SIGN`] scales evenly spaced over `win` for a
+/// positive scale (index 0) and, when `both_signs`, a negative one (index 1; each kernel
+/// call then scores half its lanes per sign). (Eight per sign instead of sixteen, one
+/// call fewer, cost 0.2% of weighted error on the Gaussian rows of
+/// `grid_search_is_within_a_hair_of_exact`.)
+#[inline(always)]
+pub fn grid_coarse(b: &GridBlock, win: Window, both_signs: bool) -> [Option<GridHit>; 2] {
+    const HALF: usize = GRID_LANES / 2;
+    const CALLS: usize = 2 * COARSE_PER_SIGN / GRID_LANES;
     let step = (win.hi - win.lo) / (COARSE_PER_SIGN as f32 - 1.0);
-    let mut points = [0.0f32; COARSE_PER_SIGN];
-    for (i, p) in points.iter_mut().enumerate() {
-        *p = win.lo + step * i as f32;
-    }
-    let mut lanes = [[0.0f32; GRID_LANES]; 2 * COARSE_PER_SIGN / GRID_LANES];
+    let mut lanes = [[0.0f32; GRID_LANES]; CALLS];
     let (calls, split) = if both_signs {
         // Per call: half the positive scales, then the same magnitudes negated.
-        const HALF: usize = GRID_LANES / 2;
         for (j, call) in lanes.iter_mut().enumerate() {
-            let p = &points[j * HALF..(j + 1) * HALF];
-            call[..HALF].copy_from_slice(p);
-            for (l, &v) in call[HALF..].iter_mut().zip(p) {
-                *l = -v;
+            for c in 0..HALF {
+                let p = win.lo + step * (j * HALF + c) as f32;
+                call[c] = p;
+                call[HALF + c] = -p;
             }
         }
-        (2 * COARSE_PER_SIGN / GRID_LANES, HALF)
+        (CALLS, HALF)
     } else {
-        for (call, p) in lanes.iter_mut().zip(points.chunks_exact(GRID_LANES)) {
-            call.copy_from_slice(p);
+        for (j, call) in lanes
+            .iter_mut()
+            .take(COARSE_PER_SIGN / GRID_LANES)
+            .enumerate()
+        {
+            for (c, l) in call.iter_mut().enumerate() {
+                *l = win.lo + step * (j * GRID_LANES + c) as f32;
+            }
         }
         (COARSE_PER_SIGN / GRID_LANES, GRID_LANES)
     };
-    grid_best(k, b, &lanes[..calls], split).map(|hit| {
+    let calls = &lanes[..calls];
+    grid_best(b, calls, split).map(|hit| {
         hit.map(|hit| GridHit {
             below: hit.s - step,
             above: hit.s + step,
@@ -711,12 +778,16 @@ pub fn grid_coarse(
 }
 
 /// `hit` improved by a fine grid of [`FINE_POINTS`] scales around it.
-pub fn grid_fine(k: &Kernels, b: &GridBlock, hit: GridHit) -> GridHit {
+#[inline(always)]
+pub fn grid_fine(b: &GridBlock, hit: GridHit) -> GridHit {
     let fine_step = (hit.above - hit.below) / (FINE_POINTS as f32 + 1.0);
-    let fine: [[f32; GRID_LANES]; FINE_POINTS / GRID_LANES] = std::array::from_fn(|j| {
-        std::array::from_fn(|c| hit.below + fine_step * ((j * GRID_LANES + c) as f32 + 1.0))
-    });
-    match grid_best(k, b, &fine, GRID_LANES)[0] {
+    let mut fine = [[0.0f32; GRID_LANES]; FINE_POINTS / GRID_LANES];
+    for (j, lanes) in fine.iter_mut().enumerate() {
+        for (c, l) in lanes.iter_mut().enumerate() {
+            *l = hit.below + fine_step * ((j * GRID_LANES + c) as f32 + 1.0);
+        }
+    }
+    match grid_best(b, &fine, GRID_LANES)[0] {
         Some(f) if f.score > hit.score => GridHit {
             below: hit.below,
             above: hit.above,
@@ -728,6 +799,7 @@ pub fn grid_fine(k: &Kernels, b: &GridBlock, hit: GridHit) -> GridHit {
 
 /// [`GridBlock`] for `x` with weights `w`, codes in [lo, hi]; `None` if the block or its
 /// weights are all zero or not finite.
+#[inline(always)]
 pub fn grid_block(x: &[f32], w: &[f32], lo: f32, hi: f32) -> Option<GridBlock> {
     let n = x.len();
     assert!(n <= QK && w.len() >= n);
@@ -750,12 +822,14 @@ pub fn grid_block(x: &[f32], w: &[f32], lo: f32, hi: f32) -> Option<GridBlock> {
 impl GridBlock {
     /// A block whose values and weights are already normalised (by the caller, the same
     /// way for every use of them): taken as they are, `unit` = 1. `y.len()` ≤ 32.
+    #[inline(always)]
     pub fn normalised(y: &[f32], w: &[f32], lo: f32, hi: f32) -> GridBlock {
         // Multiplying by 1 is exact: the values are taken as they are.
         GridBlock::scaled(y, w, 1.0, 1.0, lo, hi)
     }
 
     /// y = x / unit (as x · (1 / unit)) and w · iw.
+    #[inline(always)]
     fn scaled(x: &[f32], w: &[f32], unit: f32, iw: f32, lo: f32, hi: f32) -> GridBlock {
         let n = x.len();
         assert!(n <= QK && w.len() >= n);
@@ -779,9 +853,15 @@ impl GridBlock {
 }
 
 /// The codes of `b` at inverse scale `s` (as [`grid_scores`] scored them).
+#[inline(always)]
 pub fn grid_codes(b: &GridBlock, s: f32) -> [i8; QK] {
     // The affine codes at offset 0 (y − 0 = y): whole numbers within [lo, hi] ⊂ i8.
-    affine_codes_of(b, s, 0.0).map(|c| c as i32 as i8)
+    let codes = affine_codes_of(b, s, 0.0);
+    let mut q = [0i8; QK];
+    for (q, &c) in q.iter_mut().zip(&codes) {
+        *q = c as i32 as i8;
+    }
+    q
 }
 
 /// The f16 `steps` representable values away from `h` in magnitude (same sign); `h`
@@ -914,19 +994,19 @@ pub(crate) mod tests {
             (127, 127, (124.5, 129.5), 1),
         ] {
             let (mut grid, mut exact) = (0.0f64, 0.0f64);
+            let t = Symmetric {
+                neg_max: nm,
+                pos_max: pm,
+                window: Window {
+                    lo: win.0,
+                    hi: win.1,
+                },
+                both_signs: signs == 2,
+                weight_ratio: None,
+            };
             for (x, w) in &blocks {
-                let mut best = Candidate {
-                    q: [0; QK],
-                    d: 0.0,
-                    err: werr(x, w, &[0; QK], 0.0),
-                };
-                if signs == 2 {
-                    best_symmetric(x, w, nm, pm, Some(win), &mut best);
-                } else {
-                    let b = crate::quant::block_q8_0_weighted(x, w);
-                    best.err = werr(x, w, &b.qs, b.scale());
-                }
-                grid += best.err;
+                let (q, d) = encode_symmetric(x, w, &t).unwrap();
+                grid += werr(x, w, &q, d);
                 exact += exact_symmetric(x, w, nm, pm, win);
             }
             eprintln!(

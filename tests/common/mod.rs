@@ -42,8 +42,8 @@ pub fn scratch_dir() -> PathBuf {
 /// Where models converted for the whole process live. `tools/test.sh` sets
 /// `LLQ_TEST_MODELS` to one folder that it empties at the start of a run: then every test
 /// binary, and every forced kernel level, of that run shares one conversion per model and
-/// type (conversion does not depend on the kernel level: it is the reference code in
-/// `llq::quant`). Without it, each test binary converts into its own [`scratch_dir`],
+/// type (conversion does not depend on the kernel level: every level's encoders write the
+/// same bytes, `tests/kernels.rs::encoders_are_bit_identical`). Without it, each test binary converts into its own [`scratch_dir`],
 /// replacing what an earlier run left.
 fn models_dir() -> (PathBuf, bool) {
     match std::env::var_os("LLQ_TEST_MODELS") {

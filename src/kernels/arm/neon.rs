@@ -35,9 +35,7 @@ pub(super) const NEON: Kernels = Kernels {
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
-    grid_scores,
-    affine_sums,
-    affine_errors,
+    encode_row,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: coded_table!(gemm_coded),
@@ -98,8 +96,8 @@ impl Q8Dot for Neon {
 }
 
 simd::float_kernels!("neon", Neon::new(), 2);
-// The converter's block search, compiled for 4-lane vectors like every other level's.
-simd::search_kernels!("neon", Neon::new());
+// The converter's block encoders, compiled for 4-lane vectors.
+simd::encode_kernels!("neon", Neon::new());
 simd::kernel!("neon", Neon::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 

@@ -35,9 +35,7 @@ pub(super) const AVX2: Kernels = Kernels {
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
-    grid_scores,
-    affine_sums,
-    affine_errors,
+    encode_row,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
     coded: super::coded::AVX2,
@@ -95,8 +93,8 @@ simd::float_kernels!("avx2,fma,f16c", Avx2::new(), 1);
 simd::kernel!("avx2,fma,f16c", Avx2::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 
-// The converter's block search, compiled for 8-lane vectors.
-simd::search_kernels!("avx2,fma,f16c", Avx2::new());
+// The converter's block encoders, compiled for 8-lane vectors.
+simd::encode_kernels!("avx2,fma,f16c", Avx2::new());
 
 pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);

@@ -29,9 +29,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_q8_0,
     dot_f16,
     dot_f32,
-    grid_scores,
-    affine_sums,
-    affine_errors,
+    encode_row,
     ..AVX2
 };
 
@@ -97,8 +95,8 @@ simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f32,
 simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f16,
     (w: &[f16], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
 
-// The converter's block search, compiled for 16-lane vectors.
-simd::search_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new());
+// The converter's block encoders, compiled for 16-lane vectors.
+simd::encode_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new());
 
 fn dot_q8_0_vnni(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
