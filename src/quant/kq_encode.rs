@@ -48,7 +48,7 @@
 use half::f16;
 
 use super::search::{
-    affine_codes_of, affine_errors, affine_sums, encode_symmetric, round_even_small, AffineSums,
+    affine_codes_of, affine_errors, affine_sums, code_byte, encode_symmetric, round_even_small, AffineSums,
     GridBlock, Symmetric, Window, GRID_LANES,
 };
 use crate::gguf::GgmlType;
@@ -417,6 +417,7 @@ fn code_sums<const N: usize>(x: &[f32; N], w: &[f32; N], q: &[f32; N]) -> Sums {
 fn fit_affine<const N: usize>(
     x: &[f32; N],
     w: &[f32; N],
+    mom: &Moments,
     nmax: f32,
     nonpos_min: bool,
 ) -> (f32, f32) {
@@ -429,7 +430,6 @@ fn fit_affine<const N: usize>(
     if nonpos_min {
         lo = lo.min(0.0);
     }
-    let mom = Moments::of(x, w);
     // The best constant (what a degenerate block falls back to).
     let constant = if mom.sw > 0.0 { mom.sx / mom.sw } else { lo };
     let constant = if nonpos_min {
@@ -524,11 +524,11 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
         return;
     };
     let nm = nmax as f32;
-    let (mut d, mut m) = fit_affine(&p.x, &p.w, nm, false);
+    let mom = Moments::of(&p.x, &p.w);
+    let (mut d, mut m) = fit_affine(&p.x, &p.w, &mom, nm, false);
     // Store d and m as f16: try the nearest f16 of each and their neighbours, codes
     // re-rounded every time; re-fit (d, m) to the best codes and repeat once.
     let mut best = (f32::INFINITY, f16::ZERO, f16::ZERO, [0.0f32; QK]);
-    let mom = Moments::of(&p.x, &p.w);
     let gb = GridBlock::normalised(&p.x, &p.w, 0.0, nm);
     let mut centre = None;
     for round in 0..2 {
@@ -589,7 +589,7 @@ fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     put_f16(out, 2, mm);
     let mut codes = [0u8; QK];
     for (c, &v) in codes.iter_mut().zip(&q) {
-        *c = v as u8;
+        *c = code_byte(v);
     }
     if nmax == 15 {
         pack_nibbles_32(&codes, &mut out[4..20]);
@@ -688,7 +688,8 @@ fn block_q4k_q5k(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     let mut scale = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
     for j in 0..8 {
-        let (s, m) = fit_affine(&sub(&p.x, j), &sub(&p.w, j), nm, true);
+        let (xs, ws) = (sub(&p.x, j), sub(&p.w, j));
+        let (s, m) = fit_affine(&xs, &ws, &Moments::of(&xs, &ws), nm, true);
         scale[j] = s.max(0.0);
         mins[j] = (-m).max(0.0);
     }
@@ -794,7 +795,7 @@ fn block_q4k_q5k(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
     pack_k4_scales(&b.ls, &b.lm, &mut out[4..16]);
     let mut codes = [0u8; QK_K];
     for (c, &v) in codes.iter_mut().zip(&b.q) {
-        *c = v as u8;
+        *c = code_byte(v);
     }
     let qs = if nmax == 15 {
         &mut out[16..144]
@@ -968,7 +969,7 @@ fn block_q6_k(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
     let (_, h, sc, q) = best.expect("at least one round");
     let mut codes = [0u8; QK_K];
     for (c, &v) in codes.iter_mut().zip(&q) {
-        *c = (v + 32.0) as u8;
+        *c = code_byte(v + 32.0);
     }
     let (ql, rest) = out.split_at_mut(128);
     let (qh, rest) = rest.split_at_mut(64);

@@ -558,6 +558,16 @@ pub(crate) fn round_even_small(v: f32) -> f32 {
     (v + MAGIC) - MAGIC
 }
 
+/// The low byte of a whole number `v` with |v| < 2²² (a code: `as u8` for 0..=255,
+/// `as i8` for −128..=127) without a saturating float-to-integer conversion, which is
+/// scalar and several instructions: 1.5·2²³ + v is exact and holds 2²² + v in its
+/// mantissa.
+#[inline(always)]
+pub(crate) fn code_byte(v: f32) -> u8 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    (v + MAGIC).to_bits() as u8
+}
+
 /// The codes [`grid_scores`] gives value `v` at inverse scale `s`: round(v·s), ties to
 /// even, clamped to [lo, hi].
 #[inline(always)]
@@ -859,7 +869,7 @@ pub fn grid_codes(b: &GridBlock, s: f32) -> [i8; QK] {
     let codes = affine_codes_of(b, s, 0.0);
     let mut q = [0i8; QK];
     for (q, &c) in q.iter_mut().zip(&codes) {
-        *q = c as i32 as i8;
+        *q = code_byte(c) as i8;
     }
     q
 }
