@@ -1360,7 +1360,7 @@ impl Checkpoint for RandomCheckpoint {
     fn config(&self) -> &llq::model::ModelConfig {
         &self.cfg
     }
-    fn load(&self, name: &str) -> llq::Result<Vec<f32>> {
+    fn load(&self, name: &str) -> llq::Result<std::borrow::Cow<'_, [f32]>> {
         let (_, shape) = self
             .cfg
             .expected_tensors()

@@ -5,12 +5,13 @@
 //! rotate-half order, so those rows are put back here and the forward pass needs no
 //! second RoPE variant.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{keys, Value};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgmlType, GgufFile};
 use crate::model::{names, ModelConfig, RopeScaling};
 use crate::quant::DType;
 use crate::tokenizer::{GgufTokenizerParts, Tokenizer};
@@ -71,6 +72,11 @@ impl GgufCheckpoint {
 
 impl GgufCheckpoint {
     /// Q and K rows back in Hugging Face's order (values or whole rows of blocks).
+    /// Whether [`Self::unpermute`] reorders tensor `name`'s rows.
+    fn unpermuted(&self, name: &str) -> bool {
+        name.ends_with(".attn_q.weight") || name.ends_with(".attn_k.weight")
+    }
+
     fn unpermute<T: Copy + Default>(&self, name: &str, w: Vec<T>) -> Vec<T> {
         let cfg = &self.config;
         if name.ends_with(".attn_q.weight") {
@@ -88,16 +94,23 @@ impl Checkpoint for GgufCheckpoint {
         &self.config
     }
 
-    fn load(&self, name: &str) -> Result<Vec<f32>> {
+    fn load(&self, name: &str) -> Result<Cow<'_, [f32]>> {
         let t = self
             .file
             .tensor(name)
             .ok_or_else(|| Error::invalid(&self.path, format!("tensor '{name}' is missing")))?;
+        let bytes = self.file.tensor_data(t);
+        let reordered = self.unpermuted(name);
+        if t.ggml_type == GgmlType::F32 && !reordered && bytes.len() as u64 == t.n_bytes {
+            if let Some(w) = super::borrow_f32(bytes) {
+                return Ok(Cow::Borrowed(w));
+            }
+        }
         let w = self
             .file
             .dequantize_tensor(t)
             .map_err(|e| Error::invalid(&self.path, e.to_string()))?;
-        Ok(self.unpermute(name, w))
+        Ok(Cow::Owned(self.unpermute(name, w)))
     }
 
     fn native_dtype(&self, name: &str) -> Option<DType> {

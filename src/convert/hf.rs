@@ -1,6 +1,7 @@
 //! Hugging Face checkpoints: `config.json` + safetensors (single or sharded, F32/F16/BF16)
 //! + tokenizer files, read tensor by tensor from memory maps.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -77,7 +78,7 @@ impl Checkpoint for HfCheckpoint {
         &self.config
     }
 
-    fn load(&self, name: &str) -> Result<Vec<f32>> {
+    fn load(&self, name: &str) -> Result<Cow<'_, [f32]>> {
         let (s, hf_name) = self
             .tensors
             .get(name)
@@ -86,7 +87,12 @@ impl Checkpoint for HfCheckpoint {
         let info = shard.meta.info(hf_name).expect("listed in this shard");
         let (a, b) = info.data_offsets;
         let bytes = &shard.map[shard.data_start + a..shard.data_start + b];
-        Ok(match info.dtype {
+        if info.dtype == Dtype::F32 {
+            if let Some(w) = super::borrow_f32(bytes) {
+                return Ok(Cow::Borrowed(w));
+            }
+        }
+        Ok(Cow::Owned(match info.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -100,7 +106,7 @@ impl Checkpoint for HfCheckpoint {
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
             other => unreachable!("dtype {other:?} rejected at open"),
-        })
+        }))
     }
 
     fn release(&self, name: &str) {
@@ -116,7 +122,7 @@ impl Checkpoint for HfCheckpoint {
         if end > start {
             // SAFETY: the map is a read-only private file mapping: dropping its pages only
             // means a later read faults them back in from the file; no slice into this range
-            // is alive (the tensor's f32 copy has been written out).
+            // is alive (the converter drops the tensor's values before releasing it).
             let _ = unsafe {
                 shard.map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,

@@ -10,6 +10,7 @@ pub(crate) use gguf::unpermute_rows;
 pub use gguf::{gguf_tokenizer_parts, GgufCheckpoint};
 pub use hf::HfCheckpoint;
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -25,8 +26,10 @@ use crate::quant::{blocks, blocks_mut, quantize_row_weighted, DType, WeightKind}
 /// A source of weights in llq's canonical naming and orientation.
 pub trait Checkpoint {
     fn config(&self) -> &ModelConfig;
-    /// Tensor `name` (canonical llq name) as f32, outermost dimension first.
-    fn load(&self, name: &str) -> Result<Vec<f32>>;
+    /// Tensor `name` (canonical llq name) as f32, outermost dimension first: borrowed from
+    /// the mapped checkpoint when it holds exactly those values (an f32 tensor llq reads
+    /// as stored), else computed.
+    fn load(&self, name: &str) -> Result<Cow<'_, [f32]>>;
     /// Non-weight metadata to embed (tokenizer, chat template, provenance).
     fn extra_metadata(&self) -> Result<Vec<(String, Value)>>;
     /// Free anything kept for tensor `name` once it has been written (e.g. mapped pages).
@@ -283,7 +286,7 @@ pub fn convert_with(
         }
         // A NaN or infinity would quantize to garbage (or poison a whole block's scale)
         // and surface only as nonsense output: refuse the checkpoint instead.
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = first_non_finite(&data) {
             return Err(Error::usage(format!(
                 "tensor '{}' holds a non-finite value ({}) at element {i}: the checkpoint is \
                  corrupt",
@@ -311,6 +314,32 @@ pub fn convert_with(
     w.finish()?;
     progress.finish();
     Ok(())
+}
+
+/// Index of the first NaN or infinity in `v`. Chunks are tested with a bitwise OR of
+/// exponent checks (branch-free, vectorised) and only a flagged chunk is searched: a
+/// model's every value passes through here.
+fn first_non_finite(v: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    v.chunks(1024).enumerate().find_map(|(c, chunk)| {
+        let bad = chunk
+            .iter()
+            .fold(false, |acc, x| acc | (x.to_bits() & EXP == EXP));
+        bad.then(|| c * 1024 + chunk.iter().position(|x| !x.is_finite()).unwrap_or(0))
+    })
+}
+
+/// Little-endian f32 bytes as f32 values without a copy, when their address is aligned
+/// (a mapped checkpoint's f32 tensor: converting a 1B-parameter f32 model otherwise copies
+/// 4 GB into fresh pages first).
+pub(crate) fn borrow_f32(bytes: &[u8]) -> Option<&[f32]> {
+    if !cfg!(target_endian = "little") || !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    // SAFETY: every bit pattern is a valid f32, and `align_to` hands out only the aligned
+    // middle, which is all of `bytes` when the other two parts are empty.
+    let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
 }
 
 /// What the file's `quantization` says: the requested type, or for kept tensors the
@@ -494,4 +523,46 @@ fn encode_groups<B: Interleaved>(
             // Padding rows: all-zero blocks (scale 0), which decode to 0.
             B::interleave(blocks(&plain), blocks_mut(o));
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_non_finite_finds_the_first_anywhere() {
+        let mut v = vec![1.5f32; 3000];
+        assert_eq!(first_non_finite(&v), None);
+        for (at, bad) in [
+            (0, f32::NAN),
+            (1023, f32::INFINITY),
+            (1024, f32::NEG_INFINITY),
+            (2999, f32::NAN),
+        ] {
+            v[at] = bad;
+            v[2500] = f32::NAN; // a later one must not win
+            assert_eq!(first_non_finite(&v), Some(at.min(2500)), "at {at}");
+            v[at] = 1.5;
+            v[2500] = 1.5;
+        }
+        // The largest finite value and subnormals are finite.
+        v[7] = f32::MAX;
+        v[8] = -1e-45;
+        assert_eq!(first_non_finite(&v), None);
+    }
+
+    #[test]
+    fn borrow_f32_only_when_aligned() {
+        let vals = [1.0f32, -2.5, 3.25];
+        let mut bytes = vec![0u8; 4 * vals.len() + 8];
+        // Find an offset where the bytes are 4-aligned, and one where they are not.
+        let aligned = bytes.as_ptr().align_offset(4);
+        for (i, v) in vals.iter().enumerate() {
+            bytes[aligned + 4 * i..aligned + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let view = borrow_f32(&bytes[aligned..aligned + 12]).expect("aligned");
+        assert_eq!(view, &vals);
+        assert!(borrow_f32(&bytes[aligned + 1..aligned + 13]).is_none());
+        assert!(borrow_f32(&bytes[aligned..aligned + 11]).is_none());
+    }
 }

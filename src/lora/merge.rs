@@ -6,6 +6,7 @@
 //! (Hugging Face) orientation whatever the source: a GGUF base has had its Q/K rows
 //! un-permuted by the time `load` returns, which is the row order PEFT trained B in.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use super::{open_peft, LoraAdapter, LoraTarget};
@@ -82,7 +83,7 @@ impl Checkpoint for MergedCheckpoint {
         self.base.config()
     }
 
-    fn load(&self, name: &str) -> Result<Vec<f32>> {
+    fn load(&self, name: &str) -> Result<Cow<'_, [f32]>> {
         let mut w = self.base.load(name)?;
         for (a, scale) in &self.adapters {
             if let Some(t) = a.target(name) {
@@ -94,7 +95,8 @@ impl Checkpoint for MergedCheckpoint {
                         t.out_dim * t.in_dim
                     )));
                 }
-                add_delta(&mut w, t, scale * a.scaling());
+                // A copy of the base's values only for a tensor an adapter changes.
+                add_delta(w.to_mut(), t, scale * a.scaling());
             }
         }
         Ok(w)

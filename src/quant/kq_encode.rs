@@ -48,8 +48,8 @@
 use half::f16;
 
 use super::search::{
-    affine_codes_of, affine_errors, affine_sums, code_byte, encode_symmetric, round_even_small, AffineSums,
-    GridBlock, Symmetric, Window, GRID_LANES,
+    affine_codes_of, affine_errors, affine_sums, code_byte, encode_symmetric, round_even_small,
+    AffineSums, GridBlock, Symmetric, Window, GRID_LANES,
 };
 use crate::gguf::GgmlType;
 
