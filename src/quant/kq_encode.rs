@@ -199,18 +199,7 @@ fn prepare<const N: usize>(src: &[f32], imp: Option<&[f32]>) -> Option<Prepared<
     for v in x.iter_mut() {
         *v /= amax;
     }
-    let mut w = [0.0f32; N];
-    let mut wmax = 0.0f32;
-    if let Some(imp) = imp {
-        let imp: &[f32; N] = imp.try_into().expect("one block of weights");
-        for i in 0..N {
-            // Both comparisons are false for NaN. (Two selects: `v > 0 && v < ∞` in one
-            // became a scalar class test of the bits.)
-            let v = if imp[i] > 0.0 { imp[i] } else { 0.0 };
-            w[i] = if v <= f32::MAX { v } else { 0.0 };
-            wmax = if w[i] > wmax { w[i] } else { wmax };
-        }
-    }
+    let (mut w, wmax) = imp.map_or(([0.0; N], 0.0), sanitized_weights);
     if wmax > 0.0 {
         for v in w.iter_mut() {
             *v /= wmax;
@@ -222,6 +211,21 @@ fn prepare<const N: usize>(src: &[f32], imp: Option<&[f32]>) -> Option<Prepared<
         }
     }
     Some(Prepared { x, w, amax })
+}
+
+/// A block's importance with negative, NaN and infinite entries as 0, and its maximum.
+#[inline(always)]
+fn sanitized_weights<const N: usize>(imp: &[f32]) -> ([f32; N], f32) {
+    let imp: &[f32; N] = imp.try_into().expect("one block of weights");
+    let (mut w, mut wmax) = ([0.0f32; N], 0.0f32);
+    for i in 0..N {
+        // Both comparisons are false for NaN. (Two selects: `v > 0 && v < ∞` in one
+        // became a scalar class test of the bits.)
+        let v = if imp[i] > 0.0 { imp[i] } else { 0.0 };
+        w[i] = if v <= f32::MAX { v } else { 0.0 };
+        wmax = if w[i] > wmax { w[i] } else { wmax };
+    }
+    (w, wmax)
 }
 
 /// 1/v for v > 0 when that is finite, else 0 (codes then all round to the bottom).
@@ -648,17 +652,24 @@ const Q5_0_SEARCH: Symmetric = Symmetric {
 #[inline(always)]
 fn block_q5_0(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
     out.fill(0);
-    let Some(p) = prepare::<QK>(src, imp) else {
-        return;
-    };
-    // Real values (the stored scale is in their units), normalised weights. `prepare`
-    // leaves finite values with a non-zero one among them and finite weights, so the
-    // search has a block to encode.
+    // The search takes real values (the stored scale is in their units) and weights of
+    // any scale, so `prepare`'s normalisation (32 divisions, then multiplied back) is
+    // needed only for the data-free weights, which are defined on the normalised block.
+    let src: &[f32; QK] = src.try_into().expect("one block of values");
     let mut x = [0.0f32; QK];
-    for (o, &v) in x.iter_mut().zip(&p.x) {
-        *o = v * p.amax;
+    for i in 0..QK {
+        // Non-finite values as 0, as `prepare` takes them.
+        x[i] = if src[i].abs() < f32::INFINITY { src[i] } else { 0.0 };
     }
-    let Some((q, d)) = encode_symmetric(&x, &p.w, &Q5_0_SEARCH) else {
+    let w = match imp.map(sanitized_weights::<QK>) {
+        Some((w, wmax)) if wmax > 0.0 => w,
+        _ => match prepare::<QK>(src, None) {
+            Some(p) => p.w,
+            None => return,
+        },
+    };
+    // An all-zero block (None) stays all-zero bytes.
+    let Some((q, d)) = encode_symmetric(&x, &w, &Q5_0_SEARCH) else {
         return;
     };
     put_f16(out, 0, f16_sat(d));
