@@ -219,7 +219,8 @@ impl LlqWriter {
 const CHUNK: usize = 2 << 20;
 
 /// A write buffer that hands its file whole `CHUNK`s at `CHUNK`-aligned offsets (the file
-/// is written from offset 0 on, sequentially), and the short rest at the end.
+/// is written from offset 0 on, sequentially; a long slice at a chunk boundary goes to
+/// the file directly, as many whole chunks in one write), and the short rest at the end.
 ///
 /// Why: page caches with large folios (ext4 and xfs on Linux 6.x) size a buffered write's
 /// folios by the write. Aligned 2 MiB writes leave a freshly converted model in 2 MiB
@@ -249,6 +250,13 @@ impl<W: Write> ChunkWriter<W> {
 
 impl<W: Write> Write for ChunkWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.is_empty() && data.len() >= CHUNK {
+            // At a chunk boundary already: whole chunks go straight to the file, without a
+            // copy through the buffer (a model's every byte passes through here).
+            let n = data.len() / CHUNK * CHUNK;
+            self.inner.write_all(&data[..n])?;
+            return Ok(n);
+        }
         let n = (CHUNK - self.buf.len()).min(data.len());
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == CHUNK {
@@ -323,12 +331,14 @@ mod tests {
     struct Recorder {
         pos: usize,
         writes: Vec<(usize, usize)>,
+        bytes: Vec<u8>,
     }
 
     impl Write for Recorder {
         fn write(&mut self, data: &[u8]) -> io::Result<usize> {
             self.writes.push((self.pos, data.len()));
             self.pos += data.len();
+            self.bytes.extend_from_slice(data);
             Ok(data.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -340,17 +350,42 @@ mod tests {
     fn chunk_writer_writes_whole_aligned_chunks() {
         let mut w = ChunkWriter::new(Recorder::default());
         // Odd sizes, some larger than a chunk, as headers, padding and tensors are.
-        let mut total = 0;
-        for n in [1234, 5, CHUNK + 17, 3 * CHUNK, 1, CHUNK - 1, 999_999] {
-            w.write_all(&vec![7u8; n]).unwrap();
-            total += n;
+        // Sizes that end on a chunk boundary too, so whole chunks also go straight to
+        // the file.
+        let mut want = Vec::new();
+        for (i, n) in [
+            1234,
+            5,
+            CHUNK + 17,
+            3 * CHUNK,
+            1,
+            CHUNK - 1,
+            2 * CHUNK + 3,
+            999_999,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let data: Vec<u8> = (0..n).map(|j| (i * 31 + j % 251) as u8).collect();
+            w.write_all(&data).unwrap();
+            want.extend_from_slice(&data);
         }
         let rec = w.into_inner().unwrap();
+        assert!(rec.bytes == want, "bytes reordered or lost");
         let (last, rest) = rec.writes.split_last().unwrap();
         for &(off, len) in rest {
-            assert_eq!((off % CHUNK, len), (0, CHUNK), "write at {off}");
+            assert_eq!(
+                (off % CHUNK, len % CHUNK),
+                (0, 0),
+                "write of {len} at {off}"
+            );
+            assert!(len > 0);
         }
         assert_eq!(last.0 % CHUNK, 0);
-        assert_eq!(last.0 + last.1, total);
+        assert_eq!(last.0 + last.1, want.len());
+        assert!(
+            rec.writes.iter().any(|&(_, len)| len > CHUNK),
+            "a direct multi-chunk write"
+        );
     }
 }

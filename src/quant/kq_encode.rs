@@ -659,7 +659,11 @@ fn block_q5_0(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
     let mut x = [0.0f32; QK];
     for i in 0..QK {
         // Non-finite values as 0, as `prepare` takes them.
-        x[i] = if src[i].abs() < f32::INFINITY { src[i] } else { 0.0 };
+        x[i] = if src[i].abs() < f32::INFINITY {
+            src[i]
+        } else {
+            0.0
+        };
     }
     let w = match imp.map(sanitized_weights::<QK>) {
         Some((w, wmax)) if wmax > 0.0 => w,

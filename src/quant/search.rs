@@ -482,8 +482,10 @@ fn f16_ladder(h: half::f16) -> [f32; GRID_LANES] {
     out
 }
 
-/// F16 scales [`refine`] tries around the least-squares one: this many below it, and as
-/// many above (the last of the [`GRID_LANES`] lanes holds llama.cpp's block).
+/// F16 scales [`refine`] tries around the least-squares one: this many below it, the
+/// rest of the first 15 lanes above (8; the upper ones win more often: with 7 and 7,
+/// Q8_0 lost 0.1% of weighted error on Gaussian rows). The last of the [`GRID_LANES`]
+/// lanes holds llama.cpp's block.
 const F16_BELOW: i32 = 6;
 const REFERENCE_LANE: usize = GRID_LANES - 1;
 
