@@ -289,6 +289,7 @@ struct Moments {
 impl Moments {
     #[inline(always)]
     fn of<const N: usize>(x: &[f32; N], w: &[f32; N]) -> Moments {
+        const { assert!(N % LANES == 0, "blocks are whole lanes") };
         // One accumulator per lane (a single running sum is a chain of dependent adds).
         let (mut sw, mut sx, mut sxx) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
         for c in 0..N / LANES {
@@ -375,28 +376,16 @@ fn affine_codes<const N: usize>(
     nmax: f32,
     q: &mut [f32; N],
 ) -> Sums {
-    let (mut sl, mut sll, mut sxl) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
-    for c in 0..N / LANES {
-        for k in 0..LANES {
-            let i = c * LANES + k;
-            let l = round_even_small(((x[i] - m) * inv_d).clamp(0.0, nmax));
-            q[i] = l;
-            let wl = w[i] * l;
-            sl[k] += wl;
-            sll[k] += wl * l;
-            sxl[k] += wl * x[i];
-        }
+    for i in 0..N {
+        q[i] = round_even_small(((x[i] - m) * inv_d).clamp(0.0, nmax));
     }
-    Sums {
-        sl: hsum(sl),
-        sll: hsum(sll),
-        sxl: hsum(sxl),
-    }
+    code_sums(x, w, q)
 }
 
 /// [`Sums`] of the codes `q` (as floats).
 #[inline(always)]
 fn code_sums<const N: usize>(x: &[f32; N], w: &[f32; N], q: &[f32; N]) -> Sums {
+    const { assert!(N % LANES == 0, "blocks are whole lanes") };
     let (mut sl, mut sll, mut sxl) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
     for c in 0..N / LANES {
         for k in 0..LANES {
