@@ -289,7 +289,7 @@ struct Moments {
 impl Moments {
     #[inline(always)]
     fn of<const N: usize>(x: &[f32; N], w: &[f32; N]) -> Moments {
-        const { assert!(N % LANES == 0, "blocks are whole lanes") };
+        const { assert!(N.is_multiple_of(LANES), "blocks are whole lanes") };
         // One accumulator per lane (a single running sum is a chain of dependent adds).
         let (mut sw, mut sx, mut sxx) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
         for c in 0..N / LANES {
@@ -385,7 +385,7 @@ fn affine_codes<const N: usize>(
 /// [`Sums`] of the codes `q` (as floats).
 #[inline(always)]
 fn code_sums<const N: usize>(x: &[f32; N], w: &[f32; N], q: &[f32; N]) -> Sums {
-    const { assert!(N % LANES == 0, "blocks are whole lanes") };
+    const { assert!(N.is_multiple_of(LANES), "blocks are whole lanes") };
     let (mut sl, mut sll, mut sxl) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
     for c in 0..N / LANES {
         for k in 0..LANES {
