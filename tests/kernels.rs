@@ -492,13 +492,16 @@ fn quantize_q8_0_is_bit_identical() {
 
 /// The converter's block encoders write the same bytes on every level (so a file does
 /// not depend on the machine that wrote it, and the tests' model cache may be converted at
-/// any level): every searched type, rows of odd block counts, the value shapes of
-/// `quant_inputs` (ties, subnormals, huge values, zeros), and weights that are absent,
+/// any level): every searched type, rows of odd block counts (the 32-value types encode
+/// sixteen blocks at a time, so 17 and 40 blocks leave partial batches), the value shapes
+/// of `quant_inputs` (ties, subnormals, huge values, zeros), and weights that are absent,
 /// even, zero in places, all zero, or so uneven that the exact search runs instead of the
-/// grid. The reference is `quant::encode_row`, compiled here at the baseline.
+/// grid. Two rows in one call (weights per column, batches across the row end) give the
+/// bytes of the rows one at a time. The reference is `quant::encode_rows`, compiled here
+/// at the baseline.
 #[test]
 fn encoders_are_bit_identical() {
-    use llq::quant::{encode_row, DType};
+    use llq::quant::{encode_rows, DType};
     let mut rng = Rng(17);
     let types = [
         DType::Q8_0,
@@ -512,15 +515,23 @@ fn encoders_are_bit_identical() {
     ];
     for &dtype in &types {
         let block = dtype.block_elems();
-        for blocks in [1usize, 3] {
+        let counts: &[usize] = if block == 32 {
+            &[1, 3, 17, 40]
+        } else {
+            &[1, 3]
+        };
+        for &blocks in counts {
             let n = blocks * block;
             for kind in 0..9 {
-                let x = if kind == 8 {
-                    // Gaussian-like rows, the shape of real weights.
-                    (0..n).map(|_| rng.f() + rng.f() + rng.f()).collect()
-                } else {
-                    quant_inputs(&mut rng, n, kind)
+                let row = |rng: &mut Rng| -> Vec<f32> {
+                    if kind == 8 {
+                        // Gaussian-like rows, the shape of real weights.
+                        (0..n).map(|_| rng.f() + rng.f() + rng.f()).collect()
+                    } else {
+                        quant_inputs(rng, n, kind)
+                    }
                 };
+                let x = [row(&mut rng), row(&mut rng)].concat();
                 for weights in 0..5 {
                     let w: Option<Vec<f32>> = match weights {
                         0 => None,
@@ -538,17 +549,20 @@ fn encoders_are_bit_identical() {
                                 .collect(),
                         ),
                     };
+                    let what =
+                        format!("{dtype:?}: {blocks} blocks, values {kind}, weights {weights}");
                     let bytes = dtype.row_bytes(n).unwrap();
-                    let mut want = vec![0u8; bytes];
-                    encode_row(dtype, &x, w.as_deref(), &mut want);
+                    let mut want = vec![0u8; 2 * bytes];
+                    encode_rows(dtype, &x, w.as_deref(), &mut want);
+                    for r in 0..2 {
+                        let mut one = vec![0u8; bytes];
+                        encode_rows(dtype, &x[r * n..][..n], w.as_deref(), &mut one);
+                        assert!(one == want[r * bytes..][..bytes], "{what}: row {r} alone");
+                    }
                     for k in simd_levels() {
-                        let mut got = vec![0xa5u8; bytes];
-                        (k.encode_row)(dtype, &x, w.as_deref(), &mut got);
-                        assert!(
-                            got == want,
-                            "{} {dtype:?}: {blocks} blocks, values {kind}, weights {weights}",
-                            k.name
-                        );
+                        let mut got = vec![0xa5u8; 2 * bytes];
+                        (k.encode_rows)(dtype, &x, w.as_deref(), &mut got);
+                        assert!(got == want, "{} {what}", k.name);
                     }
                 }
             }

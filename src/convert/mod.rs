@@ -21,7 +21,9 @@ use crate::quant::interleave::{BlockQ4_0x16, BlockQ8_0x16, Interleaved, GROUP};
 use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16,
 };
-use crate::quant::{blocks, blocks_mut, quantize_row_weighted, DType, WeightKind};
+use crate::quant::{
+    blocks, blocks_mut, quantize_row_weighted, quantize_rows_weighted, DType, WeightKind,
+};
 
 /// A source of weights in llq's canonical naming and orientation.
 pub trait Checkpoint {
@@ -517,9 +519,10 @@ fn encode_groups<B: Interleaved>(
         .zip(data.par_chunks(GROUP * cols))
         .for_each(|(o, rows)| {
             let mut plain = vec![0u8; GROUP * row_bytes];
-            for (p, r) in plain.chunks_exact_mut(row_bytes).zip(rows.chunks(cols)) {
-                quantize_row_weighted(B::DTYPE, r, weights, p);
-            }
+            // The group's rows in one call: encoders that work on several blocks at a
+            // time fill their lanes across row ends.
+            let n = rows.len() / cols;
+            quantize_rows_weighted(B::DTYPE, rows, weights, &mut plain[..n * row_bytes]);
             // Padding rows: all-zero blocks (scale 0), which decode to 0.
             B::interleave(blocks(&plain), blocks_mut(o));
         });

@@ -71,12 +71,12 @@ pub struct Kernels {
     pub silu_mul: fn(&mut [f32], &[f32]),
     /// Quantize activations to Q8_0 (bit-identical to the reference quantizer).
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
-    /// The converter's block encoders: one row of f32 into `dtype`'s blocks, each block's
+    /// The converter's block encoders: rows of f32 into `dtype`'s blocks, each block's
     /// scales and codes searched for the least weighted error (see
-    /// [`crate::quant::encode_row`], the reference, which every level compiles for its own
+    /// [`crate::quant::encode_rows`], the reference, which every level compiles for its own
     /// vector width: bit-identical results, so a file does not depend on the machine that
-    /// wrote it). Lengths as [`crate::quant::quantize_row_weighted`] checks them.
-    pub encode_row: EncodeRowFn,
+    /// wrote it). Lengths as [`crate::quant::quantize_rows_weighted`] checks them.
+    pub encode_rows: EncodeRowsFn,
     /// One 16-row group of a `rows16` Q8_0 matrix times `toks` tokens: `w` is the group's
     /// `nb` superblocks, `x` holds `toks` rows of `nb` activation blocks, and
     /// `out[t * 16 + i] = Σ_b d_w[b][i] · d_x[t][b] · Σ_k q_w · q_x` (see
@@ -129,8 +129,8 @@ pub mod exp_poly {
 }
 
 /// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].
-/// [`Kernels::encode_row`]: `fn(dtype, src, weights, out)`.
-pub type EncodeRowFn = fn(DType, &[f32], Option<&[f32]>, &mut [u8]);
+/// [`Kernels::encode_rows`]: `fn(dtype, src, weights, out)`.
+pub type EncodeRowsFn = fn(DType, &[f32], Option<&[f32]>, &mut [u8]);
 
 pub type GroupFn<W> = fn(&[W], &[ActQ8], &mut [f32]);
 

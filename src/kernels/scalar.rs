@@ -25,7 +25,7 @@ pub static KERNELS: Kernels = Kernels {
     softmax,
     silu_mul,
     quantize_q8_0: quantize_act_q8_0,
-    encode_row: crate::quant::encode_row,
+    encode_rows: crate::quant::encode_rows,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: CODED,

@@ -392,16 +392,16 @@ macro_rules! kernel {
 }
 pub(crate) use kernel;
 
-/// Generates the table entry `encode_row` (the converter's block encoders) for one ISA
-/// with [`kernel!`]: the reference [`crate::quant::encode_row`] and the search under it,
+/// Generates the table entry `encode_rows` (the converter's block encoders) for one ISA
+/// with [`kernel!`]: the reference [`crate::quant::encode_rows`] and the search under it,
 /// inlined and compiled for `$feat`'s vector width. Bit-identical results on every level:
 /// the same operations in the same order (Rust contracts no multiply-add and LLVM
 /// reorders no float sum), only more lanes at a time.
 macro_rules! encode_kernels {
     ($feat:literal, $tok:expr) => {
-        $crate::kernels::simd::kernel!($feat, $tok, encode_row,
+        $crate::kernels::simd::kernel!($feat, $tok, encode_rows,
             (dtype: $crate::quant::DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) -> (),
-            |_s| $crate::quant::encode_row(dtype, src, weights, out));
+            |_s| $crate::quant::encode_rows(dtype, src, weights, out));
     };
 }
 pub(crate) use encode_kernels;

@@ -26,10 +26,11 @@
 //!   least-squares (d, m) (closed form from five sums; m ≤ 0 for the K-quants, whose
 //!   offsets are subtracted); the best is then improved by alternating "round the codes
 //!   for (d, m)" and "re-fit (d, m) to the codes" until it stops improving
-//!   ([`fit_affine`]).
+//!   ([`fit_affine`]; Q4_1 and Q5_1 run the same search sixteen blocks at a time in
+//!   `affine_batch`, then round d and m to f16 as described there).
 //! - Symmetric Q5_0 blocks, x̂ = d·q: `search::encode_symmetric` (a grid of inverse
-//!   scales around nmax/max|x| scored many at a time by the kernels, then the f16 scale,
-//!   beside llama.cpp's block). Q6_K's 16-weight sub-blocks start
+//!   scales around nmax/max|x|, then the f16 scale, beside llama.cpp's block), sixteen
+//!   blocks at a time (`sym_batch`). Q6_K's 16-weight sub-blocks start
 //!   from llama.cpp's rounding and are searched at level two, below.
 //! - The K-quants' second level: sub-block scales (and mins) are stored as 6-bit (Q4_K,
 //!   Q5_K) or i8 (Q6_K) multiples of f16 super-block scales. Starting from
@@ -47,10 +48,11 @@
 
 use half::f16;
 
+use super::lanes::BATCH;
 use super::search::{
-    affine_codes_of, affine_errors, affine_sums, code_byte, encode_symmetric, round_even_small,
-    AffineSums, GridBlock, Symmetric, Window, GRID_LANES,
+    affine_sums, code_byte, round_even_small, AffineSums, GridBlock, Symmetric, Window, GRID_LANES,
 };
+use super::sym_batch::encode_symmetric_batch;
 use crate::gguf::GgmlType;
 
 /// Weights per K-quant super-block.
@@ -149,6 +151,12 @@ pub fn quantize_row(ty: KqType, src: &[f32], importance: Option<&[f32]>, out: &m
     if let Some(imp) = importance {
         assert_eq!(imp.len(), src.len(), "one importance value per element");
     }
+    match ty {
+        KqType::Q4_1 => return super::affine_batch::quantize_rows(src, importance, 15, out),
+        KqType::Q5_1 => return super::affine_batch::quantize_rows(src, importance, 31, out),
+        KqType::Q5_0 => return quantize_rows_q5_0(src, importance, out),
+        _ => {}
+    }
     let (n, nb) = (ty.block_elems(), ty.block_bytes());
     for (i, (x, o)) in src
         .chunks_exact(n)
@@ -157,9 +165,7 @@ pub fn quantize_row(ty: KqType, src: &[f32], importance: Option<&[f32]>, out: &m
     {
         let imp = importance.map(|v| &v[i * n..(i + 1) * n]);
         match ty {
-            KqType::Q4_1 => block_q41_q51(x, imp, 15, o),
-            KqType::Q5_1 => block_q41_q51(x, imp, 31, o),
-            KqType::Q5_0 => block_q5_0(x, imp, o),
+            KqType::Q4_1 | KqType::Q5_1 | KqType::Q5_0 => unreachable!("encoded above"),
             KqType::Q4_K => block_q4k_q5k(x, imp, 15, o),
             KqType::Q5_K => block_q4k_q5k(x, imp, 31, o),
             KqType::Q6_K => block_q6_k(x, imp, o),
@@ -262,13 +268,13 @@ fn put_f16(out: &mut [u8], at: usize, h: f16) {
 
 /// Grid of candidate inverse scales for [`fit_affine`]: (nmax + r)/range for r in
 /// GRID_LO, GRID_LO + GRID_STEP, … (GRID_N values).
-const GRID_LO: f32 = -1.0;
-const GRID_STEP: f32 = 0.15;
-const GRID_N: usize = 12;
+pub(super) const GRID_LO: f32 = -1.0;
+pub(super) const GRID_STEP: f32 = 0.15;
+pub(super) const GRID_N: usize = 12;
 // The plain min/max candidate and the grid share one kernel call.
 const _: () = assert!(GRID_N < GRID_LANES);
 /// Rounds of "codes for (d, m), then (d, m) for the codes" after the grid.
-const AFFINE_ROUNDS: usize = 3;
+pub(super) const AFFINE_ROUNDS: usize = 3;
 
 /// Weighted sums of a code vector against the block.
 #[derive(Clone, Copy, Default)]
@@ -358,11 +364,11 @@ impl Moments {
 
 /// Lanes of the partial sums: independent accumulators the compiler can keep in SIMD
 /// registers (a single running sum would be one long dependency chain).
-const LANES: usize = 8;
+pub(super) const LANES: usize = 8;
 
 /// Σ of the lanes, in a fixed order (deterministic).
 #[inline(always)]
-fn hsum(a: [f32; LANES]) -> f32 {
+pub(super) fn hsum(a: [f32; LANES]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
@@ -509,94 +515,6 @@ fn affine_error<const N: usize>(
     hsum(e)
 }
 
-/// Q4_1 (nmax 15) or Q5_1 (nmax 31): d, m (f16), codes.
-#[inline(always)]
-fn block_q41_q51(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mut [u8]) {
-    out.fill(0);
-    let Some(p) = prepare::<QK>(src, imp) else {
-        return;
-    };
-    let nm = nmax as f32;
-    // An opaque reference keeps the block in memory: inlined whole into the kernel
-    // table's entry, its arrays were otherwise split into 64 scalars and every loop over
-    // them ran scalar (measured: 5% of the Q4_1 encoder, 7% of its instructions).
-    let p = std::hint::black_box(&p);
-    let mom = Moments::of(&p.x, &p.w);
-    let (mut d, mut m) = fit_affine(&p.x, &p.w, &mom, nm, false);
-    // Store d and m as f16: try the nearest f16 of each and their neighbours, codes
-    // re-rounded every time; re-fit (d, m) to the best codes and repeat once.
-    let mut best = (f32::INFINITY, f16::ZERO, f16::ZERO, [0.0f32; QK]);
-    let gb = GridBlock::normalised(&p.x, &p.w, 0.0, nm);
-    let mut centre = None;
-    for round in 0..2 {
-        // The nearest f16 of d and of m and their neighbours: nine pairs, one kernel call.
-        let (hd, hm) = (f16_sat(d * p.amax), f16_sat(m * p.amax));
-        if centre == Some((hd, hm)) {
-            // The re-fit rounds to the same pairs: scored already.
-            break;
-        }
-        centre = Some((hd, hm));
-        let around = |h: f16| [h, f16_step(h, -1), f16_step(h, 1)];
-        let (ad, am) = (around(hd), around(hm));
-        // Loops, not `array::from_fn` or `map`, on this path: those closures were left out
-        // of line, compiled for the baseline instead of the kernel table's level.
-        let (mut nd, mut nm3) = ([0.0f32; 3], [0.0f32; 3]);
-        for k in 0..3 {
-            nd[k] = through_f16(ad[k], p.amax);
-            nm3[k] = through_f16(am[k], p.amax);
-        }
-        let mut pairs = [(f16::ZERO, f16::ZERO); 9];
-        let mut dn = [0.0f32; GRID_LANES];
-        let mut mn = [0.0f32; GRID_LANES];
-        for c in 0..9 {
-            pairs[c] = (ad[c / 3], am[c % 3]);
-            dn[c] = nd[c / 3];
-            mn[c] = nm3[c % 3];
-        }
-        let mut inv = [0.0f32; GRID_LANES];
-        for c in 0..GRID_LANES {
-            inv[c] = safe_inv(dn[c]);
-        }
-        let mut errs = [0.0f32; GRID_LANES];
-        affine_errors(&gb, &inv, &dn, &mn, &mut errs);
-        // The lowest error, first in pair order on ties, if it beats the best so far (a
-        // pair seen in the first round scores the same in the second and does not
-        // replace it); its codes are computed once.
-        let (mut at, mut low) = (0, errs[0]);
-        for c in 1..9 {
-            // Selects, not a branch on a loaded value (which one wins is unpredictable).
-            let better = errs[c] < low || low.is_nan();
-            low = if better { errs[c] } else { low };
-            at = if better { c } else { at };
-        }
-        if low < best.0 {
-            let q = affine_codes_of(&gb, inv[at], mn[at]);
-            best = (low, pairs[at].0, pairs[at].1, q);
-        }
-        if round == 1 {
-            break;
-        }
-        match mom.solve(code_sums(&p.x, &p.w, &best.3), false) {
-            Some((nd, nm2, _)) if nd > 0.0 => (d, m) = (nd, nm2),
-            _ => break,
-        }
-    }
-    let (_, dd, mm, q) = best;
-    put_f16(out, 0, dd);
-    put_f16(out, 2, mm);
-    let mut codes = [0u8; QK];
-    for (c, &v) in codes.iter_mut().zip(&q) {
-        *c = code_byte(v);
-    }
-    if nmax == 15 {
-        pack_nibbles_32(&codes, &mut out[4..20]);
-    } else {
-        let qh = high_bits_32(&codes);
-        out[4..8].copy_from_slice(&qh.to_le_bytes());
-        pack_nibbles_32(&codes, &mut out[8..24]);
-    }
-}
-
 /// Byte j = code j (low nibble) | code j + 16 (high nibble), for a 32-code block.
 #[inline(always)]
 fn pack_nibbles_32(codes: &[u8; QK], out: &mut [u8]) {
@@ -615,20 +533,13 @@ fn high_bits_32(codes: &[u8; QK]) -> u32 {
     qh
 }
 
-/// The f16 `steps` representable values away from `h` in magnitude (`h` itself past the
-/// finite range); see `search::f16_step`.
-#[inline(always)]
-fn f16_step(h: f16, steps: i32) -> f16 {
-    super::search::f16_step(h, steps)
-}
-
 // ---------------------------------------------------------------------------------------
 // Q5_0
 
 /// How Q5_0 blocks are searched: codes in [−16, 15], inverse scales s·max|x| in [12, 17]
 /// (the optimum of a 5-bit block lies there in practice; wider windows cost time and
 /// found nothing better on Gaussian rows).
-const Q5_0_SEARCH: Symmetric = Symmetric {
+pub(super) const Q5_0_SEARCH: Symmetric = Symmetric {
     neg_max: 16,
     pos_max: 15,
     window: Window { lo: 12.0, hi: 17.0 },
@@ -636,11 +547,50 @@ const Q5_0_SEARCH: Symmetric = Symmetric {
     weight_ratio: None,
 };
 
-/// Q5_0: d (f16), qh, codes offset by 16. Searched like Q4_0
-/// (`search::encode_symmetric`, never worse than llama.cpp's block).
+/// Q5_0 rows (`imp`: one value per column, its length the row length): d (f16), qh,
+/// codes offset by 16 per block, searched like Q4_0
+/// (`search::encode_symmetric`, never worse than llama.cpp's block), sixteen blocks at a
+/// time (`sym_batch`).
 #[inline(always)]
-fn block_q5_0(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
-    out.fill(0);
+pub(super) fn quantize_rows_q5_0(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
+    const NB: usize = 22;
+    for (b, (src, out)) in src
+        .chunks(BATCH * QK)
+        .zip(out.chunks_mut(BATCH * NB))
+        .enumerate()
+    {
+        let n = src.len() / QK;
+        let (mut x, mut w) = ([[0.0f32; QK]; BATCH], [[0.0f32; QK]; BATCH]);
+        for j in 0..n {
+            // Importance is per column: batches run across row ends.
+            let imp = imp.map(|v| &v[(b * BATCH + j) * QK % v.len()..][..QK]);
+            // A block without inputs stays all zero, as an all-zero block encodes.
+            if let Some((xj, wj)) = q5_0_inputs(&src[j * QK..][..QK], imp) {
+                (x[j], w[j]) = (xj, wj);
+            }
+        }
+        let enc = encode_symmetric_batch(&x, &w, n, &Q5_0_SEARCH);
+        for (e, o) in enc.iter().zip(out.chunks_exact_mut(NB)) {
+            o.fill(0);
+            // An all-zero block (None) stays all-zero bytes.
+            let Some((q, d)) = e else {
+                continue;
+            };
+            put_f16(o, 0, f16_sat(*d));
+            let mut codes = [0u8; QK];
+            for (c, &v) in codes.iter_mut().zip(q) {
+                *c = (v + 16) as u8;
+            }
+            o[2..6].copy_from_slice(&high_bits_32(&codes).to_le_bytes());
+            pack_nibbles_32(&codes, &mut o[6..22]);
+        }
+    }
+}
+
+/// What a Q5_0 block is searched with: its values (non-finite ones as 0) and weights;
+/// `None` for a block without a finite non-zero value.
+#[inline(always)]
+fn q5_0_inputs(src: &[f32], imp: Option<&[f32]>) -> Option<([f32; QK], [f32; QK])> {
     // The search takes real values (the stored scale is in their units) and weights of
     // any scale, so `prepare`'s normalisation (32 divisions, then multiplied back) is
     // needed only for the data-free weights, which are defined on the normalised block.
@@ -656,22 +606,9 @@ fn block_q5_0(src: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
     }
     let w = match imp.map(sanitized_weights::<QK>) {
         Some((w, wmax)) if wmax > 0.0 => w,
-        _ => match prepare::<QK>(src, None) {
-            Some(p) => p.w,
-            None => return,
-        },
+        _ => prepare::<QK>(src, None)?.w,
     };
-    // An all-zero block (None) stays all-zero bytes.
-    let Some((q, d)) = encode_symmetric(&x, &w, &Q5_0_SEARCH) else {
-        return;
-    };
-    put_f16(out, 0, f16_sat(d));
-    let mut codes = [0u8; QK];
-    for (c, &v) in codes.iter_mut().zip(&q) {
-        *c = (v + 16) as u8;
-    }
-    out[2..6].copy_from_slice(&high_bits_32(&codes).to_le_bytes());
-    pack_nibbles_32(&codes, &mut out[6..22]);
+    Some((x, w))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,13 +5,16 @@
 //! Q4_0 = 32 weights, one f16 scale, 16 bytes of nibbles offset by 8 (18 bytes).
 //! Functions here are the *reference*: SIMD kernels are tested against them.
 
+mod affine_batch;
 pub mod interleave;
 pub mod kq_encode;
 pub mod kx16;
+mod lanes;
 pub mod native;
 mod q4_0;
 mod q8_0;
 pub mod search;
+mod sym_batch;
 mod weight;
 
 pub use q4_0::{
@@ -193,29 +196,57 @@ pub fn quantize_row_best(dtype: DType, src: &[f32], out: &mut [u8]) {
 /// ([`quantize_row_q4_0_weighted`], [`quantize_row_q8_0_weighted`]); F32/F16 are exact
 /// up to rounding and ignore the weights.
 pub fn quantize_row_weighted(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
-    assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
     if let Some(w) = weights {
         assert_eq!(w.len(), src.len(), "one weight per element");
     }
-    (crate::kernels::kernels().encode_row)(dtype, src, weights, out)
+    quantize_rows_weighted(dtype, src, weights, out)
 }
 
-/// The reference of [`crate::kernels::Kernels::encode_row`]: [`quantize_row_weighted`]'s
+/// [`quantize_row_weighted`] for rows laid end to end in `src` (a matrix, or part of one):
+/// `weights`, if given, holds one weight per column and its length is the row length;
+/// without weights the rows are one long row (blocks are independent). Encoders that
+/// work on several blocks at a time fill their lanes across row ends.
+pub fn quantize_rows_weighted(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
+    assert_eq!(Some(out.len()), dtype.row_bytes(src.len()));
+    if let Some(w) = weights {
+        assert!(
+            dtype.row_bytes(w.len()).is_some_and(|b| b > 0) && src.len().is_multiple_of(w.len()),
+            "one weight per column of whole-block rows"
+        );
+    }
+    (crate::kernels::kernels().encode_rows)(dtype, src, weights, out)
+}
+
+/// The reference of [`crate::kernels::Kernels::encode_rows`]: [`quantize_rows_weighted`]'s
 /// work, inlined into each level's table entry with the search below it (so the scalar
 /// glue of the search is vectorised for that level too). Lengths as
-/// [`quantize_row_weighted`] checks them.
+/// [`quantize_rows_weighted`] checks them.
 #[inline(always)]
-pub fn encode_row(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
+pub fn encode_rows(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
     match dtype {
-        DType::Q4_0 => quantize_row_q4_0_weighted(src, weights, blocks_mut(out)),
-        DType::Q8_0 => quantize_row_q8_0_weighted(src, weights, blocks_mut(out)),
+        _ if src.is_empty() => {}
+        // Sixteen blocks at a time, one per vector lane, across row ends.
+        DType::Q8_0 => q8_0::quantize_rows_q8_0_weighted(src, weights, blocks_mut(out)),
+        DType::Q4_0 => q4_0::quantize_rows_q4_0_weighted(src, weights, blocks_mut(out)),
+        DType::Q5_0 => kq_encode::quantize_rows_q5_0(src, weights, out),
+        DType::Q4_1 => affine_batch::quantize_rows(src, weights, 15, out),
+        DType::Q5_1 => affine_batch::quantize_rows(src, weights, 31, out),
         DType::F32 | DType::F16 => quantize_row(dtype, src, out),
-        DType::Q4_1 => kq_encode::quantize_row(kq_encode::KqType::Q4_1, src, weights, out),
-        DType::Q5_0 => kq_encode::quantize_row(kq_encode::KqType::Q5_0, src, weights, out),
-        DType::Q5_1 => kq_encode::quantize_row(kq_encode::KqType::Q5_1, src, weights, out),
-        DType::Q4_K => kq_encode::quantize_row(kq_encode::KqType::Q4_K, src, weights, out),
-        DType::Q5_K => kq_encode::quantize_row(kq_encode::KqType::Q5_K, src, weights, out),
-        DType::Q6_K => kq_encode::quantize_row(kq_encode::KqType::Q6_K, src, weights, out),
+        DType::Q4_K => kq_rows(kq_encode::KqType::Q4_K, src, weights, out),
+        DType::Q5_K => kq_rows(kq_encode::KqType::Q5_K, src, weights, out),
+        DType::Q6_K => kq_rows(kq_encode::KqType::Q6_K, src, weights, out),
+    }
+}
+
+/// [`encode_rows`] for the K-quants: block by block, row by row (their encoder takes one
+/// weight per element). A function, not a closure: closures were left out of line,
+/// compiled for the baseline instead of the kernel table's level.
+#[inline(always)]
+fn kq_rows(ty: kq_encode::KqType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {
+    let cols = weights.map_or(src.len(), <[f32]>::len);
+    let row_bytes = ty.row_bytes(cols).expect("whole-block rows");
+    for (x, o) in src.chunks_exact(cols).zip(out.chunks_exact_mut(row_bytes)) {
+        kq_encode::quantize_row(ty, x, weights, o);
     }
 }
 

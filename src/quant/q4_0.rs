@@ -1,7 +1,9 @@
 //! Q4_0: 32 weights per block, one f16 scale, 4-bit values offset by 8.
 //! Byte j holds element j in its low nibble and element j + 16 in its high nibble.
 
+use super::lanes::BATCH;
 use super::search::{encode_symmetric, Symmetric, Window};
+use super::sym_batch::{batch_inputs, encode_symmetric_batch};
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,18 +79,32 @@ pub fn quantize_row_q4_0_search(src: &[f32], out: &mut [BlockQ4_0]) {
 /// Q4_0 that minimises the *weighted* squared error Σ w_j (x_j − x̂_j)² of each block.
 /// Same block format as [`quantize_row_q4_0`] (so the same kernels and llama.cpp can read
 /// it), but the scale is not tied to the largest value: per block, the scale and codes
-/// that minimise the error are searched (see [`block_q4_0_weighted`]). `weights` has one non-negative weight per element of `src`
-/// (the converter passes a column-importance vector per row); `None` means all 1.
+/// that minimise the error are searched (see [`block_q4_0_weighted`]). `weights` has one
+/// non-negative weight per element of `src` (the converter passes a column-importance
+/// vector per row); `None` means all 1.
 #[inline(always)]
 pub fn quantize_row_q4_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ4_0]) {
-    assert_eq!(src.len(), out.len() * QK);
     if let Some(w) = weights {
         assert_eq!(w.len(), src.len());
     }
-    const ONES: [f32; QK] = [1.0; QK];
-    for (i, (x, b)) in src.chunks_exact(QK).zip(out.iter_mut()).enumerate() {
-        let w = weights.map_or(&ONES[..], |w| &w[i * QK..(i + 1) * QK]);
-        *b = block_q4_0_weighted(x, w);
+    quantize_rows_q4_0_weighted(src, weights, out)
+}
+
+/// [`quantize_row_q4_0_weighted`] for rows laid end to end, `weights` one per column (its
+/// length the row length), sixteen blocks at a time (`sym_batch`).
+#[inline(always)]
+pub(super) fn quantize_rows_q4_0_weighted(
+    src: &[f32],
+    weights: Option<&[f32]>,
+    out: &mut [BlockQ4_0],
+) {
+    assert_eq!(src.len(), out.len() * QK);
+    for (b, out) in out.chunks_mut(BATCH).enumerate() {
+        let (x, w, n) = batch_inputs(src, weights, b);
+        let enc = encode_symmetric_batch(&x, &w, n, &Q4_0_SEARCH);
+        for j in 0..n {
+            out[j] = q4_0_block(enc[j], &x[j]);
+        }
     }
 }
 
@@ -96,7 +112,7 @@ pub fn quantize_row_q4_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mu
 /// [4, 11] while the block's weights are within a factor 64 of each other (there the
 /// optimum lies at [4.5, 10) in every one of 323k SmolLM2 blocks with the exact search),
 /// every scale exactly past that.
-const Q4_0_SEARCH: Symmetric = Symmetric {
+pub(super) const Q4_0_SEARCH: Symmetric = Symmetric {
     neg_max: 8,
     pos_max: 7,
     window: Window { lo: 4.0, hi: 11.0 },
@@ -111,7 +127,14 @@ const Q4_0_SEARCH: Symmetric = Symmetric {
 #[inline(always)]
 pub fn block_q4_0_weighted(x: &[f32], w: &[f32]) -> BlockQ4_0 {
     debug_assert!(x.len() == QK && w.len() == QK);
-    let Some((q, d)) = encode_symmetric(x, w, &Q4_0_SEARCH) else {
+    q4_0_block(encode_symmetric(x, w, &Q4_0_SEARCH), x)
+}
+
+/// The block of search result `found` for values `x` (llama.cpp's block where the search
+/// found none).
+#[inline(always)]
+fn q4_0_block(found: Option<([i8; QK], f32)>, x: &[f32]) -> BlockQ4_0 {
+    let Some((q, d)) = found else {
         let mut b = [BlockQ4_0 {
             d: 0,
             qs: [0; QK / 2],

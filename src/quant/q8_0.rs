@@ -1,7 +1,9 @@
 //! Q8_0: 32 weights per block, one f16 scale, int8 values. Also the block type that
 //! activations are quantized to on the fly for the integer dot products.
 
+use super::lanes::BATCH;
 use super::search::{encode_symmetric, Symmetric, Window};
+use super::sym_batch::{batch_inputs, encode_symmetric_batch};
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,14 +66,27 @@ pub fn quantize_act_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
 /// element of `src`; `None` means all 1. See [`block_q8_0_weighted`].
 #[inline(always)]
 pub fn quantize_row_q8_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ8_0]) {
-    assert_eq!(src.len(), out.len() * QK);
     if let Some(w) = weights {
         assert_eq!(w.len(), src.len());
     }
-    const ONES: [f32; QK] = [1.0; QK];
-    for (i, (x, b)) in src.chunks_exact(QK).zip(out.iter_mut()).enumerate() {
-        let w = weights.map_or(&ONES[..], |w| &w[i * QK..(i + 1) * QK]);
-        *b = block_q8_0_weighted(x, w);
+    quantize_rows_q8_0_weighted(src, weights, out)
+}
+
+/// [`quantize_row_q8_0_weighted`] for rows laid end to end, `weights` one per column (its
+/// length the row length), sixteen blocks at a time (`sym_batch`).
+#[inline(always)]
+pub(super) fn quantize_rows_q8_0_weighted(
+    src: &[f32],
+    weights: Option<&[f32]>,
+    out: &mut [BlockQ8_0],
+) {
+    assert_eq!(src.len(), out.len() * QK);
+    for (b, out) in out.chunks_mut(BATCH).enumerate() {
+        let (x, w, n) = batch_inputs(src, weights, b);
+        let enc = encode_symmetric_batch(&x, &w, n, &Q8_0_SEARCH);
+        for j in 0..n {
+            out[j] = q8_0_block(enc[j], &x[j]);
+        }
     }
 }
 
@@ -79,7 +94,7 @@ pub fn quantize_row_q8_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mu
 /// kernel's sign tricks stay valid), inverse scales s·max|x| within 2.5 codes of
 /// llama.cpp's 127 (wider clipping or coarser scales do not pay at 8 bits); symmetric
 /// codes, so a negative scale gives the same blocks and one sign suffices.
-const Q8_0_SEARCH: Symmetric = Symmetric {
+pub(super) const Q8_0_SEARCH: Symmetric = Symmetric {
     neg_max: 127,
     pos_max: 127,
     window: Window {
@@ -97,7 +112,14 @@ const Q8_0_SEARCH: Symmetric = Symmetric {
 #[inline(always)]
 pub fn block_q8_0_weighted(x: &[f32], w: &[f32]) -> BlockQ8_0 {
     debug_assert!(x.len() == QK && w.len() == QK);
-    match encode_symmetric(x, w, &Q8_0_SEARCH) {
+    q8_0_block(encode_symmetric(x, w, &Q8_0_SEARCH), x)
+}
+
+/// The block of search result `found` for values `x` (llama.cpp's block where the search
+/// found none).
+#[inline(always)]
+fn q8_0_block(found: Option<([i8; QK], f32)>, x: &[f32]) -> BlockQ8_0 {
+    match found {
         Some((qs, d)) => BlockQ8_0 {
             d: half::f16::from_f32(d).to_bits(),
             qs,

@@ -5,11 +5,13 @@
 //! uses the first n entries (the rest stay 0).
 //!
 //! Blocks are searched on a grid of inverse scales ([`grid_coarse`], [`grid_fine`]),
-//! scored many at a time by [`crate::kernels::Kernels::grid_scores`], then stored with the
-//! best nearby f16 scale (`refine_grid`). Blocks with very uneven weights are searched
-//! exactly over every code vector that rounding produces (`exact_search_scored`), which
-//! is also the tests' yardstick for the grid. The scale-and-offset types' kernels
-//! ([`affine_sums`], [`affine_errors`]) live here too.
+//! sixteen scored at a time ([`grid_scores`]), then stored with the best nearby f16 scale
+//! (`refine`). Blocks with very uneven weights are searched exactly over every code
+//! vector that rounding produces (`exact_search_scored`), which is also the tests'
+//! yardstick for the grid. The converter runs the same search on sixteen blocks at a
+//! time, one per vector lane (`sym_batch`); one block at a time it serves the exact
+//! search's blocks, the passes only a few blocks of a batch need, and the tests. The
+//! K-quants' scale-and-offset sums ([`affine_sums`], [`affine_errors`]) live here too.
 
 use super::QK;
 
@@ -332,10 +334,10 @@ pub(crate) struct Symmetric {
 /// `grid_code(y, inv)`, the stored scale `d` (an f16 value, real units) and its weighted
 /// error (f32, normalised block).
 #[derive(Clone, Copy)]
-struct Pick {
-    inv: f32,
-    d: f32,
-    err: f32,
+pub(super) struct Pick {
+    pub(super) inv: f32,
+    pub(super) d: f32,
+    pub(super) err: f32,
 }
 
 /// The codes and f16 scale (as f32) of the block of type `t` with the least weighted
@@ -458,7 +460,7 @@ fn exact_symmetric(x: &[f32], w: &[f32], neg_max: u32, pos_max: u32) -> [Option<
 
 /// Relative difference below which two grid scores (f32 sums of 32 terms, accurate to a
 /// few parts in 10⁷) are treated as a tie and both candidates are stored and compared.
-const SCORE_TIE: f32 = 1e-4;
+pub(super) const SCORE_TIE: f32 = 1e-4;
 
 /// The f16 values from [`F16_BELOW`] steps below `h` in magnitude to the rest above it,
 /// as f32 (a value past the finite range repeats `h`, as [`f16_step`] does). For normal
@@ -486,8 +488,8 @@ fn f16_ladder(h: half::f16) -> [f32; GRID_LANES] {
 /// rest of the first 15 lanes above (8; the upper ones win more often: with 7 and 7,
 /// Q8_0 lost 0.1% of weighted error on Gaussian rows). The last of the [`GRID_LANES`]
 /// lanes holds llama.cpp's block.
-const F16_BELOW: i32 = 6;
-const REFERENCE_LANE: usize = GRID_LANES - 1;
+pub(super) const F16_BELOW: i32 = 6;
+pub(super) const REFERENCE_LANE: usize = GRID_LANES - 1;
 
 /// Store a block found at least-squares scale `scale` (normalised units) with an f16
 /// scale: that scale rounded to f16 and the f16 values around it are each tried with the
@@ -496,7 +498,7 @@ const REFERENCE_LANE: usize = GRID_LANES - 1;
 /// block `reference`, all in one kernel call. The lowest error (first lane on ties)
 /// replaces `best` if lower.
 #[inline(always)]
-fn refine(b: &GridBlock, scale: f32, reference: Pick, best: &mut Option<Pick>) {
+pub(super) fn refine(b: &GridBlock, scale: f32, reference: Pick, best: &mut Option<Pick>) {
     let mut ds = f16_ladder(half::f16::from_f32(scale * b.unit));
     ds[REFERENCE_LANE] = reference.d;
     // The same scales for the normalised block (y = x / unit), and their inverses.
@@ -630,6 +632,19 @@ pub struct GridHit {
     above: f32,
 }
 
+impl GridHit {
+    /// A coarse-grid winner at inverse scale `s`, its fine grid spanning ± `step`.
+    pub(super) fn coarse(s: f32, score: f32, scale: f32, step: f32) -> GridHit {
+        GridHit {
+            s,
+            score,
+            scale,
+            below: s - step,
+            above: s + step,
+        }
+    }
+}
+
 /// What [`affine_sums`] gives per lane: Σ w l, Σ w l² and Σ w y l of the lane's codes l
 /// (with the block's own Σ w, Σ w y and Σ w y², the least-squares (d, m) of
 /// y ≈ d·l + m and its error follow in closed form).
@@ -735,8 +750,8 @@ fn grid_best(b: &GridBlock, inv: &[[f32; GRID_LANES]], split: usize) -> [Option<
 
 /// Coarse-grid scales per sign of the scale over an inverse-scale window, and fine-grid
 /// scales placed around a coarse winner (± one coarse step); multiples of [`GRID_LANES`].
-const COARSE_PER_SIGN: usize = GRID_LANES;
-const FINE_POINTS: usize = GRID_LANES;
+pub(super) const COARSE_PER_SIGN: usize = GRID_LANES;
+pub(super) const FINE_POINTS: usize = GRID_LANES;
 
 /// Inverse scales, times max|x|, that a block is searched over, evenly spaced over
 /// [lo, hi].
@@ -842,7 +857,7 @@ impl GridBlock {
 
     /// y = x / unit (as x · (1 / unit)) and w · iw.
     #[inline(always)]
-    fn scaled(x: &[f32], w: &[f32], unit: f32, iw: f32, lo: f32, hi: f32) -> GridBlock {
+    pub(super) fn scaled(x: &[f32], w: &[f32], unit: f32, iw: f32, lo: f32, hi: f32) -> GridBlock {
         let n = x.len();
         assert!(n <= QK && w.len() >= n);
         let ia = 1.0 / unit;

@@ -35,7 +35,7 @@ pub(super) const NEON: Kernels = Kernels {
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
-    encode_row,
+    encode_rows,
     gemm_q8_0x16,
     gemm_q4_0x16,
     coded: coded_table!(gemm_coded),

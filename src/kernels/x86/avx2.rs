@@ -35,7 +35,7 @@ pub(super) const AVX2: Kernels = Kernels {
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
-    encode_row,
+    encode_rows,
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
     coded: super::coded::AVX2,

@@ -29,7 +29,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_q8_0,
     dot_f16,
     dot_f32,
-    encode_row,
+    encode_rows,
     ..AVX2
 };
 
