@@ -378,17 +378,8 @@ fn membw(c: &mut Criterion) {
     g.finish();
 }
 
-/// The types whose encoders search: symmetric (grid), scale-and-offset, K-quants.
-const ENCODE_TYPES: &[DType] = &[
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q5_0,
-    DType::Q4_1,
-    DType::Q5_1,
-    DType::Q4_K,
-    DType::Q6_K,
-];
-
+/// Encoder speed on one near-Gaussian row, per searched type (symmetric grid,
+/// scale-and-offset, K-quants).
 fn encode(c: &mut Criterion) {
     const COLS: usize = 4096;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -401,7 +392,8 @@ fn encode(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(COLS as u64));
     let level = llq::kernels::kernels().name;
-    for &dtype in ENCODE_TYPES {
+    // Every searched type: the quantized ones.
+    for dtype in DType::ALL.into_iter().filter(|d| d.is_quantized()) {
         let mut out = vec![0u8; dtype.row_bytes(COLS).unwrap()];
         g.bench_function(BenchmarkId::new(level, format!("{dtype:?}")), |b| {
             b.iter(|| quantize_row_weighted(dtype, &row, None, &mut out))

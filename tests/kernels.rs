@@ -503,17 +503,8 @@ fn quantize_q8_0_is_bit_identical() {
 fn encoders_are_bit_identical() {
     use llq::quant::{encode_rows, DType};
     let mut rng = Rng(17);
-    let types = [
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q5_0,
-        DType::Q4_1,
-        DType::Q5_1,
-        DType::Q4_K,
-        DType::Q5_K,
-        DType::Q6_K,
-    ];
-    for &dtype in &types {
+    // Every searched type: the quantized ones.
+    for dtype in DType::ALL.into_iter().filter(|d| d.is_quantized()) {
         let block = dtype.block_elems();
         let counts: &[usize] = if block == 32 {
             &[1, 3, 17, 40]

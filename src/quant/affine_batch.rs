@@ -19,8 +19,8 @@
 // Index loops over fixed-size blocks and lanes are the form the compiler vectorises here.
 #![allow(clippy::needless_range_loop)]
 
-use super::kq_encode::{hsum, AFFINE_ROUNDS, GRID_LO, GRID_N, GRID_STEP, LANES};
-use super::search::{code_byte, round_even_small};
+use super::kq_encode::{fit_error, hsum, AFFINE_ROUNDS, GRID_LO, GRID_N, GRID_STEP, LANES};
+use super::search::{code_byte, grid_code, round_even_small};
 
 use super::lanes::{
     any, f16_bits_to_f32, f16_sat_bits, f16_step_bits, lane_step, mask, pick, safe_inv, Select,
@@ -204,18 +204,9 @@ impl Moments {
     fn error_of(&self, s: &Sums) -> D {
         let mut e = [0.0f64; BATCH];
         for j in 0..BATCH {
-            let (sw, sx, sxx) = (self.sw[j] as f64, self.sx[j] as f64, self.sxx[j] as f64);
-            let (sl, sll, sxl) = (s.sl[j] as f64, s.sll[j] as f64, s.sxl[j] as f64);
-            let det = sw * sll - sl * sl;
-            let full = det > 1e-12 * sw * sll;
-            let (num, den) = if full {
-                (sll * sx * sx - 2.0 * sl * sx * sxl + sw * sxl * sxl, det)
-            } else {
-                (sxl * sxl, sll)
-            };
-            let err = sxx - num / den;
-            let err = if err > 0.0 { err } else { 0.0 };
-            e[j] = if den > 0.0 { err } else { f64::INFINITY };
+            let mom = [self.sw[j] as f64, self.sx[j] as f64, self.sxx[j] as f64];
+            let sums = [s.sl[j] as f64, s.sll[j] as f64, s.sxl[j] as f64];
+            e[j] = fit_error(mom, sums, false);
         }
         e
     }
@@ -405,7 +396,7 @@ fn grid_sums(x: &[F; QK], w: &[F; QK], inv: &F, lo: &F, nm: f32) -> Sums {
     for i in 0..QK {
         lane_step();
         for j in 0..BATCH {
-            let l = grid_code(x[i][j] - lo[j], inv[j], nm);
+            let l = grid_code(x[i][j] - lo[j], inv[j], 0.0, nm);
             let wl = w[i][j] * l;
             sl[j] += wl;
             sll[j] += wl * l;
@@ -413,18 +404,6 @@ fn grid_sums(x: &[F; QK], w: &[F; QK], inv: &F, lo: &F, nm: f32) -> Sums {
         }
     }
     Sums { sl, sll, sxl }
-}
-
-/// round(v·s), ties to even, clamped to [0, nm].
-#[inline(always)]
-fn grid_code(v: f32, s: f32, nm: f32) -> f32 {
-    let q = round_even_small(v * s);
-    let q = if q < 0.0 { 0.0 } else { q };
-    if q > nm {
-        nm
-    } else {
-        q
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -506,7 +485,7 @@ fn round_to_f16(p: &Prepared, mom: &Moments, mut d: F, mut m: F, nm: f32) -> Sto
             for i in 0..QK {
                 lane_step();
                 for j in 0..BATCH {
-                    let l = grid_code(x[i][j] - at_mv[j], at_inv[j], nm);
+                    let l = grid_code(x[i][j] - at_mv[j], at_inv[j], 0.0, nm);
                     best.q[i][j] = l.select(best.q[i][j], take[j]);
                 }
             }
@@ -534,7 +513,7 @@ fn pair_error(x: &[F; QK], w: &[F; QK], inv: &F, d: &F, m: &F, nm: f32) -> F {
     for i in 0..QK {
         lane_step();
         for j in 0..BATCH {
-            let l = grid_code(x[i][j] - m[j], inv[j], nm);
+            let l = grid_code(x[i][j] - m[j], inv[j], 0.0, nm);
             let r = x[i][j] - (d[j] * l + m[j]);
             e[j] += w[i][j] * (r * r);
         }

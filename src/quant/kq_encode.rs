@@ -322,18 +322,7 @@ impl Moments {
         let mut e = [0.0f64; GRID_LANES];
         for c in 0..GRID_LANES {
             let (sl, sll, sxl) = (s.sl[c] as f64, s.sll[c] as f64, s.syl[c] as f64);
-            let det = sw * sll - sl * sl;
-            // With det > 0 the fitted m has the sign of its numerator; m > 0 under
-            // `nonpos_min`, or a singular system, leaves the scale alone (m = 0).
-            let full = det > 1e-12 * sw * sll && !(nonpos_min && sll * sx - sl * sxl > 0.0);
-            let (num, den) = if full {
-                (sll * sx * sx - 2.0 * sl * sx * sxl + sw * sxl * sxl, det)
-            } else {
-                (sxl * sxl, sll)
-            };
-            let err = sxx - num / den;
-            let err = if err > 0.0 { err } else { 0.0 };
-            e[c] = if den > 0.0 { err } else { f64::INFINITY };
+            e[c] = fit_error([sw, sx, sxx], [sl, sll, sxl], nonpos_min);
         }
         e
     }
@@ -359,6 +348,34 @@ impl Moments {
         }
         let err = sxx - 2.0 * (d * sxl + m * sx) + d * d * sll + 2.0 * d * m * sl + m * m * sw;
         Some((d as f32, m as f32, err.max(0.0)))
+    }
+}
+
+/// The weighted error of the least-squares (d, m) for codes with sums `[sl, sll, sxl]`
+/// against a block with moments `[sw, sx, sxx]` ([`Moments::solve`]'s error, up to
+/// rounding, without the fit itself: one division), `+∞` where `solve` fails. Selects,
+/// not branches, so that loops over lanes of it vectorise.
+#[inline(always)]
+pub(super) fn fit_error(
+    [sw, sx, sxx]: [f64; 3],
+    [sl, sll, sxl]: [f64; 3],
+    nonpos_min: bool,
+) -> f64 {
+    let det = sw * sll - sl * sl;
+    // With det > 0 the fitted m has the sign of its numerator; m > 0 under `nonpos_min`,
+    // or a singular system, leaves the scale alone (m = 0).
+    let full = det > 1e-12 * sw * sll && !(nonpos_min && sll * sx - sl * sxl > 0.0);
+    let (num, den) = if full {
+        (sll * sx * sx - 2.0 * sl * sx * sxl + sw * sxl * sxl, det)
+    } else {
+        (sxl * sxl, sll)
+    };
+    let err = sxx - num / den;
+    let err = if err > 0.0 { err } else { 0.0 };
+    if den > 0.0 {
+        err
+    } else {
+        f64::INFINITY
     }
 }
 

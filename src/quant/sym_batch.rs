@@ -17,8 +17,8 @@ use super::lanes::{
     any, f16_bits, f16_bits_to_f32, f16_step_bits, lane_step, mask, pick, Select, BATCH, F, M,
 };
 use super::search::{
-    self, code_byte, encode_symmetric, grid_fine, round_even_small, GridBlock, GridHit, Pick,
-    Symmetric, COARSE_PER_SIGN, F16_BELOW, FINE_POINTS, GRID_LANES, REFERENCE_LANE, SCORE_TIE,
+    self, code_byte, encode_symmetric, grid_code, grid_fine, GridBlock, GridHit, Pick, Symmetric,
+    COARSE_PER_SIGN, F16_BELOW, FINE_POINTS, GRID_LANES, REFERENCE_LANE, SCORE_TIE,
 };
 
 /// Elements per block.
@@ -217,18 +217,6 @@ fn prepare(x: &[[f32; QK]; BATCH], w: &[[f32; QK]; BATCH], t: &Symmetric) -> Bat
         uniform,
         grid,
         exact,
-    }
-}
-
-/// round(v·s), ties to even, clamped to [lo, hi] (`search::grid_code`).
-#[inline(always)]
-fn grid_code(v: f32, s: f32, lo: f32, hi: f32) -> f32 {
-    let q = round_even_small(v * s);
-    let q = if q < lo { lo } else { q };
-    if q > hi {
-        hi
-    } else {
-        q
     }
 }
 
