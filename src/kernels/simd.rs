@@ -408,9 +408,21 @@ pub(crate) use encode_kernels;
 
 /// Generates the safe table entries `dot_f32`, `dot_f16`, `axpy_f32`, `axpy_f16`,
 /// `attn_scores_f32`, `attn_scores_f16`, `attn_values_f32`, `attn_values_f16` and their
-/// `_group_` forms of one ISA from the skeletons above with [`kernel!`]. `$u16`: vectors
-/// per step of the f16 `axpy` / `attn_values` loops (1 or 2).
+/// `_group_` forms of one ISA from the skeletons above with [`kernel!`]
+/// ([`float_value_kernels!`] and [`attn_score_kernels!`]). `$u16`: vectors per step of
+/// the f16 `axpy` / `attn_values` loops (1 or 2).
 macro_rules! float_kernels {
+    ($feat:literal, $tok:expr, $u16:literal) => {
+        $crate::kernels::simd::float_value_kernels!($feat, $tok, $u16);
+        $crate::kernels::simd::attn_score_kernels!($feat, $tok);
+    };
+}
+pub(crate) use float_kernels;
+
+/// The entries of [`float_kernels!`] that stream rows into accumulators: `dot_f32`,
+/// `dot_f16`, `axpy_f32`, `axpy_f16`, `attn_values_f32`, `attn_values_f16` and
+/// `attn_values_group_f32`, `attn_values_group_f16`.
+macro_rules! float_value_kernels {
     ($feat:literal, $tok:expr, $u16:literal) => {
         $crate::kernels::simd::kernel!($feat, $tok, dot_f32, (w: &[f32], x: &[f32]) -> f32,
             |s| $crate::kernels::simd::dot(s, w, x));
@@ -420,24 +432,12 @@ macro_rules! float_kernels {
             |s| $crate::kernels::simd::axpy::<_, f32, 1>(s, out, a, x));
         $crate::kernels::simd::kernel!($feat, $tok, axpy_f16, (out: &mut [f32], a: f32, x: &[half::f16]) -> (),
             |s| $crate::kernels::simd::axpy::<_, half::f16, $u16>(s, out, a, x));
-        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_f32,
-            (q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) -> (),
-            |s| $crate::kernels::simd::attn_scores(s, q, keys, stride, out));
-        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_f16,
-            (q: &[f32], keys: &[half::f16], stride: usize, out: &mut [f32]) -> (),
-            |s| $crate::kernels::simd::attn_scores(s, q, keys, stride, out));
         $crate::kernels::simd::kernel!($feat, $tok, attn_values_f32,
             (o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) -> (),
             |s| $crate::kernels::simd::attn_values::<_, f32, 1>(s, o, p, vals, stride));
         $crate::kernels::simd::kernel!($feat, $tok, attn_values_f16,
             (o: &mut [f32], p: &[f32], vals: &[half::f16], stride: usize) -> (),
             |s| $crate::kernels::simd::attn_values::<_, half::f16, $u16>(s, o, p, vals, stride));
-        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_group_f32,
-            (g: &$crate::kernels::AttnGroup, q: &[f32], keys: &[f32], out: &mut [f32]) -> (),
-            |s| $crate::kernels::simd::attn_scores_group(s, g, q, keys, out));
-        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_group_f16,
-            (g: &$crate::kernels::AttnGroup, q: &[f32], keys: &[half::f16], out: &mut [f32]) -> (),
-            |s| $crate::kernels::simd::attn_scores_group(s, g, q, keys, out));
         $crate::kernels::simd::kernel!($feat, $tok, attn_values_group_f32,
             (g: &$crate::kernels::AttnGroup, o: &mut [f32], p: &[f32], vals: &[f32]) -> (),
             |s| $crate::kernels::simd::attn_values_group::<_, f32, 1>(s, g, o, p, vals));
@@ -446,7 +446,28 @@ macro_rules! float_kernels {
             |s| $crate::kernels::simd::attn_values_group::<_, half::f16, $u16>(s, g, o, p, vals));
     };
 }
-pub(crate) use float_kernels;
+pub(crate) use float_value_kernels;
+
+/// The attention-score entries of [`float_kernels!`]: `attn_scores_f32`,
+/// `attn_scores_f16`, `attn_scores_group_f32`, `attn_scores_group_f16` (one horizontal
+/// reduction per query and key).
+macro_rules! attn_score_kernels {
+    ($feat:literal, $tok:expr) => {
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_f32,
+            (q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores(s, q, keys, stride, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_f16,
+            (q: &[f32], keys: &[half::f16], stride: usize, out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores(s, q, keys, stride, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_group_f32,
+            (g: &$crate::kernels::AttnGroup, q: &[f32], keys: &[f32], out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores_group(s, g, q, keys, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_scores_group_f16,
+            (g: &$crate::kernels::AttnGroup, q: &[f32], keys: &[half::f16], out: &mut [f32]) -> (),
+            |s| $crate::kernels::simd::attn_scores_group(s, g, q, keys, out));
+    };
+}
+pub(crate) use attn_score_kernels;
 
 /// Implements [`F32Simd`] for a token type from a table of the ISA's intrinsics (in the
 /// spirit of ggml's `simd-mappings.h`): each entry is a function or closure called inside

@@ -20,15 +20,24 @@ use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::BlockQ8_0;
 
-/// avx2 with 512-bit dots. The group kernels stay AVX2's: AVX-512BW has no `vpsignb` for
-/// the Q8_0 sign trick, and CPUs with AVX-512 but without VNNI (Skylake-SP) are rare by
-/// now. The attention loops, `axpy` and the activation quantizer are AVX2's too (short
-/// rows, a tiny share of the work).
+/// avx2 with 512-bit dots, `axpy` and attention value loops. The group kernels stay
+/// AVX2's: AVX-512BW has no `vpsignb` for the Q8_0 sign trick, and CPUs with AVX-512 but
+/// without VNNI (Skylake-SP) are rare by now. The activation quantizer is AVX2's too (a
+/// tiny share of the work). So are the attention scores: their one horizontal reduction
+/// per query and key costs more at 16 lanes than it saves (measured on SmolLM2 q8_0 at
+/// depth 4096, f16 cache, AMD EPYC: 512-bit scores and values made decode 45% slower,
+/// 512-bit values alone made prompts 14-30% and decode 7-10% faster).
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "avx512",
     dot_q8_0,
     dot_f16,
     dot_f32,
+    axpy_f32,
+    axpy_f16,
+    attn_values_f32,
+    attn_values_f16,
+    attn_values_group_f32,
+    attn_values_group_f16,
     encode_rows,
     ..AVX2
 };
@@ -90,10 +99,8 @@ impl Q8Dot for Avx512 {
 
 simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
-simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f32,
-    (w: &[f32], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
-simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_f16,
-    (w: &[f16], x: &[f32]) -> f32, |s| simd::dot(s, w, x));
+// The float dots, `axpy` and the attention value loops, compiled for 16-lane vectors.
+simd::float_value_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), 1);
 
 // The converter's block encoders, compiled for 16-lane vectors.
 simd::encode_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new());
