@@ -58,10 +58,7 @@ pub(super) fn quantize_rows(src: &[f32], imp: Option<&[f32]>, nmax: u8, out: &mu
 #[inline(always)]
 fn encode_batch(src: &[f32], imp: Option<(&[f32], usize)>, nmax: u8, out: &mut [u8]) {
     let n = src.len() / QK;
-    let p = prepare(src, imp, n);
-    // An opaque reference keeps the batch in memory (its arrays are read many times;
-    // split into registers and spills they were slower: see `kq_encode`).
-    let p = std::hint::black_box(&p);
+    let p = &prepare(src, imp, n);
     let nm = nmax as f32;
     let mom = Moments::of(&p.x, &p.w);
     let (d, m) = fit_affine(&p.x, &p.w, &mom, nm);

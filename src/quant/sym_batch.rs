@@ -35,8 +35,7 @@ pub(super) fn encode_symmetric_batch(
     n: usize,
     t: &Symmetric,
 ) -> [Encoded; BATCH] {
-    let b = prepare(x, w, t);
-    let b = std::hint::black_box(&b);
+    let b = &prepare(x, w, t);
     let best = search(b, x, w, t);
     let mut out = [None; BATCH];
     for j in 0..n {
