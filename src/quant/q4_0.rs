@@ -1,9 +1,8 @@
 //! Q4_0: 32 weights per block, one f16 scale, 4-bit values offset by 8.
 //! Byte j holds element j in its low nibble and element j + 16 in its high nibble.
 
-use super::lanes::BATCH;
 use super::search::{encode_symmetric, Symmetric, Window};
-use super::sym_batch::{batch_inputs, encode_symmetric_batch};
+use super::sym_batch::encode_rows;
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,14 +97,7 @@ pub(super) fn quantize_rows_q4_0_weighted(
     weights: Option<&[f32]>,
     out: &mut [BlockQ4_0],
 ) {
-    assert_eq!(src.len(), out.len() * QK);
-    for (b, out) in out.chunks_mut(BATCH).enumerate() {
-        let (x, w, n) = batch_inputs(src, weights, b);
-        let enc = encode_symmetric_batch(&x, &w, n, &Q4_0_SEARCH);
-        for j in 0..n {
-            out[j] = q4_0_block(enc[j], &x[j]);
-        }
-    }
+    encode_rows(src, weights, &Q4_0_SEARCH, out, q4_0_block)
 }
 
 /// How [`block_q4_0_weighted`] searches: codes in [−8, 7]; inverse scales s·max|x| in

@@ -1,9 +1,8 @@
 //! Q8_0: 32 weights per block, one f16 scale, int8 values. Also the block type that
 //! activations are quantized to on the fly for the integer dot products.
 
-use super::lanes::BATCH;
 use super::search::{encode_symmetric, Symmetric, Window};
-use super::sym_batch::{batch_inputs, encode_symmetric_batch};
+use super::sym_batch::encode_rows;
 use super::{Block, QK};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -80,14 +79,7 @@ pub(super) fn quantize_rows_q8_0_weighted(
     weights: Option<&[f32]>,
     out: &mut [BlockQ8_0],
 ) {
-    assert_eq!(src.len(), out.len() * QK);
-    for (b, out) in out.chunks_mut(BATCH).enumerate() {
-        let (x, w, n) = batch_inputs(src, weights, b);
-        let enc = encode_symmetric_batch(&x, &w, n, &Q8_0_SEARCH);
-        for j in 0..n {
-            out[j] = q8_0_block(enc[j], &x[j]);
-        }
-    }
+    encode_rows(src, weights, &Q8_0_SEARCH, out, q8_0_block)
 }
 
 /// How [`block_q8_0_weighted`] searches: codes within ±127 (like llama.cpp's, so every

@@ -59,11 +59,33 @@ pub(super) fn encode_symmetric_batch(
     out
 }
 
+/// Rows laid end to end in `src` (`weights`: one per column, its length the row length;
+/// `None`: all 1) searched with `t`, sixteen blocks at a time; `block` makes each output
+/// block from a block's search result and its values. (A function item, not a closure:
+/// closures were left out of line, compiled for the baseline instead of the level.)
+#[inline(always)]
+pub(super) fn encode_rows<B>(
+    src: &[f32],
+    weights: Option<&[f32]>,
+    t: &Symmetric,
+    out: &mut [B],
+    block: impl Fn(Encoded, &[f32]) -> B,
+) {
+    assert_eq!(src.len(), out.len() * QK);
+    for (b, out) in out.chunks_mut(BATCH).enumerate() {
+        let (x, w, n) = batch_inputs(src, weights, b);
+        let enc = encode_symmetric_batch(&x, &w, n, t);
+        for j in 0..n {
+            out[j] = block(enc[j], &x[j]);
+        }
+    }
+}
+
 /// Batch `b` (of [`BATCH`] blocks) of rows laid end to end in `src`, as
 /// [`encode_symmetric_batch`] takes it: the blocks, their weights (`weights` holds one per
 /// column and its length is the row length; `None`: all 1) and how many there are.
 #[inline(always)]
-pub(super) fn batch_inputs(
+fn batch_inputs(
     src: &[f32],
     weights: Option<&[f32]>,
     b: usize,
