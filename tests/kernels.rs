@@ -16,7 +16,7 @@
 
 use half::f16;
 use llq::kernels::matmul::{matmul, MatmulScratch};
-use llq::kernels::{available, select_from, AttnGroup, Kernels};
+use llq::kernels::{available, select_from, AttnBlock, AttnGroup, Kernels};
 use llq::quant::interleave::{interleave_q4_0, interleave_q8_0, ActQ8, BlockQ4_0x16, BlockQ8_0x16};
 use llq::quant::{
     block_bytes, quantize_act_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind, WeightView, QK,
@@ -829,6 +829,129 @@ fn grouped_attention_kernels_match_scalar() {
             }
         }
     }
+}
+
+/// The blocked prompt attention (tiles of keys, online softmax, scores laid out key by
+/// query) against the scalar reference (per query: scores, softmax, values): token and
+/// head counts around the vector widths, head sizes with and without a SIMD remainder,
+/// contexts within one tile and over several (so the running maximum grows and the
+/// outputs are rescaled), lengths that grow by one per token (a prompt) and arbitrary
+/// ones, scores spread wide enough that the softmax is far from uniform.
+#[test]
+fn blocked_attention_matches_scalar() {
+    let mut rng = Rng(23);
+    for k in simd_levels() {
+        for (tokens, heads) in [(1usize, 1usize), (2, 3), (5, 8), (22, 3), (3, 1)] {
+            for hd in [4usize, 13, 64, 80] {
+                for depth in [0usize, 63, 200] {
+                    for ragged in [false, true] {
+                        let lens: Vec<usize> = (0..tokens)
+                            .map(|t| {
+                                if ragged {
+                                    1 + rng.below((depth + tokens) as u64) as usize
+                                } else {
+                                    depth + t + 1
+                                }
+                            })
+                            .collect();
+                        let rows = *lens.iter().max().unwrap();
+                        let stride = hd * 2 + 3;
+                        let len = (rows - 1) * stride + hd;
+                        let keys: Vec<f32> = (0..len).map(|_| rng.f() * 2.0).collect();
+                        let vals: Vec<f32> = (0..len).map(|_| rng.f() * 4.0).collect();
+                        let keys16: Vec<f16> = keys.iter().map(|v| f16::from_f32(*v)).collect();
+                        let vals16: Vec<f16> = vals.iter().map(|v| f16::from_f32(*v)).collect();
+                        let nq = tokens * heads;
+                        let q: Vec<f32> = (0..nq * hd).map(|_| rng.f() * 2.0).collect();
+                        let b = AttnBlock {
+                            hd,
+                            heads,
+                            stride,
+                            lens: &lens,
+                            scale: 1.0 / (hd as f32).sqrt(),
+                        };
+                        // A score's rounding error is at most ~hd·ε of Σ|q·k|·scale (here
+                        // at most 4·√hd), and moves its weight by that factor; the
+                        // weighted sum adds ~len·ε; outputs are within max|v| = 4.
+                        let eps = f32::EPSILON as f64;
+                        let tol = 4.0
+                            * (4.0 * eps * hd as f64 * 4.0 * (hd as f64).sqrt()
+                                + 4.0 * eps * (rows + hd) as f64);
+                        let what = format!("tokens={tokens} heads={heads} hd={hd} lens={lens:?}");
+                        for f16_cache in [false, true] {
+                            let (mut want, mut got) =
+                                (vec![0.0f32; nq * hd], vec![9.0f32; nq * hd]);
+                            let mut scratch = vec![f32::NAN; 5];
+                            if f16_cache {
+                                (scalar().attn_block_f16)(
+                                    &b,
+                                    &q,
+                                    &keys16,
+                                    &vals16,
+                                    &mut scratch,
+                                    &mut want,
+                                );
+                                (k.attn_block_f16)(
+                                    &b,
+                                    &q,
+                                    &keys16,
+                                    &vals16,
+                                    &mut scratch,
+                                    &mut got,
+                                );
+                            } else {
+                                (scalar().attn_block_f32)(
+                                    &b,
+                                    &q,
+                                    &keys,
+                                    &vals,
+                                    &mut scratch,
+                                    &mut want,
+                                );
+                                (k.attn_block_f32)(&b, &q, &keys, &vals, &mut scratch, &mut got);
+                            }
+                            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                                check(
+                                    k.name,
+                                    &format!("f16={f16_cache} {what} [{i}]"),
+                                    *g,
+                                    *w,
+                                    tol,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The blocked kernel refuses a token that would attend to nothing and caches too short
+/// for the longest token.
+#[test]
+fn blocked_attention_checks_its_shape() {
+    let run = |lens: &[usize], cache: usize| {
+        let b = AttnBlock {
+            hd: 4,
+            heads: 2,
+            stride: 4,
+            lens,
+            scale: 0.5,
+        };
+        let nq = lens.len() * 2;
+        let (q, kv) = (vec![0.0f32; nq * 4], vec![0.0f32; cache]);
+        let mut out = vec![0.0f32; nq * 4];
+        std::panic::catch_unwind(move || {
+            for k in simd_levels() {
+                (k.attn_block_f32)(&b, &q, &kv, &kv, &mut Vec::new(), &mut out);
+            }
+        })
+        .is_ok()
+    };
+    assert!(run(&[1, 3], 12));
+    assert!(!run(&[0, 3], 12), "a token without keys");
+    assert!(!run(&[1, 4], 12), "4 rows of 4 in 12 values");
 }
 
 /// The grouped kernels refuse shapes their slices cannot hold.

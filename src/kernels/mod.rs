@@ -6,6 +6,7 @@
 //! which is what makes the safe table entries of the SIMD levels sound.
 //! `LLQ_KERNEL=<name>` forces a level.
 
+pub(crate) mod attn_block;
 pub mod cpu;
 pub mod matmul;
 pub mod scalar;
@@ -20,6 +21,7 @@ use std::sync::OnceLock;
 
 use half::f16;
 
+pub use attn_block::AttnBlock;
 pub use cpu::cpu_features;
 
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
@@ -64,6 +66,14 @@ pub struct Kernels {
     pub attn_values_group_f32: fn(&AttnGroup, &mut [f32], &[f32], &[f32]),
     /// As [`Kernels::attn_values_group_f32`] with f16 values.
     pub attn_values_group_f16: fn(&AttnGroup, &mut [f32], &[f32], &[f16]),
+    /// Attention of a block of queries (the query heads of consecutive tokens that share
+    /// a kv head) against the cache rows `keys` / `vals` (rows at `stride`, row 0 at the
+    /// head's offset): `out[i] = Σ_j softmax_j(scale · q[i]·k[j]) · v[j]` over
+    /// `j < lens[i / heads]` (see [`AttnBlock`]). SIMD levels go through the keys in tiles
+    /// with an online softmax (`attn_block`); `scratch` is reused between calls.
+    pub attn_block_f32: AttnBlockFn<f32>,
+    /// As [`Kernels::attn_block_f32`] with an f16 cache.
+    pub attn_block_f16: AttnBlockFn<f16>,
     /// `s = softmax(s)` in place (attention's probabilities). SIMD levels compute `exp`
     /// with a polynomial (see [`exp_poly`]) instead of a libm call per score.
     pub softmax: fn(&mut [f32]),
@@ -131,6 +141,9 @@ pub mod exp_poly {
 /// `fn(w, x, out)`: see [`Kernels::gemm_q8_0x16`].
 /// [`Kernels::encode_rows`]: `fn(dtype, src, weights, out)`.
 pub type EncodeRowsFn = fn(DType, &[f32], Option<&[f32]>, &mut [u8]);
+
+/// [`Kernels::attn_block_f32`]: `fn(shape, queries, keys, values, scratch, out)`.
+pub type AttnBlockFn<E> = fn(&AttnBlock, &[f32], &[E], &[E], &mut Vec<f32>, &mut [f32]);
 
 pub type GroupFn<W> = fn(&[W], &[ActQ8], &mut [f32]);
 

@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::{attn_dims, group_dims, group_dims_sub, AttnGroup, CodedKernels, Kernels};
+use super::{attn_dims, group_dims, group_dims_sub, AttnBlock, AttnGroup, CodedKernels, Kernels};
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::kx16::{CodedX16, SubScales, SUB};
 use crate::quant::{quantize_act_q8_0, BlockQ8_0, QK};
@@ -22,6 +22,8 @@ pub static KERNELS: Kernels = Kernels {
     attn_scores_group_f16,
     attn_values_group_f32,
     attn_values_group_f16,
+    attn_block_f32,
+    attn_block_f16,
     softmax,
     silu_mul,
     quantize_q8_0: quantize_act_q8_0,
@@ -174,6 +176,76 @@ pub fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
     assert_eq!(out.len(), x.len());
     for (o, v) in out.iter_mut().zip(x) {
         *o += a * v.to_f32();
+    }
+}
+
+/// Reference: per query, [`attn_scores_f32`], scaled, [`softmax`] and [`attn_values_f32`]
+/// over the first `lens[token]` rows (no tiles, no online softmax).
+pub fn attn_block_f32(
+    b: &AttnBlock,
+    q: &[f32],
+    keys: &[f32],
+    vals: &[f32],
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    block_per_query(
+        b,
+        q,
+        keys,
+        vals,
+        scratch,
+        out,
+        attn_scores_f32,
+        attn_values_f32,
+    );
+}
+
+pub fn attn_block_f16(
+    b: &AttnBlock,
+    q: &[f32],
+    keys: &[f16],
+    vals: &[f16],
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    block_per_query(
+        b,
+        q,
+        keys,
+        vals,
+        scratch,
+        out,
+        attn_scores_f16,
+        attn_values_f16,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block_per_query<E>(
+    b: &AttnBlock,
+    q: &[f32],
+    keys: &[E],
+    vals: &[E],
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    score_fn: fn(&[f32], &[E], usize, &mut [f32]),
+    value_fn: fn(&mut [f32], &[f32], &[E], usize),
+) {
+    b.check(q.len(), keys.len(), vals.len(), out.len());
+    for (i, (qi, oi)) in q
+        .chunks_exact(b.hd)
+        .zip(out.chunks_exact_mut(b.hd))
+        .enumerate()
+    {
+        let len = b.lens[i / b.heads];
+        scores.clear();
+        scores.resize(len, 0.0);
+        score_fn(qi, keys, b.stride, scores);
+        scores.iter_mut().for_each(|v| *v *= b.scale);
+        softmax(scores);
+        oi.fill(0.0);
+        value_fn(oi, scores, vals, b.stride);
     }
 }
 

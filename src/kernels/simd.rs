@@ -29,6 +29,12 @@ pub(crate) trait F32Simd: Copy {
     /// `acc + a · b`, one rounding.
     fn fma(self, a: Self::V, b: Self::V, acc: Self::V) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise maximum (NaN handling is the ISA's).
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `e^x` per lane with [`super::exp_poly`]'s polynomial.
+    fn exp(self, x: Self::V) -> Self::V;
     /// Sum of the lanes (in the ISA's own, fixed order).
     fn reduce(self, v: Self::V) -> f32;
     /// # Safety
@@ -410,10 +416,11 @@ pub(crate) use encode_kernels;
 /// `attn_scores_f32`, `attn_scores_f16`, `attn_values_f32`, `attn_values_f16` and their
 /// `_group_` forms of one ISA from the skeletons above with [`kernel!`]
 /// ([`float_value_kernels!`] and [`attn_score_kernels!`]). `$u16`: vectors per step of
-/// the f16 `axpy` / `attn_values` loops (1 or 2).
+/// the f16 `axpy` / `attn_values` loops (1 or 2); `$rows`: rows of the blocked attention's
+/// register tiles (4 with 16 vector registers, 8 with 32).
 macro_rules! float_kernels {
-    ($feat:literal, $tok:expr, $u16:literal) => {
-        $crate::kernels::simd::float_value_kernels!($feat, $tok, $u16);
+    ($feat:literal, $tok:expr, $u16:literal, $rows:literal) => {
+        $crate::kernels::simd::float_value_kernels!($feat, $tok, $u16, $rows);
         $crate::kernels::simd::attn_score_kernels!($feat, $tok);
     };
 }
@@ -421,9 +428,10 @@ pub(crate) use float_kernels;
 
 /// The entries of [`float_kernels!`] that stream rows into accumulators: `dot_f32`,
 /// `dot_f16`, `axpy_f32`, `axpy_f16`, `attn_values_f32`, `attn_values_f16` and
-/// `attn_values_group_f32`, `attn_values_group_f16`.
+/// `attn_values_group_f32`, `attn_values_group_f16`, and the blocked prompt attention
+/// `attn_block_f32`, `attn_block_f16`.
 macro_rules! float_value_kernels {
-    ($feat:literal, $tok:expr, $u16:literal) => {
+    ($feat:literal, $tok:expr, $u16:literal, $rows:literal) => {
         $crate::kernels::simd::kernel!($feat, $tok, dot_f32, (w: &[f32], x: &[f32]) -> f32,
             |s| $crate::kernels::simd::dot(s, w, x));
         $crate::kernels::simd::kernel!($feat, $tok, dot_f16, (w: &[half::f16], x: &[f32]) -> f32,
@@ -444,6 +452,14 @@ macro_rules! float_value_kernels {
         $crate::kernels::simd::kernel!($feat, $tok, attn_values_group_f16,
             (g: &$crate::kernels::AttnGroup, o: &mut [f32], p: &[f32], vals: &[half::f16]) -> (),
             |s| $crate::kernels::simd::attn_values_group::<_, half::f16, $u16>(s, g, o, p, vals));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_block_f32,
+            (b: &$crate::kernels::AttnBlock, q: &[f32], keys: &[f32], vals: &[f32],
+             scratch: &mut Vec<f32>, out: &mut [f32]) -> (),
+            |s| $crate::kernels::attn_block::attn_block::<_, _, $rows>(s, b, q, keys, vals, scratch, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_block_f16,
+            (b: &$crate::kernels::AttnBlock, q: &[f32], keys: &[half::f16], vals: &[half::f16],
+             scratch: &mut Vec<f32>, out: &mut [f32]) -> (),
+            |s| $crate::kernels::attn_block::attn_block::<_, _, $rows>(s, b, q, keys, vals, scratch, out));
     };
 }
 pub(crate) use float_value_kernels;
@@ -476,6 +492,7 @@ pub(crate) use attn_score_kernels;
 macro_rules! impl_f32_simd {
     ($tok:ty, $v:ty, $lanes:literal {
         zero: $zero:expr, splat: $splat:expr, fma: $fma:expr, add: $add:expr,
+        sub: $sub:expr, mul: $mul:expr, max: $max:expr, exp: $exp:expr,
         reduce: $reduce:expr, load: $load:expr, store: $store:expr,
         load_f16: $lf16:expr, h2f: $h2f:expr $(, load2_f16: $l2:expr)? $(,)?
     }) => {
@@ -503,6 +520,26 @@ macro_rules! impl_f32_simd {
             fn add(self, a: $v, b: $v) -> $v {
                 // SAFETY: see the impl.
                 unsafe { ($add)(a, b) }
+            }
+            #[inline(always)]
+            fn sub(self, a: $v, b: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($sub)(a, b) }
+            }
+            #[inline(always)]
+            fn mul(self, a: $v, b: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($mul)(a, b) }
+            }
+            #[inline(always)]
+            fn max(self, a: $v, b: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($max)(a, b) }
+            }
+            #[inline(always)]
+            fn exp(self, x: $v) -> $v {
+                // SAFETY: see the impl.
+                unsafe { ($exp)(x) }
             }
             #[inline(always)]
             fn reduce(self, v: $v) -> f32 {

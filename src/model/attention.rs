@@ -8,7 +8,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{ModelConfig, Rope};
-use crate::kernels::{AttnGroup, Kernels};
+use crate::kernels::{AttnBlock, AttnBlockFn, AttnGroup, Kernels};
 use crate::kv::{axpy, LayerView, StoreRef};
 use crate::quant::{BlockQ8_0, QK};
 
@@ -21,12 +21,13 @@ pub(super) struct SinkRotation<'a> {
 }
 
 /// `out = softmax(q·Kᵀ / √head_dim) · V` for every query head of every batch token, against
-/// the cache (which already holds the batch's keys and values). The query heads that share
-/// a kv head go together (split across threads by token and kv head): with a float cache
-/// and no slot overwritten by a later token of the batch, each key and value row is read
-/// once for the whole group ([`attend_group`]); otherwise head by head ([`attend`]). Slot
-/// order is position order until the window wraps, so the f32 cache sums in the order the
-/// flat cache always did.
+/// the cache (which already holds the batch's keys and values). A batch of several tokens
+/// with a float cache that it does not wrap goes by blocks of tokens per kv head through
+/// the blocked kernels ([`attention_blocked`]: tiles of keys, online softmax). Otherwise
+/// the query heads that share a kv head go together (split across threads by token and kv
+/// head): with a float cache and no slot overwritten by a later token of the batch, each
+/// key and value row is read once for the whole group ([`attend_group`]); otherwise head
+/// by head ([`attend`]). Slot order is position order until the window wraps.
 pub(super) fn attention(
     k: &Kernels,
     cfg: &ModelConfig,
@@ -35,6 +36,9 @@ pub(super) fn attention(
     sink: &SinkRotation<'_>,
     out: &mut [f32],
 ) {
+    if attention_blocked(k, cfg, q, view, out) {
+        return;
+    }
     thread_local! {
         static SCRATCH: RefCell<HeadScratch> = RefCell::new(HeadScratch::default());
     }
@@ -63,6 +67,107 @@ pub(super) fn attention(
                 }
             });
         });
+}
+
+/// Queries per call of the blocked kernels: enough that converting a tile of keys and
+/// values to f32 once pays (each is then read by every query of the block), few enough
+/// that a prompt still splits into many pieces of work.
+const BLOCK_QUERIES: usize = 64;
+
+/// A batch of several tokens against a float cache that none of them wrapped (so token `t`
+/// reads the first `visible(t)` slots, no sinks and no overwritten rows): blocks of
+/// consecutive tokens per kv head go to `Kernels::attn_block_*`, split across threads by
+/// block and kv head. Returns false, doing nothing, for any other batch.
+fn attention_blocked(
+    k: &Kernels,
+    cfg: &ModelConfig,
+    q: &[f32],
+    view: &LayerView<'_>,
+    out: &mut [f32],
+) -> bool {
+    if view.n < 2 || view.pos + view.n > view.n_ctx {
+        return false;
+    }
+    match (view.k, view.v) {
+        (StoreRef::F32(kc), StoreRef::F32(vc)) => {
+            blocks_in(k.attn_block_f32, cfg, q, kc, vc, view, out)
+        }
+        (StoreRef::F16(kc), StoreRef::F16(vc)) => {
+            blocks_in(k.attn_block_f16, cfg, q, kc, vc, view, out)
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// [`attention_blocked`] for one cache element type.
+fn blocks_in<E: Sync>(
+    kernel: AttnBlockFn<E>,
+    cfg: &ModelConfig,
+    q: &[f32],
+    kc: &[E],
+    vc: &[E],
+    view: &LayerView<'_>,
+    out: &mut [f32],
+) {
+    #[derive(Default)]
+    struct BlockScratch {
+        q: Vec<f32>,
+        out: Vec<f32>,
+        lens: Vec<usize>,
+        work: Vec<f32>,
+    }
+    thread_local! {
+        static SCRATCH: RefCell<BlockScratch> = RefCell::new(BlockScratch::default());
+    }
+    let (hd, n_kv) = (cfg.head_dim, cfg.n_kv_heads);
+    let group = cfg.n_heads / n_kv;
+    let width = group * hd;
+    let tokens = (BLOCK_QUERIES / group).max(1);
+    let n_blocks = view.n.div_ceil(tokens);
+    // Chunk `i` of `out` (and of `q`) is kv head `i % n_kv` of token `i / n_kv`; piece
+    // `b · n_kv + h` collects kv head h's chunks of the tokens of block b.
+    let mut pieces: Vec<Vec<&mut [f32]>> = (0..n_blocks * n_kv)
+        .map(|_| Vec::with_capacity(tokens))
+        .collect();
+    for (i, chunk) in out.chunks_exact_mut(width).enumerate() {
+        let (t, h) = (i / n_kv, i % n_kv);
+        pieces[t / tokens * n_kv + h].push(chunk);
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    pieces.into_par_iter().enumerate().for_each(|(p, chunks)| {
+        let (b, h) = (p / n_kv, p % n_kv);
+        let t0 = b * tokens;
+        SCRATCH.with_borrow_mut(|sc| {
+            sc.q.clear();
+            sc.lens.clear();
+            for t in t0..t0 + chunks.len() {
+                let i = t * n_kv + h;
+                sc.q.extend_from_slice(&q[i * width..(i + 1) * width]);
+                sc.lens.push(view.visible(t));
+            }
+            sc.out.resize(sc.q.len(), 0.0);
+            let shape = AttnBlock {
+                hd,
+                heads: group,
+                stride: cfg.kv_dim(),
+                lens: &sc.lens,
+                scale,
+            };
+            let off = h * hd;
+            kernel(
+                &shape,
+                &sc.q,
+                &kc[off..],
+                &vc[off..],
+                &mut sc.work,
+                &mut sc.out,
+            );
+            for (chunk, o) in chunks.into_iter().zip(sc.out.chunks_exact(width)) {
+                chunk.copy_from_slice(o);
+            }
+        });
+    });
 }
 
 /// The query heads `qg` of one token that share a kv head, with a float cache read in

@@ -21,7 +21,7 @@ pub(super) fn silu_mul(g: &mut [f32], u: &[f32]) {
 /// `e^x` for 4 lanes (see [`crate::kernels::exp_poly`]); `fmax`/`fmin` keep NaN.
 #[inline]
 #[target_feature(enable = "neon")]
-fn exp4(x: float32x4_t) -> float32x4_t {
+pub(super) fn exp4(x: float32x4_t) -> float32x4_t {
     let x = vminq_f32(vdupq_n_f32(c::HI), vmaxq_f32(vdupq_n_f32(c::LO), x));
     // Round to nearest, ties to even, as the x86 version.
     let n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(c::LOG2E)));

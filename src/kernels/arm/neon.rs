@@ -32,6 +32,8 @@ pub(super) const NEON: Kernels = Kernels {
     attn_scores_group_f16,
     attn_values_group_f32,
     attn_values_group_f16,
+    attn_block_f32,
+    attn_block_f16,
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
@@ -61,6 +63,10 @@ simd::impl_f32_simd!(Neon, float32x4_t, 4 {
     splat: vdupq_n_f32,
     fma: |a, b, acc| vfmaq_f32(acc, a, b),
     add: vaddq_f32,
+    sub: vsubq_f32,
+    mul: vmulq_f32,
+    max: vmaxq_f32,
+    exp: super::activation::exp4,
     reduce: vaddvq_f32,
     load: vld1q_f32,
     store: vst1q_f32,
@@ -95,7 +101,7 @@ impl Q8Dot for Neon {
     }
 }
 
-simd::float_kernels!("neon", Neon::new(), 2);
+simd::float_kernels!("neon", Neon::new(), 2, 8);
 // The converter's block encoders, compiled for 4-lane vectors.
 simd::encode_kernels!("neon", Neon::new());
 simd::kernel!("neon", Neon::new(), dot_q8_0,

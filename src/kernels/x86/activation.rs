@@ -24,7 +24,7 @@ pub(super) fn silu_mul(g: &mut [f32], u: &[f32]) {
 /// is NaN.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn exp8(x: __m256) -> __m256 {
+pub(super) fn exp8(x: __m256) -> __m256 {
     let x = _mm256_min_ps(
         _mm256_set1_ps(c::HI),
         _mm256_max_ps(_mm256_set1_ps(c::LO), x),
@@ -49,6 +49,35 @@ fn exp8(x: __m256) -> __m256 {
         _mm256_set1_epi32(127),
     ));
     _mm256_mul_ps(y, _mm256_castsi256_ps(bits))
+}
+
+/// [`exp8`] for 16 lanes, the same operations.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f")]
+pub(super) fn exp16(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(
+        _mm512_set1_ps(c::HI),
+        _mm512_max_ps(_mm512_set1_ps(c::LO), x),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(c::LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(c::LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(c::LN2_LO), r);
+    let mut p = _mm512_set1_ps(c::P[0]);
+    for k in &c::P[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*k));
+    }
+    let y = _mm512_fmadd_ps(
+        p,
+        _mm512_mul_ps(r, r),
+        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+    );
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_mul_ps(y, _mm512_castsi512_ps(bits))
 }
 
 #[inline]

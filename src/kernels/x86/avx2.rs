@@ -32,6 +32,8 @@ pub(super) const AVX2: Kernels = Kernels {
     attn_scores_group_f16,
     attn_values_group_f32,
     attn_values_group_f16,
+    attn_block_f32,
+    attn_block_f16,
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,
@@ -61,6 +63,10 @@ simd::impl_f32_simd!(Avx2, __m256, 8 {
     splat: _mm256_set1_ps,
     fma: _mm256_fmadd_ps,
     add: _mm256_add_ps,
+    sub: _mm256_sub_ps,
+    mul: _mm256_mul_ps,
+    max: _mm256_max_ps,
+    exp: super::activation::exp8,
     reduce: hsum,
     load: _mm256_loadu_ps,
     store: _mm256_storeu_ps,
@@ -88,7 +94,7 @@ impl Q8Dot for Avx2 {
     }
 }
 
-simd::float_kernels!("avx2,fma,f16c", Avx2::new(), 1);
+simd::float_kernels!("avx2,fma,f16c", Avx2::new(), 1, 4);
 
 simd::kernel!("avx2,fma,f16c", Avx2::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));

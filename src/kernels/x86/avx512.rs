@@ -38,6 +38,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     attn_values_f16,
     attn_values_group_f32,
     attn_values_group_f16,
+    attn_block_f32,
+    attn_block_f16,
     encode_rows,
     ..AVX2
 };
@@ -70,6 +72,10 @@ simd::impl_f32_simd!(Avx512, __m512, 16 {
     splat: _mm512_set1_ps,
     fma: _mm512_fmadd_ps,
     add: _mm512_add_ps,
+    sub: _mm512_sub_ps,
+    mul: _mm512_mul_ps,
+    max: _mm512_max_ps,
+    exp: super::activation::exp16,
     reduce: _mm512_reduce_add_ps,
     load: _mm512_loadu_ps,
     store: _mm512_storeu_ps,
@@ -100,7 +106,12 @@ impl Q8Dot for Avx512 {
 simd::kernel!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 // The float dots, `axpy` and the attention value loops, compiled for 16-lane vectors.
-simd::float_value_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new(), 1);
+simd::float_value_kernels!(
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+    Avx512::new(),
+    1,
+    8
+);
 
 // The converter's block encoders, compiled for 16-lane vectors.
 simd::encode_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl", Avx512::new());

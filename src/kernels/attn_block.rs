@@ -1,0 +1,417 @@
+//! Blocked attention of a batch of queries that share a kv head (see
+//! [`super::Kernels::attn_block_f32`]): the prompt path at depth, where attention, not the
+//! matrices, is most of the time.
+//!
+//! Per block of queries (the query heads of several consecutive tokens), the keys go by
+//! in tiles of [`TILE`] rows, converted to f32 once for the whole block. The scores of a
+//! tile are a small matrix product laid out key by query (`st[j][i]`), so a vector holds
+//! one key's scores for `LANES` queries: no horizontal reduction anywhere, and the softmax
+//! runs across queries as plain vector code. The softmax is online (each query keeps its
+//! running maximum and sum, and its output is rescaled when the maximum grows), so nothing
+//! the size of queries × context is ever held.
+
+use super::simd::{Elem, F32Simd};
+
+/// Keys per tile: the converted keys and values (`TILE · hd` floats each) and the tile's
+/// scores stay in L1/L2 while every query of the block reads them.
+pub(crate) const TILE: usize = 64;
+/// Register tile of the two products: `ROWS` keys (scores) or queries (values) by `VECS`
+/// vectors of queries (scores) or head values (values). `ROWS` is the level's: 4 where
+/// there are 16 vector registers (AVX2; 8 spilled and ran 30% slower), 8 where there are
+/// 32 (AVX-512, NEON).
+const VECS: usize = 2;
+
+/// The shape of a blocked attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnBlock<'a> {
+    /// Values per query, key, value and output row.
+    pub hd: usize,
+    /// Queries per token: the query heads that share this kv head. Query `i` belongs to
+    /// token `i / heads`.
+    pub heads: usize,
+    /// Distance between consecutive cache rows, in elements.
+    pub stride: usize,
+    /// Per token, how many cache rows (from the first) it attends to; each at least 1.
+    pub lens: &'a [usize],
+    /// Factor applied to every score before the softmax (`1/√hd`).
+    pub scale: f32,
+}
+
+impl AttnBlock<'_> {
+    /// Check a call's slice lengths and return `(queries, rows read)`; panics when they
+    /// do not fit (a caller's bug, as for the other attention kernels).
+    pub(crate) fn check(
+        &self,
+        qlen: usize,
+        keys: usize,
+        vals: usize,
+        out: usize,
+    ) -> (usize, usize) {
+        assert!(
+            self.hd > 0 && self.heads > 0 && self.stride >= self.hd,
+            "attention block: head size {}, {} heads, stride {}",
+            self.hd,
+            self.heads,
+            self.stride
+        );
+        assert!(
+            self.lens.iter().all(|&l| l > 0),
+            "attention block: a token attends to no key"
+        );
+        let nq = self
+            .lens
+            .len()
+            .checked_mul(self.heads)
+            .expect("attention block: size overflow");
+        let width = nq.checked_mul(self.hd);
+        assert!(
+            width == Some(qlen) && qlen == out,
+            "attention block: {qlen} query and {out} output values for {nq} queries of {}",
+            self.hd
+        );
+        let rows = self.lens.iter().copied().max().unwrap_or(0);
+        super::attn_dims(rows, self.hd, self.stride, keys);
+        super::attn_dims(rows, self.hd, self.stride, vals);
+        (nq, rows)
+    }
+}
+
+/// Scratch of one call: `floats` values, carved into the pieces below.
+struct Layout {
+    /// Queries padded to whole vectors.
+    nqp: usize,
+    floats: usize,
+}
+
+impl Layout {
+    fn new(nq: usize, hd: usize, lanes: usize) -> Layout {
+        let nqp = nq.div_ceil(lanes) * lanes;
+        // qt: hd × nqp; keys and values: TILE × hd each; st: TILE × nqp; max, sum and
+        // rescale factor per query; acc: nqp × hd.
+        let floats = hd * nqp + 2 * TILE * hd + TILE * nqp + 3 * nqp + nqp * hd;
+        Layout { nqp, floats }
+    }
+}
+
+/// The blocked attention skeleton: `out[i] = Σ_j softmax_j(scale · q[i]·k[j]) · v[j]`
+/// over `j < lens[i / heads]`, for every query `i` (see the module comment).
+#[inline(always)]
+pub(crate) fn attn_block<S: F32Simd, E: Elem, const ROWS: usize>(
+    s: S,
+    b: &AttnBlock,
+    q: &[f32],
+    keys: &[E],
+    vals: &[E],
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    const { assert!(TILE.is_multiple_of(ROWS) && ROWS >= 4) };
+    let (nq, rows) = b.check(q.len(), keys.len(), vals.len(), out.len());
+    let (hd, lanes) = (b.hd, S::LANES);
+    let lay = Layout::new(nq, hd, lanes);
+    let nqp = lay.nqp;
+    scratch.clear();
+    scratch.resize(lay.floats, 0.0);
+    let (qt, rest) = scratch.split_at_mut(hd * nqp);
+    let (kf, rest) = rest.split_at_mut(TILE * hd);
+    let (vf, rest) = rest.split_at_mut(TILE * hd);
+    let (st, rest) = rest.split_at_mut(TILE * nqp);
+    let (max, rest) = rest.split_at_mut(nqp);
+    let (sum, rest) = rest.split_at_mut(nqp);
+    let (rescale, acc) = rest.split_at_mut(nqp);
+    // The queries transposed (a vector is one dimension of `LANES` queries) and scaled;
+    // the padding queries stay zero and see every key.
+    for (i, qi) in q.chunks_exact(hd).enumerate() {
+        for (d, &v) in qi.iter().enumerate() {
+            qt[d * nqp + i] = v * b.scale;
+        }
+    }
+    max.fill(f32::NEG_INFINITY);
+    for j0 in (0..rows).step_by(TILE) {
+        let nk = TILE.min(rows - j0);
+        for j in 0..nk {
+            let at = (j0 + j) * b.stride;
+            to_f32(s, &keys[at..at + hd], &mut kf[j * hd..(j + 1) * hd]);
+            to_f32(s, &vals[at..at + hd], &mut vf[j * hd..(j + 1) * hd]);
+        }
+        tile_scores::<S, ROWS>(s, qt, kf, hd, nqp, nk, st);
+        mask(b, nq, nqp, j0, nk, st, f32::NEG_INFINITY);
+        softmax_step(s, st, nqp, nk, max, sum, rescale);
+        // e^-∞ is a tiny positive with the polynomial, not 0: masked keys get exactly 0.
+        mask(b, nq, nqp, j0, nk, st, 0.0);
+        for (a, &c) in acc.chunks_exact_mut(hd).zip(rescale.iter()) {
+            if c != 1.0 {
+                scale_row(s, a, c);
+            }
+        }
+        tile_values::<S, ROWS>(s, st, vf, hd, nqp, nq, nk, acc);
+    }
+    for ((o, a), &l) in out
+        .chunks_exact_mut(hd)
+        .zip(acc.chunks_exact(hd))
+        .zip(sum.iter())
+    {
+        o.copy_from_slice(a);
+        scale_row(s, o, 1.0 / l);
+    }
+}
+
+/// `dst = src` in f32.
+#[inline(always)]
+fn to_f32<S: F32Simd, E: Elem>(s: S, src: &[E], dst: &mut [f32]) {
+    let l = S::LANES;
+    let n = src.len() / l * l;
+    for d in (0..n).step_by(l) {
+        // SAFETY: d + LANES <= n <= src.len() == dst.len().
+        unsafe {
+            s.store(
+                dst.as_mut_ptr().add(d),
+                E::load_n::<S, 1>(s, src.as_ptr().add(d))[0],
+            )
+        };
+    }
+    for d in n..src.len() {
+        dst[d] = E::to_f32(s, src[d]);
+    }
+}
+
+/// `row *= c`.
+#[inline(always)]
+fn scale_row<S: F32Simd>(s: S, row: &mut [f32], c: f32) {
+    let l = S::LANES;
+    let n = row.len() / l * l;
+    let cv = s.splat(c);
+    for d in (0..n).step_by(l) {
+        // SAFETY: d + LANES <= row.len().
+        unsafe {
+            let p = row.as_mut_ptr().add(d);
+            s.store(p, s.mul(s.load(p), cv));
+        }
+    }
+    row[n..].iter_mut().for_each(|v| *v *= c);
+}
+
+/// `st[j][i] = Σ_d kf[j][d] · qt[d][i]` for the keys `j < nk` rounded up to `ROWS` (the
+/// extra rows read stale tile rows and are never used) and every query vector.
+#[inline(always)]
+fn tile_scores<S: F32Simd, const ROWS: usize>(
+    s: S,
+    qt: &[f32],
+    kf: &[f32],
+    hd: usize,
+    nqp: usize,
+    nk: usize,
+    st: &mut [f32],
+) {
+    let l = S::LANES;
+    let full = nqp / (VECS * l) * (VECS * l);
+    for j in (0..nk).step_by(ROWS) {
+        for i in (0..full).step_by(VECS * l) {
+            scores_tile::<S, ROWS, VECS>(s, qt, kf, hd, nqp, j, i, st);
+        }
+        for i in (full..nqp).step_by(l) {
+            scores_tile::<S, ROWS, 1>(s, qt, kf, hd, nqp, j, i, st);
+        }
+    }
+}
+
+/// Keys `j..j + ROWS` against queries `i..i + V · LANES`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn scores_tile<S: F32Simd, const ROWS: usize, const V: usize>(
+    s: S,
+    qt: &[f32],
+    kf: &[f32],
+    hd: usize,
+    nqp: usize,
+    j: usize,
+    i: usize,
+    st: &mut [f32],
+) {
+    let l = S::LANES;
+    assert!((j + ROWS) * hd <= kf.len() && (j + ROWS) * nqp <= st.len());
+    assert!(i + V * l <= nqp && hd * nqp <= qt.len());
+    let mut a = [[s.zero(); V]; ROWS];
+    for d in 0..hd {
+        // SAFETY: d < hd and i + V · LANES <= nqp, so every query vector is inside `qt`
+        // (asserted above); keys j + r < j + ROWS rows of `hd` are inside `kf`.
+        unsafe {
+            let qp = qt.as_ptr().add(d * nqp + i);
+            let qv: [S::V; V] = std::array::from_fn(|u| s.load(qp.add(u * l)));
+            for (r, ar) in a.iter_mut().enumerate() {
+                let kb = s.splat(*kf.get_unchecked((j + r) * hd + d));
+                for u in 0..V {
+                    ar[u] = s.fma(kb, qv[u], ar[u]);
+                }
+            }
+        }
+    }
+    for (r, ar) in a.iter().enumerate() {
+        for (u, v) in ar.iter().enumerate() {
+            // SAFETY: row j + r < j + ROWS of `st` holds nqp >= i + V · LANES values.
+            unsafe { s.store(st.as_mut_ptr().add((j + r) * nqp + i + u * l), *v) };
+        }
+    }
+}
+
+/// Sets the scores of keys a query must not see (tile rows `j0 + j >= lens[token]`) to
+/// `fill`. Only the last tiles of a block have any.
+fn mask(b: &AttnBlock, nq: usize, nqp: usize, j0: usize, nk: usize, st: &mut [f32], fill: f32) {
+    for i in 0..nq {
+        let len = b.lens[i / b.heads];
+        for j in len.saturating_sub(j0)..nk {
+            st[j * nqp + i] = fill;
+        }
+    }
+}
+
+/// One tile of the online softmax, `LANES` queries at a time: the running maximum grows
+/// to the tile's, `rescale` gets `e^(old − new)` for the sums and outputs so far, the
+/// scores become `e^(score − max)` and are added to the running sums.
+#[inline(always)]
+fn softmax_step<S: F32Simd>(
+    s: S,
+    st: &mut [f32],
+    nqp: usize,
+    nk: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    rescale: &mut [f32],
+) {
+    let l = S::LANES;
+    assert!(nk * nqp <= st.len() && max.len() == nqp && sum.len() == nqp && rescale.len() == nqp);
+    for i in (0..nqp).step_by(l) {
+        // SAFETY: i + LANES <= nqp (a multiple of LANES), so every access below is inside
+        // the per-query slices and inside row j < nk of `st` (asserted above).
+        unsafe {
+            let col = st.as_mut_ptr().add(i);
+            let mut m = s.load(max.as_ptr().add(i));
+            let old = m;
+            for j in 0..nk {
+                m = s.max(m, s.load(col.add(j * nqp)));
+            }
+            s.store(max.as_mut_ptr().add(i), m);
+            let c = s.exp(s.sub(old, m));
+            s.store(rescale.as_mut_ptr().add(i), c);
+            let mut total = s.zero();
+            for j in 0..nk {
+                let p = s.exp(s.sub(s.load(col.add(j * nqp)), m));
+                s.store(col.add(j * nqp), p);
+                total = s.add(total, p);
+            }
+            let sp = sum.as_mut_ptr().add(i);
+            s.store(sp, s.fma(s.load(sp), c, total));
+        }
+    }
+}
+
+/// `acc[i][d] += Σ_{j<nk} st[j][i] · vf[j][d]` for the queries `i < nq`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile_values<S: F32Simd, const ROWS: usize>(
+    s: S,
+    st: &[f32],
+    vf: &[f32],
+    hd: usize,
+    nqp: usize,
+    nq: usize,
+    nk: usize,
+    acc: &mut [f32],
+) {
+    let l = S::LANES;
+    let full = hd / (VECS * l) * (VECS * l);
+    let vecs = hd / l * l;
+    let mut i = 0;
+    // Whole register tiles, then the rest in tiles of 4, 3, 2 or 1 queries.
+    while i < nq {
+        let r = match nq - i {
+            r if r >= ROWS => ROWS,
+            r => r.min(4),
+        };
+        match r {
+            1 => values_rows::<S, 1>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
+            2 => values_rows::<S, 2>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
+            3 => values_rows::<S, 3>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
+            4 => values_rows::<S, 4>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
+            _ => values_rows::<S, ROWS>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
+        }
+        i += r;
+    }
+}
+
+/// Queries `i..i + R`: whole `VECS`-vector column strips, single vectors, then the
+/// scalar tail of the head.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn values_rows<S: F32Simd, const R: usize>(
+    s: S,
+    st: &[f32],
+    vf: &[f32],
+    hd: usize,
+    nqp: usize,
+    nk: usize,
+    i: usize,
+    full: usize,
+    vecs: usize,
+    acc: &mut [f32],
+) {
+    let l = S::LANES;
+    for d in (0..full).step_by(VECS * l) {
+        values_tile::<S, R, VECS>(s, st, vf, hd, nqp, nk, i, d, acc);
+    }
+    for d in (full..vecs).step_by(l) {
+        values_tile::<S, R, 1>(s, st, vf, hd, nqp, nk, i, d, acc);
+    }
+    for r in 0..R {
+        for d in vecs..hd {
+            let mut a = acc[(i + r) * hd + d];
+            for j in 0..nk {
+                a += st[j * nqp + i + r] * vf[j * hd + d];
+            }
+            acc[(i + r) * hd + d] = a;
+        }
+    }
+}
+
+/// Queries `i..i + R`, head values `d..d + V · LANES`, over the tile's keys.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn values_tile<S: F32Simd, const R: usize, const V: usize>(
+    s: S,
+    st: &[f32],
+    vf: &[f32],
+    hd: usize,
+    nqp: usize,
+    nk: usize,
+    i: usize,
+    d: usize,
+    acc: &mut [f32],
+) {
+    let l = S::LANES;
+    assert!(d + V * l <= hd && (i + R) * hd <= acc.len());
+    assert!(nk * hd <= vf.len() && nk * nqp <= st.len() && i + R <= nqp);
+    // SAFETY: rows i + r < i + R of `acc` hold hd >= d + V · LANES values; rows j < nk of
+    // `vf` (hd values) and of `st` (nqp > i + r values) are inside them (asserted above).
+    unsafe {
+        let ap = acc.as_mut_ptr();
+        let mut a: [[S::V; V]; R] = std::array::from_fn(|r| {
+            std::array::from_fn(|u| s.load(ap.add((i + r) * hd + d + u * l)))
+        });
+        for j in 0..nk {
+            let vp = vf.as_ptr().add(j * hd + d);
+            let vv: [S::V; V] = std::array::from_fn(|u| s.load(vp.add(u * l)));
+            let pp = st.as_ptr().add(j * nqp + i);
+            for (r, ar) in a.iter_mut().enumerate() {
+                let pb = s.splat(*pp.add(r));
+                for u in 0..V {
+                    ar[u] = s.fma(pb, vv[u], ar[u]);
+                }
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            for (u, v) in ar.iter().enumerate() {
+                s.store(ap.add((i + r) * hd + d + u * l), *v);
+            }
+        }
+    }
+}
