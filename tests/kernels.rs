@@ -19,7 +19,8 @@ use llq::kernels::matmul::{matmul, MatmulScratch};
 use llq::kernels::{available, select_from, AttnBlock, AttnGroup, Kernels};
 use llq::quant::interleave::{interleave_q4_0, interleave_q8_0, ActQ8, BlockQ4_0x16, BlockQ8_0x16};
 use llq::quant::{
-    block_bytes, quantize_act_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind, WeightView, QK,
+    block_bytes, quantize_act_q8_0, quantize_row_q8_0, BlockQ4_0, BlockQ8_0, DType, WeightKind,
+    WeightView, QK,
 };
 
 mod common;
@@ -836,7 +837,8 @@ fn grouped_attention_kernels_match_scalar() {
 /// head counts around the vector widths, head sizes with and without a SIMD remainder,
 /// contexts within one tile and over several (so the running maximum grows and the
 /// outputs are rescaled), lengths that grow by one per token (a prompt) and arbitrary
-/// ones, scores spread wide enough that the softmax is far from uniform.
+/// ones, scores spread wide enough that the softmax is far from uniform; f32, f16 and
+/// Q8_0 caches (the reference dequantizes the Q8_0 rows first).
 #[test]
 fn blocked_attention_matches_scalar() {
     let mut rng = Rng(23);
@@ -883,41 +885,40 @@ fn blocked_attention_matches_scalar() {
                                 (vec![0.0f32; nq * hd], vec![9.0f32; nq * hd]);
                             let mut scratch = vec![f32::NAN; 5];
                             if f16_cache {
-                                (scalar().attn_block_f16)(
-                                    &b,
-                                    &q,
-                                    &keys16,
-                                    &vals16,
-                                    &mut scratch,
-                                    &mut want,
-                                );
-                                (k.attn_block_f16)(
-                                    &b,
-                                    &q,
-                                    &keys16,
-                                    &vals16,
-                                    &mut scratch,
-                                    &mut got,
-                                );
+                                let (s, k16, v16) = (scalar(), &keys16, &vals16);
+                                (s.attn_block_f16)(&b, &q, k16, v16, &mut scratch, &mut want);
+                                (k.attn_block_f16)(&b, &q, k16, v16, &mut scratch, &mut got);
                             } else {
-                                (scalar().attn_block_f32)(
-                                    &b,
-                                    &q,
-                                    &keys,
-                                    &vals,
-                                    &mut scratch,
-                                    &mut want,
-                                );
+                                let s = scalar();
+                                (s.attn_block_f32)(&b, &q, &keys, &vals, &mut scratch, &mut want);
                                 (k.attn_block_f32)(&b, &q, &keys, &vals, &mut scratch, &mut got);
                             }
                             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                                check(
-                                    k.name,
-                                    &format!("f16={f16_cache} {what} [{i}]"),
-                                    *g,
-                                    *w,
-                                    tol,
-                                );
+                                let what = format!("f16={f16_cache} {what} [{i}]");
+                                check(k.name, &what, *g, *w, tol);
+                            }
+                        }
+                        // A Q8_0 cache: rows of whole blocks at a stride of whole blocks.
+                        if hd % QK == 0 {
+                            let b = AttnBlock {
+                                stride: hd + QK,
+                                ..b
+                            };
+                            let n = rows * b.stride;
+                            let quant = |scale: f32, rng: &mut Rng| {
+                                let f: Vec<f32> = (0..n).map(|_| rng.f() * scale).collect();
+                                let mut out = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; n / QK];
+                                quantize_row_q8_0(&f, &mut out);
+                                out
+                            };
+                            let (kq, vq) = (quant(2.0, &mut rng), quant(4.0, &mut rng));
+                            let (mut want, mut got) =
+                                (vec![0.0f32; nq * hd], vec![9.0f32; nq * hd]);
+                            let mut scratch = Vec::new();
+                            (scalar().attn_block_q8_0)(&b, &q, &kq, &vq, &mut scratch, &mut want);
+                            (k.attn_block_q8_0)(&b, &q, &kq, &vq, &mut scratch, &mut got);
+                            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                                check(k.name, &format!("q8_0 {what} [{i}]"), *g, *w, tol);
                             }
                         }
                     }

@@ -19,7 +19,8 @@ both runtimes requantize from it: llama.cpp with allow_requantize, llq by dequan
 (source: its f16 GGUF). llama.cpp's quantizations are made with llama_model_quantize.
 
 The virtualenv ~/.cache/llq/venv-llamacpp (llama-cpp-python, gguf, numpy, matplotlib) is
-created when missing and the script re-runs itself inside it.
+created when missing and the script re-runs itself inside it; LLQ_BENCH_VENV names another
+one (a llama.cpp built with other CMAKE_ARGS), and LLQ_KERNEL reaches `llq bench`.
 """
 
 import argparse
@@ -37,7 +38,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path.home() / ".cache/llq/venv-llamacpp"
+# LLQ_BENCH_VENV picks another build of llama.cpp (e.g. one compiled without AVX-512, to
+# stand in for an AVX2-only CPU together with LLQ_KERNEL=avx2; see BENCHMARKS.md).
+VENV = Path(os.environ.get("LLQ_BENCH_VENV") or Path.home() / ".cache/llq/venv-llamacpp")
 VENV_PY = VENV / "bin/python"
 VENV_PKGS = ["llama-cpp-python", "gguf", "numpy", "matplotlib"]
 WORK = ROOT / ".cache/bench-vs-llamacpp"

@@ -10,7 +10,10 @@
 //! running maximum and sum, and its output is rescaled when the maximum grows), so nothing
 //! the size of queries × context is ever held.
 
+use half::f16;
+
 use super::simd::{Elem, F32Simd};
+use crate::quant::{BlockQ8_0, QK};
 
 /// Keys per tile: the converted keys and values (`TILE · hd` floats each) and the tile's
 /// scores stay in L1/L2 while every query of the block reads them.
@@ -39,17 +42,23 @@ pub struct AttnBlock<'a> {
 
 impl AttnBlock<'_> {
     /// Check a call's slice lengths and return `(queries, rows read)`; panics when they
-    /// do not fit (a caller's bug, as for the other attention kernels).
+    /// do not fit (a caller's bug, as for the other attention kernels). `keys` and `vals`
+    /// count values, `per` values per cache element (rows start and end on elements).
     pub(crate) fn check(
         &self,
         qlen: usize,
         keys: usize,
         vals: usize,
         out: usize,
+        per: usize,
     ) -> (usize, usize) {
         assert!(
-            self.hd > 0 && self.heads > 0 && self.stride >= self.hd,
-            "attention block: head size {}, {} heads, stride {}",
+            self.hd > 0
+                && self.heads > 0
+                && self.stride >= self.hd
+                && self.hd.is_multiple_of(per)
+                && self.stride.is_multiple_of(per),
+            "attention block: head size {}, {} heads, stride {}, {per} values per element",
             self.hd,
             self.heads,
             self.stride
@@ -76,6 +85,52 @@ impl AttnBlock<'_> {
     }
 }
 
+/// A cache element type the blocked kernel reads: f32 and f16 values, or Q8_0 blocks of
+/// [`QK`] values (rows then start and end on block boundaries).
+pub(crate) trait CacheElem: Copy {
+    /// Values per element.
+    const PER: usize;
+    /// `dst = src` in f32; `src` holds `dst.len() / PER` elements.
+    fn to_f32<S: F32Simd>(s: S, src: &[Self], dst: &mut [f32]);
+}
+
+impl<E: Elem> CacheElem for E {
+    const PER: usize = 1;
+    #[inline(always)]
+    fn to_f32<S: F32Simd>(s: S, src: &[E], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len());
+        let l = S::LANES;
+        let n = src.len() / l * l;
+        for d in (0..n).step_by(l) {
+            // SAFETY: d + LANES <= n <= src.len() == dst.len().
+            unsafe {
+                s.store(
+                    dst.as_mut_ptr().add(d),
+                    E::load_n::<S, 1>(s, src.as_ptr().add(d))[0],
+                )
+            };
+        }
+        for d in n..src.len() {
+            dst[d] = E::to_f32(s, src[d]);
+        }
+    }
+}
+
+impl CacheElem for BlockQ8_0 {
+    const PER: usize = QK;
+    #[inline(always)]
+    fn to_f32<S: F32Simd>(s: S, src: &[BlockQ8_0], dst: &mut [f32]) {
+        assert_eq!(src.len() * QK, dst.len());
+        for (b, out) in src.iter().zip(dst.chunks_exact_mut(QK)) {
+            let d = s.h2f(f16::from_bits(b.d));
+            // A plain loop: LLVM widens it to the level's vectors.
+            for (o, &q) in out.iter_mut().zip(&b.qs) {
+                *o = q as f32 * d;
+            }
+        }
+    }
+}
+
 /// Scratch of one call: `floats` values, carved into the pieces below.
 struct Layout {
     /// Queries padded to whole vectors.
@@ -96,7 +151,7 @@ impl Layout {
 /// The blocked attention skeleton: `out[i] = Σ_j softmax_j(scale · q[i]·k[j]) · v[j]`
 /// over `j < lens[i / heads]`, for every query `i` (see the module comment).
 #[inline(always)]
-pub(crate) fn attn_block<S: F32Simd, E: Elem, const ROWS: usize>(
+pub(crate) fn attn_block<S: F32Simd, E: CacheElem, const ROWS: usize>(
     s: S,
     b: &AttnBlock,
     q: &[f32],
@@ -106,7 +161,17 @@ pub(crate) fn attn_block<S: F32Simd, E: Elem, const ROWS: usize>(
     out: &mut [f32],
 ) {
     const { assert!(TILE.is_multiple_of(ROWS) && ROWS >= 4) };
-    let (nq, rows) = b.check(q.len(), keys.len(), vals.len(), out.len());
+    let values = |n: usize| {
+        n.checked_mul(E::PER)
+            .expect("attention block: size overflow")
+    };
+    let (nq, rows) = b.check(
+        q.len(),
+        values(keys.len()),
+        values(vals.len()),
+        out.len(),
+        E::PER,
+    );
     let (hd, lanes) = (b.hd, S::LANES);
     let lay = Layout::new(nq, hd, lanes);
     let nqp = lay.nqp;
@@ -130,9 +195,10 @@ pub(crate) fn attn_block<S: F32Simd, E: Elem, const ROWS: usize>(
     for j0 in (0..rows).step_by(TILE) {
         let nk = TILE.min(rows - j0);
         for j in 0..nk {
-            let at = (j0 + j) * b.stride;
-            to_f32(s, &keys[at..at + hd], &mut kf[j * hd..(j + 1) * hd]);
-            to_f32(s, &vals[at..at + hd], &mut vf[j * hd..(j + 1) * hd]);
+            let at = (j0 + j) * b.stride / E::PER;
+            let end = at + hd / E::PER;
+            E::to_f32(s, &keys[at..end], &mut kf[j * hd..(j + 1) * hd]);
+            E::to_f32(s, &vals[at..end], &mut vf[j * hd..(j + 1) * hd]);
         }
         tile_scores::<S, ROWS>(s, qt, kf, hd, nqp, nk, st);
         mask(b, nq, nqp, j0, nk, st, f32::NEG_INFINITY);
@@ -153,25 +219,6 @@ pub(crate) fn attn_block<S: F32Simd, E: Elem, const ROWS: usize>(
     {
         o.copy_from_slice(a);
         scale_row(s, o, 1.0 / l);
-    }
-}
-
-/// `dst = src` in f32.
-#[inline(always)]
-fn to_f32<S: F32Simd, E: Elem>(s: S, src: &[E], dst: &mut [f32]) {
-    let l = S::LANES;
-    let n = src.len() / l * l;
-    for d in (0..n).step_by(l) {
-        // SAFETY: d + LANES <= n <= src.len() == dst.len().
-        unsafe {
-            s.store(
-                dst.as_mut_ptr().add(d),
-                E::load_n::<S, 1>(s, src.as_ptr().add(d))[0],
-            )
-        };
-    }
-    for d in n..src.len() {
-        dst[d] = E::to_f32(s, src[d]);
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Kernels {
     pub attn_block_f32: AttnBlockFn<f32>,
     /// As [`Kernels::attn_block_f32`] with an f16 cache.
     pub attn_block_f16: AttnBlockFn<f16>,
+    /// As [`Kernels::attn_block_f32`] with a Q8_0 cache (head size and row stride whole
+    /// blocks; each tile's rows are dequantized once, the queries stay f32).
+    pub attn_block_q8_0: AttnBlockFn<BlockQ8_0>,
     /// `s = softmax(s)` in place (attention's probabilities). SIMD levels compute `exp`
     /// with a polynomial (see [`exp_poly`]) instead of a libm call per score.
     pub softmax: fn(&mut [f32]),

@@ -24,6 +24,7 @@ pub static KERNELS: Kernels = Kernels {
     attn_values_group_f16,
     attn_block_f32,
     attn_block_f16,
+    attn_block_q8_0,
     softmax,
     silu_mul,
     quantize_q8_0: quantize_act_q8_0,
@@ -221,6 +222,33 @@ pub fn attn_block_f16(
     );
 }
 
+/// Reference: the rows the block reads dequantized ([`crate::quant::dequantize_row_q8_0`])
+/// into an f32 cache, then [`attn_block_f32`].
+pub fn attn_block_q8_0(
+    b: &AttnBlock,
+    q: &[f32],
+    keys: &[BlockQ8_0],
+    vals: &[BlockQ8_0],
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let values = |n: usize| n.checked_mul(QK).expect("attention block: size overflow");
+    let (_, rows) = b.check(
+        q.len(),
+        values(keys.len()),
+        values(vals.len()),
+        out.len(),
+        QK,
+    );
+    let len = rows.saturating_sub(1) * b.stride + b.hd;
+    let deq = |blocks: &[BlockQ8_0]| {
+        let mut v = vec![0.0f32; len];
+        crate::quant::dequantize_row_q8_0(&blocks[..len / QK], &mut v);
+        v
+    };
+    attn_block_f32(b, q, &deq(keys), &deq(vals), scratch, out);
+}
+
 #[allow(clippy::too_many_arguments)]
 fn block_per_query<E>(
     b: &AttnBlock,
@@ -232,7 +260,7 @@ fn block_per_query<E>(
     score_fn: fn(&[f32], &[E], usize, &mut [f32]),
     value_fn: fn(&mut [f32], &[f32], &[E], usize),
 ) {
-    b.check(q.len(), keys.len(), vals.len(), out.len());
+    b.check(q.len(), keys.len(), vals.len(), out.len(), 1);
     for (i, (qi, oi)) in q
         .chunks_exact(b.hd)
         .zip(out.chunks_exact_mut(b.hd))

@@ -429,7 +429,7 @@ pub(crate) use float_kernels;
 /// The entries of [`float_kernels!`] that stream rows into accumulators: `dot_f32`,
 /// `dot_f16`, `axpy_f32`, `axpy_f16`, `attn_values_f32`, `attn_values_f16` and
 /// `attn_values_group_f32`, `attn_values_group_f16`, and the blocked prompt attention
-/// `attn_block_f32`, `attn_block_f16`.
+/// `attn_block_f32`, `attn_block_f16`, `attn_block_q8_0`.
 macro_rules! float_value_kernels {
     ($feat:literal, $tok:expr, $u16:literal, $rows:literal) => {
         $crate::kernels::simd::kernel!($feat, $tok, dot_f32, (w: &[f32], x: &[f32]) -> f32,
@@ -459,6 +459,10 @@ macro_rules! float_value_kernels {
         $crate::kernels::simd::kernel!($feat, $tok, attn_block_f16,
             (b: &$crate::kernels::AttnBlock, q: &[f32], keys: &[half::f16], vals: &[half::f16],
              scratch: &mut Vec<f32>, out: &mut [f32]) -> (),
+            |s| $crate::kernels::attn_block::attn_block::<_, _, $rows>(s, b, q, keys, vals, scratch, out));
+        $crate::kernels::simd::kernel!($feat, $tok, attn_block_q8_0,
+            (b: &$crate::kernels::AttnBlock, q: &[f32], keys: &[$crate::quant::BlockQ8_0],
+             vals: &[$crate::quant::BlockQ8_0], scratch: &mut Vec<f32>, out: &mut [f32]) -> (),
             |s| $crate::kernels::attn_block::attn_block::<_, _, $rows>(s, b, q, keys, vals, scratch, out));
     };
 }

@@ -22,7 +22,7 @@ pub(super) struct SinkRotation<'a> {
 
 /// `out = softmax(q·Kᵀ / √head_dim) · V` for every query head of every batch token, against
 /// the cache (which already holds the batch's keys and values). A batch of several tokens
-/// with a float cache that it does not wrap goes by blocks of tokens per kv head through
+/// that does not wrap the cache goes by blocks of tokens per kv head through
 /// the blocked kernels ([`attention_blocked`]: tiles of keys, online softmax). Otherwise
 /// the query heads that share a kv head go together (split across threads by token and kv
 /// head): with a float cache and no slot overwritten by a later token of the batch, each
@@ -74,7 +74,7 @@ pub(super) fn attention(
 /// that a prompt still splits into many pieces of work.
 const BLOCK_QUERIES: usize = 64;
 
-/// A batch of several tokens against a float cache that none of them wrapped (so token `t`
+/// A batch of several tokens against a cache that none of them wrapped (so token `t`
 /// reads the first `visible(t)` slots, no sinks and no overwritten rows): blocks of
 /// consecutive tokens per kv head go to `Kernels::attn_block_*`, split across threads by
 /// block and kv head. Returns false, doing nothing, for any other batch.
@@ -90,19 +90,24 @@ fn attention_blocked(
     }
     match (view.k, view.v) {
         (StoreRef::F32(kc), StoreRef::F32(vc)) => {
-            blocks_in(k.attn_block_f32, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_f32, 1, cfg, q, kc, vc, view, out)
         }
         (StoreRef::F16(kc), StoreRef::F16(vc)) => {
-            blocks_in(k.attn_block_f16, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_f16, 1, cfg, q, kc, vc, view, out)
+        }
+        (StoreRef::Q8_0(kc), StoreRef::Q8_0(vc)) => {
+            blocks_in(k.attn_block_q8_0, QK, cfg, q, kc, vc, view, out)
         }
         _ => return false,
     }
     true
 }
 
-/// [`attention_blocked`] for one cache element type.
+/// [`attention_blocked`] for one cache element type of `per` values.
+#[allow(clippy::too_many_arguments)]
 fn blocks_in<E: Sync>(
     kernel: AttnBlockFn<E>,
+    per: usize,
     cfg: &ModelConfig,
     q: &[f32],
     kc: &[E],
@@ -154,7 +159,7 @@ fn blocks_in<E: Sync>(
                 lens: &sc.lens,
                 scale,
             };
-            let off = h * hd;
+            let off = h * hd / per;
             kernel(
                 &shape,
                 &sc.q,

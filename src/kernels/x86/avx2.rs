@@ -34,6 +34,7 @@ pub(super) const AVX2: Kernels = Kernels {
     attn_values_group_f16,
     attn_block_f32,
     attn_block_f16,
+    attn_block_q8_0,
     softmax: super::activation::softmax,
     silu_mul: super::activation::silu_mul,
     quantize_q8_0,

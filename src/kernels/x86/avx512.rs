@@ -40,6 +40,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     attn_values_group_f16,
     attn_block_f32,
     attn_block_f16,
+    attn_block_q8_0,
     encode_rows,
     ..AVX2
 };
