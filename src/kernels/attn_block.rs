@@ -9,6 +9,10 @@
 //! runs across queries as plain vector code. The softmax is online (each query keeps its
 //! running maximum and sum, and its output is rescaled when the maximum grows), so nothing
 //! the size of queries × context is ever held.
+//!
+//! Unlike the other skeletons this one is not bit-identical to its scalar reference (one
+//! query at a time, two-pass softmax with `f32::exp`): the sums run in another order and
+//! `exp` is the polynomial. tests/kernels.rs bounds the difference at every level.
 
 use half::f16;
 

@@ -1,8 +1,9 @@
 //! Loop skeletons written once over small SIMD traits; each ISA supplies only its
 //! vector type and a handful of `#[inline(always)]` primitives.
 //!
-//! * [`F32Simd`]: an f32 vector (width, load, store, f16 load, fma, add, reduce). The
-//!   float dots, `axpy` and the attention loops below are generic over it.
+//! * [`F32Simd`]: an f32 vector (width, load, store, f16 load, fma, add, sub, mul, max,
+//!   `exp`, reduce). The float dots, `axpy`, the attention loops below and the blocked
+//!   attention (`super::attn_block`) are generic over it.
 //! * [`Q8Dot`]: one Q8_0 block pair's contribution to a float accumulator (`smull` +
 //!   `sadalp` on NEON, SDOT on dotprod, `vpmaddwd` on AVX2 and AVX-512); [`dot_q8_0`] is
 //!   the two-accumulator loop over a row around it.

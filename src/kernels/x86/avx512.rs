@@ -20,7 +20,7 @@ use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::BlockQ8_0;
 
-/// avx2 with 512-bit dots, `axpy` and attention value loops. The group kernels stay
+/// avx2 with 512-bit dots, `axpy`, attention value loops and blocked prompt attention. The group kernels stay
 /// AVX2's: AVX-512BW has no `vpsignb` for the Q8_0 sign trick, and CPUs with AVX-512 but
 /// without VNNI (Skylake-SP) are rare by now. The activation quantizer is AVX2's too (a
 /// tiny share of the work). So are the attention scores: their one horizontal reduction
