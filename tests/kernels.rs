@@ -216,10 +216,18 @@ fn llq_kernel_rejects_unknown_level() {
         "message should list available levels: {e}"
     );
     // A level this binary knows but this CPU lacks.
-    let lacking = ["avx2", "avx512", "avx512vnni", "neon", "dotprod", "i8mm"]
-        .into_iter()
-        .find(|n| available().iter().all(|k| k.name != *n))
-        .unwrap();
+    let lacking = [
+        "avx2",
+        "avxvnni",
+        "avx512",
+        "avx512vnni",
+        "neon",
+        "dotprod",
+        "i8mm",
+    ]
+    .into_iter()
+    .find(|n| available().iter().all(|k| k.name != *n))
+    .unwrap();
     let e = select_from(Some(lacking))
         .err()
         .expect("missing level must be rejected");

@@ -46,6 +46,16 @@ pub(super) const AVX2: Kernels = Kernels {
 
 pub(crate) static KERNELS: Kernels = AVX2;
 
+/// avx2 with 256-bit `vpdpbusd` (AVX-VNNI: Intel since Alder Lake, AMD since Zen 5) for the
+/// Q8_0 and Q4_0 group kernels, which `vpmaddubsw` holds to about a third of VNNI's rate
+/// (Q8_0 needs the sign trick per token and chunk). The coded types' kernels stay AVX2's.
+pub(crate) static KERNELS_AVXVNNI: Kernels = Kernels {
+    name: "avxvnni",
+    gemm_q8_0x16: super::rows16::gemm_q8_0x16_avxvnni,
+    gemm_q4_0x16: super::rows16::gemm_q4_0x16_avxvnni,
+    ..AVX2
+};
+
 /// Token of avx2 + fma + f16c: 8-lane `ymm` vectors for the skeletons of `simd`.
 #[derive(Clone, Copy)]
 pub(super) struct Avx2(());

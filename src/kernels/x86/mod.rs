@@ -1,4 +1,5 @@
-//! x86-64 kernel levels: AVX2 (+FMA, F16C), AVX-512 (F/BW/VL) and AVX-512 VNNI.
+//! x86-64 kernel levels: AVX2 (+FMA, F16C), AVX-VNNI (AVX2 + 256-bit VNNI), AVX-512
+//! (F/BW/VL) and AVX-512 VNNI.
 
 /// Runs `$tile::<$G.., T>(w, x, nb, t0, out)` over all tokens: tiles of 8 (if `$max` is 8),
 /// then 4, 2, 1. `$dims` is `(nb, toks)`: activation blocks per token and token count.
@@ -43,6 +44,9 @@ pub(super) fn push_available(v: &mut Vec<&'static Kernels>) {
         return;
     }
     v.push(&avx2::KERNELS);
+    if d!("avxvnni") {
+        v.push(&avx2::KERNELS_AVXVNNI);
+    }
     let avx512 = d!("avx512f") && d!("avx512bw") && d!("avx512vl");
     if !avx512 {
         return;

@@ -10,6 +10,8 @@
 //! * `avx512vnni`: `vpdpbusd` (u8 × s8, four products per lane). Q8_0 weights are made
 //!   unsigned by flipping the top bit (w + 128) and the accumulator starts at −128·Σx; Q4_0
 //!   nibbles are unsigned already and the accumulator starts at −8·Σx.
+//! * `avxvnni`: the same with 256-bit `vpdpbusd` (AVX-VNNI, no AVX-512 needed), 8 rows per
+//!   register.
 //! * `avx2` (also used by the `avx512` level, see `avx512.rs`): `vpmaddubsw` (u8 × s8 →
 //!   pairs summed in i16) + `vpmaddwd` by ones. Q8_0 uses the sign trick (|w| × sign(x, w),
 //!   exact because activations are never −128, so no pair exceeds 2·128·127 < 2^15);
@@ -227,6 +229,117 @@ fn tile_q4_vnni<const T: usize>(
         vnni_block::<T>(&wv, scales16(&sb.d), xs, 8, &mut facc);
     }
     store_tile::<T>(&facc, t0, out);
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX-VNNI: 256-bit `vpdpbusd` without AVX-512 (Intel since Alder Lake, AMD since Zen 5),
+// two halves of 8 rows per superblock as for AVX2, with the VNNI levels' arithmetic.
+
+pub(super) fn gemm_q8_0x16_avxvnni(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: only reachable through the avxvnni table, installed after detecting avx2,
+    // fma, f16c and avxvnni.
+    unsafe {
+        drive_tokens!(
+            group_dims(w.len(), x.len(), out.len()),
+            4,
+            tile_q8_avxvnni(w, x, out)
+        )
+    }
+}
+
+pub(super) fn gemm_q4_0x16_avxvnni(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe {
+        drive_tokens!(
+            group_dims(w.len(), x.len(), out.len()),
+            4,
+            tile_q4_avxvnni(w, x, out)
+        )
+    }
+}
+
+/// `T` tokens × 8 rows (half `h`) of one superblock: the accumulators start at
+/// `-off · Σx` and take one `vpdpbusd` per chunk of (unsigned) weights `wv(c)`; the
+/// chunk loop is outside the token loop, so only one weight register is live.
+#[inline(always)]
+fn vnni256_half<const T: usize>(
+    wv: impl Fn(usize) -> __m256i,
+    xs: [&ActQ8; T],
+    off: i32,
+    dw: __m256,
+    facc: &mut [[__m256; 2]; T],
+    h: usize,
+) {
+    // SAFETY (every intrinsic below): only inlined into functions compiled with avx2,
+    // fma and avxvnni, which the avxvnni table requires.
+    unsafe {
+        let mut acc: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(-off * xs[t].sum()));
+        for c in 0..8 {
+            let w = wv(c);
+            for (a, x) in acc.iter_mut().zip(xs) {
+                *a = _mm256_dpbusd_avx_epi32(*a, w, _mm256_set1_epi32(x4(x, c)));
+            }
+        }
+        for (t, a) in acc.iter().enumerate() {
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d));
+            facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), d, facc[t][h]);
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+fn tile_q8_avxvnni<const T: usize>(
+    w: &[BlockQ8_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let flip = _mm256_set1_epi8(-128);
+    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    for (b, sb) in w.iter().enumerate() {
+        let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
+        for h in 0..2 {
+            // Weights made unsigned by flipping the top bit (w + 128), as for avx512vnni.
+            // SAFETY: bytes 64c + 32h .. +32 of the 512-byte `qs` (c < 8); unaligned load.
+            let wv = |c: usize| unsafe {
+                _mm256_xor_si256(
+                    _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 32 * h).cast()),
+                    flip,
+                )
+            };
+            vnni256_half::<T>(wv, xs, 128, scales8(&sb.d, h), &mut facc, h);
+        }
+    }
+    store_half::<T>(&facc, t0, out);
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+fn tile_q4_avxvnni<const T: usize>(
+    w: &[BlockQ4_0x16],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let m = _mm256_set1_epi8(0x0f);
+    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    for (b, sb) in w.iter().enumerate() {
+        let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
+        for h in 0..2 {
+            // Low nibbles are chunks 0..4, high nibbles chunks 4..8.
+            // SAFETY: bytes 64(c % 4) + 32h .. +32 of the 256-byte `qs`; unaligned load.
+            let wv = |c: usize| unsafe {
+                let v = _mm256_loadu_si256(sb.qs.as_ptr().add(64 * (c % 4) + 32 * h).cast());
+                let v = if c < 4 { v } else { _mm256_srli_epi16::<4>(v) };
+                _mm256_and_si256(v, m)
+            };
+            vnni256_half::<T>(wv, xs, 8, scales8(&sb.d, h), &mut facc, h);
+        }
+    }
+    store_half::<T>(&facc, t0, out);
 }
 
 // ---------------------------------------------------------------------------------------
