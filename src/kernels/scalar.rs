@@ -222,8 +222,9 @@ pub fn attn_block_f16(
     );
 }
 
-/// Reference: the rows the block reads dequantized ([`crate::quant::dequantize_row_q8_0`])
-/// into an f32 cache, then [`attn_block_f32`].
+/// Reference: this head's values of the rows the block reads, dequantized
+/// ([`crate::quant::dequantize_row_q8_0`]) into a compact f32 cache, then
+/// [`attn_block_f32`].
 pub fn attn_block_q8_0(
     b: &AttnBlock,
     q: &[f32],
@@ -240,13 +241,16 @@ pub fn attn_block_q8_0(
         out.len(),
         QK,
     );
-    let len = rows.saturating_sub(1) * b.stride + b.hd;
     let deq = |blocks: &[BlockQ8_0]| {
-        let mut v = vec![0.0f32; len];
-        crate::quant::dequantize_row_q8_0(&blocks[..len / QK], &mut v);
+        let mut v = vec![0.0f32; rows * b.hd];
+        for (j, row) in v.chunks_exact_mut(b.hd).enumerate() {
+            let at = j * b.stride / QK;
+            crate::quant::dequantize_row_q8_0(&blocks[at..at + b.hd / QK], row);
+        }
         v
     };
-    attn_block_f32(b, q, &deq(keys), &deq(vals), scratch, out);
+    let compact = AttnBlock { stride: b.hd, ..*b };
+    attn_block_f32(&compact, q, &deq(keys), &deq(vals), scratch, out);
 }
 
 #[allow(clippy::too_many_arguments)]
