@@ -152,6 +152,16 @@ impl Layout {
     }
 }
 
+/// The shape of one pass over a tile of keys: values per row, queries (and queries padded
+/// to whole vectors), keys in the tile.
+#[derive(Clone, Copy)]
+struct Tile {
+    hd: usize,
+    nq: usize,
+    nqp: usize,
+    nk: usize,
+}
+
 /// The blocked attention skeleton: `out[i] = Σ_j softmax_j(scale · q[i]·k[j]) · v[j]`
 /// over `j < lens[i / heads]`, for every query `i` (see the module comment).
 #[inline(always)]
@@ -204,17 +214,18 @@ pub(crate) fn attn_block<S: F32Simd, E: CacheElem, const ROWS: usize>(
             E::to_f32(s, &keys[at..end], &mut kf[j * hd..(j + 1) * hd]);
             E::to_f32(s, &vals[at..end], &mut vf[j * hd..(j + 1) * hd]);
         }
-        tile_scores::<S, ROWS>(s, qt, kf, hd, nqp, nk, st);
-        mask(b, nq, nqp, j0, nk, st, f32::NEG_INFINITY);
-        softmax_step(s, st, nqp, nk, max, sum, rescale);
+        let sh = Tile { hd, nq, nqp, nk };
+        tile_scores::<S, ROWS>(s, sh, qt, kf, st);
+        mask(b, sh, j0, st, f32::NEG_INFINITY);
+        softmax_step(s, sh, st, max, sum, rescale);
         // e^-∞ is a tiny positive with the polynomial, not 0: masked keys get exactly 0.
-        mask(b, nq, nqp, j0, nk, st, 0.0);
+        mask(b, sh, j0, st, 0.0);
         for (a, &c) in acc.chunks_exact_mut(hd).zip(rescale.iter()) {
             if c != 1.0 {
                 scale_row(s, a, c);
             }
         }
-        tile_values::<S, ROWS>(s, st, vf, hd, nqp, nq, nk, acc);
+        tile_values::<S, ROWS>(s, sh, st, vf, acc);
     }
     for ((o, a), &l) in out
         .chunks_exact_mut(hd)
@@ -247,39 +258,35 @@ fn scale_row<S: F32Simd>(s: S, row: &mut [f32], c: f32) {
 #[inline(always)]
 fn tile_scores<S: F32Simd, const ROWS: usize>(
     s: S,
+    sh: Tile,
     qt: &[f32],
     kf: &[f32],
-    hd: usize,
-    nqp: usize,
-    nk: usize,
     st: &mut [f32],
 ) {
     let l = S::LANES;
-    let full = nqp / (VECS * l) * (VECS * l);
-    for j in (0..nk).step_by(ROWS) {
+    let full = sh.nqp / (VECS * l) * (VECS * l);
+    for j in (0..sh.nk).step_by(ROWS) {
         for i in (0..full).step_by(VECS * l) {
-            scores_tile::<S, ROWS, VECS>(s, qt, kf, hd, nqp, j, i, st);
+            scores_tile::<S, ROWS, VECS>(s, sh, qt, kf, j, i, st);
         }
-        for i in (full..nqp).step_by(l) {
-            scores_tile::<S, ROWS, 1>(s, qt, kf, hd, nqp, j, i, st);
+        for i in (full..sh.nqp).step_by(l) {
+            scores_tile::<S, ROWS, 1>(s, sh, qt, kf, j, i, st);
         }
     }
 }
 
 /// Keys `j..j + ROWS` against queries `i..i + V · LANES`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn scores_tile<S: F32Simd, const ROWS: usize, const V: usize>(
     s: S,
+    sh: Tile,
     qt: &[f32],
     kf: &[f32],
-    hd: usize,
-    nqp: usize,
     j: usize,
     i: usize,
     st: &mut [f32],
 ) {
-    let l = S::LANES;
+    let (l, hd, nqp) = (S::LANES, sh.hd, sh.nqp);
     assert!((j + ROWS) * hd <= kf.len() && (j + ROWS) * nqp <= st.len());
     assert!(i + V * l <= nqp && hd * nqp <= qt.len());
     let mut a = [[s.zero(); V]; ROWS];
@@ -307,11 +314,11 @@ fn scores_tile<S: F32Simd, const ROWS: usize, const V: usize>(
 
 /// Sets the scores of keys a query must not see (tile rows `j0 + j >= lens[token]`) to
 /// `fill`. Only the last tiles of a block have any.
-fn mask(b: &AttnBlock, nq: usize, nqp: usize, j0: usize, nk: usize, st: &mut [f32], fill: f32) {
-    for i in 0..nq {
+fn mask(b: &AttnBlock, sh: Tile, j0: usize, st: &mut [f32], fill: f32) {
+    for i in 0..sh.nq {
         let len = b.lens[i / b.heads];
-        for j in len.saturating_sub(j0)..nk {
-            st[j * nqp + i] = fill;
+        for j in len.saturating_sub(j0)..sh.nk {
+            st[j * sh.nqp + i] = fill;
         }
     }
 }
@@ -322,14 +329,13 @@ fn mask(b: &AttnBlock, nq: usize, nqp: usize, j0: usize, nk: usize, st: &mut [f3
 #[inline(always)]
 fn softmax_step<S: F32Simd>(
     s: S,
+    sh: Tile,
     st: &mut [f32],
-    nqp: usize,
-    nk: usize,
     max: &mut [f32],
     sum: &mut [f32],
     rescale: &mut [f32],
 ) {
-    let l = S::LANES;
+    let (l, nqp, nk) = (S::LANES, sh.nqp, sh.nk);
     assert!(nk * nqp <= st.len() && max.len() == nqp && sum.len() == nqp && rescale.len() == nqp);
     for i in (0..nqp).step_by(l) {
         // SAFETY: i + LANES <= nqp (a multiple of LANES), so every access below is inside
@@ -358,33 +364,26 @@ fn softmax_step<S: F32Simd>(
 
 /// `acc[i][d] += Σ_{j<nk} st[j][i] · vf[j][d]` for the queries `i < nq`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn tile_values<S: F32Simd, const ROWS: usize>(
     s: S,
+    sh: Tile,
     st: &[f32],
     vf: &[f32],
-    hd: usize,
-    nqp: usize,
-    nq: usize,
-    nk: usize,
     acc: &mut [f32],
 ) {
-    let l = S::LANES;
-    let full = hd / (VECS * l) * (VECS * l);
-    let vecs = hd / l * l;
     let mut i = 0;
     // Whole register tiles, then the rest in tiles of 4, 3, 2 or 1 queries.
-    while i < nq {
-        let r = match nq - i {
+    while i < sh.nq {
+        let r = match sh.nq - i {
             r if r >= ROWS => ROWS,
             r => r.min(4),
         };
         match r {
-            1 => values_rows::<S, 1>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
-            2 => values_rows::<S, 2>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
-            3 => values_rows::<S, 3>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
-            4 => values_rows::<S, 4>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
-            _ => values_rows::<S, ROWS>(s, st, vf, hd, nqp, nk, i, full, vecs, acc),
+            1 => values_rows::<S, 1>(s, sh, st, vf, i, acc),
+            2 => values_rows::<S, 2>(s, sh, st, vf, i, acc),
+            3 => values_rows::<S, 3>(s, sh, st, vf, i, acc),
+            4 => values_rows::<S, 4>(s, sh, st, vf, i, acc),
+            _ => values_rows::<S, ROWS>(s, sh, st, vf, i, acc),
         }
         i += r;
     }
@@ -393,31 +392,28 @@ fn tile_values<S: F32Simd, const ROWS: usize>(
 /// Queries `i..i + R`: whole `VECS`-vector column strips, single vectors, then the
 /// scalar tail of the head.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn values_rows<S: F32Simd, const R: usize>(
     s: S,
+    sh: Tile,
     st: &[f32],
     vf: &[f32],
-    hd: usize,
-    nqp: usize,
-    nk: usize,
     i: usize,
-    full: usize,
-    vecs: usize,
     acc: &mut [f32],
 ) {
-    let l = S::LANES;
+    let (l, hd) = (S::LANES, sh.hd);
+    let full = hd / (VECS * l) * (VECS * l);
+    let vecs = hd / l * l;
     for d in (0..full).step_by(VECS * l) {
-        values_tile::<S, R, VECS>(s, st, vf, hd, nqp, nk, i, d, acc);
+        values_tile::<S, R, VECS>(s, sh, st, vf, i, d, acc);
     }
     for d in (full..vecs).step_by(l) {
-        values_tile::<S, R, 1>(s, st, vf, hd, nqp, nk, i, d, acc);
+        values_tile::<S, R, 1>(s, sh, st, vf, i, d, acc);
     }
     for r in 0..R {
         for d in vecs..hd {
             let mut a = acc[(i + r) * hd + d];
-            for j in 0..nk {
-                a += st[j * nqp + i + r] * vf[j * hd + d];
+            for j in 0..sh.nk {
+                a += st[j * sh.nqp + i + r] * vf[j * hd + d];
             }
             acc[(i + r) * hd + d] = a;
         }
@@ -426,19 +422,16 @@ fn values_rows<S: F32Simd, const R: usize>(
 
 /// Queries `i..i + R`, head values `d..d + V · LANES`, over the tile's keys.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn values_tile<S: F32Simd, const R: usize, const V: usize>(
     s: S,
+    sh: Tile,
     st: &[f32],
     vf: &[f32],
-    hd: usize,
-    nqp: usize,
-    nk: usize,
     i: usize,
     d: usize,
     acc: &mut [f32],
 ) {
-    let l = S::LANES;
+    let (l, hd, nqp, nk) = (S::LANES, sh.hd, sh.nqp, sh.nk);
     assert!(d + V * l <= hd && (i + R) * hd <= acc.len());
     assert!(nk * hd <= vf.len() && nk * nqp <= st.len() && i + R <= nqp);
     // SAFETY: rows i + r < i + R of `acc` hold hd >= d + V · LANES values; rows j < nk of

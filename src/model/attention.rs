@@ -8,6 +8,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{ModelConfig, Rope};
+use crate::kernels::attn_block::CacheElem;
 use crate::kernels::{AttnBlock, AttnBlockFn, AttnGroup, Kernels};
 use crate::kv::{axpy, LayerView, StoreRef};
 use crate::quant::{BlockQ8_0, QK};
@@ -90,24 +91,22 @@ fn attention_blocked(
     }
     match (view.k, view.v) {
         (StoreRef::F32(kc), StoreRef::F32(vc)) => {
-            blocks_in(k.attn_block_f32, 1, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_f32, cfg, q, kc, vc, view, out)
         }
         (StoreRef::F16(kc), StoreRef::F16(vc)) => {
-            blocks_in(k.attn_block_f16, 1, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_f16, cfg, q, kc, vc, view, out)
         }
         (StoreRef::Q8_0(kc), StoreRef::Q8_0(vc)) => {
-            blocks_in(k.attn_block_q8_0, QK, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_q8_0, cfg, q, kc, vc, view, out)
         }
         _ => return false,
     }
     true
 }
 
-/// [`attention_blocked`] for one cache element type of `per` values.
-#[allow(clippy::too_many_arguments)]
-fn blocks_in<E: Sync>(
+/// [`attention_blocked`] for one cache element type.
+fn blocks_in<E: CacheElem + Sync>(
     kernel: AttnBlockFn<E>,
-    per: usize,
     cfg: &ModelConfig,
     q: &[f32],
     kc: &[E],
@@ -159,7 +158,7 @@ fn blocks_in<E: Sync>(
                 lens: &sc.lens,
                 scale,
             };
-            let off = h * hd / per;
+            let off = h * hd / E::PER;
             kernel(
                 &shape,
                 &sc.q,

@@ -270,8 +270,8 @@ fn vnni256_half<const T: usize>(
     facc: &mut [[__m256; 2]; T],
     h: usize,
 ) {
-    // SAFETY (every intrinsic below): only inlined into functions compiled with avx2,
-    // fma and avxvnni, which the avxvnni table requires.
+    // SAFETY: every intrinsic below needs avx2, fma and avxvnni; this function is only
+    // inlined into functions compiled with them, which the avxvnni table requires.
     unsafe {
         let mut acc: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(-off * xs[t].sum()));
         for c in 0..8 {
