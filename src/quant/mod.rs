@@ -183,16 +183,17 @@ pub fn quantize_row(dtype: DType, src: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Encode weights as well as the format allows, with uniform importance:
+/// Encode weights as well as the format allows, with no importance known:
 /// [`quantize_row_weighted`] without weights.
 pub fn quantize_row_best(dtype: DType, src: &[f32], out: &mut [u8]) {
     quantize_row_weighted(dtype, src, None, out)
 }
 
 /// Encode a row of weights minimising the weighted squared error Σ w_j (x_j − x̂_j)²,
-/// where `weights` (one per element, non-negative; `None` = all 1) says how much each
-/// element's error matters: for a matrix row, how large the input feeding column j tends
-/// to be. Q4_0 and Q8_0 search each block's scale and codes
+/// where `weights` (one per element, non-negative) says how much each element's error
+/// matters: for a matrix row, how large the input feeding column j tends to be. `None`:
+/// each block's data-free weights (`search::data_free_weights` for the symmetric types,
+/// their own for the K-quants and Q4_1/Q5_1). Q4_0 and Q8_0 search each block's scale and codes
 /// ([`quantize_row_q4_0_weighted`], [`quantize_row_q8_0_weighted`]); F32/F16 are exact
 /// up to rounding and ignore the weights.
 pub fn quantize_row_weighted(dtype: DType, src: &[f32], weights: Option<&[f32]>, out: &mut [u8]) {

@@ -69,8 +69,8 @@ pub fn dequantize_row_q4_0(src: &[BlockQ4_0], out: &mut [f32]) {
     }
 }
 
-/// Q4_0 with a searched scale and uniform weights: [`quantize_row_q4_0_weighted`] with
-/// every weight 1.
+/// Q4_0 with a searched scale and no importance: [`quantize_row_q4_0_weighted`] without
+/// weights (each block's data-free weights).
 pub fn quantize_row_q4_0_search(src: &[f32], out: &mut [BlockQ4_0]) {
     quantize_row_q4_0_weighted(src, None, out)
 }
@@ -80,7 +80,9 @@ pub fn quantize_row_q4_0_search(src: &[f32], out: &mut [BlockQ4_0]) {
 /// it), but the scale is not tied to the largest value: per block, the scale and codes
 /// that minimise the error are searched (see [`block_q4_0_weighted`]). `weights` has one
 /// non-negative weight per element of `src` (the converter passes a column-importance
-/// vector per row); `None` means all 1.
+/// vector per row); `None` gives each block its data-free weights
+/// (`search::data_free_weights`: σ + |x|, which keeps the largest values better than
+/// plain least squares).
 #[inline(always)]
 pub fn quantize_row_q4_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ4_0]) {
     if let Some(w) = weights {
@@ -148,6 +150,7 @@ fn q4_0_block(found: Option<([i8; QK], f32)>, x: &[f32]) -> BlockQ4_0 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::search::data_free_weights;
     use super::super::search::tests::{test_blocks, test_weights, weighted_error};
     use super::*;
 
@@ -219,13 +222,19 @@ mod tests {
         }
     }
 
+    /// Without weights each block gets its data-free weights (`search::data_free_weights`),
+    /// and they change the choice against all-1 weights somewhere.
     #[test]
-    fn uniform_weights_match_unweighted() {
-        let x: Vec<f32> = test_blocks(64, 5).concat();
-        let (mut a, mut b) = (vec![Z; 64], vec![Z; 64]);
+    fn no_weights_means_data_free_weights() {
+        let blocks = test_blocks(64, 5);
+        let x: Vec<f32> = blocks.concat();
+        let w: Vec<f32> = blocks.iter().flat_map(data_free_weights).collect();
+        let (mut a, mut b, mut c) = (vec![Z; 64], vec![Z; 64], vec![Z; 64]);
         quantize_row_q4_0_search(&x, &mut a);
-        quantize_row_q4_0_weighted(&x, Some(&vec![1.0; x.len()]), &mut b);
+        quantize_row_q4_0_weighted(&x, Some(&w), &mut b);
+        quantize_row_q4_0_weighted(&x, Some(&vec![1.0; x.len()]), &mut c);
         assert_eq!(a, b);
+        assert!(a.iter().zip(&c).filter(|(a, c)| a != c).count() > 8);
     }
 
     #[test]

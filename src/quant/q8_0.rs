@@ -62,7 +62,8 @@ pub fn quantize_act_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
 /// Q8_0 that minimises the *weighted* squared error Σ w_j (x_j − x̂_j)² of each block
 /// (same format as [`quantize_row_q8_0`]; codes stay within ±127 like llama.cpp's, so
 /// every kernel's sign tricks stay valid). `weights` has one non-negative weight per
-/// element of `src`; `None` means all 1. See [`block_q8_0_weighted`].
+/// element of `src`; `None` gives each block its data-free weights
+/// (`search::data_free_weights`). See [`block_q8_0_weighted`].
 #[inline(always)]
 pub fn quantize_row_q8_0_weighted(src: &[f32], weights: Option<&[f32]>, out: &mut [BlockQ8_0]) {
     if let Some(w) = weights {
@@ -136,6 +137,7 @@ pub fn dequantize_row_q8_0(src: &[BlockQ8_0], out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::search::data_free_weights;
     use super::super::search::tests::{test_blocks, test_weights, weighted_error};
     use super::*;
 
@@ -164,13 +166,16 @@ mod tests {
         assert!(tot < 0.97 * tot_ref, "{tot} vs {tot_ref}");
     }
 
+    /// Without weights each block gets its data-free weights (`search::data_free_weights`).
     #[test]
-    fn uniform_weights_match_unweighted() {
-        let x: Vec<f32> = test_blocks(64, 5).concat();
+    fn no_weights_means_data_free_weights() {
+        let blocks = test_blocks(64, 5);
+        let x: Vec<f32> = blocks.concat();
+        let w: Vec<f32> = blocks.iter().flat_map(data_free_weights).collect();
         let z = BlockQ8_0 { d: 0, qs: [0; QK] };
         let (mut a, mut b) = (vec![z; 64], vec![z; 64]);
         quantize_row_q8_0_weighted(&x, None, &mut a);
-        quantize_row_q8_0_weighted(&x, Some(&vec![1.0; x.len()]), &mut b);
+        quantize_row_q8_0_weighted(&x, Some(&w), &mut b);
         assert_eq!(a, b);
     }
 

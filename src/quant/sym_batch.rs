@@ -18,8 +18,9 @@ use super::lanes::{
     any, f16_bits, f16_bits_to_f32, f16_step_bits, lane_step, mask, pick, Select, BATCH, F, M,
 };
 use super::search::{
-    self, code_byte, encode_symmetric, grid_code, grid_fine, GridBlock, GridHit, Pick, Symmetric,
-    COARSE_PER_SIGN, F16_BELOW, FINE_POINTS, GRID_LANES, REFERENCE_LANE, SCORE_TIE,
+    self, code_byte, data_free_weights, encode_symmetric, grid_code, grid_fine, GridBlock, GridHit,
+    Pick, Symmetric, COARSE_PER_SIGN, F16_BELOW, FINE_POINTS, GRID_LANES, REFERENCE_LANE,
+    SCORE_TIE,
 };
 
 /// Elements per block.
@@ -60,7 +61,7 @@ pub(super) fn encode_symmetric_batch(
 }
 
 /// Rows laid end to end in `src` (`weights`: one per column, its length the row length;
-/// `None`: all 1) searched with `t`, sixteen blocks at a time; `block` makes each output
+/// `None`: each block's `data_free_weights`) searched with `t`, sixteen blocks at a time; `block` makes each output
 /// block from a block's search result and its values. (A function item, not a closure:
 /// closures were left out of line, compiled for the baseline instead of the level.)
 #[inline(always)]
@@ -83,7 +84,8 @@ pub(super) fn encode_rows<B>(
 
 /// Batch `b` (of [`BATCH`] blocks) of rows laid end to end in `src`, as
 /// [`encode_symmetric_batch`] takes it: the blocks, their weights (`weights` holds one per
-/// column and its length is the row length; `None`: all 1) and how many there are.
+/// column and its length is the row length; `None`: each block's [`data_free_weights`])
+/// and how many there are.
 #[inline(always)]
 fn batch_inputs(
     src: &[f32],
@@ -95,11 +97,12 @@ fn batch_inputs(
     let (mut x, mut w) = ([[0.0f32; QK]; BATCH], [[1.0f32; QK]; BATCH]);
     for j in 0..n {
         x[j] = src[j * QK..][..QK].try_into().expect("one block");
-        if let Some(wt) = weights {
-            w[j] = wt[(b * BATCH + j) * QK % wt.len()..][..QK]
+        w[j] = match weights {
+            Some(wt) => wt[(b * BATCH + j) * QK % wt.len()..][..QK]
                 .try_into()
-                .expect("one block");
-        }
+                .expect("one block"),
+            None => data_free_weights(&x[j]),
+        };
     }
     (x, w, n)
 }
