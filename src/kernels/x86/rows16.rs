@@ -12,6 +12,12 @@
 //!   nibbles are unsigned already and the accumulator starts at −8·Σx.
 //! * `avxvnni`: the same with 256-bit `vpdpbusd` (AVX-VNNI, no AVX-512 needed), 8 rows per
 //!   register.
+//!
+//! The 256-bit tiles (`avxvnni`, `avx2`) hold a superblock's 16 rows in two halves of 8 and
+//! take both halves in one pass, so each activation broadcast serves two products and
+//! 2·`T` accumulator chains interleave. Half by half, every activation was broadcast
+//! twice and each token's chain ran alone: the one-pass tiles measured 1.4× (avxvnni
+//! Q8_0 and Q4_0) and 1.1–1.2× (avx2) the prompt speed on SmolLM2.
 //! * `avx2` (also used by the `avx512` level, see `avx512.rs`): `vpmaddubsw` (u8 × s8 →
 //!   pairs summed in i16) + `vpmaddwd` by ones. Q8_0 uses the sign trick (|w| × sign(x, w),
 //!   exact because activations are never −128, so no pair exceeds 2·128·127 < 2^15);
@@ -258,35 +264,31 @@ pub(super) fn gemm_q4_0x16_avxvnni(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f
     }
 }
 
-/// `T` tokens × 8 rows (half `h`) of one superblock: the accumulators start at
-/// `-off · Σx` and take one `vpdpbusd` per chunk of (unsigned) weights `wv(c)`; the
-/// chunk loop is outside the token loop, so only one weight register is live.
+/// One superblock's integer sums of `T` tokens × 16 rows (two halves of 8) into the
+/// float accumulators: `facc[t][h] += cvt(acc[t][h]) · d_w[8h..8h+8] · d_x[t]`.
 #[inline(always)]
-fn vnni256_half<const T: usize>(
-    wv: impl Fn(usize) -> __m256i,
-    xs: [&ActQ8; T],
-    off: i32,
-    dw: __m256,
+fn add_block<const T: usize>(
+    acc: &[[__m256i; 2]; T],
+    xs: &[&ActQ8; T],
+    d: &[u16; GROUP],
     facc: &mut [[__m256; 2]; T],
-    h: usize,
 ) {
-    // SAFETY: every intrinsic below needs avx2, fma and avxvnni; this function is only
-    // inlined into functions compiled with them, which the avxvnni table requires.
+    // SAFETY: avx2, fma and f16c intrinsics; this function is only inlined into functions
+    // compiled with them (the avx2 and avxvnni tiles).
     unsafe {
-        let mut acc: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(-off * xs[t].sum()));
-        for c in 0..8 {
-            let w = wv(c);
-            for (a, x) in acc.iter_mut().zip(xs) {
-                *a = _mm256_dpbusd_avx_epi32(*a, w, _mm256_set1_epi32(x4(x, c)));
+        let dw = [scales8(d, 0), scales8(d, 1)];
+        for t in 0..T {
+            let dx = _mm256_set1_ps(xs[t].d);
+            for h in 0..2 {
+                let s = _mm256_mul_ps(dw[h], dx);
+                facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][h]), s, facc[t][h]);
             }
-        }
-        for (t, a) in acc.iter().enumerate() {
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d));
-            facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), d, facc[t][h]);
         }
     }
 }
 
+/// Q8_0 with both halves of a superblock in one pass: each activation broadcast feeds
+/// the two halves' `vpdpbusd`, and the 2·`T` accumulator chains interleave.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 fn tile_q8_avxvnni<const T: usize>(
@@ -300,21 +302,35 @@ fn tile_q8_avxvnni<const T: usize>(
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
-        for h in 0..2 {
-            // Weights made unsigned by flipping the top bit (w + 128), as for avx512vnni.
-            // SAFETY: bytes 64c + 32h .. +32 of the 512-byte `qs` (c < 8); unaligned load.
-            let wv = |c: usize| unsafe {
-                _mm256_xor_si256(
-                    _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 32 * h).cast()),
-                    flip,
-                )
+        let mut acc: [[__m256i; 2]; T] = std::array::from_fn(|t| {
+            let s = _mm256_set1_epi32(-128 * xs[t].sum());
+            [s, s]
+        });
+        for c in 0..8 {
+            // Weights made unsigned by flipping the top bit (w + 128), as for avx512vnni:
+            // chunk c of rows 0..8 (h = 0) and 8..16 (h = 1).
+            // SAFETY: bytes 64c .. 64c + 64 of the 512-byte `qs` (c < 8); unaligned loads.
+            let wv = unsafe {
+                let p = sb.qs.as_ptr().add(64 * c);
+                [
+                    _mm256_xor_si256(_mm256_loadu_si256(p.cast()), flip),
+                    _mm256_xor_si256(_mm256_loadu_si256(p.add(32).cast()), flip),
+                ]
             };
-            vnni256_half::<T>(wv, xs, 128, scales8(&sb.d, h), &mut facc, h);
+            for (a, xt) in acc.iter_mut().zip(xs) {
+                let bx = _mm256_set1_epi32(x4(xt, c));
+                for h in 0..2 {
+                    a[h] = _mm256_dpbusd_avx_epi32(a[h], wv[h], bx);
+                }
+            }
         }
+        add_block::<T>(&acc, &xs, &sb.d, &mut facc);
     }
     store_half::<T>(&facc, t0, out);
 }
 
+/// Q4_0 with both halves of a superblock in one pass, as Q8_0 (each byte load holds
+/// chunk c in its low nibbles and chunk c + 4 in its high ones).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 fn tile_q4_avxvnni<const T: usize>(
@@ -328,16 +344,38 @@ fn tile_q4_avxvnni<const T: usize>(
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
-        for h in 0..2 {
-            // Low nibbles are chunks 0..4, high nibbles chunks 4..8.
-            // SAFETY: bytes 64(c % 4) + 32h .. +32 of the 256-byte `qs`; unaligned load.
-            let wv = |c: usize| unsafe {
-                let v = _mm256_loadu_si256(sb.qs.as_ptr().add(64 * (c % 4) + 32 * h).cast());
-                let v = if c < 4 { v } else { _mm256_srli_epi16::<4>(v) };
-                _mm256_and_si256(v, m)
+        let mut acc: [[__m256i; 2]; T] = std::array::from_fn(|t| {
+            let s = _mm256_set1_epi32(-8 * xs[t].sum());
+            [s, s]
+        });
+        for c in 0..4 {
+            // Low nibbles are chunk c, high nibbles chunk c + 4, of rows 0..8 (h = 0)
+            // and 8..16 (h = 1).
+            // SAFETY: bytes 64c .. 64c + 64 of the 256-byte `qs` (c < 4); unaligned loads.
+            let (v0, v1) = unsafe {
+                let p = sb.qs.as_ptr().add(64 * c);
+                (
+                    _mm256_loadu_si256(p.cast()),
+                    _mm256_loadu_si256(p.add(32).cast()),
+                )
             };
-            vnni256_half::<T>(wv, xs, 8, scales8(&sb.d, h), &mut facc, h);
+            let lo = [_mm256_and_si256(v0, m), _mm256_and_si256(v1, m)];
+            let hi = [
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v0), m),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v1), m),
+            ];
+            for (a, xt) in acc.iter_mut().zip(xs) {
+                let (bl, bh) = (
+                    _mm256_set1_epi32(x4(xt, c)),
+                    _mm256_set1_epi32(x4(xt, c + 4)),
+                );
+                for h in 0..2 {
+                    a[h] = _mm256_dpbusd_avx_epi32(a[h], lo[h], bl);
+                    a[h] = _mm256_dpbusd_avx_epi32(a[h], hi[h], bh);
+                }
+            }
         }
+        add_block::<T>(&acc, &xs, &sb.d, &mut facc);
     }
     store_half::<T>(&facc, t0, out);
 }
@@ -403,24 +441,28 @@ fn tile_q8_avx2<const T: usize>(
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
-        for h in 0..2 {
-            let mut acc = [_mm256_setzero_si256(); T];
-            for c in 0..8 {
-                // SAFETY: bytes 64c + 32h .. +32 of the 512-byte `qs`; unaligned load.
-                let wc = unsafe { _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 32 * h).cast()) };
-                let aw = _mm256_abs_epi8(wc);
-                for (t, a) in acc.iter_mut().enumerate() {
-                    let sx = _mm256_sign_epi8(_mm256_set1_epi32(x4(xs[t], c)), wc);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                    *a = _mm256_add_epi32(*a, p);
+        // Both halves in one pass: each activation broadcast serves rows 0..8 and 8..16.
+        let mut acc = [[_mm256_setzero_si256(); 2]; T];
+        for c in 0..8 {
+            // SAFETY: bytes 64c .. 64c + 64 of the 512-byte `qs`; unaligned loads.
+            let wc = unsafe {
+                let p = sb.qs.as_ptr().add(64 * c);
+                [
+                    _mm256_loadu_si256(p.cast()),
+                    _mm256_loadu_si256(p.add(32).cast()),
+                ]
+            };
+            let aw = [_mm256_abs_epi8(wc[0]), _mm256_abs_epi8(wc[1])];
+            for (t, a) in acc.iter_mut().enumerate() {
+                let bx = _mm256_set1_epi32(x4(xs[t], c));
+                for h in 0..2 {
+                    let sx = _mm256_sign_epi8(bx, wc[h]);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[h], sx), ones);
+                    a[h] = _mm256_add_epi32(a[h], p);
                 }
             }
-            let dw = scales8(&sb.d, h);
-            for (t, a) in acc.iter().enumerate() {
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d));
-                facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), d, facc[t][h]);
-            }
         }
+        add_block::<T>(&acc, &xs, &sb.d, &mut facc);
     }
     store_half::<T>(&facc, t0, out);
 }
@@ -441,30 +483,41 @@ fn tile_q4_avx2<const T: usize>(
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
-        for h in 0..2 {
-            // Pair sums of all eight chunks stay in i16 (≤ 30480, see the module comment).
-            let mut acc = [_mm256_setzero_si256(); T];
-            for c in 0..4 {
-                // SAFETY: bytes 64c + 32h .. +32 of the 256-byte `qs`; unaligned load.
-                let v = unsafe { _mm256_loadu_si256(sb.qs.as_ptr().add(64 * c + 32 * h).cast()) };
-                let lo = _mm256_and_si256(v, m);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m);
-                for (t, a) in acc.iter_mut().enumerate() {
-                    let pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(x4(xs[t], c)));
-                    let ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x4(xs[t], c + 4)));
-                    *a = _mm256_add_epi16(*a, _mm256_add_epi16(pl, ph));
+        // Both halves in one pass: each activation broadcast serves rows 0..8 and 8..16.
+        // Pair sums of all eight chunks stay in i16 (≤ 30480, see the module comment).
+        let mut acc = [[_mm256_setzero_si256(); 2]; T];
+        for c in 0..4 {
+            // SAFETY: bytes 64c .. 64c + 64 of the 256-byte `qs`; unaligned loads.
+            let v = unsafe {
+                let p = sb.qs.as_ptr().add(64 * c);
+                [
+                    _mm256_loadu_si256(p.cast()),
+                    _mm256_loadu_si256(p.add(32).cast()),
+                ]
+            };
+            let lo = [_mm256_and_si256(v[0], m), _mm256_and_si256(v[1], m)];
+            let hi = [
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v[0]), m),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v[1]), m),
+            ];
+            for (t, a) in acc.iter_mut().enumerate() {
+                let (bl, bh) = (
+                    _mm256_set1_epi32(x4(xs[t], c)),
+                    _mm256_set1_epi32(x4(xs[t], c + 4)),
+                );
+                for h in 0..2 {
+                    let pl = _mm256_maddubs_epi16(lo[h], bl);
+                    let ph = _mm256_maddubs_epi16(hi[h], bh);
+                    a[h] = _mm256_add_epi16(a[h], _mm256_add_epi16(pl, ph));
                 }
             }
-            let dw = scales8(&sb.d, h);
-            for (t, a) in acc.iter().enumerate() {
-                let i = _mm256_sub_epi32(
-                    _mm256_madd_epi16(*a, ones),
-                    _mm256_set1_epi32(8 * xs[t].sum()),
-                );
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d));
-                facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, facc[t][h]);
-            }
         }
+        // Widen the pair sums and take off the nibbles' offset of 8.
+        let wide: [[__m256i; 2]; T] = std::array::from_fn(|t| {
+            let off = _mm256_set1_epi32(8 * xs[t].sum());
+            [0, 1].map(|h| _mm256_sub_epi32(_mm256_madd_epi16(acc[t][h], ones), off))
+        });
+        add_block::<T>(&wide, &xs, &sb.d, &mut facc);
     }
     store_half::<T>(&facc, t0, out);
 }
