@@ -61,9 +61,10 @@ pub(super) fn encode_symmetric_batch(
 }
 
 /// Rows laid end to end in `src` (`weights`: one per column, its length the row length;
-/// `None`: each block's `data_free_weights`) searched with `t`, sixteen blocks at a time; `block` makes each output
-/// block from a block's search result and its values. (A function item, not a closure:
-/// closures were left out of line, compiled for the baseline instead of the level.)
+/// `None`: each block's [`data_free_weights`]) searched with `t`, sixteen blocks at a
+/// time; `block` makes each output block from a block's search result and its values.
+/// (A function item, not a closure: closures were left out of line, compiled for the
+/// baseline instead of the level.)
 #[inline(always)]
 pub(super) fn encode_rows<B>(
     src: &[f32],
