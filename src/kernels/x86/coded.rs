@@ -282,6 +282,20 @@ fn x4(a: &ActQ8, c: usize) -> i32 {
     i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
 }
 
+/// Ask for superblock `b + AHEAD` of the group's row while superblock `b` is multiplied.
+#[inline(always)]
+fn prefetch_ahead<B>(w: &[B], b: usize) {
+    const AHEAD: usize = 1;
+    if let Some(next) = w.get(b + AHEAD) {
+        let p = (next as *const B).cast::<i8>();
+        let n = std::mem::size_of::<B>();
+        for off in (0..n).step_by(64) {
+            // SAFETY: a prefetch reads nothing architecturally; `p + off` lies inside `next`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+        }
+    }
+}
+
 /// `T` tokens × 16 rows, every superblock and sub-block: per token, one `vpdpbusd` chain
 /// per 16-column half (independent chains hide its latency), then
 /// `facc += cvt(I) · (S·d_x) [+ B · d_x·Σx]`.
@@ -298,6 +312,7 @@ fn tile_vnni<B: Coded, const T: usize>(
     let mut macc = [_mm512_setzero_ps(); T];
     let mut buf = [0i8; 256];
     for (b, sb) in w.iter().enumerate() {
+        prefetch_ahead(w, b);
         // SAFETY: avx2 is enabled here.
         let raw = unsafe { sb.raw(&mut buf) };
         let dv = f16x16(raw.d);
@@ -448,6 +463,7 @@ fn tile_avx2<B: Coded, const T: usize>(
     let mut macc = [[_mm256_setzero_ps(); 2]; T];
     let mut buf = [0i8; 256];
     for (b, sb) in w.iter().enumerate() {
+        prefetch_ahead(w, b);
         // SAFETY: avx2 is enabled here.
         let raw = unsafe { sb.raw(&mut buf) };
         // Converted once per superblock.
