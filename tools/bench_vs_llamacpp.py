@@ -167,20 +167,27 @@ FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}  # LLAMA
 KEPT_TYPES = {"q4_k_m", "q5_k_m", "q6_k"}
 
 
-def quantize_llamacpp(src, dst, qtype):
+def llamacpp_quantize(src, dst, ftype, allow_requantize=True):
+    """`dst` as llama.cpp's `llama_model_quantize` writes it (ftype: a LLAMA_FTYPE_* value;
+    0 = ALL_F32), kept when it exists; written to a temporary file, renamed on success."""
     import llama_cpp
 
     if dst.exists():
-        return
+        return dst
     p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = FTYPES[qtype]
-    p.allow_requantize = True
+    p.ftype = ftype
+    p.allow_requantize = allow_requantize
     p.nthread = os.cpu_count()
     tmp = dst.with_suffix(".tmp")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p))
     if rc != 0:
-        raise SystemExit(f"llama_model_quantize({src} -> {qtype}) failed: {rc}")
+        raise SystemExit(f"llama_model_quantize({src} -> ftype {ftype}) failed: {rc}")
     tmp.rename(dst)
+    return dst
+
+
+def quantize_llamacpp(src, dst, qtype):
+    return llamacpp_quantize(src, dst, FTYPES[qtype])
 
 
 def convert_llq(llq, src, dst, qtype):
@@ -1101,19 +1108,8 @@ def llamacpp_tool(name):
 
 
 def llamacpp_f32(src, dst):
-    """llama.cpp's own F32 GGUF of `src` (`llama_model_quantize`, ftype ALL_F32)."""
-    if dst.exists():
-        return dst
-    import llama_cpp
-
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = 0  # LLAMA_FTYPE_ALL_F32
-    p.allow_requantize = True
-    tmp = dst.with_suffix(".tmp")
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p)):
-        raise SystemExit(f"llama.cpp cannot write an f32 GGUF of {src}")
-    tmp.rename(dst)
-    return dst
+    """llama.cpp's own F32 GGUF of `src` (ftype ALL_F32)."""
+    return llamacpp_quantize(src, dst, 0)
 
 
 def importance_matrices(llq, stem, src, f32_llq, calib, tag):

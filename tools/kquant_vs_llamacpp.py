@@ -19,7 +19,6 @@ Usage: tools/kquant_vs_llamacpp.py [--types Q4_K_M Q6_K ...] [--threads 2]
 """
 
 import argparse
-import ctypes
 import datetime
 import json
 import struct
@@ -34,21 +33,6 @@ import bench_vs_llamacpp as B  # noqa: E402
 FTYPES = {"F32": 0, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K_M": 15,
           "Q5_K_M": 17, "Q6_K": 18}
 DEFAULT_TYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q4_1", "Q5_0", "Q5_1"]
-
-
-def llamacpp_quantize(src, dst, ftype, allow_requantize=False):
-    import llama_cpp
-
-    if dst.exists():
-        return dst
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = ftype
-    p.allow_requantize = allow_requantize
-    tmp = dst.with_suffix(".tmp")
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p)):
-        raise SystemExit(f"llama_model_quantize({src} -> ftype {ftype}) failed")
-    tmp.rename(dst)
-    return dst
 
 
 def llamacpp_base(gguf_path, token_ids, window, threads, out):
@@ -97,11 +81,10 @@ def main():
     if not B.SMOL_GGUF.exists():
         subprocess.run(["bash", str(B.ROOT / "tools/fetch_smollm2.sh")], check=True)
     B.WORK.mkdir(parents=True, exist_ok=True)
-    f32 = llamacpp_quantize(B.SMOL_GGUF, B.WORK / "smollm2-135m.llamacpp.f32.gguf",
-                            FTYPES["F32"], allow_requantize=True)
+    f32 = B.llamacpp_f32(B.SMOL_GGUF, B.WORK / "smollm2-135m.llamacpp.f32.gguf")
     rows = []
     for t in args.types:
-        gg = llamacpp_quantize(f32, B.WORK / f"smollm2-135m.{t}.from-f32.gguf", FTYPES[t])
+        gg = B.llamacpp_quantize(f32, B.WORK / f"smollm2-135m.{t}.from-f32.gguf", FTYPES[t])
         base = llamacpp_base(gg, ids, window, args.threads, B.WORK / f"smollm2-135m.{t}.llamacpp.kld")
         lq = B.WORK / f"smollm2-135m.{t}.kept.llq"
         B.sh([str(llq), "convert", str(gg), "-o", str(lq)])
