@@ -292,9 +292,9 @@ const fn prefetch_ahead<B>() -> usize {
 /// and high bits; at `s == 0` also its scale fields) while sub-block `s` of `b` is
 /// multiplied. Spread over the sub-blocks, the requests keep pace with the loads and keep
 /// both regions of a superblock (high bits, nibbles) in flight. Measured on the 1.1B shape
-/// (Zen 5, avx512vnni, alternated runs, tg medians) against asking for the whole next
-/// superblock at its start: Q6_K 24 → 28 t/s (one thread) and 30 → 35 (two), Q4_K_M
-/// 31 → 35 (one thread), even at two.
+/// (Zen 5, alternated runs, one-thread tg medians) against asking for the whole next
+/// superblock at its start: Q6_K 20 → 26 t/s (avx512vnni) and 16 → 24 (avx2); Q4_K_M
+/// unchanged at avx512vnni, 24 → 29 at avx2.
 #[inline(always)]
 fn prefetch_sub<B: CodedX16>(w: &[B], b: usize, s: usize) {
     let Some(next) = w.get(b + prefetch_ahead::<B>()) else {
