@@ -47,12 +47,14 @@ pub(super) const AVX2: Kernels = Kernels {
 pub(crate) static KERNELS: Kernels = AVX2;
 
 /// avx2 with 256-bit `vpdpbusd` (AVX-VNNI: Intel since Alder Lake, AMD since Zen 5) for the
-/// Q8_0 and Q4_0 group kernels, which `vpmaddubsw` holds to about a third of VNNI's rate
-/// (Q8_0 needs the sign trick per token and chunk). The coded types' kernels stay AVX2's.
+/// group kernels of every integer type, which `vpmaddubsw` holds to about a third of
+/// VNNI's rate (Q8_0 needs the sign trick per token and chunk; the coded types an i16
+/// widening every few chunks).
 pub(crate) static KERNELS_AVXVNNI: Kernels = Kernels {
     name: "avxvnni",
     gemm_q8_0x16: super::rows16::gemm_q8_0x16_avxvnni,
     gemm_q4_0x16: super::rows16::gemm_q4_0x16_avxvnni,
+    coded: super::coded::AVXVNNI,
     ..AVX2
 };
 
