@@ -21,7 +21,8 @@ both runtimes requantize from it: llama.cpp with allow_requantize, llq by dequan
 `llq convert`) and the TinyLlama-shaped 1.1B random model of tools/make_bench_model.py
 (source: its f16 GGUF). llama.cpp's quantizations are made with llama_model_quantize.
 
-The virtualenv ~/.cache/llq/venv-llamacpp (llama-cpp-python, gguf, numpy, matplotlib) is
+The virtualenv ~/.cache/llq/venv-llamacpp (llama-cpp-python, gguf, numpy, matplotlib,
+safetensors) is
 created when missing and the script re-runs itself inside it; LLQ_BENCH_VENV names another
 one (a llama.cpp built with other CMAKE_ARGS), and LLQ_KERNEL reaches `llq bench`.
 """
@@ -45,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # stand in for an AVX2-only CPU together with LLQ_KERNEL=avx2; see BENCHMARKS.md).
 VENV = Path(os.environ.get("LLQ_BENCH_VENV") or Path.home() / ".cache/llq/venv-llamacpp")
 VENV_PY = VENV / "bin/python"
-VENV_PKGS = ["llama-cpp-python", "gguf", "numpy", "matplotlib"]
+# safetensors: tools/make_bench_model.py writes the 1.1B model as a checkpoint too.
+VENV_PKGS = ["llama-cpp-python", "gguf", "numpy", "matplotlib", "safetensors"]
 WORK = ROOT / ".cache/bench-vs-llamacpp"
 RESULTS = ROOT / "docs/bench"
 SMOL_GGUF = Path.home() / ".cache/llq/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,12 +80,13 @@ def ensure_venv():
         import numpy  # noqa: F401
         import matplotlib  # noqa: F401
         import gguf  # noqa: F401
+        import safetensors  # noqa: F401
 
         return
     except ImportError:
         pass
     if Path(sys.prefix).resolve() != VENV.resolve() and VENV_PY.exists():
-        ok = subprocess.run([str(VENV_PY), "-c", "import llama_cpp, numpy, matplotlib, gguf"],
+        ok = subprocess.run([str(VENV_PY), "-c", "import llama_cpp, numpy, matplotlib, gguf, safetensors"],
                             capture_output=True).returncode == 0
         if ok:
             os.execv(str(VENV_PY), [str(VENV_PY), __file__] + sys.argv[1:])
