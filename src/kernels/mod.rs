@@ -232,6 +232,7 @@ pub fn available() -> Vec<&'static Kernels> {
 pub const ALL_LEVELS: &[&str] = &[
     "scalar",
     "avx2",
+    "avxvnni",
     "avx512",
     "avx512vnni",
     "neon",
