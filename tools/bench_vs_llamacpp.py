@@ -22,9 +22,13 @@ both runtimes requantize from it: llama.cpp with allow_requantize, llq by dequan
 (source: its f16 GGUF). llama.cpp's quantizations are made with llama_model_quantize.
 
 The virtualenv ~/.cache/llq/venv-llamacpp (llama-cpp-python, gguf, numpy, matplotlib,
-safetensors) is
-created when missing and the script re-runs itself inside it; LLQ_BENCH_VENV names another
-one (a llama.cpp built with other CMAKE_ARGS), and LLQ_KERNEL reaches `llq bench`.
+safetensors) is created when missing and the script re-runs itself inside it;
+LLQ_BENCH_VENV names another one (a llama.cpp built with other CMAKE_ARGS), and LLQ_KERNEL
+reaches `llq bench`.
+
+Results: one file per machine kind, docs/bench/perf-<kind>.json, where the kind is llq's
+kernel level and, when LLQ_KERNEL forces a lower one, the CPU's best (`avx2-on-avx512vnni`
+stands in for an AVX2-only CPU); the report puts every kind's ratios side by side.
 """
 
 import argparse
@@ -151,7 +155,13 @@ def machine(llq):
     native = system(native_env)["kernel levels available"].split()[-1]
     info = system(os.environ)
     level = info["kernel level chosen"].strip()
+    cpu = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k.strip() in ("cpu family", "model") and k.strip() not in cpu:
+            cpu[k.strip()] = v.strip()
     return dict(level=level, native=native, features=info.get("cpu features", "").strip(),
+                family=cpu.get("cpu family"), model=cpu.get("model"),
                 kind=level if level == native else f"{level}-on-{native}")
 
 
@@ -805,6 +815,8 @@ def perf_section(path, p, plot_path=None):
     L += [f"## Speed on {machine_label(p)}", "",
           f"Raw: `docs/bench/{path.name}`.", "",
           f"- date: {p['date']}" + run_dates(p), f"- CPU: {p['cpu']} ({p['nproc']} cores, KVM guest)"
+          + (f", family {machine_of(p)['family']} model {machine_of(p)['model']}"
+             if machine_of(p).get("family") else "")
           + (f"; features: `{p['machine']['features']}`" if machine_of(p)["features"] else ""),
           f"- llq commit: `{p['commit']}`" + run_commits(p),
           f"- llama.cpp: llama-cpp-python {p['llama_cpp_version']} (built from source by pip); "
@@ -1022,6 +1034,16 @@ def machines_overview(perf_runs):
                       and summarize(e, t, test)), None)
             cells.append(cell(p, e, t, test) if e else "-")
         L.append(f"| {model} | {qtype} | {t} | {test} | " + " | ".join(cells) + " |")
+    L.append("")
+    for kind, p in kinds:
+        m = machine_of(p)
+        cpu = p["cpu"] + (f" (family {m['family']}, model {m['model']})" if m.get("family") else "")
+        # llama.cpp's build: the features its system info reports as on.
+        built = " ".join(x.split("=")[0].strip().removeprefix("CPU :").strip()
+                         for x in p["llama_cpp_system_info"].split("|") if "= 1" in x)
+        L.append(f"- `{kind}`: {cpu}, read bandwidth at the start {p['bw']['1']:.1f} / "
+                 f"{p['bw']['2']:.1f} GB/s (1 / 2 threads), llama.cpp built with {built}; "
+                 f"{p['date']}" + run_dates(p))
     return L + [""]
 
 
