@@ -763,6 +763,22 @@ def run_key(p, e):
             tuple(e.get("depths", [0])))
 
 
+def depth_tests(e):
+    """An entry's test names at depth (`pp512 @ d4096`), by depth."""
+    return sorted({k.split("|", 2)[2] for k in e["samples"] if " @ d" in k},
+                  key=lambda test: (int(test.split(" @ d")[1]), test))
+
+
+def goal_of(test):
+    """The issue's goal for a ratio: pp ≥ 1.5×, tg ≥ 1.2×."""
+    return 1.5 if test.startswith("pp") else 1.2
+
+
+def llq_bw_pct(p, e, t, s):
+    """llq's decode read rate as % of the median bandwidth probe (`s`: summarize's row)."""
+    return 100 * e["llq_decode_bytes"] * s["llq"][0] / 1e9 / probe_bw(p, e, t)
+
+
 def summarize(entry, t, test):
     a = entry["samples"].get(f"llamacpp|{t}|{test}")
     b = entry["samples"].get(f"llq|{t}|{test}")
@@ -810,20 +826,18 @@ def fmt_size(b):
 
 def perf_section(path, p, plot_path=None):
     """One machine kind's speed, bandwidth, cold-start, goal and depth tables."""
-    goals = []
-    L = []
-    L += [f"## Speed on {machine_label(p)}", "",
+    goals, m = [], machine_of(p)
+    L = [f"## Speed on {machine_label(p)}", "",
           f"Raw: `docs/bench/{path.name}`.", "",
           f"- date: {p['date']}" + run_dates(p), f"- CPU: {p['cpu']} ({p['nproc']} cores, KVM guest)"
-          + (f", family {machine_of(p)['family']} model {machine_of(p)['model']}"
-             if machine_of(p).get("family") else "")
-          + (f"; features: `{p['machine']['features']}`" if machine_of(p)["features"] else ""),
+          + (f", family {m['family']} model {m['model']}" if m.get("family") else "")
+          + (f"; features: `{m['features']}`" if m["features"] else ""),
           f"- llq commit: `{p['commit']}`" + run_commits(p),
           f"- llama.cpp: llama-cpp-python {p['llama_cpp_version']} (built from source by pip); "
           f"system info: `{p['llama_cpp_system_info'].strip()}`",
           f"- load average before/after: {' '.join(p['load_before'])} / "
-          f"{' '.join(p.get('load_after', []))} — the machine is shared by 4 engineers on 2 "
-          "cores: absolute numbers are noisy, the ratios (measured alternately, A B A B) "
+          f"{' '.join(p.get('load_after', []))} — the VM is shared and noisy: "
+          "absolute numbers vary, the ratios (measured alternately, A B A B) "
           "are what to read",
           "- protocol: ppN = N random tokens from an empty "
           "context in one batch (last logits only); tgN = after a 1-token "
@@ -913,20 +927,17 @@ def perf_section(path, p, plot_path=None):
     valid = [g for g in goals if g[1] == 1 or
              (one_thread(g[0], g[2]) and summarize(g[0], g[1], g[2])["llamacpp"][0] >= one_thread(g[0], g[2]))]
     invalid = [g for g in goals if g not in valid]
-    def goal(test):
-        return 1.5 if test.startswith("pp") else 1.2
-
-    met = [g for g in valid if g[3] >= goal(g[2])]
+    met = [g for g in valid if g[3] >= goal_of(g[2])]
     L.append(f"- {len(met)} of {len(valid)} valid rows meet their goal; not met: "
-             + (", ".join(f"{e['model']} {e['type']} t{t} {test} ({r:.2f} < {goal(test)})"
-                          for e, t, test, r in valid if r < goal(test)) or "none"))
+             + (", ".join(f"{e['model']} {e['type']} t{t} {test} ({r:.2f} < {goal_of(test)})"
+                          for e, t, test, r in valid if r < goal_of(test)) or "none"))
     for e in p["runs"]:
         if not e["model"].startswith("tinyllama"):
             continue
         for t in sorted({int(k.split("|")[1]) for k in e["samples"]}):
             s = summarize(e, t, tests_of(p, e)[1])
             if s:
-                pct = 100 * e["llq_decode_bytes"] * s["llq"][0] / 1e9 / probe_bw(p, e, t)
+                pct = llq_bw_pct(p, e, t, s)
                 paired = paired_pct(e, "llq", t, tests_of(p, e)[1])
                 if paired:
                     # Judged round by round, each against its own probe.
@@ -982,16 +993,11 @@ def machines_overview(perf_runs):
     and against llama.cpp with flash attention."""
     kinds = [(machine_of(p)["kind"], p) for _, p in perf_runs]
 
-    def tests(p, e):
-        at_depth = sorted({k.split("|", 2)[2] for k in e["samples"] if " @ d" in k},
-                          key=lambda test: (int(test.split(" @ d")[1]), test))
-        return tests_of(p, e) + at_depth
-
     keys = []
     for _, p in kinds:
         for e in p["runs"]:
             for t in sorted({int(k.split("|")[1]) for k in e["samples"]}):
-                for test in tests(p, e):
+                for test in tests_of(p, e) + depth_tests(e):
                     key = (e["model"], e["type"], t, test)
                     if key not in keys and summarize(e, t, test):
                         keys.append(key)
@@ -1001,7 +1007,7 @@ def machines_overview(perf_runs):
         return f"{r:.3f}" if r < goal <= round(r, 2) else f"{r:.2f}"
 
     def cell(p, e, t, test):
-        goal = 1.5 if test.startswith("pp") else 1.2
+        goal = goal_of(test)
         s = summarize(e, t, test)
         if " @ d" in test:
             fa = e["samples"].get(f"llamacpp_fa|{t}|{test}")
@@ -1011,7 +1017,7 @@ def machines_overview(perf_runs):
             return text + ("" if ok else " ✗")
         text, ok = fmt(s["ratio"], goal), s["ratio"] >= goal
         if test.startswith("tg") and not ok:
-            pct = 100 * e["llq_decode_bytes"] * s["llq"][0] / 1e9 / probe_bw(p, e, t)
+            pct = llq_bw_pct(p, e, t, s)
             ok = pct >= 90
             text += f" ({pct:.0f}%)"
         return text + ("" if ok else " ✗")
@@ -1084,8 +1090,7 @@ def depth_section(p):
     llq against llama.cpp's default settings and against llama.cpp with flash attention."""
     rows = []
     for e in p["runs"]:
-        keys = sorted({k.split("|", 2)[2] for k in e["samples"] if " @ d" in k},
-                      key=lambda test: (int(test.split(" @ d")[1]), test))
+        keys = depth_tests(e)
         for t in sorted({int(k.split("|")[1]) for k in e["samples"]}):
             for test in keys:
                 got = {eng: e["samples"].get(f"{eng}|{t}|{test}")
