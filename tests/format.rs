@@ -121,7 +121,7 @@ fn newer_major_version_is_refused_by_name() {
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
     let e = open_bytes(&bytes).err().unwrap();
-    assert!(e.contains("version 2.2 is newer"), "{e}");
+    assert!(e.contains("version 2.3 is newer"), "{e}");
 }
 
 #[test]
@@ -311,6 +311,27 @@ fn hostile_headers_with_valid_checksums() {
     expect_err(
         Raw::new().tensor("t", 2, 1, &[2, 64], 0, 136),
         "does not match shape",
+    );
+    // q5_k and q6_k as format 1.2 wrote them (layout 1, all high bits before all
+    // nibbles) are refused by name; layout 2 is theirs alone, and checked like rows16
+    // (16 rows × 256 columns of q6_k: 3360 bytes).
+    for (id, name) in [(8, "q5_k"), (9, "q6_k")] {
+        expect_err(
+            Raw::new().tensor("t", id, 1, &[16, 256], 0, 0),
+            &format!("{name} in the rows16 layout of format 1.2 is not supported"),
+        );
+    }
+    expect_err(
+        Raw::new().tensor("t", 2, 2, &[16, 64], 0, 1088),
+        "layout rows16-sub is for q5_k and q6_k matrices, not q8_0",
+    );
+    expect_err(
+        Raw::new().tensor("t", 9, 2, &[16, 256], 0, 3359),
+        "byte length 3359 does not match shape [16, 256] as q6_k (3360 bytes)",
+    );
+    expect_err(
+        Raw::new().tensor("t", 9, 2, &[256], 0, 210),
+        "layout rows16-sub needs a quantized 2-D tensor",
     );
     expect_err(
         Raw::new().tensor("t", 0, 0, &[4], 32, 16),

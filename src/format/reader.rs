@@ -380,8 +380,9 @@ fn tensor_entry(
     let kind = kind_from_codes(dtype, layout)?;
     let expected = kind.tensor_bytes(&shape).ok_or_else(|| match layout {
         Layout::RowMajor => not_whole(),
-        Layout::Rows16 => format!(
-            "layout rows16 needs a quantized 2-D tensor of whole blocks, not {} {shape:?}",
+        Layout::Rows16 | Layout::Rows16Sub => format!(
+            "layout {} needs a quantized 2-D tensor of whole blocks, not {} {shape:?}",
+            layout.name(),
             dtype.name()
         ),
     })?;

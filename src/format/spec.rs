@@ -5,8 +5,9 @@ use crate::quant::{DType, WeightKind};
 pub const MAGIC: [u8; 4] = *b"LLQF";
 pub const VERSION_MAJOR: u16 = 1;
 /// 1.1 added the `rows16` layout (a 1.0 reader refuses such files: "unknown layout id");
-/// 1.2 the coded dtypes 4–9, ggml's q4_1 … q6_k (a 1.1 reader: "unknown dtype").
-pub const VERSION_MINOR: u16 = 2;
+/// 1.2 the coded dtypes 4–9, ggml's q4_1 … q6_k (a 1.1 reader: "unknown dtype");
+/// 1.3 the `rows16-sub` layout of q5_k and q6_k (a 1.2 reader: "unknown layout id").
+pub const VERSION_MINOR: u16 = 3;
 
 /// Size of the fixed header that starts every file.
 pub const FIXED_HEADER_LEN: usize = 64;
@@ -32,6 +33,12 @@ pub enum Layout {
     /// superblock per 16 rows × 32 columns (see `quant::interleave` and docs/FORMAT.md).
     /// The row count is padded with zero rows to a multiple of 16.
     Rows16 = 1,
+    /// `rows16` for the K-quants with high bits (q5_k, q6_k): each 32-column sub-block's
+    /// high bits and nibbles lie next to each other, so a superblock is read in one
+    /// stream (format 1.3; 1.2 wrote these two types as `rows16`, all high bits before
+    /// all nibbles, which this llq no longer reads). For the other coded types the two
+    /// orders are the same bytes, and they stay `rows16`.
+    Rows16Sub = 2,
 }
 
 impl Layout {
@@ -39,6 +46,7 @@ impl Layout {
         match v {
             0 => Some(Layout::RowMajor),
             1 => Some(Layout::Rows16),
+            2 => Some(Layout::Rows16Sub),
             _ => None,
         }
     }
@@ -47,16 +55,17 @@ impl Layout {
         match self {
             Layout::RowMajor => "row-major",
             Layout::Rows16 => "rows16",
+            Layout::Rows16Sub => "rows16-sub",
         }
     }
 }
 
 /// The (dtype, layout) codes a tensor of `kind` is stored with.
 pub fn stored_codes(kind: WeightKind) -> (DType, Layout) {
-    let layout = if kind.interleaved() {
-        Layout::Rows16
-    } else {
-        Layout::RowMajor
+    let layout = match kind {
+        WeightKind::Q5_Kx16 | WeightKind::Q6_Kx16 => Layout::Rows16Sub,
+        _ if kind.interleaved() => Layout::Rows16,
+        _ => Layout::RowMajor,
     };
     (kind.dtype(), layout)
 }
@@ -67,6 +76,15 @@ pub fn kind_from_codes(dtype: DType, layout: Layout) -> Result<WeightKind, Strin
         .into_iter()
         .find(|k| stored_codes(*k) == (dtype, layout))
         .ok_or_else(|| match layout {
+            // llq format 1.2 stored these with all high bits before all nibbles.
+            Layout::Rows16 if matches!(dtype, DType::Q5_K | DType::Q6_K) => format!(
+                "{} in the rows16 layout of format 1.2 is not supported: this llq reads it in the rows16-sub layout only (re-convert the model)",
+                dtype.name()
+            ),
+            Layout::Rows16Sub => format!(
+                "layout rows16-sub is for q5_k and q6_k matrices, not {}",
+                dtype.name()
+            ),
             Layout::Rows16 => format!(
                 "layout rows16 needs a quantized 2-D tensor, not {}",
                 dtype.name()

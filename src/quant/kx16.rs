@@ -3,17 +3,19 @@
 //! in `quant::interleave`, so one SIMD register holds 4 consecutive codes of 4, 8 or 16
 //! rows and a dot-product instruction leaves one row's partial sum per 32-bit lane.
 //!
-//! Every weight is `S · code + B` (see [`crate::quant::native`]). A superblock holds, per
-//! 32-column sub-block `s`:
-//! * 256 bytes of nibbles at `256 s`, arranged exactly like a `BlockQ4_0x16`: byte
+//! Every weight is `S · code + B` (see [`crate::quant::native`]). A superblock holds the
+//! rows' scale fields, then per 32-column sub-block `s` one contiguous run of
+//! [`CodedX16::SUB_BYTES`] bytes (sub-block after sub-block, so that a kernel reads the
+//! superblock front to back in one stream, which the hardware prefetchers follow):
+//! * for 5-bit codes, 64 bytes of fifth bits: bit `c` (`c < 8`) of byte `4i + b` is bit
+//!   4 of row `i`'s code `4c + b`; for 6-bit codes, 128 bytes: bits `2(c % 4)`,
+//!   `2(c % 4) + 1` of byte `64 (c / 4) + 4i + b` are bits 4–5 of row `i`'s code
+//!   `4c + b` ([`CodedX16::sub_high`]);
+//! * then 256 bytes of nibbles, arranged exactly like a `BlockQ4_0x16`: byte
 //!   `64c + 4i + b` (`c < 4`) holds the low 4 bits of row `i`'s code `4c + b` in its low
-//!   nibble and of code `16 + 4c + b` in its high nibble;
-//! * for 5-bit codes, 64 bytes of fifth bits at `64 s`: bit `c` (`c < 8`) of byte
-//!   `4i + b` is bit 4 of row `i`'s code `4c + b`;
-//! * for 6-bit codes, 128 bytes at `128 s`: bits `2(c % 4)`, `2(c % 4) + 1` of byte
-//!   `64 (c / 4) + 4i + b` are bits 4–5 of row `i`'s code `4c + b`;
+//!   nibble and of code `16 + 4c + b` in its high nibble ([`CodedX16::sub_nibbles`]);
 //!
-//! and the rows' scale fields as ggml stores them, transposed so that field `k` of the
+//! The rows' scale fields are those ggml stores, transposed so that field `k` of the
 //! 16 rows is 16 consecutive values (one vector load): f16 `d` (and `m`/`dmin`), Q4_K's
 //! and Q5_K's 12 packed scale bytes at `16k + i`, Q6_K's 16 i8 scales at `16k + i`.
 //! Each superblock has exactly the bytes of its 16 native blocks, so a `rows16` tensor
@@ -60,12 +62,23 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
     const HIGH_BITS: u32;
     /// Whether a sub-block's two 16-column halves have scales of their own (Q6_K).
     const SPLIT: bool;
-    /// `SUBS · 256` bytes of nibbles.
-    fn nibbles(&self) -> &[u8];
-    fn nibbles_mut(&mut self) -> &mut [u8];
-    /// `SUBS · 64 · HIGH_BITS` bytes of high bits (empty for 4-bit codes).
-    fn high(&self) -> &[u8];
-    fn high_mut(&mut self) -> &mut [u8];
+    /// Bytes of one sub-block's codes: `64 · HIGH_BITS` of high bits, then 256 of nibbles.
+    const SUB_BYTES: usize = PLANE * Self::HIGH_BITS as usize + NIB;
+    /// Every sub-block's codes, `SUBS · SUB_BYTES` bytes; sub-block `s` at `SUB_BYTES · s`.
+    fn codes(&self) -> &[u8];
+    fn codes_mut(&mut self) -> &mut [u8];
+    /// The 256 bytes of nibbles of sub-block `s`.
+    #[inline(always)]
+    fn sub_nibbles(&self, s: usize) -> &[u8] {
+        let h = PLANE * Self::HIGH_BITS as usize;
+        &self.codes()[Self::SUB_BYTES * s + h..Self::SUB_BYTES * (s + 1)]
+    }
+    /// The `64 · HIGH_BITS` bytes of high bits of sub-block `s` (empty for 4-bit codes).
+    #[inline(always)]
+    fn sub_high(&self, s: usize) -> &[u8] {
+        let h = PLANE * Self::HIGH_BITS as usize;
+        &self.codes()[Self::SUB_BYTES * s..Self::SUB_BYTES * s + h]
+    }
     /// Copy row `i`'s scale fields from its native block.
     fn set_row_scales(&mut self, i: usize, b: &Self::Plain);
     /// Row `i`'s scale fields into a native block.
@@ -78,13 +91,13 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
     /// Row `i`'s code `k` of sub-block `s` (`k < 32`).
     #[inline]
     fn code(&self, s: usize, i: usize, k: usize) -> u8 {
-        let byte = self.nibbles()[NIB * s + q4_index(i, k)];
+        let byte = self.sub_nibbles(s)[q4_index(i, k)];
         let lo = if k < 16 { byte & 0x0F } else { byte >> 4 };
         let (c, b) = (k / 4, k % 4);
         let hi = match Self::HIGH_BITS {
             0 => 0,
-            1 => (self.high()[PLANE * s + 4 * i + b] >> c) & 1,
-            _ => (self.high()[2 * PLANE * s + PLANE * (c / 4) + 4 * i + b] >> (2 * (c % 4))) & 3,
+            1 => (self.sub_high(s)[4 * i + b] >> c) & 1,
+            _ => (self.sub_high(s)[PLANE * (c / 4) + 4 * i + b] >> (2 * (c % 4))) & 3,
         };
         lo | (hi << 4)
     }
@@ -94,14 +107,16 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
     #[inline]
     fn put_row(&mut self, s: usize, i: usize, codes: &[u8]) {
         let codes: &[u8; SUB] = codes.try_into().expect("one sub-block of codes");
-        let nib = &mut self.nibbles_mut()[NIB * s..NIB * (s + 1)];
+        let h = PLANE * Self::HIGH_BITS as usize;
+        let sub = &mut self.codes_mut()[Self::SUB_BYTES * s..Self::SUB_BYTES * (s + 1)];
+        let (high, nib) = sub.split_at_mut(h);
         for k in 0..16 {
             nib[q4_index(i, k)] = (codes[k] & 0x0F) | ((codes[k + 16] & 0x0F) << 4);
         }
         match Self::HIGH_BITS {
             0 => {}
             1 => {
-                let plane = &mut self.high_mut()[PLANE * s..PLANE * (s + 1)];
+                let plane = high;
                 for b in 0..4 {
                     let mut byte = 0u8;
                     for c in 0..8 {
@@ -111,7 +126,7 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
                 }
             }
             _ => {
-                let planes = &mut self.high_mut()[2 * PLANE * s..2 * PLANE * (s + 1)];
+                let planes = high;
                 for half in 0..2 {
                     for b in 0..4 {
                         let mut byte = 0u8;
@@ -179,10 +194,9 @@ macro_rules! coded_x16 {
         #[repr(C)]
         pub struct $name {
             $(pub $field: $fty,)*
-            /// High bits of the codes (see the module comment).
-            pub qh: [u8; PLANE * $subs * $hb],
-            /// Low nibbles of the codes.
-            pub qs: [u8; NIB * $subs],
+            /// The codes, sub-block after sub-block: high bits, then nibbles (see the
+            /// module comment).
+            pub q: [u8; (PLANE * $hb + NIB) * $subs],
         }
         const _: () = assert!(
             std::mem::size_of::<$name>() == GROUP * std::mem::size_of::<$native>()
@@ -229,17 +243,11 @@ macro_rules! coded_access {
         const SUBS: usize = $subs;
         const HIGH_BITS: u32 = $hb;
         const SPLIT: bool = $split;
-        fn nibbles(&self) -> &[u8] {
-            &self.qs
+        fn codes(&self) -> &[u8] {
+            &self.q
         }
-        fn nibbles_mut(&mut self) -> &mut [u8] {
-            &mut self.qs
-        }
-        fn high(&self) -> &[u8] {
-            &self.qh
-        }
-        fn high_mut(&mut self) -> &mut [u8] {
-            &mut self.qh
+        fn codes_mut(&mut self) -> &mut [u8] {
+            &mut self.q
         }
     };
 }

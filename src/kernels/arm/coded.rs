@@ -188,13 +188,12 @@ impl NeonCoded for BlockQ6_Kx16 {
 #[inline]
 #[target_feature(enable = "neon")]
 pub(super) fn codes_half<B: CodedX16>(sb: &B, s: usize, r: usize, h: usize) -> [int8x16_t; 4] {
-    let v: [uint8x16_t; 4] =
-        std::array::from_fn(|c| ld_u8(sb.nibbles(), 256 * s + 64 * c + 16 * r));
+    let v: [uint8x16_t; 4] = std::array::from_fn(|c| ld_u8(sb.sub_nibbles(s), 64 * c + 16 * r));
     let hb = B::HIGH_BITS as i8;
     let plane = match B::HIGH_BITS {
         0 => vdupq_n_u8(0),
-        1 => ld_u8(sb.high(), 64 * s + 16 * r),
-        _ => ld_u8(sb.high(), 128 * s + 64 * h + 16 * r),
+        1 => ld_u8(sb.sub_high(s), 16 * r),
+        _ => ld_u8(sb.sub_high(s), 64 * h + 16 * r),
     };
     // Shift counts are constants once the callers' loops are unrolled: `ushl` by a
     // constant vector becomes an immediate shift (a count of 0 disappears).

@@ -37,8 +37,6 @@ use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16, CodedX16,
 };
 
-/// Bytes of nibbles per sub-block.
-const NIB: usize = 256;
 /// Bytes of one plane of high bits per sub-block.
 const PLANE: usize = 64;
 
@@ -241,7 +239,7 @@ fn shift512(v: __m512i, n: i32) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn codes512<B: CodedX16>(sb: &B, s: usize) -> [__m512i; 8] {
-    let nib = &sb.nibbles()[NIB * s..NIB * (s + 1)];
+    let nib = sb.sub_nibbles(s);
     // SAFETY: `nib` is 256 readable bytes, chunk c at 64c; unaligned loads.
     let v: [__m512i; 4] =
         std::array::from_fn(|c| unsafe { _mm512_loadu_si512(nib.as_ptr().add(64 * c).cast()) });
@@ -255,7 +253,7 @@ fn codes512<B: CodedX16>(sb: &B, s: usize) -> [__m512i; 8] {
     });
     let hb = B::HIGH_BITS as usize;
     if hb > 0 {
-        let high = &sb.high()[hb * PLANE * s..hb * PLANE * (s + 1)];
+        let high = sb.sub_high(s);
         // SAFETY: `high` is 64·hb readable bytes, plane p at 64p; unaligned loads.
         let plane = |p: usize| unsafe { _mm512_loadu_si512(high.as_ptr().add(PLANE * p).cast()) };
         let mask = _mm512_set1_epi8(if hb == 1 { 0x10 } else { 0x30 });
@@ -298,43 +296,6 @@ fn x4(a: &ActQ8, c: usize) -> i32 {
     i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
 }
 
-/// How far ahead [`prefetch_sub`] asks: whole superblocks, at least 4 KiB (2 K-quant
-/// superblocks of 16 rows; a dozen of the small legacy ones).
-const fn prefetch_ahead<B>() -> usize {
-    4096usize.div_ceil(std::mem::size_of::<B>())
-}
-
-/// Ask for sub-block `s` of the superblock [`prefetch_ahead`] ahead of `b` (its nibbles
-/// and high bits; at `s == 0` also its scale fields) while sub-block `s` of `b` is
-/// multiplied. Spread over the sub-blocks, the requests keep pace with the loads and keep
-/// both regions of a superblock (high bits, nibbles) in flight. Measured on the 1.1B shape
-/// (Zen 5, alternated runs, one-thread tg medians) against asking for the whole next
-/// superblock at its start: Q6_K 20 → 26 t/s (avx512vnni) and 16 → 24 (avx2); Q4_K_M
-/// unchanged at avx512vnni, 24 → 29 at avx2.
-#[inline(always)]
-fn prefetch_sub<B: CodedX16>(w: &[B], b: usize, s: usize) {
-    let Some(next) = w.get(b + prefetch_ahead::<B>()) else {
-        return;
-    };
-    let pf = |p: *const u8, n: usize| {
-        for off in (0..n).step_by(64) {
-            // SAFETY: a prefetch reads nothing architecturally; `p + off` lies inside `next`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off).cast()) };
-        }
-    };
-    let hb = B::HIGH_BITS as usize;
-    pf(next.nibbles()[NIB * s..].as_ptr(), NIB);
-    if hb > 0 {
-        pf(next.high()[hb * PLANE * s..].as_ptr(), hb * PLANE);
-    }
-    if s == 0 {
-        // The scale fields: every byte before the high bits (`kx16`'s repr(C) order).
-        let base = (next as *const B).cast::<u8>();
-        let fields = next.high().as_ptr() as usize - base as usize;
-        pf(base, fields.min(std::mem::size_of::<B>()));
-    }
-}
-
 /// `T` tokens × 16 rows, every superblock and sub-block: per token, one `vpdpbusd` chain
 /// per 16-column half (independent chains hide its latency), then
 /// `facc += cvt(I) · (S·d_x) [+ B · d_x·Σx]`.
@@ -358,7 +319,6 @@ fn tile_vnni<B: Coded, const T: usize>(
             .m
             .map(|(m, sign)| _mm512_mul_ps(f16x16(m), _mm512_set1_ps(sign)));
         for s in 0..B::SUBS {
-            prefetch_sub(w, b, s);
             let wv = codes512(sb, s);
             let slots = if B::SPLIT { 2 } else { 1 };
             let sv: [__m512; 2] = std::array::from_fn(|h| match raw.sc {
@@ -443,7 +403,7 @@ fn shift256(v: __m256i, n: i32) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn code256<B: CodedX16>(sb: &B, s: usize, r: usize, c: usize) -> __m256i {
-    let nib = &sb.nibbles()[NIB * s..NIB * (s + 1)];
+    let nib = sb.sub_nibbles(s);
     // SAFETY: 64(c % 4) + 32r + 32 <= 256 bytes of `nib`; unaligned load.
     let v = unsafe { _mm256_loadu_si256(nib.as_ptr().add(64 * (c % 4) + 32 * r).cast()) };
     let v = if c < 4 { v } else { _mm256_srli_epi16::<4>(v) };
@@ -455,7 +415,7 @@ fn code256<B: CodedX16>(sb: &B, s: usize, r: usize, c: usize) -> __m256i {
         } else {
             (c / 4, 4 - 2 * (c % 4) as i32, 0x30)
         };
-        let high = &sb.high()[hb * PLANE * s..hb * PLANE * (s + 1)];
+        let high = sb.sub_high(s);
         // SAFETY: 64p + 32r + 32 <= 64·hb bytes of `high`; unaligned load.
         let h = unsafe { _mm256_loadu_si256(high.as_ptr().add(PLANE * p + 32 * r).cast()) };
         let h = _mm256_and_si256(shift256(h, n), _mm256_set1_epi8(mask));
@@ -511,7 +471,6 @@ fn tile_avx2<B: Coded, const T: usize>(
             [0, 1].map(|r| _mm256_mul_ps(f16x8(m, r), sign))
         });
         for s in 0..B::SUBS {
-            prefetch_sub(w, b, s);
             let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b * B::SUBS + s]);
             for r in 0..2 {
                 let dv = dvs[r];
@@ -620,7 +579,6 @@ fn tile_avxvnni<B: Coded, const T: usize>(
             [0, 1].map(|r| _mm256_mul_ps(f16x8(m, r), sign))
         });
         for s in 0..B::SUBS {
-            prefetch_sub(w, b, s);
             let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b * B::SUBS + s]);
             // A slot is a 16-column half of the sub-block if SPLIT, else all of it.
             let slots = if B::SPLIT { 2 } else { 1 };
