@@ -62,22 +62,22 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
     const HIGH_BITS: u32;
     /// Whether a sub-block's two 16-column halves have scales of their own (Q6_K).
     const SPLIT: bool;
-    /// Bytes of one sub-block's codes: `64 · HIGH_BITS` of high bits, then 256 of nibbles.
-    const SUB_BYTES: usize = PLANE * Self::HIGH_BITS as usize + NIB;
+    /// Bytes of high bits per sub-block (`64 · HIGH_BITS`).
+    const HIGH_BYTES: usize = PLANE * Self::HIGH_BITS as usize;
+    /// Bytes of one sub-block's codes: its high bits, then 256 bytes of nibbles.
+    const SUB_BYTES: usize = Self::HIGH_BYTES + NIB;
     /// Every sub-block's codes, `SUBS · SUB_BYTES` bytes; sub-block `s` at `SUB_BYTES · s`.
     fn codes(&self) -> &[u8];
     fn codes_mut(&mut self) -> &mut [u8];
     /// The 256 bytes of nibbles of sub-block `s`.
     #[inline(always)]
     fn sub_nibbles(&self, s: usize) -> &[u8] {
-        let h = PLANE * Self::HIGH_BITS as usize;
-        &self.codes()[Self::SUB_BYTES * s + h..Self::SUB_BYTES * (s + 1)]
+        &self.codes()[Self::SUB_BYTES * s + Self::HIGH_BYTES..Self::SUB_BYTES * (s + 1)]
     }
-    /// The `64 · HIGH_BITS` bytes of high bits of sub-block `s` (empty for 4-bit codes).
+    /// The high bits of sub-block `s` (empty for 4-bit codes).
     #[inline(always)]
     fn sub_high(&self, s: usize) -> &[u8] {
-        let h = PLANE * Self::HIGH_BITS as usize;
-        &self.codes()[Self::SUB_BYTES * s..Self::SUB_BYTES * s + h]
+        &self.codes()[Self::SUB_BYTES * s..Self::SUB_BYTES * s + Self::HIGH_BYTES]
     }
     /// Copy row `i`'s scale fields from its native block.
     fn set_row_scales(&mut self, i: usize, b: &Self::Plain);
@@ -107,33 +107,30 @@ pub trait CodedX16: Interleaved<Plain: NativeBlock> {
     #[inline]
     fn put_row(&mut self, s: usize, i: usize, codes: &[u8]) {
         let codes: &[u8; SUB] = codes.try_into().expect("one sub-block of codes");
-        let h = PLANE * Self::HIGH_BITS as usize;
         let sub = &mut self.codes_mut()[Self::SUB_BYTES * s..Self::SUB_BYTES * (s + 1)];
-        let (high, nib) = sub.split_at_mut(h);
+        let (high, nib) = sub.split_at_mut(Self::HIGH_BYTES);
         for k in 0..16 {
             nib[q4_index(i, k)] = (codes[k] & 0x0F) | ((codes[k + 16] & 0x0F) << 4);
         }
         match Self::HIGH_BITS {
             0 => {}
             1 => {
-                let plane = high;
                 for b in 0..4 {
                     let mut byte = 0u8;
                     for c in 0..8 {
                         byte |= ((codes[4 * c + b] >> 4) & 1) << c;
                     }
-                    plane[4 * i + b] = byte;
+                    high[4 * i + b] = byte;
                 }
             }
             _ => {
-                let planes = high;
                 for half in 0..2 {
                     for b in 0..4 {
                         let mut byte = 0u8;
                         for c in 0..4 {
                             byte |= ((codes[4 * (4 * half + c) + b] >> 4) & 3) << (2 * c);
                         }
-                        planes[PLANE * half + 4 * i + b] = byte;
+                        high[PLANE * half + 4 * i + b] = byte;
                     }
                 }
             }
