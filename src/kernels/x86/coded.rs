@@ -30,6 +30,7 @@
 //! after `is_x86_feature_detected!` confirmed the features each function enables.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use crate::kernels::{group_dims_sub, CodedKernels};
 use crate::quant::interleave::{ActQ8, GROUP};
@@ -95,6 +96,27 @@ pub(super) trait Coded: CodedX16 {
     /// # Safety
     /// The CPU must have avx2.
     unsafe fn raw<'a>(&'a self, buf: &'a mut [i8; 256]) -> Raw<'a>;
+
+    /// The chunks of slot `h` (a 16-column half of the sub-block if `SPLIT`, else all 8).
+    #[inline(always)]
+    fn chunks(h: usize) -> Range<usize> {
+        if Self::SPLIT {
+            4 * h..4 * h + 4
+        } else {
+            0..8
+        }
+    }
+
+    /// Where slot `h`'s integer sum starts for activations `a`: `OFF · Σx` over the slot.
+    #[inline(always)]
+    fn start(a: &ActQ8, h: usize) -> i32 {
+        Self::OFF
+            * if Self::SPLIT {
+                a.sums[h] as i32
+            } else {
+                a.sum()
+            }
+    }
 }
 
 impl Coded for BlockQ4_1x16 {
@@ -375,7 +397,8 @@ fn tile_vnni<B: Coded, const T: usize>(
 }
 
 // ---------------------------------------------------------------------------------------
-// AVX2: two halves of 8 rows (`r`) per superblock.
+// 256-bit levels (AVX2, AVX-VNNI): two halves of 8 rows (`r`) per superblock, one tile
+// skeleton over each level's integer dot product.
 
 fn gemm_avx2<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
@@ -442,11 +465,259 @@ fn scaled8(v: __m256, q: &[i8]) -> __m256 {
     _mm256_mul_ps(v, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)))
 }
 
-/// `T` tokens × 16 rows as two halves of 8: per chunk one `vpmaddubsw` per token into an
-/// i16 sum, widened by `vpmaddwd` every `8 >> HIGH_BITS` chunks (see the module comment),
-/// then as the VNNI tile.
-// `r` picks both the rows' byte offset and the accumulator column.
-#[allow(clippy::needless_range_loop)]
+/// How a 256-bit level forms a slot's integer sums; the rest of the tile, written once, is
+/// [`tile256`].
+trait Dot256 {
+    /// Row halves (of 8) one pass covers. AVX2 takes one at a time: its i16 pair sums and
+    /// their widened totals already hold 2·`T` registers for one half. AVX-VNNI takes both:
+    /// each activation broadcast then feeds two `vpdpbusd`, and the 2·`T` chains interleave.
+    const HALVES: usize;
+
+    /// `start[t] + Σ code · x` over the chunks `chunks` of sub-block `s`, for each token
+    /// `t` and rows `8r..8r+8`, `r = HALVES · pass + j`, in `[t][j]` (`j < HALVES`; the
+    /// other entry is unused).
+    ///
+    /// # Safety
+    /// The CPU must have avx2, fma, f16c and the level's own features.
+    unsafe fn sums<B: Coded, const T: usize>(
+        sb: &B,
+        s: usize,
+        h: usize,
+        pass: usize,
+        xs: &[&ActQ8; T],
+    ) -> [[__m256i; 2]; T];
+}
+
+/// AVX2: one `vpmaddubsw` per chunk and token into an i16 sum, widened by `vpmaddwd` every
+/// `8 >> HIGH_BITS` chunks (see the module comment).
+struct Maddubs;
+
+impl Dot256 for Maddubs {
+    const HALVES: usize = 1;
+    #[inline(always)]
+    unsafe fn sums<B: Coded, const T: usize>(
+        sb: &B,
+        s: usize,
+        h: usize,
+        pass: usize,
+        xs: &[&ActQ8; T],
+    ) -> [[__m256i; 2]; T] {
+        // SAFETY: the caller guarantees avx2, fma and f16c.
+        unsafe { sums_maddubs(sb, s, h, pass, xs) }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sums_maddubs<B: Coded, const T: usize>(
+    sb: &B,
+    s: usize,
+    h: usize,
+    r: usize,
+    xs: &[&ActQ8; T],
+) -> [[__m256i; 2]; T] {
+    let ones = _mm256_set1_epi16(1);
+    let group = 8 >> B::HIGH_BITS;
+    let mut acc16 = [_mm256_setzero_si256(); T];
+    let mut isum: [[__m256i; 2]; T] = std::array::from_fn(|t| {
+        [
+            _mm256_set1_epi32(B::start(xs[t], h)),
+            _mm256_setzero_si256(),
+        ]
+    });
+    for c in B::chunks(h) {
+        let code = code256(sb, s, r, c);
+        for (a, xt) in acc16.iter_mut().zip(xs) {
+            let p = _mm256_maddubs_epi16(code, _mm256_set1_epi32(x4(xt, c)));
+            *a = _mm256_add_epi16(*a, p);
+        }
+        // A slot's chunk count is a multiple of the group, so nothing is left in `acc16`.
+        if (c + 1) % group == 0 {
+            for (i, a) in isum.iter_mut().zip(acc16.iter_mut()) {
+                i[0] = _mm256_add_epi32(i[0], _mm256_madd_epi16(*a, ones));
+                *a = _mm256_setzero_si256();
+            }
+        }
+    }
+    isum
+}
+
+/// AVX-VNNI: 256-bit `vpdpbusd`, both halves of 8 rows in one pass: each chunk's two code
+/// vectors (rows `0..8`, `8..16`) are formed once and each activation broadcast feeds both.
+struct Vnni256;
+
+impl Dot256 for Vnni256 {
+    const HALVES: usize = 2;
+    #[inline(always)]
+    unsafe fn sums<B: Coded, const T: usize>(
+        sb: &B,
+        s: usize,
+        h: usize,
+        _pass: usize,
+        xs: &[&ActQ8; T],
+    ) -> [[__m256i; 2]; T] {
+        // SAFETY: the caller guarantees avx2, fma, f16c and avxvnni.
+        unsafe { sums_vnni256(sb, s, h, xs) }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+fn sums_vnni256<B: Coded, const T: usize>(
+    sb: &B,
+    s: usize,
+    h: usize,
+    xs: &[&ActQ8; T],
+) -> [[__m256i; 2]; T] {
+    let mut acc: [[__m256i; 2]; T] =
+        std::array::from_fn(|t| [_mm256_set1_epi32(B::start(xs[t], h)); 2]);
+    for c in B::chunks(h) {
+        let code = [code256(sb, s, 0, c), code256(sb, s, 1, c)];
+        for (a, xt) in acc.iter_mut().zip(xs) {
+            let bx = _mm256_set1_epi32(x4(xt, c));
+            for (ar, cr) in a.iter_mut().zip(code) {
+                *ar = _mm256_dpbusd_avx_epi32(*ar, cr, bx);
+            }
+        }
+    }
+    acc
+}
+
+/// `T` tokens × 16 rows as two halves of 8 (`r`), every superblock and sub-block: per slot,
+/// `K` forms the integer sums (starting at `OFF · Σx`, see the module comment), then
+/// `facc += cvt(I) · (S·d_x)` and the `B` term, as in the VNNI tile.
+///
+/// # Safety
+/// The CPU must have avx2, fma, f16c and `K`'s features. Called from a `#[target_feature]`
+/// function that enables them (below), into which it and `K`'s code inline.
+#[inline(always)]
+unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    let mut macc = [[_mm256_setzero_ps(); 2]; T];
+    let mut buf = [0i8; 256];
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: the caller guarantees avx2.
+        let raw = unsafe { sb.raw(&mut buf) };
+        // Converted once per superblock.
+        // SAFETY (this and every feature-gated call below): the caller guarantees the features.
+        let dvs = unsafe { [f16x8(raw.d, 0), f16x8(raw.d, 1)] };
+        let mvs = raw.m.map(|(m, sign)| {
+            // SAFETY: as above.
+            unsafe {
+                let sign = _mm256_set1_ps(sign);
+                [0, 1].map(|r| _mm256_mul_ps(f16x8(m, r), sign))
+            }
+        });
+        for s in 0..B::SUBS {
+            // What the activations bring to every row, formed once per sub-block as
+            // scalars (each use is then one broadcast from memory, and no vector register
+            // is held across passes): each slot's integer sum starts at `OFF · Σx`, then
+            // `d_x` and, with a `B` field, `d_x · Σx`.
+            let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b * B::SUBS + s]);
+            let dsum: [f32; T] = std::array::from_fn(|t| xs[t].d * xs[t].sum() as f32);
+            for pass in 0..2 / K::HALVES {
+                // Left to itself, LLVM keeps all 2·T float accumulators in registers and
+                // spills the integer ones inside the chunk loop (as in `rows16`'s Q4_0
+                // tile); `black_box` only hides the array from the optimizer. With the
+                // activations' terms formed once per sub-block: Q6_K pp128 +12% on the
+                // 1.1B shape (Zen 4, avx2, alternated medians), Q4_K_M within the noise.
+                std::hint::black_box(&mut facc);
+                // Called once per slot rather than in a loop, which LLVM leaves rolled: the
+                // AVX-VNNI tile then keeps its sums on the stack (Q6_K pp128 −13%, Zen 5).
+                // SAFETY: as above.
+                unsafe {
+                    add_slot::<K, B, T>(&mut facc, sb, &raw, &dvs, &xs, s, 0, pass);
+                    if B::SPLIT {
+                        add_slot::<K, B, T>(&mut facc, sb, &raw, &dvs, &xs, s, 1, pass);
+                    }
+                }
+                // B · d_x·Σx: with integer mins, Σ_s mn_s · d_x·Σx goes to `macc` (a chain of
+                // its own) and is scaled by the field once per superblock.
+                if let Some(mvs) = mvs {
+                    for r in K::HALVES * pass..K::HALVES * (pass + 1) {
+                        // SAFETY: as above; `mn[16s + 8r..][..8]` is 8 readable bytes
+                        // (unaligned 64-bit load).
+                        unsafe {
+                            let mn = raw.mn.map(|mn| {
+                                let q = &mn[16 * s + 8 * r..16 * s + 8 * r + 8];
+                                let q = _mm_loadl_epi64(q.as_ptr().cast());
+                                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))
+                            });
+                            for (t, &c) in dsum.iter().enumerate() {
+                                let c = _mm256_set1_ps(c);
+                                match mn {
+                                    Some(mn) => macc[t][r] = _mm256_fmadd_ps(mn, c, macc[t][r]),
+                                    None => facc[t][r] = _mm256_fmadd_ps(mvs[r], c, facc[t][r]),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let (Some(mvs), Some(_)) = (mvs, raw.mn) {
+            for (f, m) in facc.iter_mut().zip(macc.iter_mut()) {
+                for r in 0..2 {
+                    // SAFETY: as above.
+                    unsafe {
+                        f[r] = _mm256_fmadd_ps(m[r], mvs[r], f[r]);
+                        m[r] = _mm256_setzero_ps();
+                    }
+                }
+            }
+        }
+    }
+    for (t, f) in facc.iter().enumerate() {
+        let o = &mut out[(t0 + t) * GROUP..(t0 + t + 1) * GROUP];
+        // SAFETY: `o` is 16 writable floats; unaligned stores of 8 + 8 (avx: the caller).
+        unsafe {
+            _mm256_storeu_ps(o.as_mut_ptr(), f[0]);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), f[1]);
+        }
+    }
+}
+
+/// Slot `h` of sub-block `s` into the float accumulators of the rows of `pass`:
+/// `facc[t][r] += cvt(I) · (S·d_x)`, with `K` forming `I`.
+///
+/// # Safety
+/// As [`tile256`], of which it is a part.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn add_slot<K: Dot256, B: Coded, const T: usize>(
+    facc: &mut [[__m256; 2]; T],
+    sb: &B,
+    raw: &Raw,
+    dvs: &[__m256; 2],
+    xs: &[&ActQ8; T],
+    s: usize,
+    h: usize,
+    pass: usize,
+) {
+    // SAFETY (every block here): the caller guarantees the features.
+    let isum = unsafe { K::sums(sb, s, h, pass, xs) };
+    let slot = if B::SPLIT { 2 * s + h } else { s };
+    for j in 0..K::HALVES {
+        let r = K::HALVES * pass + j;
+        let sv = match raw.sc {
+            Some(sc) => unsafe { scaled8(dvs[r], &sc[16 * slot + 8 * r..]) },
+            None => dvs[r],
+        };
+        for (t, i) in isum.iter().enumerate() {
+            unsafe {
+                let d = _mm256_mul_ps(sv, _mm256_set1_ps(xs[t].d));
+                facc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[j]), d, facc[t][r]);
+            }
+        }
+    }
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_avx2<B: Coded, const T: usize>(
@@ -456,109 +727,8 @@ fn tile_avx2<B: Coded, const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let ones = _mm256_set1_epi16(1);
-    let group = 8 >> B::HIGH_BITS;
-    let slots = if B::SPLIT { 2 } else { 1 };
-    let mut facc = [[_mm256_setzero_ps(); 2]; T];
-    let mut macc = [[_mm256_setzero_ps(); 2]; T];
-    let mut buf = [0i8; 256];
-    for (b, sb) in w.iter().enumerate() {
-        // SAFETY: avx2 is enabled here.
-        let raw = unsafe { sb.raw(&mut buf) };
-        // Converted once per superblock.
-        let dvs = [f16x8(raw.d, 0), f16x8(raw.d, 1)];
-        let mvs = raw.m.map(|(m, sign)| {
-            let sign = _mm256_set1_ps(sign);
-            [0, 1].map(|r| _mm256_mul_ps(f16x8(m, r), sign))
-        });
-        for s in 0..B::SUBS {
-            // What the activations bring to both row halves, formed once per sub-block as
-            // scalars (each use is then one broadcast from memory, and no vector register
-            // is held across the row halves): each slot's integer sum starts at `OFF · Σx`
-            // (see the module comment), then `d_x` and, with a `B` field, `d_x · Σx`.
-            let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b * B::SUBS + s]);
-            let start: [[i32; 2]; T] = std::array::from_fn(|t| {
-                let a = xs[t];
-                if B::SPLIT {
-                    [0, 1].map(|h| B::OFF * a.sums[h] as i32)
-                } else {
-                    [B::OFF * a.sum(); 2]
-                }
-            });
-            let dx: [f32; T] = std::array::from_fn(|t| xs[t].d);
-            let dsum: [f32; T] = std::array::from_fn(|t| xs[t].d * xs[t].sum() as f32);
-            for r in 0..2 {
-                // Left to itself, LLVM keeps all 2·T float accumulators in registers and
-                // spills the integer ones inside the chunk loop (as in `rows16`'s Q4_0
-                // tile); `black_box` only hides the array from the optimizer. With the
-                // activations' terms formed once per sub-block: Q6_K pp128 +12% on the
-                // 1.1B shape (Zen 4, avx2, alternated medians), Q4_K_M within the noise.
-                std::hint::black_box(&mut facc);
-                let dv = dvs[r];
-                let mut acc16 = [_mm256_setzero_si256(); T];
-                for h in 0..slots {
-                    let chunks = if B::SPLIT { 4 * h..4 * h + 4 } else { 0..8 };
-                    let mut isum: [__m256i; T] =
-                        std::array::from_fn(|t| _mm256_set1_epi32(start[t][h]));
-                    for c in chunks {
-                        let code = code256(sb, s, r, c);
-                        for (t, a) in acc16.iter_mut().enumerate() {
-                            let p = _mm256_maddubs_epi16(code, _mm256_set1_epi32(x4(xs[t], c)));
-                            *a = _mm256_add_epi16(*a, p);
-                        }
-                        if (c + 1) % group == 0 {
-                            for (i, a) in isum.iter_mut().zip(acc16.iter_mut()) {
-                                *i = _mm256_add_epi32(*i, _mm256_madd_epi16(*a, ones));
-                                *a = _mm256_setzero_si256();
-                            }
-                        }
-                    }
-                    let slot = if B::SPLIT { 2 * s + h } else { s };
-                    let sv = match raw.sc {
-                        Some(sc) => scaled8(dv, &sc[16 * slot + 8 * r..]),
-                        None => dv,
-                    };
-                    for (t, i) in isum.iter().enumerate() {
-                        let d = _mm256_mul_ps(sv, _mm256_set1_ps(dx[t]));
-                        facc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*i), d, facc[t][r]);
-                    }
-                }
-                // B · d_x·Σx: with integer mins, Σ_s mn_s · d_x·Σx goes to `macc` (a chain of
-                // its own) and is scaled by the field once per superblock.
-                if let Some(mvs) = mvs {
-                    let mn = raw.mn.map(|mn| {
-                        let q = &mn[16 * s + 8 * r..16 * s + 8 * r + 8];
-                        // SAFETY: `q` is 8 readable bytes; unaligned 64-bit load.
-                        let q = unsafe { _mm_loadl_epi64(q.as_ptr().cast()) };
-                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))
-                    });
-                    for (t, &c) in dsum.iter().enumerate() {
-                        let c = _mm256_set1_ps(c);
-                        match mn {
-                            Some(mn) => macc[t][r] = _mm256_fmadd_ps(mn, c, macc[t][r]),
-                            None => facc[t][r] = _mm256_fmadd_ps(mvs[r], c, facc[t][r]),
-                        }
-                    }
-                }
-            }
-        }
-        if let (Some(mvs), Some(_)) = (mvs, raw.mn) {
-            for (f, m) in facc.iter_mut().zip(macc.iter_mut()) {
-                for r in 0..2 {
-                    f[r] = _mm256_fmadd_ps(m[r], mvs[r], f[r]);
-                    m[r] = _mm256_setzero_ps();
-                }
-            }
-        }
-    }
-    for (t, f) in facc.iter().enumerate() {
-        let o = &mut out[(t0 + t) * GROUP..(t0 + t + 1) * GROUP];
-        // SAFETY: `o` is 16 writable floats; unaligned stores of 8 + 8.
-        unsafe {
-            _mm256_storeu_ps(o.as_mut_ptr(), f[0]);
-            _mm256_storeu_ps(o.as_mut_ptr().add(8), f[1]);
-        }
-    }
+    // SAFETY: avx2, fma and f16c, all that `Maddubs` needs, are enabled here.
+    unsafe { tile256::<Maddubs, B, T>(w, x, nb, t0, out) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -571,10 +741,6 @@ fn gemm_avxvnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     unsafe { drive_tokens!(dims, 4, tile_avxvnni::<B>(w, x, out)) }
 }
 
-/// `T` tokens × 16 rows as two halves of 8 in one pass: each chunk's two code vectors
-/// (rows `0..8`, `8..16`) are formed once, each activation broadcast feeds both halves'
-/// `vpdpbusd`, and the 2·`T` chains of a slot interleave; then per slot and half as the
-/// AVX2 tile (`facc += cvt(I) · (S·d_x)`, mins in `macc`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 fn tile_avxvnni<B: Coded, const T: usize>(
@@ -584,82 +750,6 @@ fn tile_avxvnni<B: Coded, const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let mut facc = [[_mm256_setzero_ps(); 2]; T];
-    let mut macc = [[_mm256_setzero_ps(); 2]; T];
-    let mut buf = [0i8; 256];
-    for (b, sb) in w.iter().enumerate() {
-        // SAFETY: avx2 is enabled here.
-        let raw = unsafe { sb.raw(&mut buf) };
-        let dvs = [f16x8(raw.d, 0), f16x8(raw.d, 1)];
-        let mvs = raw.m.map(|(m, sign)| {
-            let sign = _mm256_set1_ps(sign);
-            [0, 1].map(|r| _mm256_mul_ps(f16x8(m, r), sign))
-        });
-        for s in 0..B::SUBS {
-            let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b * B::SUBS + s]);
-            // A slot is a 16-column half of the sub-block if SPLIT, else all of it.
-            let slots = if B::SPLIT { 2 } else { 1 };
-            for h in 0..slots {
-                let chunks = if B::SPLIT { 4 * h..4 * h + 4 } else { 0..8 };
-                let mut acc: [[__m256i; 2]; T] = std::array::from_fn(|t| {
-                    let a = xs[t];
-                    let off = if B::SPLIT { a.sums[h] as i32 } else { a.sum() };
-                    [_mm256_set1_epi32(B::OFF * off); 2]
-                });
-                for c in chunks {
-                    let code = [code256(sb, s, 0, c), code256(sb, s, 1, c)];
-                    for (a, xt) in acc.iter_mut().zip(xs) {
-                        let bx = _mm256_set1_epi32(x4(xt, c));
-                        for r in 0..2 {
-                            a[r] = _mm256_dpbusd_avx_epi32(a[r], code[r], bx);
-                        }
-                    }
-                }
-                let slot = if B::SPLIT { 2 * s + h } else { s };
-                for r in 0..2 {
-                    let sv = match raw.sc {
-                        Some(sc) => scaled8(dvs[r], &sc[16 * slot + 8 * r..]),
-                        None => dvs[r],
-                    };
-                    for (t, a) in acc.iter().enumerate() {
-                        let d = _mm256_mul_ps(sv, _mm256_set1_ps(xs[t].d));
-                        facc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[r]), d, facc[t][r]);
-                    }
-                }
-            }
-            if let Some(mvs) = mvs {
-                for r in 0..2 {
-                    let mn = raw.mn.map(|mn| {
-                        let q = &mn[16 * s + 8 * r..16 * s + 8 * r + 8];
-                        // SAFETY: `q` is 8 readable bytes; unaligned 64-bit load.
-                        let q = unsafe { _mm_loadl_epi64(q.as_ptr().cast()) };
-                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))
-                    });
-                    for (t, a) in xs.iter().enumerate() {
-                        let c = _mm256_set1_ps(a.d * a.sum() as f32);
-                        match mn {
-                            Some(mn) => macc[t][r] = _mm256_fmadd_ps(mn, c, macc[t][r]),
-                            None => facc[t][r] = _mm256_fmadd_ps(mvs[r], c, facc[t][r]),
-                        }
-                    }
-                }
-            }
-        }
-        if let (Some(mvs), Some(_)) = (mvs, raw.mn) {
-            for (f, m) in facc.iter_mut().zip(macc.iter_mut()) {
-                for r in 0..2 {
-                    f[r] = _mm256_fmadd_ps(m[r], mvs[r], f[r]);
-                    m[r] = _mm256_setzero_ps();
-                }
-            }
-        }
-    }
-    for (t, f) in facc.iter().enumerate() {
-        let o = &mut out[(t0 + t) * GROUP..(t0 + t + 1) * GROUP];
-        // SAFETY: `o` is 16 writable floats; unaligned stores of 8 + 8.
-        unsafe {
-            _mm256_storeu_ps(o.as_mut_ptr(), f[0]);
-            _mm256_storeu_ps(o.as_mut_ptr().add(8), f[1]);
-        }
-    }
+    // SAFETY: avx2, fma, f16c and avxvnni, all that `Vnni256` needs, are enabled here.
+    unsafe { tile256::<Vnni256, B, T>(w, x, nb, t0, out) }
 }
