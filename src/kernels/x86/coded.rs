@@ -32,6 +32,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::rows16::load64;
 use crate::kernels::{group_dims_sub, CodedKernels};
 use crate::quant::interleave::{ActQ8, GROUP};
 use crate::quant::kx16::{
@@ -90,6 +91,14 @@ pub(super) trait Coded: CodedX16 {
     /// `B = OFF · S` (Q5_0: −16, Q6_K: −32), added to the integer sums as `OFF · Σx`;
     /// 0 where `B` has a field of its own. (`SPLIT` types have only this kind of `B`.)
     const OFF: i32;
+
+    /// One token (decode) on the avx512vnni level goes to the 256-bit tile (EVEX
+    /// `vpdpbusd`, [`tile256`]) instead of the 512-bit one. tg32 on the 1.1B shape, one
+    /// thread, Zen 5, in three builds: Q6_K 21–22 → 34–37 t/s (~30 GB/s, llama.cpp's
+    /// rate); Q4_K 33 → 22–24, so it stays on 512 bits; Q5_K ~21 either way, but 29 on
+    /// 256 bits in one build of identical code placed elsewhere, so unset until that is
+    /// understood. The legacy types are unmeasured.
+    const DECODE_256: bool = false;
 
     /// The scale fields; `buf` holds unpacked sub-scales where the type packs them.
     ///
@@ -162,6 +171,7 @@ impl Coded for BlockQ5_0x16 {
 
 impl Coded for BlockQ6_Kx16 {
     const OFF: i32 = -32;
+    const DECODE_256: bool = true;
     #[inline(always)]
     unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
         Raw {
@@ -238,7 +248,25 @@ fn gemm_vnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     // the 1.1B shape (Zen 5): Q6_K +6% (1 thread) and +9% (2), Q4_K_M +8%; SmolLM2 equal.
     // SAFETY: only reachable through the avx512vnni table, installed after detecting
     // avx2, fma, f16c, avx512f/bw/vl and avx512vnni.
-    unsafe { drive_tokens!(dims, 16, tile_vnni::<B>(w, x, out)) }
+    unsafe {
+        if B::DECODE_256 && dims.1 == 1 {
+            return tile_evex256::<B, 1>(w, x, dims.0, 0, out);
+        }
+        drive_tokens!(dims, 16, tile_vnni::<B>(w, x, out))
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tile_evex256<B: Coded, const T: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: every feature `Vnni256<true>` needs is enabled here.
+    unsafe { tile256::<Vnni256<true>, B, T>(w, x, nb, t0, out) }
 }
 
 /// `v` shifted left by `n` bits (right by `−n`) in each 16-bit lane, `|n| ≤ 4`.
@@ -262,9 +290,9 @@ fn shift512(v: __m512i, n: i32) -> __m512i {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn codes512<B: CodedX16>(sb: &B, s: usize) -> [__m512i; 8] {
     let nib = sb.sub_nibbles(s);
-    // SAFETY: `nib` is 256 readable bytes, chunk c at 64c; unaligned loads.
+    // SAFETY: `nib` is 256 readable bytes, chunk c at 64c.
     let v: [__m512i; 4] =
-        std::array::from_fn(|c| unsafe { _mm512_loadu_si512(nib.as_ptr().add(64 * c).cast()) });
+        std::array::from_fn(|c| unsafe { load64(nib.as_ptr().add(64 * c).cast()) });
     let m = _mm512_set1_epi8(0x0f);
     let mut w: [__m512i; 8] = std::array::from_fn(|c| {
         if c < 4 {
@@ -276,8 +304,8 @@ fn codes512<B: CodedX16>(sb: &B, s: usize) -> [__m512i; 8] {
     let hb = B::HIGH_BITS as usize;
     if hb > 0 {
         let high = sb.sub_high(s);
-        // SAFETY: `high` is 64·hb readable bytes, plane p at 64p; unaligned loads.
-        let plane = |p: usize| unsafe { _mm512_loadu_si512(high.as_ptr().add(PLANE * p).cast()) };
+        // SAFETY: `high` is 64·hb readable bytes, plane p at 64p.
+        let plane = |p: usize| unsafe { load64(high.as_ptr().add(PLANE * p).cast()) };
         let mask = _mm512_set1_epi8(if hb == 1 { 0x10 } else { 0x30 });
         let h = [plane(0), if hb == 2 { plane(1) } else { plane(0) }];
         for (c, wc) in w.iter_mut().enumerate() {
@@ -544,9 +572,9 @@ fn sums_maddubs<B: Coded, const T: usize>(
 
 /// AVX-VNNI: 256-bit `vpdpbusd`, both halves of 8 rows in one pass: each chunk's two code
 /// vectors (rows `0..8`, `8..16`) are formed once and each activation broadcast feeds both.
-struct Vnni256;
+struct Vnni256<const EVEX: bool>;
 
-impl Dot256 for Vnni256 {
+impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
     const HALVES: usize = 2;
     #[inline(always)]
     unsafe fn sums<B: Coded, const T: usize>(
@@ -556,32 +584,55 @@ impl Dot256 for Vnni256 {
         _pass: usize,
         xs: &[&ActQ8; T],
     ) -> [[__m256i; 2]; T] {
-        // SAFETY: the caller guarantees avx2, fma, f16c and avxvnni.
-        unsafe { sums_vnni256(sb, s, h, xs) }
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-fn sums_vnni256<B: Coded, const T: usize>(
-    sb: &B,
-    s: usize,
-    h: usize,
-    xs: &[&ActQ8; T],
-) -> [[__m256i; 2]; T] {
-    let mut acc: [[__m256i; 2]; T] =
-        std::array::from_fn(|t| [_mm256_set1_epi32(B::start(xs[t], h)); 2]);
-    for c in B::chunks(h) {
-        let code = [code256(sb, s, 0, c), code256(sb, s, 1, c)];
-        for (a, xt) in acc.iter_mut().zip(xs) {
-            let bx = _mm256_set1_epi32(x4(xt, c));
-            for (ar, cr) in a.iter_mut().zip(code) {
-                *ar = _mm256_dpbusd_avx_epi32(*ar, cr, bx);
+        // SAFETY: the caller guarantees avx2, fma, f16c and, for the encoding, avxvnni or
+        // avx512f/bw/vl + avx512vnni.
+        unsafe {
+            if EVEX {
+                sums_evex256(sb, s, h, xs)
+            } else {
+                sums_avxvnni(sb, s, h, xs)
             }
         }
     }
-    acc
 }
+
+/// [`Vnni256`]'s sums, once per encoding of the 256-bit `vpdpbusd`: VEX (AVX-VNNI) and
+/// EVEX (AVX-512 VL + VNNI).
+macro_rules! sums_vnni256 {
+    ($name:ident, $features:literal, $dpbusd:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $name<B: Coded, const T: usize>(
+            sb: &B,
+            s: usize,
+            h: usize,
+            xs: &[&ActQ8; T],
+        ) -> [[__m256i; 2]; T] {
+            let mut acc: [[__m256i; 2]; T] =
+                std::array::from_fn(|t| [_mm256_set1_epi32(B::start(xs[t], h)); 2]);
+            for c in B::chunks(h) {
+                let code = [code256(sb, s, 0, c), code256(sb, s, 1, c)];
+                for (a, xt) in acc.iter_mut().zip(xs) {
+                    let bx = _mm256_set1_epi32(x4(xt, c));
+                    for (ar, cr) in a.iter_mut().zip(code) {
+                        *ar = $dpbusd(*ar, cr, bx);
+                    }
+                }
+            }
+            acc
+        }
+    };
+}
+sums_vnni256!(
+    sums_avxvnni,
+    "avx2,fma,f16c,avxvnni",
+    _mm256_dpbusd_avx_epi32
+);
+sums_vnni256!(
+    sums_evex256,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32
+);
 
 /// `T` tokens × 16 rows as two halves of 8 (`r`), every superblock and sub-block: per slot,
 /// `K` forms the integer sums (starting at `OFF · Σx`, see the module comment), then
@@ -751,5 +802,5 @@ fn tile_avxvnni<B: Coded, const T: usize>(
     out: &mut [f32],
 ) {
     // SAFETY: avx2, fma, f16c and avxvnni, all that `Vnni256` needs, are enabled here.
-    unsafe { tile256::<Vnni256, B, T>(w, x, nb, t0, out) }
+    unsafe { tile256::<Vnni256<false>, B, T>(w, x, nb, t0, out) }
 }

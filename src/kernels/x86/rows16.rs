@@ -157,7 +157,7 @@ fn vnni_block<const T: usize>(
 /// 64 bytes at `p` must be readable, and the CPU must have the enabled features.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load64(p: *const __m256i) -> __m512i {
+pub(super) unsafe fn load64(p: *const __m256i) -> __m512i {
     // SAFETY: the caller guarantees 64 readable bytes at `p`.
     unsafe {
         _mm512_inserti64x4::<1>(
