@@ -11,7 +11,8 @@
 //! * Integers: `vpdpbusd` on avx512vnni, one chain per 16-column half; 256-bit `vpdpbusd`
 //!   on avxvnni, with both 8-row halves of a chunk in one pass (each activation broadcast
 //!   serves both, as in `rows16`'s 256-bit tiles; measured 1.4–1.5× the `avx2` tile's
-//!   prompt speed for Q4_K_M and Q6_K on a Zen 5). AVX2's
+//!   prompt speed for Q4_K_M and Q6_K on a Zen 5), and on avx512vnni for one token of
+//!   Q6_K (EVEX encoding; see [`Coded::DECODE_256`]). AVX2's
 //!   `vpmaddubsw` pairs reach 2·63·128 for 6-bit codes, so pair sums stay in i16 only over
 //!   `8 >> HIGH_BITS` chunks (≤ 8·2·15·128, 4·2·31·128, 2·2·63·128, all < 2^15) before
 //!   `vpmaddwd` widens them.
@@ -501,9 +502,9 @@ trait Dot256 {
     /// each activation broadcast then feeds two `vpdpbusd`, and the 2·`T` chains interleave.
     const HALVES: usize;
 
-    /// `start[t] + Σ code · x` over the chunks `chunks` of sub-block `s`, for each token
-    /// `t` and rows `8r..8r+8`, `r = HALVES · pass + j`, in `[t][j]` (`j < HALVES`; the
-    /// other entry is unused).
+    /// `B::start(x_t, h) + Σ code · x_t` over slot `h`'s chunks of sub-block `s`, for each
+    /// token `t` and rows `8r..8r+8`, `r = HALVES · pass + j`, in `[t][j]` (`j < HALVES`;
+    /// the other entry is unused).
     ///
     /// # Safety
     /// The CPU must have avx2, fma, f16c and the level's own features.

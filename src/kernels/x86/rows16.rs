@@ -149,9 +149,10 @@ fn vnni_block<const T: usize>(
     }
 }
 
-/// 64 bytes as two 32-byte loads: superblocks are 544 or 288 bytes, so the values of
-/// every other one start 32 bytes off a cache line, where a single 64-byte load would be
-/// split across two lines (measured ~20% faster for Q8_0 with one token).
+/// 64 bytes as two 32-byte loads: superblocks are 544 or 288 bytes (Q6_K's 3,360), so the
+/// values of every other one start 32 bytes off a cache line, where a single 64-byte load
+/// would be split across two lines (measured ~20% faster for Q8_0 with one token; the coded
+/// tile's Q4_K_M decode +16%).
 ///
 /// # Safety
 /// 64 bytes at `p` must be readable, and the CPU must have the enabled features.
