@@ -10,6 +10,7 @@
  * Prints "lifetime: N checks passed" and exits 0, or names the first failed check.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,7 @@ typedef struct {
     llq_context *ctx;
     atomic_int go;
     atomic_int ok;
+    atomic_int free_waiting; /* the freeing thread has met LLQ_ERR_BUSY */
     int busy, freed, other;
 } caller;
 
@@ -89,13 +91,19 @@ typedef struct {
  * context, so a call that meets it may get LLQ_ERR_BUSY (and tries again). */
 static void *call_until_freed(void *arg) {
     caller *c = arg;
-    while (!atomic_load(&c->go)) {}
+    while (!atomic_load(&c->go)) sched_yield();
     for (;;) {
         llq_status s = llq_context_reset(c->ctx);
         if (s == LLQ_OK) c->ok++;
         else if (s == LLQ_ERR_BUSY) c->busy++;
         else if (s == LLQ_ERR_INVALID_HANDLE) { c->freed++; break; }
         else { c->other = s; break; }
+        /* Between two calls, once a free has met one of them: under valgrind, whose
+         * threads run one at a time, this is where the freeing thread gets the CPU. Without
+         * it, that thread almost always got it in the middle of a call, met LLQ_ERR_BUSY
+         * for a whole time slice, and a round could spin for minutes (a CI run stopped
+         * here for over 10). Natively the race is unchanged: the free still meets calls. */
+        if (atomic_load(&c->free_waiting)) sched_yield();
     }
     return NULL;
 }
@@ -142,15 +150,19 @@ int main(int argc, char **argv) {
     cp.n_ctx = 8;
     int busy = 0, busy_in_call = 0;
     for (int r = 0; r < rounds; r++) {
-        caller c = {NULL, 0, 0, 0, 0, 0};
+        caller c = {NULL, 0, 0, 0, 0, 0, 0};
         EXPECT(llq_context_new(model, cp, &c.ctx), LLQ_OK);
         pthread_t t;
         TRUE(pthread_create(&t, NULL, call_until_freed, &c) == 0);
         atomic_store(&c.go, 1);
         /* Free while the other thread is in its loop of calls, not before it starts. */
-        while (atomic_load(&c.ok) < 1 + r % 3) {}
+        while (atomic_load(&c.ok) < 1 + r % 3) sched_yield(); /* (valgrind: see below) */
         llq_status s;
-        while ((s = llq_context_free(c.ctx)) == LLQ_ERR_BUSY) busy++;
+        while ((s = llq_context_free(c.ctx)) == LLQ_ERR_BUSY) {
+            busy++;
+            atomic_store(&c.free_waiting, 1);
+            sched_yield(); /* let the call in progress finish (see call_until_freed) */
+        }
         EXPECT(s, LLQ_OK);
         pthread_join(t, NULL);
         TRUE(c.other == 0);
