@@ -752,16 +752,18 @@ unsafe fn add_slot<K: Dot256, B: Coded, const T: usize>(
     h: usize,
     pass: usize,
 ) {
-    // SAFETY (every block here): the caller guarantees the features.
+    // SAFETY: the caller guarantees the features.
     let isum = unsafe { K::sums(sb, s, h, pass, xs) };
     let slot = if B::SPLIT { 2 * s + h } else { s };
     for j in 0..K::HALVES {
         let r = K::HALVES * pass + j;
         let sv = match raw.sc {
+            // SAFETY: as above.
             Some(sc) => unsafe { scaled8(dvs[r], &sc[16 * slot + 8 * r..]) },
             None => dvs[r],
         };
         for (t, i) in isum.iter().enumerate() {
+            // SAFETY: as above.
             unsafe {
                 let d = _mm256_mul_ps(sv, _mm256_set1_ps(xs[t].d));
                 facc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[j]), d, facc[t][r]);
