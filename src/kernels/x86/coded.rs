@@ -257,19 +257,6 @@ fn gemm_vnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     }
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn tile_evex256<B: Coded, const T: usize>(
-    w: &[B],
-    x: &[ActQ8],
-    nb: usize,
-    t0: usize,
-    out: &mut [f32],
-) {
-    // SAFETY: every feature `Vnni256<true>` needs is enabled here.
-    unsafe { tile256::<Vnni256<true>, B, T>(w, x, nb, t0, out) }
-}
-
 /// `v` shifted left by `n` bits (right by `−n`) in each 16-bit lane, `|n| ≤ 4`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -772,18 +759,31 @@ unsafe fn add_slot<K: Dot256, B: Coded, const T: usize>(
     }
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_avx2<B: Coded, const T: usize>(
-    w: &[B],
-    x: &[ActQ8],
-    nb: usize,
-    t0: usize,
-    out: &mut [f32],
-) {
-    // SAFETY: avx2, fma and f16c, all that `Maddubs` needs, are enabled here.
-    unsafe { tile256::<Maddubs, B, T>(w, x, nb, t0, out) }
+/// The `#[target_feature]` entry points of [`tile256`], one per level's [`Dot256`]: each
+/// enables exactly what that level's code needs, so the skeleton inlines into it.
+macro_rules! tile256_entry {
+    ($name:ident, $features:literal, $dot:ty) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $name<B: Coded, const T: usize>(
+            w: &[B],
+            x: &[ActQ8],
+            nb: usize,
+            t0: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: every feature `tile256` and this `Dot256` need is enabled here.
+            unsafe { tile256::<$dot, B, T>(w, x, nb, t0, out) }
+        }
+    };
 }
+tile256_entry!(tile_avx2, "avx2,fma,f16c", Maddubs);
+tile256_entry!(tile_avxvnni, "avx2,fma,f16c,avxvnni", Vnni256<false>);
+tile256_entry!(
+    tile_evex256,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    Vnni256<true>
+);
 
 // ---------------------------------------------------------------------------------------
 // AVX-VNNI: 256-bit `vpdpbusd`, both halves of 8 rows in one pass.
@@ -793,17 +793,4 @@ fn gemm_avxvnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     // SAFETY: only reachable through the avxvnni table, installed after detecting avx2,
     // fma, f16c and avxvnni.
     unsafe { drive_tokens!(dims, 4, tile_avxvnni::<B>(w, x, out)) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-fn tile_avxvnni<B: Coded, const T: usize>(
-    w: &[B],
-    x: &[ActQ8],
-    nb: usize,
-    t0: usize,
-    out: &mut [f32],
-) {
-    // SAFETY: avx2, fma, f16c and avxvnni, all that `Vnni256` needs, are enabled here.
-    unsafe { tile256::<Vnni256<false>, B, T>(w, x, nb, t0, out) }
 }
