@@ -33,6 +33,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::prefetch_ahead;
 use super::rows16::load64;
 use crate::kernels::{group_dims_sub, CodedKernels};
 use crate::quant::interleave::{ActQ8, GROUP};
@@ -357,6 +358,9 @@ fn tile_vnni<B: Coded, const T: usize>(
             .m
             .map(|(m, sign)| _mm512_mul_ps(f16x16(m), _mm512_set1_ps(sign)));
         for s in 0..B::SUBS {
+            if T > 1 {
+                prefetch_ahead(sb, s, B::SUBS);
+            }
             let wv = codes512(sb, s);
             let slots = if B::SPLIT { 2 } else { 1 };
             let sv: [__m512; 2] = std::array::from_fn(|h| match raw.sc {
@@ -654,6 +658,9 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
             }
         });
         for s in 0..B::SUBS {
+            if T > 1 {
+                prefetch_ahead(sb, s, B::SUBS);
+            }
             // What the activations bring to every row, formed once per sub-block as
             // scalars (each use is then one broadcast from memory, and no vector register
             // is held across passes): each slot's integer sum starts at `OFF · Σx`, then
