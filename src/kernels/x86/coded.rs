@@ -15,7 +15,8 @@
 //!   Q6_K (EVEX encoding; see [`Coded::DECODE_256`]). AVX2's
 //!   `vpmaddubsw` pairs reach 2·63·128 for 6-bit codes, so pair sums stay in i16 only over
 //!   `8 >> HIGH_BITS` chunks (≤ 8·2·15·128, 4·2·31·128, 2·2·63·128, all < 2^15) before
-//!   `vpmaddwd` widens them.
+//!   `vpmaddwd` widens them; for the K-quants it widens them against the sub-scales, so
+//!   AVX2 applies those in integers (see [`Maddubs`]).
 //! * Scales: per superblock, [`Coded::raw`] exposes the rows' f16 `d` (one `vcvtph2ps`),
 //!   the integer sub-scales as 16 i8 per slot (Q6_K's are stored so; Q4_K's and Q5_K's
 //!   packed 6-bit scales and mins are unpacked for the 16 rows with byte ops), and `B`'s
@@ -23,7 +24,8 @@
 //!   Where `B = OFF · S` (Q5_0: −16, Q6_K: −32), `OFF · Σx` starts the integer sum, as
 //!   Q4_0's −8·Σx does; otherwise `B · d_x·Σx` is one more FMA (Q4_1, Q5_1), or, with
 //!   integer mins (Q4_K, Q5_K), `Σ mn · d_x·Σx` accumulates in a chain of its own that is
-//!   scaled by `−dmin` once per superblock (measured ~7% faster at one token).
+//!   scaled by `−dmin` once per superblock (measured ~7% faster at one token). (AVX2's
+//!   K-quant tile instead forms `sc · I` in integers and multiplies by `d` per superblock.)
 //!   All `S`, `B` are the exact products the reference computes (f16 × 6- or 8-bit
 //!   integer, or × a power of two), so only the order of the float sums differs from it.
 //!
@@ -485,81 +487,145 @@ fn scaled8(v: __m256, q: &[i8]) -> __m256 {
     _mm256_mul_ps(v, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)))
 }
 
-/// How a 256-bit level forms a slot's integer sums; the rest of the tile, written once, is
-/// [`tile256`].
+/// How a 256-bit level turns one sub-block into float sums; the rest of the tile, written
+/// once, is [`tile256`].
 trait Dot256 {
     /// Row halves (of 8) one pass covers. AVX2 takes one at a time: its i16 pair sums and
     /// their widened totals already hold 2·`T` registers for one half. AVX-VNNI takes both:
     /// each activation broadcast then feeds two `vpdpbusd`, and the 2·`T` chains interleave.
     const HALVES: usize;
 
-    /// `B::start(x_t, h) + Σ code · x_t` over slot `h`'s chunks of sub-block `s`, for each
-    /// token `t` and rows `8r..8r+8`, `r = HALVES · pass + j`, in `[t][j]` (`j < HALVES`;
-    /// the other entry is unused).
+    /// Whether [`Dot256::add_sub`] leaves out the rows' `d` for type `B`: its sums are
+    /// then `Σ_sub d_x · Σ_slot sc · I` and [`tile256`] multiplies them by `d` once per
+    /// superblock.
+    fn per_superblock_d<B: Coded>() -> bool;
+
+    /// Sub-block `s` into `acc[t][r]` for each token `t` and the rows `8r..8r+8` of `pass`
+    /// (`r = HALVES · pass + j`, `j < HALVES`): every slot's integer sum `I` (starting at
+    /// `OFF · Σx`, see the module comment) times `S · d_x`, or `sc · d_x` if
+    /// [`Dot256::per_superblock_d`]. The `B` term is [`tile256`]'s.
     ///
     /// # Safety
     /// The CPU must have avx2, fma, f16c and the level's own features.
-    unsafe fn sums<B: Coded, const T: usize>(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn add_sub<B: Coded, const T: usize>(
+        acc: &mut [[__m256; 2]; T],
         sb: &B,
-        s: usize,
-        h: usize,
-        pass: usize,
+        raw: &Raw,
+        dvs: &[__m256; 2],
         xs: &[&ActQ8; T],
-    ) -> [[__m256i; 2]; T];
+        s: usize,
+        pass: usize,
+    );
 }
 
-/// AVX2: one `vpmaddubsw` per chunk and token into an i16 sum, widened by `vpmaddwd` every
-/// `8 >> HIGH_BITS` chunks (see the module comment).
+/// AVX2: one `vpmaddubsw` per chunk and token into an i16 sum, widened every
+/// `8 >> HIGH_BITS` chunks (see the module comment) by a `vpmaddwd` against the rows'
+/// sub-scales instead of ones, so the sub-scales cost no float work: per sub-block and
+/// token one convert and one FMA by `d_x`, where the float form took a convert, a
+/// multiply and an FMA per slot (two slots for Q6_K) on the same multiplier ports as
+/// `vpmaddubsw`. The `OFF · Σx` start becomes one more `vpmaddwd` of the slots'
+/// `OFF · sc` against the activations' two 16-column sums. On the 1.1B shape (Zen 5
+/// forced to `avx2`, alternated medians): Q6_K pp128 +12–13% at one and two threads,
+/// tg32 +11%; Q4_K_M pp128 +3%, tg32 +17%; SmolLM2 Q4_K_M (mostly Q5_0, kept in floats)
+/// within the noise.
 struct Maddubs;
 
 impl Dot256 for Maddubs {
     const HALVES: usize = 1;
+    /// For the K-quants; a legacy type's superblock is one sub-block, where `d · d_x` per
+    /// token costs what `d` per superblock would.
     #[inline(always)]
-    unsafe fn sums<B: Coded, const T: usize>(
+    fn per_superblock_d<B: Coded>() -> bool {
+        B::SUBS > 1
+    }
+    #[inline(always)]
+    unsafe fn add_sub<B: Coded, const T: usize>(
+        acc: &mut [[__m256; 2]; T],
         sb: &B,
-        s: usize,
-        h: usize,
-        pass: usize,
+        raw: &Raw,
+        dvs: &[__m256; 2],
         xs: &[&ActQ8; T],
-    ) -> [[__m256i; 2]; T] {
+        s: usize,
+        pass: usize,
+    ) {
         // SAFETY: the caller guarantees avx2, fma and f16c.
-        unsafe { sums_maddubs(sb, s, h, pass, xs) }
+        unsafe { add_sub_maddubs(acc, sb, raw, dvs, xs, s, pass) }
     }
 }
 
+/// The activations' two 16-column sums `(Σx₀, Σx₁)` as the i16 pair of one 32-bit lane.
+#[inline(always)]
+fn sum_pair(a: &ActQ8) -> i32 {
+    (a.sums[0] as u16 as u32 | (a.sums[1] as u16 as u32) << 16) as i32
+}
+
+/// Integers of this sum, for Q6_K (the widest case): pair sums ≤ 2·63·127, two chunks per
+/// i16 group (≤ 32004 < 2¹⁵); each `vpmaddwd` by sub-scales |sc| ≤ 128 gives ≤ 8.2·10⁶,
+/// four per sub-block and half ≤ 3.3·10⁷, and the start |32 · (sc₀Σx₀ + sc₁Σx₁)| ≤ 1.7·10⁷:
+/// far inside i32. (Q4_K, Q5_K: sub-scales ≤ 63 and one or two groups per sub-block.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sums_maddubs<B: Coded, const T: usize>(
+fn add_sub_maddubs<B: Coded, const T: usize>(
+    acc: &mut [[__m256; 2]; T],
     sb: &B,
-    s: usize,
-    h: usize,
-    r: usize,
+    raw: &Raw,
+    dvs: &[__m256; 2],
     xs: &[&ActQ8; T],
-) -> [[__m256i; 2]; T] {
-    let ones = _mm256_set1_epi16(1);
+    s: usize,
+    r: usize,
+) {
+    let slots = if B::SPLIT { 2 } else { 1 };
+    // Each row's sub-scale of slot h in both i16 halves of its lane.
+    let sc16: [__m256i; 2] = std::array::from_fn(|h| match raw.sc {
+        Some(sc) if h < slots => {
+            let q = &sc[16 * (slots * s + h) + 8 * r..][..8];
+            // SAFETY: `q` is 8 readable bytes; unaligned 64-bit load.
+            let v = _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(q.as_ptr().cast()) });
+            _mm256_blend_epi16::<0xAA>(v, _mm256_slli_epi32::<16>(v))
+        }
+        _ => _mm256_set1_epi16(1),
+    });
+    let mut isum: [__m256i; T] = if B::OFF == 0 {
+        [_mm256_setzero_si256(); T]
+    } else if raw.sc.is_none() {
+        // No sub-scales (Q5_0): the plain `OFF · Σx`, formed as a scalar.
+        std::array::from_fn(|t| _mm256_set1_epi32(B::start(xs[t], 0)))
+    } else {
+        // Lanes (OFF·sc₀, OFF·sc₁) against (Σx₀, Σx₁); without SPLIT both are the one slot's.
+        let off = _mm256_mullo_epi16(
+            _mm256_blend_epi16::<0xAA>(sc16[0], sc16[slots - 1]),
+            _mm256_set1_epi16(B::OFF as i16),
+        );
+        std::array::from_fn(|t| _mm256_madd_epi16(off, _mm256_set1_epi32(sum_pair(xs[t]))))
+    };
     let group = 8 >> B::HIGH_BITS;
     let mut acc16 = [_mm256_setzero_si256(); T];
-    let mut isum: [[__m256i; 2]; T] = std::array::from_fn(|t| {
-        [
-            _mm256_set1_epi32(B::start(xs[t], h)),
-            _mm256_setzero_si256(),
-        ]
-    });
-    for c in B::chunks(h) {
-        let code = code256(sb, s, r, c);
-        for (a, xt) in acc16.iter_mut().zip(xs) {
-            let p = _mm256_maddubs_epi16(code, _mm256_set1_epi32(x4(xt, c)));
-            *a = _mm256_add_epi16(*a, p);
-        }
-        // A slot's chunk count is a multiple of the group, so nothing is left in `acc16`.
-        if (c + 1) % group == 0 {
-            for (i, a) in isum.iter_mut().zip(acc16.iter_mut()) {
-                i[0] = _mm256_add_epi32(i[0], _mm256_madd_epi16(*a, ones));
-                *a = _mm256_setzero_si256();
+    for (h, sch) in sc16.iter().enumerate().take(slots) {
+        for c in B::chunks(h) {
+            let code = code256(sb, s, r, c);
+            for (a, xt) in acc16.iter_mut().zip(xs) {
+                let p = _mm256_maddubs_epi16(code, _mm256_set1_epi32(x4(xt, c)));
+                *a = _mm256_add_epi16(*a, p);
+            }
+            // A slot's chunk count is a multiple of the group, so nothing is left in `acc16`.
+            if (c + 1) % group == 0 {
+                for (i, a) in isum.iter_mut().zip(acc16.iter_mut()) {
+                    *i = _mm256_add_epi32(*i, _mm256_madd_epi16(*a, *sch));
+                    *a = _mm256_setzero_si256();
+                }
             }
         }
     }
-    isum
+    for ((f, i), xt) in acc.iter_mut().zip(isum).zip(xs) {
+        let dx = _mm256_set1_ps(xt.d);
+        let scale = if Maddubs::per_superblock_d::<B>() {
+            dx
+        } else {
+            _mm256_mul_ps(dvs[r], dx)
+        };
+        f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, f[r]);
+    }
 }
 
 /// AVX-VNNI: 256-bit `vpdpbusd`, both halves of 8 rows in one pass: each chunk's two code
@@ -569,20 +635,68 @@ struct Vnni256<const EVEX: bool>;
 impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
     const HALVES: usize = 2;
     #[inline(always)]
-    unsafe fn sums<B: Coded, const T: usize>(
+    fn per_superblock_d<B: Coded>() -> bool {
+        false
+    }
+    #[inline(always)]
+    unsafe fn add_sub<B: Coded, const T: usize>(
+        acc: &mut [[__m256; 2]; T],
         sb: &B,
-        s: usize,
-        h: usize,
-        _pass: usize,
+        raw: &Raw,
+        dvs: &[__m256; 2],
         xs: &[&ActQ8; T],
-    ) -> [[__m256i; 2]; T] {
-        // SAFETY: the caller guarantees avx2, fma, f16c and, for the encoding, avxvnni or
-        // avx512f/bw/vl + avx512vnni.
+        s: usize,
+        _pass: usize,
+    ) {
+        // Called once per slot rather than in a loop, which LLVM leaves rolled: the tile
+        // then keeps its sums on the stack (Q6_K pp128 −13%, Zen 5).
+        // SAFETY: the caller guarantees the features.
         unsafe {
-            if EVEX {
-                sums_evex256(sb, s, h, xs)
-            } else {
-                sums_avxvnni(sb, s, h, xs)
+            add_slot::<EVEX, B, T>(acc, sb, raw, dvs, xs, s, 0);
+            if B::SPLIT {
+                add_slot::<EVEX, B, T>(acc, sb, raw, dvs, xs, s, 1);
+            }
+        }
+    }
+}
+
+/// Slot `h` of sub-block `s` into the float accumulators of both row halves:
+/// `acc[t][r] += cvt(I) · (S·d_x)`, with 256-bit `vpdpbusd` forming `I`.
+///
+/// # Safety
+/// As [`Vnni256::add_sub`], of which it is a part.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn add_slot<const EVEX: bool, B: Coded, const T: usize>(
+    acc: &mut [[__m256; 2]; T],
+    sb: &B,
+    raw: &Raw,
+    dvs: &[__m256; 2],
+    xs: &[&ActQ8; T],
+    s: usize,
+    h: usize,
+) {
+    // SAFETY: the caller guarantees avx2, fma, f16c and, for the encoding, avxvnni or
+    // avx512f/bw/vl + avx512vnni.
+    let isum = unsafe {
+        if EVEX {
+            sums_evex256(sb, s, h, xs)
+        } else {
+            sums_avxvnni(sb, s, h, xs)
+        }
+    };
+    let slot = if B::SPLIT { 2 * s + h } else { s };
+    for r in 0..2 {
+        let sv = match raw.sc {
+            // SAFETY: as above.
+            Some(sc) => unsafe { scaled8(dvs[r], &sc[16 * slot + 8 * r..]) },
+            None => dvs[r],
+        };
+        for (t, i) in isum.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe {
+                let d = _mm256_mul_ps(sv, _mm256_set1_ps(xs[t].d));
+                acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[r]), d, acc[t][r]);
             }
         }
     }
@@ -626,9 +740,9 @@ sums_vnni256!(
     _mm256_dpbusd_epi32
 );
 
-/// `T` tokens × 16 rows as two halves of 8 (`r`), every superblock and sub-block: per slot,
-/// `K` forms the integer sums (starting at `OFF · Σx`, see the module comment), then
-/// `facc += cvt(I) · (S·d_x)` and the `B` term, as in the VNNI tile.
+/// `T` tokens × 16 rows as two halves of 8 (`r`), every superblock and sub-block: `K`
+/// adds each sub-block's scaled integer sums ([`Dot256::add_sub`]), then the `B` term, as
+/// in the VNNI tile.
 ///
 /// # Safety
 /// The CPU must have avx2, fma, f16c and `K`'s features. Called from a `#[target_feature]`
@@ -643,6 +757,8 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
 ) {
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     let mut macc = [[_mm256_setzero_ps(); 2]; T];
+    // The superblock's sums before `d` ([`Dot256::per_superblock_d`]).
+    let mut sacc = [[_mm256_setzero_ps(); 2]; T];
     let mut buf = [0i8; 256];
     for (b, sb) in w.iter().enumerate() {
         // SAFETY: the caller guarantees avx2.
@@ -673,16 +789,14 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
                 // tile); `black_box` only hides the array from the optimizer. With the
                 // activations' terms formed once per sub-block: Q6_K pp128 +12% on the
                 // 1.1B shape (Zen 4, avx2, alternated medians), Q4_K_M within the noise.
-                std::hint::black_box(&mut facc);
-                // Called once per slot rather than in a loop, which LLVM leaves rolled: the
-                // AVX-VNNI tile then keeps its sums on the stack (Q6_K pp128 −13%, Zen 5).
+                let acc = if K::per_superblock_d::<B>() {
+                    &mut sacc
+                } else {
+                    &mut facc
+                };
+                std::hint::black_box(&mut *acc);
                 // SAFETY: as above.
-                unsafe {
-                    add_slot::<K, B, T>(&mut facc, sb, &raw, &dvs, &xs, s, 0, pass);
-                    if B::SPLIT {
-                        add_slot::<K, B, T>(&mut facc, sb, &raw, &dvs, &xs, s, 1, pass);
-                    }
-                }
+                unsafe { K::add_sub::<B, T>(acc, sb, &raw, &dvs, &xs, s, pass) };
                 // B · d_x·Σx: with integer mins, Σ_s mn_s · d_x·Σx goes to `macc` (a chain of
                 // its own) and is scaled by the field once per superblock.
                 if let Some(mvs) = mvs {
@@ -707,6 +821,17 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
                 }
             }
         }
+        if K::per_superblock_d::<B>() {
+            for (f, a) in facc.iter_mut().zip(sacc.iter_mut()) {
+                for r in 0..2 {
+                    // SAFETY: as above.
+                    unsafe {
+                        f[r] = _mm256_fmadd_ps(a[r], dvs[r], f[r]);
+                        a[r] = _mm256_setzero_ps();
+                    }
+                }
+            }
+        }
         if let (Some(mvs), Some(_)) = (mvs, raw.mn) {
             for (f, m) in facc.iter_mut().zip(macc.iter_mut()) {
                 for r in 0..2 {
@@ -725,43 +850,6 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
         unsafe {
             _mm256_storeu_ps(o.as_mut_ptr(), f[0]);
             _mm256_storeu_ps(o.as_mut_ptr().add(8), f[1]);
-        }
-    }
-}
-
-/// Slot `h` of sub-block `s` into the float accumulators of the rows of `pass`:
-/// `facc[t][r] += cvt(I) · (S·d_x)`, with `K` forming `I`.
-///
-/// # Safety
-/// As [`tile256`], of which it is a part.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn add_slot<K: Dot256, B: Coded, const T: usize>(
-    facc: &mut [[__m256; 2]; T],
-    sb: &B,
-    raw: &Raw,
-    dvs: &[__m256; 2],
-    xs: &[&ActQ8; T],
-    s: usize,
-    h: usize,
-    pass: usize,
-) {
-    // SAFETY: the caller guarantees the features.
-    let isum = unsafe { K::sums(sb, s, h, pass, xs) };
-    let slot = if B::SPLIT { 2 * s + h } else { s };
-    for j in 0..K::HALVES {
-        let r = K::HALVES * pass + j;
-        let sv = match raw.sc {
-            // SAFETY: as above.
-            Some(sc) => unsafe { scaled8(dvs[r], &sc[16 * slot + 8 * r..]) },
-            None => dvs[r],
-        };
-        for (t, i) in isum.iter().enumerate() {
-            // SAFETY: as above.
-            unsafe {
-                let d = _mm256_mul_ps(sv, _mm256_set1_ps(xs[t].d));
-                facc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[j]), d, facc[t][r]);
-            }
         }
     }
 }
