@@ -360,9 +360,7 @@ fn tile_vnni<B: Coded, const T: usize>(
             .m
             .map(|(m, sign)| _mm512_mul_ps(f16x16(m), _mm512_set1_ps(sign)));
         for s in 0..B::SUBS {
-            if T > 1 {
-                prefetch_ahead(sb, s, B::SUBS);
-            }
+            prefetch_ahead(sb, s, B::SUBS, T);
             let wv = codes512(sb, s);
             let slots = if B::SPLIT { 2 } else { 1 };
             let sv: [__m512; 2] = std::array::from_fn(|h| match raw.sc {
@@ -774,9 +772,7 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
             }
         });
         for s in 0..B::SUBS {
-            if T > 1 {
-                prefetch_ahead(sb, s, B::SUBS);
-            }
+            prefetch_ahead(sb, s, B::SUBS, T);
             // What the activations bring to every row, formed once per sub-block as
             // scalars (each use is then one broadcast from memory, and no vector register
             // is held across passes): each slot's integer sum starts at `OFF · Σx`, then

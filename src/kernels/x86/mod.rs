@@ -42,16 +42,31 @@ macro_rules! drive_tokens {
 /// avx512vnni, one thread, alternated medians) this prefetch took pp16 from 124 to 204 t/s
 /// (Q8_0), 146 → 267 (Q4_0), 131 → 241 (Q6_K) and 142 → 239 (Q4_K_M); pp128 +6–9%, two
 /// threads +8% (Q4_0), the `avx2` tiles +3–13%. 3200–6720 bytes ahead measured alike.
-/// One token (decode) does not prefetch: it streams the weights at the bus's rate
-/// already, and a software prefetch measured slower there (format 1.3 notes).
 pub(super) const PROMPT_PREFETCH: usize = 4096;
 
+/// The same for one token (decode), which streams each weight once. The hardware
+/// prefetchers alone left it at 20–25 GB/s on the Zen 5, and its speed moved by up to 1.5×
+/// with nothing but the code's address between builds (notes of 2026-12-04). With this
+/// prefetch, tg32 on the 1.1B shape, one thread, alternated medians in one build: Q4_K_M
+/// 23 → 60 t/s (36 GB/s), Q6_K 34 → 44, Q4_0 49 → 57, Q8_0 29 → 31; two threads Q4_K_M
+/// 41 → 66; the `avx2` and `avxvnni` tiles forced on the same CPU +23% to +120%. 2 and 4
+/// KiB ahead gained less, 16 KiB about as much. (On the AVX2-only Zen 4 of 2026-12-03 an
+/// earlier prefetch of the two-stream format-1.2 layout, 4 KiB ahead, measured slower
+/// than none; this one has not run there yet.)
+pub(super) const DECODE_PREFETCH: usize = 8192;
+
 /// Prefetch part `part` of `parts` of the bytes of one `B` that lie [`PROMPT_PREFETCH`]
-/// bytes past `b` into L1 (a tile with `parts` steps per `B` calls it at each step, so
-/// the whole weight stream ahead of it is requested once).
+/// (or, for one token, [`DECODE_PREFETCH`]) bytes past `b` into L1 (a tile with `parts`
+/// steps per `B` calls it at each step, so the whole weight stream ahead of it is requested
+/// once).
 #[inline(always)]
-pub(super) fn prefetch_ahead<B>(b: &B, part: usize, parts: usize) {
-    let base = (b as *const B).cast::<u8>().wrapping_add(PROMPT_PREFETCH);
+pub(super) fn prefetch_ahead<B>(b: &B, part: usize, parts: usize, tokens: usize) {
+    let ahead = if tokens > 1 {
+        PROMPT_PREFETCH
+    } else {
+        DECODE_PREFETCH
+    };
+    let base = (b as *const B).cast::<u8>().wrapping_add(ahead);
     let lines = std::mem::size_of::<B>().div_ceil(64);
     let per = lines.div_ceil(parts);
     for l in part * per..((part + 1) * per).min(lines) {

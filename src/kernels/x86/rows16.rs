@@ -70,6 +70,7 @@ fn matvec_q8_vnni256(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
     let flip = _mm256_set1_epi8(-128);
     let mut facc = [_mm256_setzero_ps(); 2];
     for (sb, a) in w.iter().zip(x) {
+        prefetch_ahead(sb, 0, 1, 1);
         let start = _mm256_set1_epi32(-128 * a.sum());
         for (h, f) in facc.iter_mut().enumerate() {
             let (mut p, mut q) = (start, _mm256_setzero_si256());
@@ -199,9 +200,7 @@ fn tile_q8_vnni<const T: usize>(
     let flip = _mm512_set1_epi8(-128);
     let mut facc = [_mm512_setzero_ps(); T];
     for (b, sb) in w.iter().enumerate() {
-        if T > 1 {
-            prefetch_ahead(sb, 0, 1);
-        }
+        prefetch_ahead(sb, 0, 1, T);
         // SAFETY: `sb.qs` is 512 readable bytes, chunk c at 64c; unaligned loads.
         let wv: [__m512i; 8] = std::array::from_fn(|c| unsafe {
             _mm512_xor_si512(load64(sb.qs.as_ptr().add(64 * c).cast()), flip)
@@ -224,9 +223,7 @@ fn tile_q4_vnni<const T: usize>(
     let m = _mm512_set1_epi8(0x0f);
     let mut facc = [_mm512_setzero_ps(); T];
     for (b, sb) in w.iter().enumerate() {
-        if T > 1 {
-            prefetch_ahead(sb, 0, 1);
-        }
+        prefetch_ahead(sb, 0, 1, T);
         // SAFETY: `sb.qs` is 256 readable bytes, chunk c at 64c; unaligned loads.
         let v: [__m512i; 4] = std::array::from_fn(|c| unsafe {
             _mm512_loadu_si512(sb.qs.as_ptr().add(64 * c).cast())
@@ -309,9 +306,7 @@ fn tile_q8_avxvnni<const T: usize>(
     let flip = _mm256_set1_epi8(-128);
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
-        if T > 1 {
-            prefetch_ahead(sb, 0, 1);
-        }
+        prefetch_ahead(sb, 0, 1, T);
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
         let mut acc: [[__m256i; 2]; T] = std::array::from_fn(|t| {
             let s = _mm256_set1_epi32(-128 * xs[t].sum());
@@ -354,9 +349,7 @@ fn tile_q4_avxvnni<const T: usize>(
     let m = _mm256_set1_epi8(0x0f);
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
-        if T > 1 {
-            prefetch_ahead(sb, 0, 1);
-        }
+        prefetch_ahead(sb, 0, 1, T);
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
         let mut acc: [[__m256i; 2]; T] = std::array::from_fn(|t| {
             let s = _mm256_set1_epi32(-8 * xs[t].sum());
@@ -454,9 +447,7 @@ fn tile_q8_avx2<const T: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
-        if T > 1 {
-            prefetch_ahead(sb, 0, 1);
-        }
+        prefetch_ahead(sb, 0, 1, T);
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
         // Both halves in one pass: each activation broadcast serves rows 0..8 and 8..16.
         let mut acc = [[_mm256_setzero_si256(); 2]; T];
@@ -499,9 +490,7 @@ fn tile_q4_avx2<const T: usize>(
     let m = _mm256_set1_epi8(0x0f);
     let mut facc = [[_mm256_setzero_ps(); 2]; T];
     for (b, sb) in w.iter().enumerate() {
-        if T > 1 {
-            prefetch_ahead(sb, 0, 1);
-        }
+        prefetch_ahead(sb, 0, 1, T);
         let xs: [&ActQ8; T] = std::array::from_fn(|t| &x[(t0 + t) * nb + b]);
         // Both halves in one pass: each activation broadcast serves rows 0..8 and 8..16.
         // Pair sums of all eight chunks stay in i16 (≤ 30480, see the module comment).
