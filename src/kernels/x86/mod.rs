@@ -45,12 +45,12 @@ macro_rules! drive_tokens {
 pub(super) const PROMPT_PREFETCH: usize = 4096;
 
 /// The same for one token (decode), which streams each weight once. The hardware
-/// prefetchers alone left it at 20–25 GB/s on the Zen 5, and its speed moved by up to 1.5×
+/// prefetchers alone left it at 20–25 GB/s on the Zen 5, and its speed moved by up to 1.4×
 /// with nothing but the code's address between builds (notes of 2026-12-04). With this
-/// prefetch, tg32 on the 1.1B shape, one thread, alternated medians in one build: Q4_K_M
-/// 23 → 60 t/s (36 GB/s), Q6_K 34 → 44, Q4_0 49 → 57, Q8_0 29 → 31; two threads Q4_K_M
-/// 41 → 66; the `avx2` and `avxvnni` tiles forced on the same CPU +23% to +120%. 2 and 4
-/// KiB ahead gained less, 16 KiB about as much. (On the AVX2-only Zen 4 of 2026-12-03 an
+/// prefetch, tg32 on the 1.1B shape, one thread, alternated medians against the build
+/// before: Q4_K_M 34 → 58 t/s, Q6_K 34 → 40, Q8_0 29.5 → 31.3; in one build reading the
+/// distance at run time, 2 and 4 KiB ahead gained less, 16 KiB as much, and the forced
+/// `avx2` and `avxvnni` tiles gained 23–120%. (On the AVX2-only Zen 4 of 2026-12-03 an
 /// earlier prefetch of the two-stream format-1.2 layout, 4 KiB ahead, measured slower
 /// than none; this one has not run there yet.)
 pub(super) const DECODE_PREFETCH: usize = 8192;
