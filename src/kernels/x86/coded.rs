@@ -537,6 +537,8 @@ impl Dot256 for Maddubs {
     fn per_superblock_d<B: Coded>() -> bool {
         B::SUBS > 1
     }
+    /// # Safety
+    /// As [`Dot256::add_sub`]: the CPU must have this level's features.
     #[inline(always)]
     unsafe fn add_sub<B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
@@ -636,6 +638,8 @@ impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
     fn per_superblock_d<B: Coded>() -> bool {
         false
     }
+    /// # Safety
+    /// As [`Dot256::add_sub`]: the CPU must have this level's features.
     #[inline(always)]
     unsafe fn add_sub<B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
