@@ -30,6 +30,42 @@ use crate::quant::kx16::{
 };
 use crate::quant::{BlockQ8_0, DType};
 
+/// A complete [`Kernels`] table for a base level (one that starts from no other): every
+/// entry is the function of the same name in scope where the macro is called, so a base
+/// level's module names (or `use`s) one function per entry and the list of entries is
+/// written once, here. Higher levels start from a base table with `..BASE`.
+macro_rules! base_table {
+    ($name:literal, coded: $coded:expr) => {
+        $crate::kernels::Kernels {
+            name: $name,
+            dot_q8_0,
+            dot_f16,
+            dot_f32,
+            axpy_f32,
+            axpy_f16,
+            attn_scores_f32,
+            attn_scores_f16,
+            attn_values_f32,
+            attn_values_f16,
+            attn_scores_group_f32,
+            attn_scores_group_f16,
+            attn_values_group_f32,
+            attn_values_group_f16,
+            attn_block_f32,
+            attn_block_f16,
+            attn_block_q8_0,
+            softmax,
+            silu_mul,
+            quantize_q8_0,
+            encode_rows,
+            gemm_q8_0x16,
+            gemm_q4_0x16,
+            coded: $coded,
+        }
+    };
+}
+use base_table;
+
 /// One implementation level of every kernel the forward pass calls.
 pub struct Kernels {
     pub name: &'static str,

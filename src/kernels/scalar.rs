@@ -5,34 +5,9 @@ use half::f16;
 use super::{attn_dims, group_dims, group_dims_sub, AttnBlock, AttnGroup, CodedKernels, Kernels};
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::kx16::{CodedX16, SubScales, SUB};
-use crate::quant::{quantize_act_q8_0, BlockQ8_0, QK};
+use crate::quant::{encode_rows, quantize_act_q8_0 as quantize_q8_0, BlockQ8_0, QK};
 
-pub static KERNELS: Kernels = Kernels {
-    name: "scalar",
-    dot_q8_0,
-    dot_f16,
-    dot_f32,
-    axpy_f32,
-    axpy_f16,
-    attn_scores_f32,
-    attn_scores_f16,
-    attn_values_f32,
-    attn_values_f16,
-    attn_scores_group_f32,
-    attn_scores_group_f16,
-    attn_values_group_f32,
-    attn_values_group_f16,
-    attn_block_f32,
-    attn_block_f16,
-    attn_block_q8_0,
-    softmax,
-    silu_mul,
-    quantize_q8_0: quantize_act_q8_0,
-    encode_rows: crate::quant::encode_rows,
-    gemm_q8_0x16,
-    gemm_q4_0x16,
-    coded: CODED,
-};
+pub static KERNELS: Kernels = super::base_table!("scalar", coded: CODED);
 
 /// The reference kernels of the coded types (every level starts from these).
 pub const CODED: CodedKernels = CodedKernels {

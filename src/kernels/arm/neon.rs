@@ -10,6 +10,7 @@ use std::arch::asm;
 
 use half::f16;
 
+use super::activation::{silu_mul, softmax};
 use super::coded::{coded_driver, coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
@@ -17,32 +18,8 @@ use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::{BlockQ8_0, QK};
 
 /// The neon table; the higher AArch64 levels start from it.
-pub(super) const NEON: Kernels = Kernels {
-    name: "neon",
-    dot_q8_0,
-    dot_f16,
-    dot_f32,
-    axpy_f32,
-    axpy_f16,
-    attn_scores_f32,
-    attn_scores_f16,
-    attn_values_f32,
-    attn_values_f16,
-    attn_scores_group_f32,
-    attn_scores_group_f16,
-    attn_values_group_f32,
-    attn_values_group_f16,
-    attn_block_f32,
-    attn_block_f16,
-    attn_block_q8_0,
-    softmax: super::activation::softmax,
-    silu_mul: super::activation::silu_mul,
-    quantize_q8_0,
-    encode_rows,
-    gemm_q8_0x16,
-    gemm_q4_0x16,
-    coded: coded_table!(gemm_coded),
-};
+pub(super) const NEON: Kernels =
+    crate::kernels::base_table!("neon", coded: coded_table!(gemm_coded));
 
 pub(crate) static KERNELS: Kernels = NEON;
 

@@ -12,37 +12,14 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::activation::{silu_mul, softmax};
+use super::rows16::{gemm_q4_0x16_avx2 as gemm_q4_0x16, gemm_q8_0x16_avx2 as gemm_q8_0x16};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::{BlockQ8_0, QK};
 
 /// The avx2 table; the higher x86 levels start from it.
-pub(super) const AVX2: Kernels = Kernels {
-    name: "avx2",
-    dot_q8_0,
-    dot_f16,
-    dot_f32,
-    axpy_f32,
-    axpy_f16,
-    attn_scores_f32,
-    attn_scores_f16,
-    attn_values_f32,
-    attn_values_f16,
-    attn_scores_group_f32,
-    attn_scores_group_f16,
-    attn_values_group_f32,
-    attn_values_group_f16,
-    attn_block_f32,
-    attn_block_f16,
-    attn_block_q8_0,
-    softmax: super::activation::softmax,
-    silu_mul: super::activation::silu_mul,
-    quantize_q8_0,
-    encode_rows,
-    gemm_q8_0x16: super::rows16::gemm_q8_0x16_avx2,
-    gemm_q4_0x16: super::rows16::gemm_q4_0x16_avx2,
-    coded: super::coded::AVX2,
-};
+pub(super) const AVX2: Kernels = crate::kernels::base_table!("avx2", coded: super::coded::AVX2);
 
 pub(crate) static KERNELS: Kernels = AVX2;
 
