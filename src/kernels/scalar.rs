@@ -52,106 +52,117 @@ fn dot8(n: usize, f: impl Fn(usize) -> f32) -> f32 {
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
+/// A KV-cache element of the float references: f32, or f16 widened exactly.
+trait CacheElem: Copy {
+    fn widen(self) -> f32;
+}
+
+impl CacheElem for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl CacheElem for f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
 pub fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    dot8(w.len(), |i| w[i].to_f32() * x[i])
+    dot(w, x)
 }
 
 pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    dot(w, x)
+}
+
+fn dot<E: CacheElem>(w: &[E], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
-    dot8(w.len(), |i| w[i] * x[i])
+    dot8(w.len(), |i| w[i].widen() * x[i])
 }
 
 /// `out += a · x`, one rounding for the product and one for the sum.
 pub fn axpy_f32(out: &mut [f32], a: f32, x: &[f32]) {
+    axpy(out, a, x)
+}
+
+pub fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
+    axpy(out, a, x)
+}
+
+fn axpy<E: CacheElem>(out: &mut [f32], a: f32, x: &[E]) {
     assert_eq!(out.len(), x.len());
     for (o, v) in out.iter_mut().zip(x) {
-        *o += a * v;
+        *o += a * v.widen();
     }
 }
 
 /// Reference: one [`dot_f32`] per key.
 pub fn attn_scores_f32(q: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
-    attn_dims(out.len(), q.len(), stride, keys.len());
-    for (j, s) in out.iter_mut().enumerate() {
-        *s = dot_f32(q, &keys[j * stride..j * stride + q.len()]);
-    }
+    attn_scores(q, keys, stride, out)
 }
 
 pub fn attn_scores_f16(q: &[f32], keys: &[f16], stride: usize, out: &mut [f32]) {
+    attn_scores(q, keys, stride, out)
+}
+
+fn attn_scores<E: CacheElem>(q: &[f32], keys: &[E], stride: usize, out: &mut [f32]) {
     attn_dims(out.len(), q.len(), stride, keys.len());
     for (j, s) in out.iter_mut().enumerate() {
-        *s = dot_f16(&keys[j * stride..j * stride + q.len()], q);
+        *s = dot(&keys[j * stride..j * stride + q.len()], q);
     }
 }
 
 /// Reference: one [`axpy_f32`] per key, in key order.
 pub fn attn_values_f32(o: &mut [f32], p: &[f32], vals: &[f32], stride: usize) {
-    attn_dims(p.len(), o.len(), stride, vals.len());
-    for (j, &pj) in p.iter().enumerate() {
-        axpy_f32(o, pj, &vals[j * stride..j * stride + o.len()]);
-    }
+    attn_values(o, p, vals, stride)
 }
 
 pub fn attn_values_f16(o: &mut [f32], p: &[f32], vals: &[f16], stride: usize) {
+    attn_values(o, p, vals, stride)
+}
+
+fn attn_values<E: CacheElem>(o: &mut [f32], p: &[f32], vals: &[E], stride: usize) {
     attn_dims(p.len(), o.len(), stride, vals.len());
     for (j, &pj) in p.iter().enumerate() {
-        axpy_f16(o, pj, &vals[j * stride..j * stride + o.len()]);
+        axpy(o, pj, &vals[j * stride..j * stride + o.len()]);
     }
 }
 
 /// Reference: one [`attn_scores_f32`] per query.
 pub fn attn_scores_group_f32(g: &AttnGroup, q: &[f32], keys: &[f32], out: &mut [f32]) {
-    scores_per_query(g, q, keys, out, attn_scores_f32);
+    scores_per_query(g, q, keys, out)
 }
 
 pub fn attn_scores_group_f16(g: &AttnGroup, q: &[f32], keys: &[f16], out: &mut [f32]) {
-    scores_per_query(g, q, keys, out, attn_scores_f16);
+    scores_per_query(g, q, keys, out)
+}
+
+fn scores_per_query<E: CacheElem>(g: &AttnGroup, q: &[f32], keys: &[E], out: &mut [f32]) {
+    let nq = g.queries(q.len(), keys.len(), out.len());
+    for i in 0..nq {
+        let row = &mut out[i * g.row_stride..i * g.row_stride + g.n];
+        attn_scores(&q[i * g.hd..(i + 1) * g.hd], keys, g.stride, row);
+    }
 }
 
 /// Reference: one [`attn_values_f32`] per query.
 pub fn attn_values_group_f32(g: &AttnGroup, o: &mut [f32], p: &[f32], vals: &[f32]) {
-    values_per_query(g, o, p, vals, attn_values_f32);
+    values_per_query(g, o, p, vals)
 }
 
 pub fn attn_values_group_f16(g: &AttnGroup, o: &mut [f32], p: &[f32], vals: &[f16]) {
-    values_per_query(g, o, p, vals, attn_values_f16);
+    values_per_query(g, o, p, vals)
 }
 
-/// A grouped scores call as one one-query call per query.
-fn scores_per_query<E>(
-    g: &AttnGroup,
-    q: &[f32],
-    keys: &[E],
-    out: &mut [f32],
-    one: fn(&[f32], &[E], usize, &mut [f32]),
-) {
-    let nq = g.queries(q.len(), keys.len(), out.len());
-    for i in 0..nq {
-        let row = &mut out[i * g.row_stride..i * g.row_stride + g.n];
-        one(&q[i * g.hd..(i + 1) * g.hd], keys, g.stride, row);
-    }
-}
-
-/// A grouped values call as one one-query call per query.
-fn values_per_query<E>(
-    g: &AttnGroup,
-    o: &mut [f32],
-    p: &[f32],
-    vals: &[E],
-    one: fn(&mut [f32], &[f32], &[E], usize),
-) {
+fn values_per_query<E: CacheElem>(g: &AttnGroup, o: &mut [f32], p: &[f32], vals: &[E]) {
     let nq = g.queries(o.len(), vals.len(), p.len());
     for i in 0..nq {
         let pi = &p[i * g.row_stride..i * g.row_stride + g.n];
-        one(&mut o[i * g.hd..(i + 1) * g.hd], pi, vals, g.stride);
-    }
-}
-
-pub fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
-    assert_eq!(out.len(), x.len());
-    for (o, v) in out.iter_mut().zip(x) {
-        *o += a * v.to_f32();
+        attn_values(&mut o[i * g.hd..(i + 1) * g.hd], pi, vals, g.stride);
     }
 }
 
@@ -160,41 +171,23 @@ pub fn axpy_f16(out: &mut [f32], a: f32, x: &[f16]) {
 pub fn attn_block_f32(
     b: &AttnBlock,
     q: &[f32],
-    keys: &[f32],
-    vals: &[f32],
-    scratch: &mut Vec<f32>,
+    k: &[f32],
+    v: &[f32],
+    s: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    block_per_query(
-        b,
-        q,
-        keys,
-        vals,
-        scratch,
-        out,
-        attn_scores_f32,
-        attn_values_f32,
-    );
+    block_per_query(b, q, k, v, s, out)
 }
 
 pub fn attn_block_f16(
     b: &AttnBlock,
     q: &[f32],
-    keys: &[f16],
-    vals: &[f16],
-    scratch: &mut Vec<f32>,
+    k: &[f16],
+    v: &[f16],
+    s: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    block_per_query(
-        b,
-        q,
-        keys,
-        vals,
-        scratch,
-        out,
-        attn_scores_f16,
-        attn_values_f16,
-    );
+    block_per_query(b, q, k, v, s, out)
 }
 
 /// Reference: this head's values of the rows the block reads, dequantized
@@ -228,16 +221,13 @@ pub fn attn_block_q8_0(
     attn_block_f32(&compact, q, &deq(keys), &deq(vals), scratch, out);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn block_per_query<E>(
+fn block_per_query<E: CacheElem>(
     b: &AttnBlock,
     q: &[f32],
     keys: &[E],
     vals: &[E],
     scores: &mut Vec<f32>,
     out: &mut [f32],
-    score_fn: fn(&[f32], &[E], usize, &mut [f32]),
-    value_fn: fn(&mut [f32], &[f32], &[E], usize),
 ) {
     b.check(q.len(), keys.len(), vals.len(), out.len(), 1);
     for (i, (qi, oi)) in q
@@ -248,11 +238,11 @@ fn block_per_query<E>(
         let len = b.lens[i / b.heads];
         scores.clear();
         scores.resize(len, 0.0);
-        score_fn(qi, keys, b.stride, scores);
+        attn_scores(qi, keys, b.stride, scores);
         scores.iter_mut().for_each(|v| *v *= b.scale);
         softmax(scores);
         oi.fill(0.0);
-        value_fn(oi, scores, vals, b.stride);
+        attn_values(oi, scores, vals, b.stride);
     }
 }
 
