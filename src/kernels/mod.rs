@@ -66,6 +66,21 @@ macro_rules! base_table {
 }
 use base_table;
 
+/// A [`CodedKernels`] table of `$f::<B>` for every coded type `B`.
+macro_rules! coded_table {
+    ($f:ident) => {
+        $crate::kernels::CodedKernels {
+            q4_1: $f::<$crate::quant::kx16::BlockQ4_1x16>,
+            q5_0: $f::<$crate::quant::kx16::BlockQ5_0x16>,
+            q5_1: $f::<$crate::quant::kx16::BlockQ5_1x16>,
+            q4_k: $f::<$crate::quant::kx16::BlockQ4_Kx16>,
+            q5_k: $f::<$crate::quant::kx16::BlockQ5_Kx16>,
+            q6_k: $f::<$crate::quant::kx16::BlockQ6_Kx16>,
+        }
+    };
+}
+use coded_table;
+
 /// One implementation level of every kernel the forward pass calls.
 pub struct Kernels {
     pub name: &'static str,

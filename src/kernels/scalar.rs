@@ -10,14 +10,7 @@ use crate::quant::{encode_rows, quantize_act_q8_0 as quantize_q8_0, BlockQ8_0, Q
 pub static KERNELS: Kernels = super::base_table!("scalar", coded: CODED);
 
 /// The reference kernels of the coded types (every level starts from these).
-pub const CODED: CodedKernels = CodedKernels {
-    q4_1: gemm_coded,
-    q5_0: gemm_coded,
-    q5_1: gemm_coded,
-    q4_k: gemm_coded,
-    q5_k: gemm_coded,
-    q6_k: gemm_coded,
-};
+pub const CODED: CodedKernels = super::coded_table!(gemm_coded);
 
 /// Per block: integer dot product of the int8 values, then one float multiply by both
 /// scales (llama.cpp's order of operations).

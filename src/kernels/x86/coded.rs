@@ -46,35 +46,44 @@ use crate::quant::kx16::{
 /// Bytes of one plane of high bits per sub-block.
 const PLANE: usize = 64;
 
+/// `$v` shifted by the run-time `$n` (`|n| ≤ 4`, left if positive) with the immediate
+/// shifts `$sll` / `$srl`: at every call `n` is a constant after inlining, so one
+/// instruction remains.
+macro_rules! shift_by {
+    ($v:expr, $n:expr, $sll:ident, $srl:ident) => {
+        match $n {
+            4 => $sll::<4>($v),
+            3 => $sll::<3>($v),
+            2 => $sll::<2>($v),
+            1 => $sll::<1>($v),
+            0 => $v,
+            -1 => $srl::<1>($v),
+            -2 => $srl::<2>($v),
+            _ => $srl::<3>($v),
+        }
+    };
+}
+
+/// Where chunk `c`'s high code bits are, for a type with `hb` of them per code: the
+/// plane, the shift (left if positive) that puts them at bit 4 of each byte, and the mask
+/// of those bits there.
+#[inline(always)]
+fn high_bits_at(hb: usize, c: usize) -> (usize, i32, i8) {
+    if hb == 1 {
+        (0, 4 - c as i32, 0x10)
+    } else {
+        (c / 4, 4 - 2 * (c % 4) as i32, 0x30)
+    }
+}
+
 /// The avx2 level's coded kernels (the `avx512` level keeps them too).
-pub(super) const AVX2: CodedKernels = CodedKernels {
-    q4_1: gemm_avx2::<BlockQ4_1x16>,
-    q5_0: gemm_avx2::<BlockQ5_0x16>,
-    q5_1: gemm_avx2::<BlockQ5_1x16>,
-    q4_k: gemm_avx2::<BlockQ4_Kx16>,
-    q5_k: gemm_avx2::<BlockQ5_Kx16>,
-    q6_k: gemm_avx2::<BlockQ6_Kx16>,
-};
+pub(super) const AVX2: CodedKernels = crate::kernels::coded_table!(gemm_avx2);
 
 /// The avxvnni level's coded kernels.
-pub(super) const AVXVNNI: CodedKernels = CodedKernels {
-    q4_1: gemm_avxvnni::<BlockQ4_1x16>,
-    q5_0: gemm_avxvnni::<BlockQ5_0x16>,
-    q5_1: gemm_avxvnni::<BlockQ5_1x16>,
-    q4_k: gemm_avxvnni::<BlockQ4_Kx16>,
-    q5_k: gemm_avxvnni::<BlockQ5_Kx16>,
-    q6_k: gemm_avxvnni::<BlockQ6_Kx16>,
-};
+pub(super) const AVXVNNI: CodedKernels = crate::kernels::coded_table!(gemm_avxvnni);
 
 /// The avx512vnni level's coded kernels.
-pub(super) const VNNI: CodedKernels = CodedKernels {
-    q4_1: gemm_vnni::<BlockQ4_1x16>,
-    q5_0: gemm_vnni::<BlockQ5_0x16>,
-    q5_1: gemm_vnni::<BlockQ5_1x16>,
-    q4_k: gemm_vnni::<BlockQ4_Kx16>,
-    q5_k: gemm_vnni::<BlockQ5_Kx16>,
-    q6_k: gemm_vnni::<BlockQ6_Kx16>,
-};
+pub(super) const VNNI: CodedKernels = crate::kernels::coded_table!(gemm_vnni);
 
 // ---------------------------------------------------------------------------------------
 // Scales.
@@ -132,33 +141,25 @@ pub(super) trait Coded: CodedX16 {
     }
 }
 
-impl Coded for BlockQ4_1x16 {
-    const OFF: i32 = 0;
-    #[inline(always)]
-    unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
-        let m = Some((&self.m, 1.0));
-        Raw {
-            d: &self.d,
-            sc: None,
-            m,
-            mn: None,
+/// The legacy types with a minimum (`d · code + m`), whose superblock is one block.
+macro_rules! coded_affine {
+    ($($t:ty),*) => {$(
+        impl Coded for $t {
+            const OFF: i32 = 0;
+            #[inline(always)]
+            unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
+                let m = Some((&self.m, 1.0));
+                Raw {
+                    d: &self.d,
+                    sc: None,
+                    m,
+                    mn: None,
+                }
+            }
         }
-    }
+    )*};
 }
-
-impl Coded for BlockQ5_1x16 {
-    const OFF: i32 = 0;
-    #[inline(always)]
-    unsafe fn raw<'a>(&'a self, _: &'a mut [i8; 256]) -> Raw<'a> {
-        let m = Some((&self.m, 1.0));
-        Raw {
-            d: &self.d,
-            sc: None,
-            m,
-            mn: None,
-        }
-    }
-}
+coded_affine!(BlockQ4_1x16, BlockQ5_1x16);
 
 impl Coded for BlockQ5_0x16 {
     const OFF: i32 = -16;
@@ -260,22 +261,6 @@ fn gemm_vnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     }
 }
 
-/// `v` shifted left by `n` bits (right by `−n`) in each 16-bit lane, `|n| ≤ 4`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn shift512(v: __m512i, n: i32) -> __m512i {
-    match n {
-        4 => _mm512_slli_epi16::<4>(v),
-        3 => _mm512_slli_epi16::<3>(v),
-        2 => _mm512_slli_epi16::<2>(v),
-        1 => _mm512_slli_epi16::<1>(v),
-        0 => v,
-        -1 => _mm512_srli_epi16::<1>(v),
-        -2 => _mm512_srli_epi16::<2>(v),
-        _ => _mm512_srli_epi16::<3>(v),
-    }
-}
-
 /// The 8 code vectors of sub-block `s`: chunk `c` holds codes `4c..4c+4` of the 16 rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -297,16 +282,16 @@ fn codes512<B: CodedX16>(sb: &B, s: usize) -> [__m512i; 8] {
         let high = sb.sub_high(s);
         // SAFETY: `high` is 64·hb readable bytes, plane p at 64p.
         let plane = |p: usize| unsafe { load64(high.as_ptr().add(PLANE * p).cast()) };
-        let mask = _mm512_set1_epi8(if hb == 1 { 0x10 } else { 0x30 });
         let h = [plane(0), if hb == 2 { plane(1) } else { plane(0) }];
         for (c, wc) in w.iter_mut().enumerate() {
-            let (p, n) = if hb == 1 {
-                (0, 4 - c as i32)
-            } else {
-                (c / 4, 4 - 2 * (c % 4) as i32)
-            };
+            let (p, n, mask) = high_bits_at(hb, c);
             // w | (h' & mask)
-            *wc = _mm512_ternarylogic_epi32::<0xF8>(*wc, shift512(h[p], n), mask);
+            let mask = _mm512_set1_epi8(mask);
+            *wc = _mm512_ternarylogic_epi32::<0xF8>(
+                *wc,
+                shift_by!(h[p], n, _mm512_slli_epi16, _mm512_srli_epi16),
+                mask,
+            );
         }
     }
     w
@@ -426,22 +411,6 @@ fn gemm_avx2<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     unsafe { drive_tokens!(dims, 4, tile_avx2::<B>(w, x, out)) }
 }
 
-/// `v` shifted left by `n` bits (right by `−n`) in each 16-bit lane, `|n| ≤ 4`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn shift256(v: __m256i, n: i32) -> __m256i {
-    match n {
-        4 => _mm256_slli_epi16::<4>(v),
-        3 => _mm256_slli_epi16::<3>(v),
-        2 => _mm256_slli_epi16::<2>(v),
-        1 => _mm256_slli_epi16::<1>(v),
-        0 => v,
-        -1 => _mm256_srli_epi16::<1>(v),
-        -2 => _mm256_srli_epi16::<2>(v),
-        _ => _mm256_srli_epi16::<3>(v),
-    }
-}
-
 /// Chunk `c` of sub-block `s`, rows `8r..8r+8`: codes `4c..4c+4` of each row.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -453,15 +422,14 @@ fn code256<B: CodedX16>(sb: &B, s: usize, r: usize, c: usize) -> __m256i {
     let mut code = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
     let hb = B::HIGH_BITS as usize;
     if hb > 0 {
-        let (p, n, mask) = if hb == 1 {
-            (0, 4 - c as i32, 0x10)
-        } else {
-            (c / 4, 4 - 2 * (c % 4) as i32, 0x30)
-        };
+        let (p, n, mask) = high_bits_at(hb, c);
         let high = sb.sub_high(s);
         // SAFETY: 64p + 32r + 32 <= 64·hb bytes of `high`; unaligned load.
         let h = unsafe { _mm256_loadu_si256(high.as_ptr().add(PLANE * p + 32 * r).cast()) };
-        let h = _mm256_and_si256(shift256(h, n), _mm256_set1_epi8(mask));
+        let h = _mm256_and_si256(
+            shift_by!(h, n, _mm256_slli_epi16, _mm256_srli_epi16),
+            _mm256_set1_epi8(mask),
+        );
         code = _mm256_or_si256(code, h);
     }
     code
