@@ -92,21 +92,8 @@ impl Checkpoint for HfCheckpoint {
                 return Ok(Cow::Borrowed(w));
             }
         }
-        Ok(Cow::Owned(match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => unreachable!("dtype {other:?} rejected at open"),
-        }))
+        let vals = super::safetensors_f32(info.dtype, bytes);
+        Ok(Cow::Owned(vals.expect("dtype checked at open")))
     }
 
     fn release(&self, name: &str) {

@@ -344,6 +344,27 @@ pub(crate) fn borrow_f32(bytes: &[u8]) -> Option<&[f32]> {
     (pre.is_empty() && post.is_empty()).then_some(mid)
 }
 
+/// A safetensors tensor's little-endian F32, F16 or BF16 bytes as f32 values (widened
+/// exactly); `None` for any other dtype. Shared by checkpoints and PEFT adapters.
+pub(crate) fn safetensors_f32(dtype: safetensors::Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
 /// What the file's `quantization` says: the requested type, or for kept tensors the
 /// types of the quantized matrices, most bytes first (e.g. `q4_k+q6_k+q5_0`).
 fn quantization_name(target: Target, plans: &[TensorPlan]) -> String {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, Metadata};
+use safetensors::tensor::Metadata;
 use serde_json::Value as Json;
 
 use super::{LoraAdapter, LoraTarget, PROJECTIONS};
@@ -303,24 +303,11 @@ fn tensor_f32(
     // read_metadata checked that the offsets lie inside the buffer and match the shape.
     let (s, e) = info.data_offsets;
     let bytes = &data[data_start + s..data_start + e];
-    let vals: Vec<f32> = match info.dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        d => {
-            return Err(format!(
-                "tensor '{key}' has dtype {d:?}; only F32, F16 and BF16 are supported"
-            ))
-        }
+    let Some(vals) = crate::convert::safetensors_f32(info.dtype, bytes) else {
+        return Err(format!(
+            "tensor '{key}' has dtype {:?}; only F32, F16 and BF16 are supported",
+            info.dtype
+        ));
     };
     if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
         return Err(format!(
