@@ -278,40 +278,33 @@ pub fn dequantize_row(dtype: DType, src: &[u8], out: &mut [f32]) {
 /// valid), and have no padding.
 pub unsafe trait Block: Copy + 'static {}
 
-/// View bytes as blocks. Panics if the length is not a whole number of blocks or the
-/// slice is not aligned for `T` (the `.llq` reader guarantees 64-byte aligned tensors).
-pub fn blocks<T: Block>(bytes: &[u8]) -> &[T] {
+/// How many `T` blocks `len` bytes at `ptr` hold. Panics if `len` is not a whole number
+/// of blocks or `ptr` is not aligned for `T`.
+fn block_count<T: Block>(ptr: *const u8, len: usize) -> usize {
     let size = std::mem::size_of::<T>();
+    assert_eq!(len % size, 0, "byte length is not a whole number of blocks");
     assert_eq!(
-        bytes.len() % size,
-        0,
-        "byte length is not a whole number of blocks"
-    );
-    assert_eq!(
-        bytes.as_ptr().align_offset(std::mem::align_of::<T>()),
+        ptr.align_offset(std::mem::align_of::<T>()),
         0,
         "misaligned block data"
     );
-    // SAFETY: length and alignment were checked above, and `Block` guarantees that every
-    // bit pattern is a valid `T` with no padding.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) }
+    len / size
+}
+
+/// View bytes as blocks. Panics if the length is not a whole number of blocks or the
+/// slice is not aligned for `T` (the `.llq` reader guarantees 64-byte aligned tensors).
+pub fn blocks<T: Block>(bytes: &[u8]) -> &[T] {
+    let n = block_count::<T>(bytes.as_ptr(), bytes.len());
+    // SAFETY: `block_count` checked length and alignment, and `Block` guarantees that
+    // every bit pattern is a valid `T` with no padding.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), n) }
 }
 
 /// Mutable twin of [`blocks`].
 pub fn blocks_mut<T: Block>(bytes: &mut [u8]) -> &mut [T] {
-    let size = std::mem::size_of::<T>();
-    assert_eq!(
-        bytes.len() % size,
-        0,
-        "byte length is not a whole number of blocks"
-    );
-    assert_eq!(
-        bytes.as_ptr().align_offset(std::mem::align_of::<T>()),
-        0,
-        "misaligned block data"
-    );
+    let n = block_count::<T>(bytes.as_ptr(), bytes.len());
     // SAFETY: as in `blocks`; the exclusive borrow of `bytes` is carried over.
-    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<T>(), bytes.len() / size) }
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<T>(), n) }
 }
 
 /// View blocks as their bytes (for writing them to a file).
