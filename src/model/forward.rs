@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::attention::{attention, SinkRotation};
-use super::{LayerWeights, Model, ModelConfig, Rope};
+use super::{LayerWeights, Model, ModelConfig, Rope, TensorRef};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{matmul, matmul_many, MatmulScratch};
 use crate::kernels::{kernels, Kernels};
@@ -260,16 +260,7 @@ impl Model {
         n: usize,
     ) {
         let cfg = &self.config;
-        rmsnorm(
-            &mut b.xb,
-            &b.x,
-            self.vector(&lw.attn_norm),
-            cfg.rms_eps,
-            cfg.dim,
-        );
-        if let Some(o) = obs {
-            o(l, MatmulInput::AttnNorm, &b.xb[..n * cfg.dim]);
-        }
+        self.norm_input(&lw.attn_norm, b, l, MatmulInput::AttnNorm, obs, n);
         let qkv = [
             self.weight(&lw.wq),
             self.weight(&lw.wk),
@@ -299,6 +290,24 @@ impl Model {
         add(&mut b.x, &b.xb);
     }
 
+    /// `xb = rmsnorm(x) · norm` for the `n` tokens: a block's input to its first matmuls,
+    /// shown to the observer as `input`.
+    fn norm_input(
+        &self,
+        norm: &TensorRef,
+        b: &mut Buffers,
+        l: usize,
+        input: MatmulInput,
+        obs: &mut Option<Observer>,
+        n: usize,
+    ) {
+        let cfg = &self.config;
+        rmsnorm(&mut b.xb, &b.x, self.vector(norm), cfg.rms_eps, cfg.dim);
+        if let Some(o) = obs {
+            o(l, input, &b.xb[..n * cfg.dim]);
+        }
+    }
+
     /// `x += W_down · (silu(W_gate · h) ⊙ (W_up · h))` with `h = rmsnorm(x)` (SwiGLU), each
     /// `W` with the context's adapters' `ΔW` (see `attention_block`).
     #[allow(clippy::too_many_arguments)]
@@ -313,16 +322,7 @@ impl Model {
         n: usize,
     ) {
         let cfg = &self.config;
-        rmsnorm(
-            &mut b.xb,
-            &b.x,
-            self.vector(&lw.ffn_norm),
-            cfg.rms_eps,
-            cfg.dim,
-        );
-        if let Some(o) = obs {
-            o(l, MatmulInput::FfnNorm, &b.xb[..n * cfg.dim]);
-        }
+        self.norm_input(&lw.ffn_norm, b, l, MatmulInput::FfnNorm, obs, n);
         let gate_up = [self.weight(&lw.w_gate), self.weight(&lw.w_up)];
         let outs = &mut [&mut b.gate[..], &mut b.up[..]];
         matmul_many(k, &gate_up, &b.xb, n, outs, &mut b.mm);
