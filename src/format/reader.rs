@@ -481,6 +481,15 @@ impl<'a> Cursor<'a> {
         self.utf8(b, at)
     }
 
+    /// An array of 4-byte little-endian values: its count, then the values.
+    fn array4<T>(&mut self, from: fn([u8; 4]) -> T) -> std::result::Result<Vec<T>, String> {
+        let n = self.count(4)?;
+        let b = self.take(n * 4)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| from([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
     fn value(&mut self) -> std::result::Result<Value, String> {
         let at = self.pos;
         Ok(match self.u32()? {
@@ -501,24 +510,8 @@ impl<'a> Cursor<'a> {
                 self.take(n)?;
                 Value::BytesAt(start..start + n)
             }
-            tag::ARR_U32 => {
-                let n = self.count(4)?;
-                let b = self.take(n * 4)?;
-                Value::ArrU32(
-                    b.chunks_exact(4)
-                        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                )
-            }
-            tag::ARR_F32 => {
-                let n = self.count(4)?;
-                let b = self.take(n * 4)?;
-                Value::ArrF32(
-                    b.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                )
-            }
+            tag::ARR_U32 => Value::ArrU32(self.array4(u32::from_le_bytes)?),
+            tag::ARR_F32 => Value::ArrF32(self.array4(f32::from_le_bytes)?),
             tag::ARR_STR => {
                 let n = self.count(8)?;
                 let mut v = Vec::with_capacity(n);
