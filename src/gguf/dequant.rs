@@ -220,30 +220,21 @@ fn k4_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 /// 8 sub-blocks of 32; sub-block j uses nibble (j % 2) of qs[32 * (j / 2)
 /// ..][..32]; y = d * sc * q - dmin * m.
 fn block_q4_k(b: &[u8], y: &mut [f32]) {
-    let d = f16_at(b, 0);
-    let dmin = f16_at(b, 2);
-    let scales = &b[4..16];
-    let qs = &b[16..144];
-    for j in 0..8 {
-        let (sc, m) = k4_scale_min(j, scales);
-        let d1 = d * sc as f32;
-        let m1 = dmin * m as f32;
-        let shift = 4 * (j % 2);
-        let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
-        for l in 0..32 {
-            y[32 * j + l] = d1 * ((q[l] >> shift) & 0x0F) as f32 - m1;
-        }
-    }
+    k_scale_min(b, &b[16..144], None, y)
 }
 
 /// block_q5_K { half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128] }.
 /// As Q4_K, with a fifth bit: bit j of qh[l] for value l of sub-block j.
 fn block_q5_k(b: &[u8], y: &mut [f32]) {
+    k_scale_min(b, &b[48..176], Some(&b[16..48]), y)
+}
+
+/// The Q4_K / Q5_K body: `d`, `dmin` and the packed scales at the block's start, the low
+/// nibbles `qs`, and for Q5_K the fifth bits `qh`.
+fn k_scale_min(b: &[u8], qs: &[u8], qh: Option<&[u8]>, y: &mut [f32]) {
     let d = f16_at(b, 0);
     let dmin = f16_at(b, 2);
     let scales = &b[4..16];
-    let qh = &b[16..48];
-    let qs = &b[48..176];
     for j in 0..8 {
         let (sc, m) = k4_scale_min(j, scales);
         let d1 = d * sc as f32;
@@ -251,7 +242,8 @@ fn block_q5_k(b: &[u8], y: &mut [f32]) {
         let shift = 4 * (j % 2);
         let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
         for l in 0..32 {
-            let v = ((q[l] >> shift) & 0x0F) | (((qh[l] >> j) & 1) << 4);
+            let high = qh.map_or(0, |qh| ((qh[l] >> j) & 1) << 4);
+            let v = ((q[l] >> shift) & 0x0F) | high;
             y[32 * j + l] = d1 * v as f32 - m1;
         }
     }
