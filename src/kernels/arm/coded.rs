@@ -255,28 +255,3 @@ macro_rules! coded_table {
     };
 }
 pub(super) use coded_table;
-
-/// Generates `fn $name<B: NeonCoded>(w, x, out)` compiled with `$feat`: as
-/// `group_driver`, with superblocks of `B::SUBS` activation blocks (`group_dims_sub`).
-/// The tiles are expressions in `B`.
-macro_rules! coded_driver {
-    ($name:ident, $feat:literal, $four:expr, $two:expr, $one:expr) => {
-        #[target_feature(enable = $feat)]
-        fn $name<B: $crate::kernels::arm::coded::NeonCoded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
-            let (nb, toks) = $crate::kernels::group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
-            let mut t = 0;
-            while t + 4 <= toks {
-                $four(w, x, nb, t, out);
-                t += 4;
-            }
-            if t + 2 <= toks {
-                $two(w, x, nb, t, out);
-                t += 2;
-            }
-            if t < toks {
-                $one(w, x, nb, t, out);
-            }
-        }
-    };
-}
-pub(super) use coded_driver;

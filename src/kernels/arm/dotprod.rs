@@ -12,7 +12,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::coded::{coded_driver, coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
+use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
 use super::neon::{h2f, ld_s8, ld_u8, load_act, load_q8, scales16, store4, NEON};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
@@ -70,21 +70,6 @@ impl Q8Dot for Dotprod {
 
 simd::kernel!("neon,dotprod", Dotprod::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
-
-fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
-    unsafe { gemm_q8_sdot(w, x, out) }
-}
-
-fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
-    unsafe { gemm_q4_sdot(w, x, out) }
-}
-
-fn gemm_coded<B: NeonCoded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon + dotprod.
-    unsafe { gemm_coded_sdot(w, x, out) }
-}
 
 /// `acc[i] += Σ_k a[4i + k] · b[4i + k]`.
 #[inline]
@@ -249,23 +234,6 @@ pub(super) fn tile_q4<const T: usize>(
     }
 }
 
-super::group_driver!(
-    gemm_q8_sdot,
-    "neon,dotprod",
-    BlockQ8_0x16,
-    tile_q8::<4>,
-    tile_q8::<2>,
-    tile_q8::<1>
-);
-super::group_driver!(
-    gemm_q4_sdot,
-    "neon,dotprod",
-    BlockQ4_0x16,
-    tile_q4::<4>,
-    tile_q4::<2>,
-    tile_q4::<1>
-);
-
 /// Tokens `t0..t0 + T` of a group of coded superblocks (`quant::kx16`): as [`tile_q4`]
 /// with the codes of `coded::codes_half` (0..=63), half `h` (chunks `4h..4h + 4`) against
 /// lanes 0..4 of activations `16h..16h + 16`, and per slot `(S·d)·I + B·d·Σx`. Each half
@@ -333,10 +301,9 @@ pub(super) fn tile_coded<B: NeonCoded, const T: usize>(
     }
 }
 
-coded_driver!(
-    gemm_coded_sdot,
+super::group_kernels!(
     "neon,dotprod",
-    tile_coded::<B, 4>,
-    tile_coded::<B, 2>,
-    tile_coded::<B, 1>
+    q8_0: [tile_q8::<4>, tile_q8::<2>, tile_q8::<1>],
+    q4_0: [tile_q4::<4>, tile_q4::<2>, tile_q4::<1>],
+    coded: [tile_coded::<B, 4>, tile_coded::<B, 2>, tile_coded::<B, 1>],
 );

@@ -15,7 +15,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::coded::{coded_driver, coded_table, codes_half, slot, NeonCoded, Sc};
+use super::coded::{coded_table, codes_half, slot, NeonCoded, Sc};
 use super::dotprod::{self, DOTPROD};
 use super::neon::{ld_s8, ld_u8, load_act, scales16, store4};
 use crate::kernels::Kernels;
@@ -29,21 +29,6 @@ pub(crate) static KERNELS: Kernels = Kernels {
     coded: coded_table!(gemm_coded),
     ..DOTPROD
 };
-
-fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting dotprod + i8mm.
-    unsafe { gemm_q8_mmla(w, x, out) }
-}
-
-fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting dotprod + i8mm.
-    unsafe { gemm_q4_mmla(w, x, out) }
-}
-
-fn gemm_coded<B: NeonCoded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting dotprod + i8mm.
-    unsafe { gemm_coded_mmla(w, x, out) }
-}
 
 /// `acc[2i + j] += Σ_k a[8i + k] · b[8j + k]` for i, j in 0..2.
 #[inline]
@@ -214,23 +199,6 @@ fn tile_q4<const P: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize
     store_tiles(&acc, t0, out);
 }
 
-super::group_driver!(
-    gemm_q8_mmla,
-    "neon,dotprod,i8mm",
-    BlockQ8_0x16,
-    tile_q8::<2>,
-    tile_q8::<1>,
-    dotprod::tile_q8::<1>
-);
-super::group_driver!(
-    gemm_q4_mmla,
-    "neon,dotprod,i8mm",
-    BlockQ4_0x16,
-    tile_q4::<2>,
-    tile_q4::<1>,
-    dotprod::tile_q4::<1>
-);
-
 /// As [`accumulate`] for one slot of the coded types: `acc += (S·d)·I + B·ds` with
 /// `ds[q] = [d0·Σx0, d1·Σx1, d0·Σx0, d1·Σx1]` over the slot's columns.
 #[inline]
@@ -312,10 +280,10 @@ fn tile_coded<B: NeonCoded, const P: usize>(
     store_tiles(&acc, t0, out);
 }
 
-coded_driver!(
-    gemm_coded_mmla,
+// Tiles of 2 and 1 token pairs; a single token has no partner and takes the dotprod tile.
+super::group_kernels!(
     "neon,dotprod,i8mm",
-    tile_coded::<B, 2>,
-    tile_coded::<B, 1>,
-    dotprod::tile_coded::<B, 1>
+    q8_0: [tile_q8::<2>, tile_q8::<1>, dotprod::tile_q8::<1>],
+    q4_0: [tile_q4::<2>, tile_q4::<1>, dotprod::tile_q4::<1>],
+    coded: [tile_coded::<B, 2>, tile_coded::<B, 1>, dotprod::tile_coded::<B, 1>],
 );

@@ -1,32 +1,77 @@
 //! AArch64 kernel levels: plain NEON (Cortex-A72 class), `dotprod` (SDOT) and `i8mm`
 //! (SMMLA tiles for matrix × matrix; SDOT for matrix × vector).
 
-/// Generates `fn $name(w, x, out)`, compiled with the target features `$feat`: checks the
-/// arguments of a group call (`group_dims`) and covers the tokens with register tiles,
-/// `$four` (4 tokens) while at least 4 are left, then `$two` (2) and `$one` (1). Each
-/// tile is a `#[target_feature]` function `(w, x, nb, t0, out)` writing
-/// `out[(t0 + t) * 16 + i]` for its tokens `t`.
-macro_rules! group_driver {
-    ($name:ident, $feat:literal, $W:ty, $four:expr, $two:expr, $one:expr) => {
-        #[target_feature(enable = $feat)]
-        fn $name(w: &[$W], x: &[ActQ8], out: &mut [f32]) {
-            let (nb, toks) = $crate::kernels::group_dims(w.len(), x.len(), out.len());
-            let mut t = 0;
-            while t + 4 <= toks {
-                $four(w, x, nb, t, out);
-                t += 4;
+/// Generates a level's group kernels `gemm_q8_0x16`, `gemm_q4_0x16` and
+/// `gemm_coded::<B: NeonCoded>` (see [`group_kernel`]) from its register tiles: for each,
+/// the tiles for 4, 2 and 1 tokens. The coded tiles are expressions in `B`.
+macro_rules! group_kernels {
+    (
+        $feat:literal,
+        q8_0: [$($q8:expr),+ $(,)?],
+        q4_0: [$($q4:expr),+ $(,)?],
+        coded: [$($coded:expr),+ $(,)?] $(,)?
+    ) => {
+        $crate::kernels::arm::group_kernel!(
+            gemm_q8_0x16, $feat, $crate::quant::interleave::BlockQ8_0x16, 1, [$($q8),+]
+        );
+        $crate::kernels::arm::group_kernel!(
+            gemm_q4_0x16, $feat, $crate::quant::interleave::BlockQ4_0x16, 1, [$($q4),+]
+        );
+        $crate::kernels::arm::group_kernel!(gemm_coded<B>, $feat, B, B::SUBS, [$($coded),+]);
+    };
+}
+use group_kernels;
+
+/// Generates the table entry `fn $name(w: &[$W], x, out)` (generic over `$B: NeonCoded`
+/// if given) around a function compiled with the target features `$feat` that checks the
+/// arguments of a group call (`group_dims_sub`, superblocks of `$subs` activation blocks)
+/// and covers the tokens with register tiles: `$four` (4 tokens) while at least 4 are
+/// left, then `$two` (2) and `$one` (1). Each tile is a `#[target_feature]` function
+/// `(w, x, nb, t0, out)` writing `out[(t0 + t) * 16 + i]` for its tokens `t`.
+///
+/// Soundness rests on the caller: the entry may only be installed in tables that
+/// `push_available` hands out after detecting `$feat`.
+macro_rules! group_kernel {
+    (
+        $name:ident $(<$B:ident>)?,
+        $feat:literal,
+        $W:ty,
+        $subs:expr,
+        [$four:expr, $two:expr, $one:expr]
+    ) => {
+        fn $name$(<$B: $crate::kernels::arm::coded::NeonCoded>)?(
+            w: &[$W],
+            x: &[$crate::quant::interleave::ActQ8],
+            out: &mut [f32],
+        ) {
+            #[target_feature(enable = $feat)]
+            fn imp$(<$B: $crate::kernels::arm::coded::NeonCoded>)?(
+                w: &[$W],
+                x: &[$crate::quant::interleave::ActQ8],
+                out: &mut [f32],
+            ) {
+                let (nb, toks) =
+                    $crate::kernels::group_dims_sub(w.len(), $subs, x.len(), out.len());
+                let mut t = 0;
+                while t + 4 <= toks {
+                    $four(w, x, nb, t, out);
+                    t += 4;
+                }
+                if t + 2 <= toks {
+                    $two(w, x, nb, t, out);
+                    t += 2;
+                }
+                if t < toks {
+                    $one(w, x, nb, t, out);
+                }
             }
-            if t + 2 <= toks {
-                $two(w, x, nb, t, out);
-                t += 2;
-            }
-            if t < toks {
-                $one(w, x, nb, t, out);
-            }
+            // SAFETY: only reachable through kernel tables that `push_available` hands out
+            // after detecting `$feat`.
+            unsafe { imp$(::<$B>)?(w, x, out) }
         }
     };
 }
-use group_driver;
+use group_kernel;
 
 mod activation;
 mod coded;

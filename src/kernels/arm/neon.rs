@@ -11,7 +11,7 @@ use std::arch::asm;
 use half::f16;
 
 use super::activation::{silu_mul, softmax};
-use super::coded::{coded_driver, coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
+use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
 use crate::kernels::simd::{self, Q8Dot};
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
@@ -89,21 +89,6 @@ pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(src.len(), out.len() * QK);
     // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
     unsafe { quantize_q8_neon(src, out) }
-}
-
-fn gemm_q8_0x16(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { gemm_q8_neon(w, x, out) }
-}
-
-fn gemm_q4_0x16(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through KERNELS, installed after detecting neon.
-    unsafe { gemm_q4_neon(w, x, out) }
-}
-
-fn gemm_coded<B: NeonCoded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through the NEON-based tables, installed after detecting neon.
-    unsafe { gemm_coded_neon(w, x, out) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -356,23 +341,6 @@ fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize
     }
 }
 
-super::group_driver!(
-    gemm_q8_neon,
-    "neon",
-    BlockQ8_0x16,
-    tile_q8::<4>,
-    tile_q8::<2>,
-    tile_q8::<1>
-);
-super::group_driver!(
-    gemm_q4_neon,
-    "neon",
-    BlockQ4_0x16,
-    tile_q4::<4>,
-    tile_q4::<2>,
-    tile_q4::<1>
-);
-
 /// `lo += w[0..8] · x[0..8]`, `hi += w[8..16] · x[8..16]` (int8 → i16 lanes) with
 /// `smlal` and `smlal2`, written as `asm!`: with the intrinsics LLVM saw that 4-bit codes
 /// are non-negative and rewrote each pair as `uxtl`, `uxtl2`, `sxtl` and two 16-bit `mla`.
@@ -467,10 +435,9 @@ fn tile_coded<B: NeonCoded, const T: usize>(
     }
 }
 
-coded_driver!(
-    gemm_coded_neon,
+super::group_kernels!(
     "neon",
-    tile_coded::<B, 4>,
-    tile_coded::<B, 2>,
-    tile_coded::<B, 1>
+    q8_0: [tile_q8::<4>, tile_q8::<2>, tile_q8::<1>],
+    q4_0: [tile_q4::<4>, tile_q4::<2>, tile_q4::<1>],
+    coded: [tile_coded::<B, 4>, tile_coded::<B, 2>, tile_coded::<B, 1>],
 );
