@@ -10,7 +10,6 @@
 //! `arm::push_available` hands out only after `is_aarch64_feature_detected!("dotprod")`.
 
 use std::arch::aarch64::*;
-use std::arch::asm;
 
 use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
 use super::neon::{h2f, ld_s8, ld_u8, load_act, load_q8, scales16, store4, NEON};
@@ -71,23 +70,12 @@ impl Q8Dot for Dotprod {
 simd::kernel!("neon,dotprod", Dotprod::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));
 
-/// `acc[i] += Σ_k a[4i + k] · b[4i + k]`.
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
-fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    // SAFETY: SDOT only touches the named registers; dotprod was detected at run time.
-    unsafe {
-        asm!(
-            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-            acc = inout(vreg) acc,
-            a = in(vreg) a,
-            b = in(vreg) b,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    acc
-}
+super::acc_insn!(
+    /// `acc[i] += Σ_k a[4i + k] · b[4i + k]`.
+    fn sdot,
+    "neon,dotprod",
+    "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b"
+);
 
 /// Exact Σ w·x of 32 int8 pairs, as four partial int32 sums.
 #[inline]
@@ -96,25 +84,13 @@ fn idot(w: &[int8x16_t; 2], x: &[int8x16_t; 2]) -> int32x4_t {
     sdot(sdot(vdupq_n_s32(0), w[0], x[0]), w[1], x[1])
 }
 
-/// `acc[i] += Σ_k w[4i + k] · x[4L + k]`: SDOT by element (lane `L` of `x` against every
-/// 4-byte group of `w`).
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
-fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    // SAFETY: SDOT only touches the named registers; dotprod was detected at run time.
-    unsafe {
-        asm!(
-            "sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{l}]",
-            acc = inout(vreg) acc,
-            w = in(vreg) w,
-            x = in(vreg) x,
-            l = const L,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    acc
-}
+super::acc_insn!(
+    /// `acc[i] += Σ_k a[4i + k] · b[4L + k]`: SDOT by element (lane `L` of `b` against
+    /// every 4-byte group of `a`).
+    fn sdot_lane<L>,
+    "neon,dotprod",
+    "sdot {acc:v}.4s, {a:v}.16b, {b:v}.4b[{l}]"
+);
 
 // rows16 group kernels. Within a block the loop runs over row quads `r` (register `r` of
 // every chunk: rows 4r..4r + 4) outermost, so only `T` integer accumulators are live next

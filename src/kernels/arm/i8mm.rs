@@ -13,7 +13,6 @@
 //! hands out only after `is_aarch64_feature_detected!` confirmed dotprod and i8mm.
 
 use std::arch::aarch64::*;
-use std::arch::asm;
 
 use super::coded::{coded_table, codes_half, slot, NeonCoded, Sc};
 use super::dotprod::{self, DOTPROD};
@@ -30,23 +29,12 @@ pub(crate) static KERNELS: Kernels = Kernels {
     ..DOTPROD
 };
 
-/// `acc[2i + j] += Σ_k a[8i + k] · b[8j + k]` for i, j in 0..2.
-#[inline]
-#[target_feature(enable = "neon,dotprod,i8mm")]
-fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    // SAFETY: SMMLA only touches the named registers; i8mm was detected at run time.
-    unsafe {
-        asm!(
-            "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-            acc = inout(vreg) acc,
-            a = in(vreg) a,
-            b = in(vreg) b,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    acc
-}
+super::acc_insn!(
+    /// `acc[2i + j] += Σ_k a[8i + k] · b[8j + k]` for i, j in 0..2.
+    fn smmla,
+    "neon,dotprod,i8mm",
+    "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b"
+);
 
 /// Interleave two 32-value blocks 8 bytes at a time: register k holds bytes 8k..8k+8 of
 /// `p` then of `q`, the 2×8 operand layout of SMMLA.

@@ -73,6 +73,49 @@ macro_rules! group_kernel {
 }
 use group_kernel;
 
+/// `asm!` of register-only instructions: they read and write only the named registers
+/// (no memory, stack or flags). Use it only in a function compiled with the target
+/// features the instructions need (its table's level detected them).
+macro_rules! reg_asm {
+    ($($args:tt)*) => {
+        // SAFETY: the instructions touch only the named registers, and the enclosing
+        // function is compiled for their features, which were detected at run time
+        // before its kernel table was handed out.
+        unsafe {
+            ::std::arch::asm!($($args)*, options(pure, nomem, nostack, preserves_flags))
+        }
+    };
+}
+use reg_asm;
+
+/// Generates `fn $name(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t`,
+/// compiled with `$feat`: the one accumulating instruction `$insn` (operands `{acc}`,
+/// `{a}`, `{b}`, and `{l}` for the const lane `$L` if given), written as `asm!` because
+/// its intrinsic is not stable Rust.
+macro_rules! acc_insn {
+    ($(#[$doc:meta])* fn $name:ident $(<$L:ident>)?, $feat:literal, $insn:literal) => {
+        $(#[$doc])*
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $name$(<const $L: i32>)?(
+            acc: ::core::arch::aarch64::int32x4_t,
+            a: ::core::arch::aarch64::int8x16_t,
+            b: ::core::arch::aarch64::int8x16_t,
+        ) -> ::core::arch::aarch64::int32x4_t {
+            let mut acc = acc;
+            $crate::kernels::arm::reg_asm!(
+                $insn,
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b
+                $(, l = const $L)?
+            );
+            acc
+        }
+    };
+}
+use acc_insn;
+
 mod activation;
 mod coded;
 mod dotprod;

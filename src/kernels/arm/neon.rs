@@ -6,7 +6,6 @@
 //! `is_aarch64_feature_detected!("neon")`.
 
 use std::arch::aarch64::*;
-use std::arch::asm;
 
 use half::f16;
 
@@ -100,16 +99,12 @@ pub(super) fn quantize_q8_0(src: &[f32], out: &mut [BlockQ8_0]) {
 #[target_feature(enable = "neon")]
 pub(super) fn h2f(h: u16) -> f32 {
     let r: f32;
-    // SAFETY: register-only instructions of base Advanced SIMD (neon was detected).
-    unsafe {
-        asm!(
-            "dup {v:v}.4h, {h:w}",
-            "fcvtl {v:v}.4s, {v:v}.4h",
-            h = in(reg) h as u32,
-            v = out(vreg) r,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
+    super::reg_asm!(
+        "dup {v:v}.4h, {h:w}",
+        "fcvtl {v:v}.4s, {v:v}.4h",
+        h = in(reg) h as u32,
+        v = out(vreg) r
+    );
     r
 }
 
@@ -118,15 +113,7 @@ pub(super) fn h2f(h: u16) -> f32 {
 #[target_feature(enable = "neon")]
 pub(super) fn h2f4(h: uint16x4_t) -> float32x4_t {
     let r: float32x4_t;
-    // SAFETY: register-only instruction of base Advanced SIMD (neon was detected).
-    unsafe {
-        asm!(
-            "fcvtl {r:v}.4s, {h:v}.4h",
-            h = in(vreg) h,
-            r = out(vreg) r,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
+    super::reg_asm!("fcvtl {r:v}.4s, {h:v}.4h", h = in(vreg) h, r = out(vreg) r);
     r
 }
 
@@ -135,17 +122,13 @@ pub(super) fn h2f4(h: uint16x4_t) -> float32x4_t {
 #[target_feature(enable = "neon")]
 pub(super) fn h2f8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
     let (lo, hi): (float32x4_t, float32x4_t);
-    // SAFETY: register-only instructions of base Advanced SIMD (neon was detected).
-    unsafe {
-        asm!(
-            "fcvtl {lo:v}.4s, {h:v}.4h",
-            "fcvtl2 {hi:v}.4s, {h:v}.8h",
-            h = in(vreg) h,
-            lo = out(vreg) lo,
-            hi = out(vreg) hi,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
+    super::reg_asm!(
+        "fcvtl {lo:v}.4s, {h:v}.4h",
+        "fcvtl2 {hi:v}.4s, {h:v}.8h",
+        h = in(vreg) h,
+        lo = out(vreg) lo,
+        hi = out(vreg) hi
+    );
     (lo, hi)
 }
 
@@ -348,18 +331,14 @@ fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize
 #[target_feature(enable = "neon")]
 fn smlal_pair(lo: int16x8_t, hi: int16x8_t, w: int8x16_t, x: int8x16_t) -> (int16x8_t, int16x8_t) {
     let (mut lo, mut hi) = (lo, hi);
-    // SAFETY: register-only instructions of base Advanced SIMD (neon was detected).
-    unsafe {
-        asm!(
-            "smlal {lo:v}.8h, {w:v}.8b, {x:v}.8b",
-            "smlal2 {hi:v}.8h, {w:v}.16b, {x:v}.16b",
-            lo = inout(vreg) lo,
-            hi = inout(vreg) hi,
-            w = in(vreg) w,
-            x = in(vreg) x,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
+    super::reg_asm!(
+        "smlal {lo:v}.8h, {w:v}.8b, {x:v}.8b",
+        "smlal2 {hi:v}.8h, {w:v}.16b, {x:v}.16b",
+        lo = inout(vreg) lo,
+        hi = inout(vreg) hi,
+        w = in(vreg) w,
+        x = in(vreg) x
+    );
     (lo, hi)
 }
 
