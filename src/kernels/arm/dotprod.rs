@@ -12,8 +12,8 @@
 use std::arch::aarch64::*;
 
 use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
-use super::neon::{h2f, ld_s8, ld_u8, load_act, load_q8, scales16, store4, NEON};
-use crate::kernels::simd::{self, Q8Dot};
+use super::neon::{ld_s8, ld_u8, load_act, scales16, store4, NEON};
+use crate::kernels::simd;
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::BlockQ8_0;
@@ -43,29 +43,7 @@ impl Dotprod {
     }
 }
 
-// SAFETY (every block in this impl): a `Dotprod` exists only where neon and dotprod were
-// detected (`Dotprod::new`).
-impl Q8Dot for Dotprod {
-    type Acc = float32x4_t;
-    #[inline(always)]
-    fn zero(self) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe { vdupq_n_f32(0.0) }
-    }
-    #[inline(always)]
-    fn step(self, acc: float32x4_t, w: &BlockQ8_0, x: &BlockQ8_0) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe {
-            let s = vcvtq_f32_s32(idot(&load_q8(w), &load_q8(x)));
-            vfmaq_n_f32(acc, s, h2f(w.d) * h2f(x.d))
-        }
-    }
-    #[inline(always)]
-    fn finish(self, a: float32x4_t, b: float32x4_t) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { vaddvq_f32(vaddq_f32(a, b)) }
-    }
-}
+super::neon::impl_q8_dot!(Dotprod, idot);
 
 simd::kernel!("neon,dotprod", Dotprod::new(), dot_q8_0,
     (w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32, |s| simd::dot_q8_0(s, w, x));

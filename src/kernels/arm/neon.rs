@@ -11,7 +11,7 @@ use half::f16;
 
 use super::activation::{silu_mul, softmax};
 use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
-use crate::kernels::simd::{self, Q8Dot};
+use crate::kernels::simd;
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 use crate::quant::{BlockQ8_0, QK};
@@ -55,28 +55,45 @@ simd::impl_f32_simd!(Neon, float32x4_t, 4 {
     },
 });
 
-// SAFETY (every block in this impl): as for `F32Simd`.
-impl Q8Dot for Neon {
-    type Acc = float32x4_t;
-    #[inline(always)]
-    fn zero(self) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe { vdupq_n_f32(0.0) }
-    }
-    #[inline(always)]
-    fn step(self, acc: float32x4_t, w: &BlockQ8_0, x: &BlockQ8_0) -> float32x4_t {
-        // SAFETY: see the impl.
-        unsafe {
-            let s = vcvtq_f32_s32(idot(&load_q8(w), &load_q8(x)));
-            vfmaq_n_f32(acc, s, h2f(w.d) * h2f(x.d))
-        }
-    }
-    #[inline(always)]
-    fn finish(self, a: float32x4_t, b: float32x4_t) -> f32 {
-        // SAFETY: see the impl.
-        unsafe { vaddvq_f32(vaddq_f32(a, b)) }
-    }
+/// `impl Q8Dot for $tok` with `$idot`, the level's exact int8 dot product of a block pair
+/// (four partial int32 sums), scaled by `d_w · d_x` into four float lanes.
+macro_rules! impl_q8_dot {
+    ($tok:ty, $idot:path) => {
+        const _: () = {
+            use ::core::arch::aarch64::*;
+            use $crate::kernels::arm::neon::{h2f, load_q8};
+            use $crate::kernels::simd::Q8Dot;
+            use $crate::quant::BlockQ8_0;
+
+            // SAFETY (every block in this impl): a token exists only where its level's
+            // features were detected (its unsafe `new`).
+            impl Q8Dot for $tok {
+                type Acc = float32x4_t;
+                #[inline(always)]
+                fn zero(self) -> float32x4_t {
+                    // SAFETY: see the impl.
+                    unsafe { vdupq_n_f32(0.0) }
+                }
+                #[inline(always)]
+                fn step(self, acc: float32x4_t, w: &BlockQ8_0, x: &BlockQ8_0) -> float32x4_t {
+                    // SAFETY: see the impl.
+                    unsafe {
+                        let s = vcvtq_f32_s32($idot(&load_q8(w), &load_q8(x)));
+                        vfmaq_n_f32(acc, s, h2f(w.d) * h2f(x.d))
+                    }
+                }
+                #[inline(always)]
+                fn finish(self, a: float32x4_t, b: float32x4_t) -> f32 {
+                    // SAFETY: see the impl.
+                    unsafe { vaddvq_f32(vaddq_f32(a, b)) }
+                }
+            }
+        };
+    };
 }
+pub(super) use impl_q8_dot;
+
+impl_q8_dot!(Neon, idot);
 
 simd::float_kernels!("neon", Neon::new(), 2, 8);
 // The converter's block encoders, compiled for 4-lane vectors.
