@@ -10,7 +10,7 @@
 
 use std::arch::aarch64::*;
 
-use super::neon::{ld_s8, ld_u8, scales16};
+use super::neon::{fma_scaled, ld_s8, ld_u8, scales16};
 use crate::quant::interleave::ActQ8;
 use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16, CodedX16,
@@ -230,8 +230,7 @@ pub(super) fn fma_slot(
     d: f32,
     ds: f32,
 ) -> float32x4_t {
-    let acc = vfmaq_f32(acc, vcvtq_f32_s32(isum), vmulq_n_f32(s, d));
-    vfmaq_n_f32(acc, b, ds)
+    vfmaq_n_f32(fma_scaled(acc, isum, s, d), b, ds)
 }
 
 /// `d·Σq_x` over half `h` of `a` (`SPLIT` types) or over all of it (`h` ignored).

@@ -12,10 +12,10 @@
 use std::arch::aarch64::*;
 
 use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
-use super::neon::{ld_s8, ld_u8, load_act, scales16, store4, NEON};
+use super::neon::{fma_scaled, ld_s8, ld_u8, load_act, scales16, store_tile, token_rows, NEON};
 use crate::kernels::simd;
 use crate::kernels::Kernels;
-use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
+use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16};
 use crate::quant::BlockQ8_0;
 
 /// neon with the SDOT dot and group kernels; the i8mm level starts from it.
@@ -77,6 +77,17 @@ super::acc_insn!(
 // A single token (decode) gets two integer chains per quad (even and odd chunks for Q8_0,
 // low and high nibbles for Q4_0), eight in all, to cover SDOT's latency.
 
+/// The integer sums of token `t`: a single token's two chains added, else the one chain.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn chain_sum<const T: usize>(s: &[[int32x4_t; T]; 2], t: usize) -> int32x4_t {
+    if T == 1 {
+        vaddq_s32(s[0][t], s[1][t])
+    } else {
+        s[0][t]
+    }
+}
+
 /// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
@@ -87,7 +98,7 @@ pub(super) fn tile_q8<const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     // Chain of the odd chunks: a second one only for a single token.
     let k = if T == 1 { 1 } else { 0 };
@@ -111,21 +122,11 @@ pub(super) fn tile_q8<const T: usize>(
                 }
             }
             for t in 0..T {
-                let isum = if T == 1 {
-                    vaddq_s32(s[0][t], s[1][t])
-                } else {
-                    s[0][t]
-                };
-                let isum = vcvtq_f32_s32(isum);
-                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+                acc[r][t] = fma_scaled(acc[r][t], chain_sum(&s, t), dw[r], a[t].d);
             }
         }
     }
-    for t in 0..T {
-        for (r, a) in acc.iter().enumerate() {
-            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
-        }
-    }
+    store_tile(&acc, t0, out);
 }
 
 /// As [`tile_q8`] for Q4_0: unsigned nibbles (0..=15) times the activations, the integer
@@ -140,7 +141,7 @@ pub(super) fn tile_q4<const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     let m4 = vdupq_n_u8(0x0f);
     // Chain of the high nibbles: a second one only for a single token.
@@ -171,21 +172,11 @@ pub(super) fn tile_q4<const T: usize>(
                 s[k][t] = sdot_lane::<3>(s[k][t], hi[3], x1);
             }
             for t in 0..T {
-                let isum = if T == 1 {
-                    vaddq_s32(s[0][t], s[1][t])
-                } else {
-                    s[0][t]
-                };
-                let isum = vcvtq_f32_s32(isum);
-                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+                acc[r][t] = fma_scaled(acc[r][t], chain_sum(&s, t), dw[r], a[t].d);
             }
         }
     }
-    for t in 0..T {
-        for (r, a) in acc.iter().enumerate() {
-            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
-        }
-    }
+    store_tile(&acc, t0, out);
 }
 
 /// Tokens `t0..t0 + T` of a group of coded superblocks (`quant::kx16`): as [`tile_q4`]
@@ -202,7 +193,7 @@ pub(super) fn tile_coded<B: NeonCoded, const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     let mut sc = Sc::new();
     let two = B::SPLIT || T == 1;
@@ -236,23 +227,16 @@ pub(super) fn tile_coded<B: NeonCoded, const T: usize>(
                 if B::SPLIT {
                     continue;
                 }
+                // Not SPLIT, so `two` is `T == 1`, as `chain_sum` assumes.
                 for t in 0..T {
-                    let isum = if two {
-                        vaddq_s32(sums[0][t], sums[1][t])
-                    } else {
-                        sums[0][t]
-                    };
+                    let isum = chain_sum(&sums, t);
                     let ds = dsum::<B>(a[t], 0);
                     acc_r[t] = fma_slot(acc_r[t], isum, sc.s[s][r], sc.b[s][r], a[t].d, ds);
                 }
             }
         }
     }
-    for t in 0..T {
-        for (r, a) in acc.iter().enumerate() {
-            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
-        }
-    }
+    store_tile(&acc, t0, out);
 }
 
 super::group_kernels!(

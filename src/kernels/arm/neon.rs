@@ -201,6 +201,37 @@ pub(super) fn store4(out: &mut [f32], off: usize, v: float32x4_t) {
     unsafe { vst1q_f32(o.as_mut_ptr(), v) }
 }
 
+/// The activation rows of tokens `t0..t0 + T`, `nb` blocks each.
+#[inline(always)]
+pub(super) fn token_rows<const T: usize>(x: &[ActQ8], nb: usize, t0: usize) -> [&[ActQ8]; T] {
+    std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb])
+}
+
+/// `acc + float(isum) · (dw · d)`: the integer sums of 4 rows times their weight scales
+/// `dw` and the activation scale `d`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn fma_scaled(
+    acc: float32x4_t,
+    isum: int32x4_t,
+    dw: float32x4_t,
+    d: f32,
+) -> float32x4_t {
+    vfmaq_f32(acc, vcvtq_f32_s32(isum), vmulq_n_f32(dw, d))
+}
+
+/// Write a tile of tokens `t0..t0 + T`: `acc[r][t]` holds rows `4r..4r + 4` of token
+/// `t0 + t`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn store_tile<const T: usize>(acc: &[[float32x4_t; T]; 4], t0: usize, out: &mut [f32]) {
+    for t in 0..T {
+        for (r, a) in acc.iter().enumerate() {
+            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+        }
+    }
+}
+
 /// Exact Σ w·x of 32 int8 pairs, as four partial int32 sums.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -262,11 +293,19 @@ pub(super) fn dup4(a: &ActQ8, c: usize) -> int8x16_t {
     vreinterpretq_s8_s32(vdupq_n_s32(i32::from_ne_bytes(b.map(|v| v as u8))))
 }
 
+/// One i32 sum per row of a quad from its i16 partial sums: `lo` holds rows `4r, 4r + 1`
+/// (four lanes each), `hi` rows `4r + 2, 4r + 3`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn row_sums16(lo: int16x8_t, hi: int16x8_t) -> int32x4_t {
+    vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi))
+}
+
 /// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
 #[inline]
 #[target_feature(enable = "neon")]
 fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
-    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     for (b, sb) in w.iter().enumerate() {
         let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
@@ -289,16 +328,11 @@ fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize
                 }
             }
             for t in 0..T {
-                let isum = vcvtq_f32_s32(vpaddq_s32(lo[t], hi[t]));
-                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+                acc[r][t] = fma_scaled(acc[r][t], vpaddq_s32(lo[t], hi[t]), dw[r], a[t].d);
             }
         }
     }
-    for t in 0..T {
-        for (r, a) in acc.iter().enumerate() {
-            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
-        }
-    }
+    store_tile(&acc, t0, out);
 }
 
 /// As [`tile_q8`] for Q4_0: the unsigned nibbles (0..=15) times the activations, plus
@@ -306,7 +340,7 @@ fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize
 #[inline]
 #[target_feature(enable = "neon")]
 fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
-    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     let m4 = vdupq_n_u8(0x0f);
     for (b, sb) in w.iter().enumerate() {
@@ -328,17 +362,12 @@ fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize
                 }
             }
             for t in 0..T {
-                let isum = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
-                let isum = vcvtq_f32_s32(vaddq_s32(isum, vdupq_n_s32(-8 * a[t].sum())));
-                acc[r][t] = vfmaq_f32(acc[r][t], isum, vmulq_n_f32(dw[r], a[t].d));
+                let isum = vaddq_s32(row_sums16(lo[t], hi[t]), vdupq_n_s32(-8 * a[t].sum()));
+                acc[r][t] = fma_scaled(acc[r][t], isum, dw[r], a[t].d);
             }
         }
     }
-    for t in 0..T {
-        for (r, a) in acc.iter().enumerate() {
-            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
-        }
-    }
+    store_tile(&acc, t0, out);
 }
 
 /// `lo += w[0..8] · x[0..8]`, `hi += w[8..16] · x[8..16]` (int8 → i16 lanes) with
@@ -373,7 +402,7 @@ fn tile_coded<B: NeonCoded, const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = std::array::from_fn(|t| &x[(t0 + t) * nb..][..nb]);
+    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     let mut sc = Sc::new();
     // Widen after each half.
@@ -398,7 +427,7 @@ fn tile_coded<B: NeonCoded, const T: usize>(
                         continue;
                     }
                     for t in 0..T {
-                        let part = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
+                        let part = row_sums16(lo[t], hi[t]);
                         (lo[t], hi[t]) = (vdupq_n_s16(0), vdupq_n_s16(0));
                         if B::SPLIT {
                             let j = slot::<B>(s, h);
@@ -415,7 +444,7 @@ fn tile_coded<B: NeonCoded, const T: usize>(
                 }
                 for t in 0..T {
                     if !sep {
-                        isum[t] = vpaddq_s32(vpaddlq_s16(lo[t]), vpaddlq_s16(hi[t]));
+                        isum[t] = row_sums16(lo[t], hi[t]);
                     }
                     let (ss, bb) = (sc.s[s][r], sc.b[s][r]);
                     let ds = dsum::<B>(a[t], 0);
@@ -424,11 +453,7 @@ fn tile_coded<B: NeonCoded, const T: usize>(
             }
         }
     }
-    for t in 0..T {
-        for (r, a) in acc.iter().enumerate() {
-            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
-        }
-    }
+    store_tile(&acc, t0, out);
 }
 
 super::group_kernels!(
