@@ -134,19 +134,21 @@ pub(super) fn h2f4(h: uint16x4_t) -> float32x4_t {
     r
 }
 
-/// Eight f16 → two vectors of four f32.
+/// The upper four of eight f16 → four f32 (`fcvtl2`).
+#[inline]
+#[target_feature(enable = "neon")]
+fn h2f4_high(h: uint16x8_t) -> float32x4_t {
+    let r: float32x4_t;
+    super::reg_asm!("fcvtl2 {r:v}.4s, {h:v}.8h", h = in(vreg) h, r = out(vreg) r);
+    r
+}
+
+/// Eight f16 → two vectors of four f32 (`fcvtl`, `fcvtl2`: the low half is a register's
+/// low 64 bits, no move).
 #[inline]
 #[target_feature(enable = "neon")]
 pub(super) fn h2f8(h: uint16x8_t) -> (float32x4_t, float32x4_t) {
-    let (lo, hi): (float32x4_t, float32x4_t);
-    super::reg_asm!(
-        "fcvtl {lo:v}.4s, {h:v}.4h",
-        "fcvtl2 {hi:v}.4s, {h:v}.8h",
-        h = in(vreg) h,
-        lo = out(vreg) lo,
-        hi = out(vreg) hi
-    );
-    (lo, hi)
+    (h2f4(vget_low_u16(h)), h2f4_high(h))
 }
 
 /// The 32 int8 values of a Q8_0 block (elements 0..16, 16..32).
