@@ -58,20 +58,7 @@ pub(super) trait NeonCoded: CodedX16 {
     unsafe fn decode(&self, sc: &mut Sc);
 }
 
-/// 16 bytes → 16 f32, rows `4r..4r + 4` in vector `r`.
-#[inline]
-#[target_feature(enable = "neon")]
-fn u8_f32(v: uint8x16_t) -> [float32x4_t; 4] {
-    let (lo, hi) = (vmovl_u8(vget_low_u8(v)), vmovl_high_u8(v));
-    [
-        vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))),
-        vcvtq_f32_u32(vmovl_high_u16(lo)),
-        vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))),
-        vcvtq_f32_u32(vmovl_high_u16(hi)),
-    ]
-}
-
-/// As [`u8_f32`] for signed bytes.
+/// 16 signed bytes → 16 f32, rows `4r..4r + 4` in vector `r`.
 #[inline]
 #[target_feature(enable = "neon")]
 fn s8_f32(v: int8x16_t) -> [float32x4_t; 4] {
@@ -137,7 +124,11 @@ fn decode_k4(d: &[u16; 16], dmin: &[u16; 16], packed: &[u8; 192], sc: &mut Sc) {
                 vsliq_n_u8::<4>(vshrq_n_u8::<4>(q[j + 4]), vshrq_n_u8::<6>(q[j])),
             )
         };
-        let (s, m) = (u8_f32(s), u8_f32(m));
+        // At most 63: as signed bytes they convert alike.
+        let (s, m) = (
+            s8_f32(vreinterpretq_s8_u8(s)),
+            s8_f32(vreinterpretq_s8_u8(m)),
+        );
         for r in 0..4 {
             sc.s[j][r] = vmulq_f32(d[r], s[r]);
             // −(dmin·m), as the reference rounds it: negation is exact.
