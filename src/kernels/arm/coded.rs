@@ -10,7 +10,7 @@
 
 use std::arch::aarch64::*;
 
-use super::neon::{fma_scaled, ld_s8, ld_u8, scales16};
+use super::neon::{fma_scaled, ld_s8, ld_u8, scales16, store_tile, token_rows};
 use crate::quant::interleave::ActQ8;
 use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16, CodedX16,
@@ -224,6 +224,25 @@ pub(super) fn fma_slot(
     vfmaq_n_f32(fma_scaled(acc, isum, s, d), b, ds)
 }
 
+/// [`fma_slot`] for the tokens of a tile: `acc[t] += (S·d_t)·isum[t] + B·d_t·Σx_t` with
+/// slot `j`'s scales of row quad `r` and `Σx` over half `h` of `a[t]` (see [`dsum`]).
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn fma_slots<B: CodedX16, const T: usize>(
+    acc: &mut [float32x4_t; T],
+    isum: &[int32x4_t; T],
+    sc: &Sc,
+    j: usize,
+    r: usize,
+    a: &[&ActQ8; T],
+    h: usize,
+) {
+    for t in 0..T {
+        let ds = dsum::<B>(a[t], h);
+        acc[t] = fma_slot(acc[t], isum[t], sc.s[j][r], sc.b[j][r], a[t].d, ds);
+    }
+}
+
 /// `d·Σq_x` over half `h` of `a` (`SPLIT` types) or over all of it (`h` ignored).
 #[inline(always)]
 pub(super) fn dsum<B: CodedX16>(a: &ActQ8, h: usize) -> f32 {
@@ -245,3 +264,38 @@ macro_rules! coded_table {
     };
 }
 pub(super) use coded_table;
+
+/// The frame of the coded tiles of the neon and dotprod levels, tokens `t0..t0 + T`: per
+/// superblock the scales are decoded into an [`Sc`], per sub-block `s` `prep(a)` readies
+/// the tokens' activation blocks `a`, and `quad(sb, s, r, a, prepared, sc, acc_r)` adds
+/// row quad `r` of the sub-block to the tokens' float accumulators `acc_r`; each token's
+/// 16 results are stored at the end. Meant for the levels' `#[target_feature]` tiles, into
+/// which it and the closures (with their features) inline.
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::type_complexity)]
+pub(super) fn coded_tile<B: NeonCoded, X, const T: usize>(
+    w: &[B],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+    prep: impl Fn(&[&ActQ8; T]) -> X,
+    mut quad: impl FnMut(&B, usize, usize, &[&ActQ8; T], &X, &Sc, &mut [float32x4_t; T]),
+) {
+    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
+    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
+    let mut sc = Sc::new();
+    for (b, sb) in w.iter().enumerate() {
+        // SAFETY: neon (this function's target feature).
+        unsafe { sb.decode(&mut sc) };
+        for s in 0..B::SUBS {
+            let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b * B::SUBS + s]);
+            let xv = prep(&a);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                quad(sb, s, r, &a, &xv, &sc, acc_r);
+            }
+        }
+    }
+    store_tile(&acc, t0, out);
+}

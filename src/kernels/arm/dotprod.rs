@@ -11,8 +11,8 @@
 
 use std::arch::aarch64::*;
 
-use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
-use super::neon::{fma_scaled, ld_s8, ld_u8, load_act, scales16, store_tile, token_rows, NEON};
+use super::coded::{coded_table, coded_tile, codes_half, fma_slots, slot, NeonCoded};
+use super::neon::{ld_s8, ld_u8, load_act, rows16_tile, NEON};
 use crate::kernels::simd;
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16};
@@ -77,14 +77,21 @@ super::acc_insn!(
 // A single token (decode) gets two integer chains per quad (even and odd chunks for Q8_0,
 // low and high nibbles for Q4_0), eight in all, to cover SDOT's latency.
 
-/// The integer sums of token `t`: a single token's two chains added, else the one chain.
+/// The 32 activation values of each token's block `a[t]` (elements 0..16, 16..32).
 #[inline]
-#[target_feature(enable = "neon,dotprod")]
-fn chain_sum<const T: usize>(s: &[[int32x4_t; T]; 2], t: usize) -> int32x4_t {
+#[target_feature(enable = "neon")]
+fn load_acts<const T: usize>(a: &[&ActQ8; T]) -> [[int8x16_t; 2]; T] {
+    std::array::from_fn(|t| load_act(a[t]))
+}
+
+/// The integer sums of each token: a single token's two chains added, else the one chain.
+#[inline]
+#[target_feature(enable = "neon")]
+fn chain_sums<const T: usize>(s: &[[int32x4_t; T]; 2]) -> [int32x4_t; T] {
     if T == 1 {
-        vaddq_s32(s[0][t], s[1][t])
+        std::array::from_fn(|t| vaddq_s32(s[0][t], s[1][t]))
     } else {
-        s[0][t]
+        s[0]
     }
 }
 
@@ -98,35 +105,28 @@ pub(super) fn tile_q8<const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
-    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     // Chain of the odd chunks: a second one only for a single token.
     let k = if T == 1 { 1 } else { 0 };
-    for (b, sb) in w.iter().enumerate() {
-        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+    // Activations 16h..16h + 16 of every token.
+    let prep = |a: &[&ActQ8; T]| -> [[int8x16_t; T]; 2] {
         let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
-        // Activations 16h..16h + 16 of every token.
-        let xh: [[int8x16_t; T]; 2] = std::array::from_fn(|h| std::array::from_fn(|t| xv[t][h]));
-        let dw = scales16(&sb.d);
-        for r in 0..4 {
-            let mut s = [[vdupq_n_s32(0); T]; 2];
-            for (h, x) in xh.iter().enumerate() {
-                // Chunks 4h..4h + 4 meet activations 16h..16h + 16, lane by lane.
-                let wv: [int8x16_t; 4] =
-                    std::array::from_fn(|l| ld_s8(&sb.qs, 64 * (4 * h + l) + 16 * r));
-                for t in 0..T {
-                    s[0][t] = sdot_lane::<0>(s[0][t], wv[0], x[t]);
-                    s[k][t] = sdot_lane::<1>(s[k][t], wv[1], x[t]);
-                    s[0][t] = sdot_lane::<2>(s[0][t], wv[2], x[t]);
-                    s[k][t] = sdot_lane::<3>(s[k][t], wv[3], x[t]);
-                }
-            }
+        std::array::from_fn(|h| std::array::from_fn(|t| xv[t][h]))
+    };
+    rows16_tile(w, x, nb, t0, out, prep, |sb, r, _, xh| {
+        let mut s = [[vdupq_n_s32(0); T]; 2];
+        for (h, x) in xh.iter().enumerate() {
+            // Chunks 4h..4h + 4 meet activations 16h..16h + 16, lane by lane.
+            let wv: [int8x16_t; 4] =
+                std::array::from_fn(|l| ld_s8(&sb.qs, 64 * (4 * h + l) + 16 * r));
             for t in 0..T {
-                acc[r][t] = fma_scaled(acc[r][t], chain_sum(&s, t), dw[r], a[t].d);
+                s[0][t] = sdot_lane::<0>(s[0][t], wv[0], x[t]);
+                s[k][t] = sdot_lane::<1>(s[k][t], wv[1], x[t]);
+                s[0][t] = sdot_lane::<2>(s[0][t], wv[2], x[t]);
+                s[k][t] = sdot_lane::<3>(s[k][t], wv[3], x[t]);
             }
         }
-    }
-    store_tile(&acc, t0, out);
+        chain_sums(&s)
+    });
 }
 
 /// As [`tile_q8`] for Q4_0: unsigned nibbles (0..=15) times the activations, the integer
@@ -141,42 +141,32 @@ pub(super) fn tile_q4<const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
-    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     let m4 = vdupq_n_u8(0x0f);
     // Chain of the high nibbles: a second one only for a single token.
     let k = if T == 1 { 1 } else { 0 };
-    for (b, sb) in w.iter().enumerate() {
-        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
-        let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
-        let dw = scales16(&sb.d);
-        for r in 0..4 {
-            let mut s = [[vdupq_n_s32(0); T]; 2];
-            for t in 0..T {
-                s[0][t] = vdupq_n_s32(-8 * a[t].sum());
-            }
-            let v: [uint8x16_t; 4] = std::array::from_fn(|c| ld_u8(&sb.qs, 64 * c + 16 * r));
-            let lo: [int8x16_t; 4] =
-                std::array::from_fn(|c| vreinterpretq_s8_u8(vandq_u8(v[c], m4)));
-            let hi: [int8x16_t; 4] =
-                std::array::from_fn(|c| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v[c])));
-            for t in 0..T {
-                let [x0, x1] = xv[t];
-                s[0][t] = sdot_lane::<0>(s[0][t], lo[0], x0);
-                s[k][t] = sdot_lane::<0>(s[k][t], hi[0], x1);
-                s[0][t] = sdot_lane::<1>(s[0][t], lo[1], x0);
-                s[k][t] = sdot_lane::<1>(s[k][t], hi[1], x1);
-                s[0][t] = sdot_lane::<2>(s[0][t], lo[2], x0);
-                s[k][t] = sdot_lane::<2>(s[k][t], hi[2], x1);
-                s[0][t] = sdot_lane::<3>(s[0][t], lo[3], x0);
-                s[k][t] = sdot_lane::<3>(s[k][t], hi[3], x1);
-            }
-            for t in 0..T {
-                acc[r][t] = fma_scaled(acc[r][t], chain_sum(&s, t), dw[r], a[t].d);
-            }
+    let prep = |a: &[&ActQ8; T]| load_acts(a);
+    rows16_tile(w, x, nb, t0, out, prep, |sb, r, a, xv| {
+        let mut s = [[vdupq_n_s32(0); T]; 2];
+        for t in 0..T {
+            s[0][t] = vdupq_n_s32(-8 * a[t].sum());
         }
-    }
-    store_tile(&acc, t0, out);
+        let v: [uint8x16_t; 4] = std::array::from_fn(|c| ld_u8(&sb.qs, 64 * c + 16 * r));
+        let lo: [int8x16_t; 4] = std::array::from_fn(|c| vreinterpretq_s8_u8(vandq_u8(v[c], m4)));
+        let hi: [int8x16_t; 4] =
+            std::array::from_fn(|c| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v[c])));
+        for t in 0..T {
+            let [x0, x1] = xv[t];
+            s[0][t] = sdot_lane::<0>(s[0][t], lo[0], x0);
+            s[k][t] = sdot_lane::<0>(s[k][t], hi[0], x1);
+            s[0][t] = sdot_lane::<1>(s[0][t], lo[1], x0);
+            s[k][t] = sdot_lane::<1>(s[k][t], hi[1], x1);
+            s[0][t] = sdot_lane::<2>(s[0][t], lo[2], x0);
+            s[k][t] = sdot_lane::<2>(s[k][t], hi[2], x1);
+            s[0][t] = sdot_lane::<3>(s[0][t], lo[3], x0);
+            s[k][t] = sdot_lane::<3>(s[k][t], hi[3], x1);
+        }
+        chain_sums(&s)
+    });
 }
 
 /// Tokens `t0..t0 + T` of a group of coded superblocks (`quant::kx16`): as [`tile_q4`]
@@ -193,50 +183,29 @@ pub(super) fn tile_coded<B: NeonCoded, const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
-    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
-    let mut sc = Sc::new();
     let two = B::SPLIT || T == 1;
-    for (b, sb) in w.iter().enumerate() {
-        // SAFETY: neon (this function's target features).
-        unsafe { sb.decode(&mut sc) };
-        for s in 0..B::SUBS {
-            let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b * B::SUBS + s]);
-            let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let mut sums = [[vdupq_n_s32(0); T]; 2];
-                for h in 0..2 {
-                    let k = if two { h } else { 0 };
-                    let wv = codes_half(sb, s, r, h);
-                    for t in 0..T {
-                        let x = xv[t][h];
-                        sums[k][t] = sdot_lane::<0>(sums[k][t], wv[0], x);
-                        sums[k][t] = sdot_lane::<1>(sums[k][t], wv[1], x);
-                        sums[k][t] = sdot_lane::<2>(sums[k][t], wv[2], x);
-                        sums[k][t] = sdot_lane::<3>(sums[k][t], wv[3], x);
-                    }
-                    if B::SPLIT {
-                        let j = slot::<B>(s, h);
-                        for t in 0..T {
-                            let ds = dsum::<B>(a[t], h);
-                            acc_r[t] =
-                                fma_slot(acc_r[t], sums[h][t], sc.s[j][r], sc.b[j][r], a[t].d, ds);
-                        }
-                    }
-                }
-                if B::SPLIT {
-                    continue;
-                }
-                // Not SPLIT, so `two` is `T == 1`, as `chain_sum` assumes.
-                for t in 0..T {
-                    let isum = chain_sum(&sums, t);
-                    let ds = dsum::<B>(a[t], 0);
-                    acc_r[t] = fma_slot(acc_r[t], isum, sc.s[s][r], sc.b[s][r], a[t].d, ds);
-                }
+    let prep = |a: &[&ActQ8; T]| load_acts(a);
+    coded_tile(w, x, nb, t0, out, prep, |sb, s, r, a, xv, sc, acc_r| {
+        let mut sums = [[vdupq_n_s32(0); T]; 2];
+        for h in 0..2 {
+            let k = if two { h } else { 0 };
+            let wv = codes_half(sb, s, r, h);
+            for t in 0..T {
+                let x = xv[t][h];
+                sums[k][t] = sdot_lane::<0>(sums[k][t], wv[0], x);
+                sums[k][t] = sdot_lane::<1>(sums[k][t], wv[1], x);
+                sums[k][t] = sdot_lane::<2>(sums[k][t], wv[2], x);
+                sums[k][t] = sdot_lane::<3>(sums[k][t], wv[3], x);
+            }
+            if B::SPLIT {
+                fma_slots::<B, T>(acc_r, &sums[h], sc, slot::<B>(s, h), r, a, h);
             }
         }
-    }
-    store_tile(&acc, t0, out);
+        if !B::SPLIT {
+            // Not SPLIT, so `two` is `T == 1`, as `chain_sums` assumes.
+            fma_slots::<B, T>(acc_r, &chain_sums(&sums), sc, s, r, a, 0);
+        }
+    });
 }
 
 super::group_kernels!(

@@ -10,7 +10,7 @@ use std::arch::aarch64::*;
 use half::f16;
 
 use super::activation::{silu_mul, softmax};
-use super::coded::{coded_table, codes_half, dsum, fma_slot, slot, NeonCoded, Sc};
+use super::coded::{coded_table, coded_tile, codes_half, fma_slots, slot, NeonCoded};
 use crate::kernels::simd;
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
@@ -303,38 +303,82 @@ fn row_sums16(lo: int16x8_t, hi: int16x8_t) -> int32x4_t {
     vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi))
 }
 
-/// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
+/// A rows16 block with one f16 scale per row.
+pub(super) trait RowScales {
+    fn row_scales(&self) -> &[u16; GROUP];
+}
+
+impl RowScales for BlockQ8_0x16 {
+    #[inline(always)]
+    fn row_scales(&self) -> &[u16; GROUP] {
+        &self.d
+    }
+}
+
+impl RowScales for BlockQ4_0x16 {
+    #[inline(always)]
+    fn row_scales(&self) -> &[u16; GROUP] {
+        &self.d
+    }
+}
+
+/// The frame of the Q8_0 and Q4_0 tiles of the neon and dotprod levels, tokens
+/// `t0..t0 + T`: per block, `prep(a)` readies the tokens' activation blocks `a` for the row
+/// quads, and `quad(sb, r, a, prepared)` returns each token's integer sums of rows
+/// `4r..4r + 4`, which are scaled by the rows' and the token's scales into the float
+/// accumulators; each token's 16 results are stored at the end. Meant for the levels'
+/// `#[target_feature]` tiles, into which it and the closures (with their features) inline.
 #[inline]
 #[target_feature(enable = "neon")]
-fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+pub(super) fn rows16_tile<W: RowScales, X, const T: usize>(
+    w: &[W],
+    x: &[ActQ8],
+    nb: usize,
+    t0: usize,
+    out: &mut [f32],
+    prep: impl Fn(&[&ActQ8; T]) -> X,
+    mut quad: impl FnMut(&W, usize, &[&ActQ8; T], &X) -> [int32x4_t; T],
+) {
     let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     for (b, sb) in w.iter().enumerate() {
         let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
-        let dw = scales16(&sb.d);
+        let xv = prep(&a);
+        let dw = scales16(sb.row_scales());
         for r in 0..4 {
-            let (mut lo, mut hi) = ([vdupq_n_s32(0); T], [vdupq_n_s32(0); T]);
-            for cp in 0..4 {
-                let c = 2 * cp;
-                let w0 = ld_s8(&sb.qs, 64 * c + 16 * r);
-                let w1 = ld_s8(&sb.qs, 64 * (c + 1) + 16 * r);
-                for t in 0..T {
-                    let (x0, x1) = (dup4(a[t], c), dup4(a[t], c + 1));
-                    // |w·x| ≤ 128·127 = 16256 (activations are never −128): two products
-                    // fit an i16 lane, then `sadalp` widens the pairs.
-                    let p = vmull_s8(vget_low_s8(w0), vget_low_s8(x0));
-                    let p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(x1));
-                    let q = vmlal_high_s8(vmull_high_s8(w0, x0), w1, x1);
-                    lo[t] = vpadalq_s16(lo[t], p);
-                    hi[t] = vpadalq_s16(hi[t], q);
-                }
-            }
+            let isum = quad(sb, r, &a, &xv);
             for t in 0..T {
-                acc[r][t] = fma_scaled(acc[r][t], vpaddq_s32(lo[t], hi[t]), dw[r], a[t].d);
+                acc[r][t] = fma_scaled(acc[r][t], isum[t], dw[r], a[t].d);
             }
         }
     }
     store_tile(&acc, t0, out);
+}
+
+/// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
+    let prep = |_: &[&ActQ8; T]| ();
+    rows16_tile(w, x, nb, t0, out, prep, |sb, r, a, _| {
+        let (mut lo, mut hi) = ([vdupq_n_s32(0); T], [vdupq_n_s32(0); T]);
+        for cp in 0..4 {
+            let c = 2 * cp;
+            let w0 = ld_s8(&sb.qs, 64 * c + 16 * r);
+            let w1 = ld_s8(&sb.qs, 64 * (c + 1) + 16 * r);
+            for t in 0..T {
+                let (x0, x1) = (dup4(a[t], c), dup4(a[t], c + 1));
+                // |w·x| ≤ 128·127 = 16256 (activations are never −128): two products
+                // fit an i16 lane, then `sadalp` widens the pairs.
+                let p = vmull_s8(vget_low_s8(w0), vget_low_s8(x0));
+                let p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(x1));
+                let q = vmlal_high_s8(vmull_high_s8(w0, x0), w1, x1);
+                lo[t] = vpadalq_s16(lo[t], p);
+                hi[t] = vpadalq_s16(hi[t], q);
+            }
+        }
+        std::array::from_fn(|t| vpaddq_s32(lo[t], hi[t]))
+    });
 }
 
 /// As [`tile_q8`] for Q4_0: the unsigned nibbles (0..=15) times the activations, plus
@@ -342,34 +386,25 @@ fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize
 #[inline]
 #[target_feature(enable = "neon")]
 fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
-    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
-    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     let m4 = vdupq_n_u8(0x0f);
-    for (b, sb) in w.iter().enumerate() {
-        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
-        let dw = scales16(&sb.d);
-        for r in 0..4 {
-            // Each i16 lane gets 8 products of at most 15·128: ≤ 15360, no overflow.
-            let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
-            for c in 0..4 {
-                let v = ld_u8(&sb.qs, 64 * c + 16 * r);
-                let wl = vreinterpretq_s8_u8(vandq_u8(v, m4));
-                let wh = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
-                for t in 0..T {
-                    let (xl, xh) = (dup4(a[t], c), dup4(a[t], c + 4));
-                    lo[t] = vmlal_s8(lo[t], vget_low_s8(wl), vget_low_s8(xl));
-                    lo[t] = vmlal_s8(lo[t], vget_low_s8(wh), vget_low_s8(xh));
-                    hi[t] = vmlal_high_s8(hi[t], wl, xl);
-                    hi[t] = vmlal_high_s8(hi[t], wh, xh);
-                }
-            }
+    let prep = |_: &[&ActQ8; T]| ();
+    rows16_tile(w, x, nb, t0, out, prep, |sb, r, a, _| {
+        // Each i16 lane gets 8 products of at most 15·128: ≤ 15360, no overflow.
+        let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
+        for c in 0..4 {
+            let v = ld_u8(&sb.qs, 64 * c + 16 * r);
+            let wl = vreinterpretq_s8_u8(vandq_u8(v, m4));
+            let wh = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
             for t in 0..T {
-                let isum = vaddq_s32(row_sums16(lo[t], hi[t]), vdupq_n_s32(-8 * a[t].sum()));
-                acc[r][t] = fma_scaled(acc[r][t], isum, dw[r], a[t].d);
+                let (xl, xh) = (dup4(a[t], c), dup4(a[t], c + 4));
+                lo[t] = vmlal_s8(lo[t], vget_low_s8(wl), vget_low_s8(xl));
+                lo[t] = vmlal_s8(lo[t], vget_low_s8(wh), vget_low_s8(xh));
+                hi[t] = vmlal_high_s8(hi[t], wl, xl);
+                hi[t] = vmlal_high_s8(hi[t], wh, xh);
             }
         }
-    }
-    store_tile(&acc, t0, out);
+        std::array::from_fn(|t| vaddq_s32(row_sums16(lo[t], hi[t]), vdupq_n_s32(-8 * a[t].sum())))
+    });
 }
 
 /// `lo += w[0..8] · x[0..8]`, `hi += w[8..16] · x[8..16]` (int8 → i16 lanes) with
@@ -404,58 +439,39 @@ fn tile_coded<B: NeonCoded, const T: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
-    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
-    let mut sc = Sc::new();
     // Widen after each half.
     let sep = B::SPLIT || B::HIGH_BITS == 2;
-    for (b, sb) in w.iter().enumerate() {
-        // SAFETY: neon (this function's target feature).
-        unsafe { sb.decode(&mut sc) };
-        for s in 0..B::SUBS {
-            let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b * B::SUBS + s]);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let mut isum = [vdupq_n_s32(0); T];
-                let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
-                for h in 0..2 {
-                    let code = codes_half(sb, s, r, h);
-                    for (c, &wc) in code.iter().enumerate() {
-                        for t in 0..T {
-                            let xc = dup4(a[t], 4 * h + c);
-                            (lo[t], hi[t]) = smlal_pair(lo[t], hi[t], wc, xc);
-                        }
-                    }
-                    if !sep {
-                        continue;
-                    }
-                    for t in 0..T {
-                        let part = row_sums16(lo[t], hi[t]);
-                        (lo[t], hi[t]) = (vdupq_n_s16(0), vdupq_n_s16(0));
-                        if B::SPLIT {
-                            let j = slot::<B>(s, h);
-                            let (ss, bb) = (sc.s[j][r], sc.b[j][r]);
-                            let ds = dsum::<B>(a[t], h);
-                            acc_r[t] = fma_slot(acc_r[t], part, ss, bb, a[t].d, ds);
-                        } else {
-                            isum[t] = vaddq_s32(isum[t], part);
-                        }
-                    }
-                }
-                if B::SPLIT {
-                    continue;
-                }
+    let prep = |_: &[&ActQ8; T]| ();
+    coded_tile(w, x, nb, t0, out, prep, |sb, s, r, a, _, sc, acc_r| {
+        let mut isum = [vdupq_n_s32(0); T];
+        let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
+        for h in 0..2 {
+            let code = codes_half(sb, s, r, h);
+            for (c, &wc) in code.iter().enumerate() {
                 for t in 0..T {
-                    if !sep {
-                        isum[t] = row_sums16(lo[t], hi[t]);
-                    }
-                    let (ss, bb) = (sc.s[s][r], sc.b[s][r]);
-                    let ds = dsum::<B>(a[t], 0);
-                    acc_r[t] = fma_slot(acc_r[t], isum[t], ss, bb, a[t].d, ds);
+                    let xc = dup4(a[t], 4 * h + c);
+                    (lo[t], hi[t]) = smlal_pair(lo[t], hi[t], wc, xc);
                 }
             }
+            if !sep {
+                continue;
+            }
+            let part: [int32x4_t; T] = std::array::from_fn(|t| row_sums16(lo[t], hi[t]));
+            (lo, hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
+            if B::SPLIT {
+                fma_slots::<B, T>(acc_r, &part, sc, slot::<B>(s, h), r, a, h);
+            } else {
+                isum = std::array::from_fn(|t| vaddq_s32(isum[t], part[t]));
+            }
         }
-    }
-    store_tile(&acc, t0, out);
+        if B::SPLIT {
+            return;
+        }
+        if !sep {
+            isum = std::array::from_fn(|t| row_sums16(lo[t], hi[t]));
+        }
+        fma_slots::<B, T>(acc_r, &isum, sc, s, r, a, 0);
+    });
 }
 
 super::group_kernels!(
