@@ -10,7 +10,7 @@
 
 use std::arch::aarch64::*;
 
-use super::neon::{fma_scaled, ld_s8, ld_u8, scales16, store_tile, token_rows};
+use super::neon::{fma_scaled, ld_s8, ld_u8, scales16};
 use crate::quant::interleave::ActQ8;
 use crate::quant::kx16::{
     BlockQ4_1x16, BlockQ4_Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ5_Kx16, BlockQ6_Kx16, CodedX16,
@@ -265,37 +265,41 @@ macro_rules! coded_table {
 }
 pub(super) use coded_table;
 
-/// The frame of the coded tiles of the neon and dotprod levels, tokens `t0..t0 + T`: per
-/// superblock the scales are decoded into an [`Sc`], per sub-block `s` `prep(a)` readies
-/// the tokens' activation blocks `a`, and `quad(sb, s, r, a, prepared, sc, acc_r)` adds
-/// row quad `r` of the sub-block to the tokens' float accumulators `acc_r`; each token's
-/// 16 results are stored at the end. Meant for the levels' `#[target_feature]` tiles, into
-/// which it and the closures (with their features) inline.
-#[inline]
-#[target_feature(enable = "neon")]
-#[allow(clippy::type_complexity)]
-pub(super) fn coded_tile<B: NeonCoded, X, const T: usize>(
-    w: &[B],
-    x: &[ActQ8],
-    nb: usize,
-    t0: usize,
-    out: &mut [f32],
-    prep: impl Fn(&[&ActQ8; T]) -> X,
-    mut quad: impl FnMut(&B, usize, usize, &[&ActQ8; T], &X, &Sc, &mut [float32x4_t; T]),
-) {
-    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
-    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
-    let mut sc = Sc::new();
-    for (b, sb) in w.iter().enumerate() {
-        // SAFETY: neon (this function's target feature).
-        unsafe { sb.decode(&mut sc) };
-        for s in 0..B::SUBS {
-            let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b * B::SUBS + s]);
-            let xv = prep(&a);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                quad(sb, s, r, &a, &xv, &sc, acc_r);
+/// The frame of the coded tiles of the neon and dotprod levels, expanded in a tile
+/// `fn<B: NeonCoded, const T: usize>(w, x, nb, t0, out)` for tokens `t0..t0 + T`: per
+/// superblock `$sb` the scales are decoded into `$sc` (an [`Sc`]); per sub-block `$s`,
+/// `$prep` readies the tokens' activation blocks `$pa`; per row quad `$r`, `$quad` adds the
+/// quad's products with the blocks `$a` (and the prepared `$xv`) to the tokens' float
+/// accumulators `$acc_r`; each token's 16 results are stored at the end. A macro for the
+/// reason given at `neon::rows16_tile`.
+macro_rules! coded_tile {
+    (
+        ($w:expr, $x:expr, $nb:expr, $t0:expr, $out:expr),
+        |$pa:ident| $prep:expr,
+        |$sb:ident, $s:ident, $r:ident, $a:pat, $xv:pat, $sc:ident, $acc_r:ident| $quad:expr $(,)?
+    ) => {{
+        use $crate::kernels::arm::coded::Sc;
+        use $crate::kernels::arm::neon::{store_tile, token_rows};
+        use $crate::quant::interleave::ActQ8;
+        let xs: [&[ActQ8]; T] = token_rows($x, $nb, $t0);
+        let mut acc = [[::core::arch::aarch64::vdupq_n_f32(0.0); T]; 4];
+        let mut sc = Sc::new();
+        for (b, sb) in $w.iter().enumerate() {
+            // SAFETY: neon (the target features of the tile this expands in).
+            unsafe { sb.decode(&mut sc) };
+            for s in 0..B::SUBS {
+                let blocks: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b * B::SUBS + s]);
+                let xv = {
+                    let $pa = &blocks;
+                    $prep
+                };
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let ($sb, $s, $r, $a, $xv, $sc, $acc_r) = (sb, s, r, &blocks, &xv, &sc, acc_r);
+                    $quad
+                }
             }
         }
-    }
-    store_tile(&acc, t0, out);
+        store_tile(&acc, $t0, $out);
+    }};
 }
+pub(super) use coded_tile;

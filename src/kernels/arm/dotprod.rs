@@ -107,26 +107,29 @@ pub(super) fn tile_q8<const T: usize>(
 ) {
     // Chain of the odd chunks: a second one only for a single token.
     let k = if T == 1 { 1 } else { 0 };
-    // Activations 16h..16h + 16 of every token.
-    let prep = |a: &[&ActQ8; T]| -> [[int8x16_t; T]; 2] {
-        let xv: [[int8x16_t; 2]; T] = std::array::from_fn(|t| load_act(a[t]));
+    // Prepared: activations 16h..16h + 16 of every token.
+    let transposed = |xv: [[int8x16_t; 2]; T]| -> [[int8x16_t; T]; 2] {
         std::array::from_fn(|h| std::array::from_fn(|t| xv[t][h]))
     };
-    rows16_tile(w, x, nb, t0, out, prep, |sb, r, _, xh| {
-        let mut s = [[vdupq_n_s32(0); T]; 2];
-        for (h, x) in xh.iter().enumerate() {
-            // Chunks 4h..4h + 4 meet activations 16h..16h + 16, lane by lane.
-            let wv: [int8x16_t; 4] =
-                std::array::from_fn(|l| ld_s8(&sb.qs, 64 * (4 * h + l) + 16 * r));
-            for t in 0..T {
-                s[0][t] = sdot_lane::<0>(s[0][t], wv[0], x[t]);
-                s[k][t] = sdot_lane::<1>(s[k][t], wv[1], x[t]);
-                s[0][t] = sdot_lane::<2>(s[0][t], wv[2], x[t]);
-                s[k][t] = sdot_lane::<3>(s[k][t], wv[3], x[t]);
+    rows16_tile!(
+        (w, x, nb, t0, out),
+        |a| transposed(load_acts(a)),
+        |sb, r, _, xh| {
+            let mut s = [[vdupq_n_s32(0); T]; 2];
+            for (h, x) in xh.iter().enumerate() {
+                // Chunks 4h..4h + 4 meet activations 16h..16h + 16, lane by lane.
+                let wv: [int8x16_t; 4] =
+                    std::array::from_fn(|l| ld_s8(&sb.qs, 64 * (4 * h + l) + 16 * r));
+                for t in 0..T {
+                    s[0][t] = sdot_lane::<0>(s[0][t], wv[0], x[t]);
+                    s[k][t] = sdot_lane::<1>(s[k][t], wv[1], x[t]);
+                    s[0][t] = sdot_lane::<2>(s[0][t], wv[2], x[t]);
+                    s[k][t] = sdot_lane::<3>(s[k][t], wv[3], x[t]);
+                }
             }
+            chain_sums(&s)
         }
-        chain_sums(&s)
-    });
+    );
 }
 
 /// As [`tile_q8`] for Q4_0: unsigned nibbles (0..=15) times the activations, the integer
@@ -144,8 +147,7 @@ pub(super) fn tile_q4<const T: usize>(
     let m4 = vdupq_n_u8(0x0f);
     // Chain of the high nibbles: a second one only for a single token.
     let k = if T == 1 { 1 } else { 0 };
-    let prep = |a: &[&ActQ8; T]| load_acts(a);
-    rows16_tile(w, x, nb, t0, out, prep, |sb, r, a, xv| {
+    rows16_tile!((w, x, nb, t0, out), |a| load_acts(a), |sb, r, a, xv| {
         let mut s = [[vdupq_n_s32(0); T]; 2];
         for t in 0..T {
             s[0][t] = vdupq_n_s32(-8 * a[t].sum());
@@ -184,28 +186,31 @@ pub(super) fn tile_coded<B: NeonCoded, const T: usize>(
     out: &mut [f32],
 ) {
     let two = B::SPLIT || T == 1;
-    let prep = |a: &[&ActQ8; T]| load_acts(a);
-    coded_tile(w, x, nb, t0, out, prep, |sb, s, r, a, xv, sc, acc_r| {
-        let mut sums = [[vdupq_n_s32(0); T]; 2];
-        for h in 0..2 {
-            let k = if two { h } else { 0 };
-            let wv = codes_half(sb, s, r, h);
-            for t in 0..T {
-                let x = xv[t][h];
-                sums[k][t] = sdot_lane::<0>(sums[k][t], wv[0], x);
-                sums[k][t] = sdot_lane::<1>(sums[k][t], wv[1], x);
-                sums[k][t] = sdot_lane::<2>(sums[k][t], wv[2], x);
-                sums[k][t] = sdot_lane::<3>(sums[k][t], wv[3], x);
+    coded_tile!(
+        (w, x, nb, t0, out),
+        |a| load_acts(a),
+        |sb, s, r, a, xv, sc, acc_r| {
+            let mut sums = [[vdupq_n_s32(0); T]; 2];
+            for h in 0..2 {
+                let k = if two { h } else { 0 };
+                let wv = codes_half(sb, s, r, h);
+                for t in 0..T {
+                    let x = xv[t][h];
+                    sums[k][t] = sdot_lane::<0>(sums[k][t], wv[0], x);
+                    sums[k][t] = sdot_lane::<1>(sums[k][t], wv[1], x);
+                    sums[k][t] = sdot_lane::<2>(sums[k][t], wv[2], x);
+                    sums[k][t] = sdot_lane::<3>(sums[k][t], wv[3], x);
+                }
+                if B::SPLIT {
+                    fma_slots::<B, T>(acc_r, &sums[h], sc, slot::<B>(s, h), r, a, h);
+                }
             }
-            if B::SPLIT {
-                fma_slots::<B, T>(acc_r, &sums[h], sc, slot::<B>(s, h), r, a, h);
+            if !B::SPLIT {
+                // Not SPLIT, so `two` is `T == 1`, as `chain_sums` assumes.
+                fma_slots::<B, T>(acc_r, &chain_sums(&sums), sc, s, r, a, 0);
             }
         }
-        if !B::SPLIT {
-            // Not SPLIT, so `two` is `T == 1`, as `chain_sums` assumes.
-            fma_slots::<B, T>(acc_r, &chain_sums(&sums), sc, s, r, a, 0);
-        }
-    });
+    );
 }
 
 super::group_kernels!(

@@ -303,64 +303,52 @@ fn row_sums16(lo: int16x8_t, hi: int16x8_t) -> int32x4_t {
     vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi))
 }
 
-/// A rows16 block with one f16 scale per row.
-pub(super) trait RowScales {
-    fn row_scales(&self) -> &[u16; GROUP];
-}
-
-impl RowScales for BlockQ8_0x16 {
-    #[inline(always)]
-    fn row_scales(&self) -> &[u16; GROUP] {
-        &self.d
-    }
-}
-
-impl RowScales for BlockQ4_0x16 {
-    #[inline(always)]
-    fn row_scales(&self) -> &[u16; GROUP] {
-        &self.d
-    }
-}
-
-/// The frame of the Q8_0 and Q4_0 tiles of the neon and dotprod levels, tokens
-/// `t0..t0 + T`: per block, `prep(a)` readies the tokens' activation blocks `a` for the row
-/// quads, and `quad(sb, r, a, prepared)` returns each token's integer sums of rows
-/// `4r..4r + 4`, which are scaled by the rows' and the token's scales into the float
-/// accumulators; each token's 16 results are stored at the end. Meant for the levels'
-/// `#[target_feature]` tiles, into which it and the closures (with their features) inline.
-#[inline]
-#[target_feature(enable = "neon")]
-pub(super) fn rows16_tile<W: RowScales, X, const T: usize>(
-    w: &[W],
-    x: &[ActQ8],
-    nb: usize,
-    t0: usize,
-    out: &mut [f32],
-    prep: impl Fn(&[&ActQ8; T]) -> X,
-    mut quad: impl FnMut(&W, usize, &[&ActQ8; T], &X) -> [int32x4_t; T],
-) {
-    let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
-    let mut acc = [[vdupq_n_f32(0.0); T]; 4];
-    for (b, sb) in w.iter().enumerate() {
-        let a: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
-        let xv = prep(&a);
-        let dw = scales16(sb.row_scales());
-        for r in 0..4 {
-            let isum = quad(sb, r, &a, &xv);
-            for t in 0..T {
-                acc[r][t] = fma_scaled(acc[r][t], isum[t], dw[r], a[t].d);
+/// The frame of the Q8_0 and Q4_0 tiles of the neon and dotprod levels, expanded in a
+/// tile `fn(w, x, nb, t0, out)` for tokens `t0..t0 + T` (`T` its const parameter): per
+/// block, `$prep` readies the tokens' activation blocks `$pa` for the row quads; per row
+/// quad `$r` of block `$sb`, `$quad` gives each token's integer sums of rows `4r..4r + 4`
+/// from the blocks `$a` and the prepared `$xv`; they are scaled by the rows' and the
+/// token's scales into the float accumulators, and each token's 16 results stored at the
+/// end. The arguments read as closures, but are expanded in place: a macro rather than a
+/// generic function, so that each level's inner loop is compiled in its
+/// `#[target_feature]` tile and is sure to be inlined there.
+macro_rules! rows16_tile {
+    (
+        ($w:expr, $x:expr, $nb:expr, $t0:expr, $out:expr),
+        |$pa:ident| $prep:expr,
+        |$sb:ident, $r:ident, $a:pat_param, $xv:pat_param| $quad:expr $(,)?
+    ) => {{
+        use $crate::kernels::arm::neon::{fma_scaled, scales16, store_tile, token_rows};
+        use $crate::quant::interleave::ActQ8;
+        let xs: [&[ActQ8]; T] = token_rows($x, $nb, $t0);
+        let mut acc = [[::core::arch::aarch64::vdupq_n_f32(0.0); T]; 4];
+        for (b, sb) in $w.iter().enumerate() {
+            let blocks: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
+            let xv = {
+                let $pa = &blocks;
+                $prep
+            };
+            let dw = scales16(&sb.d);
+            for r in 0..4 {
+                let isum: [::core::arch::aarch64::int32x4_t; T] = {
+                    let ($sb, $r, $a, $xv) = (sb, r, &blocks, &xv);
+                    $quad
+                };
+                for t in 0..T {
+                    acc[r][t] = fma_scaled(acc[r][t], isum[t], dw[r], blocks[t].d);
+                }
             }
         }
-    }
-    store_tile(&acc, t0, out);
+        store_tile(&acc, $t0, $out);
+    }};
 }
+pub(super) use rows16_tile;
 
 /// Tokens `t0..t0 + T` of a Q8_0 group: `out[(t0 + t) * 16 + i]`.
 #[inline]
 #[target_feature(enable = "neon")]
 fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
-    let prep = |_: &[&ActQ8; T]| ();
-    rows16_tile(w, x, nb, t0, out, prep, |sb, r, a, _| {
+    rows16_tile!((w, x, nb, t0, out), |_a| (), |sb, r, a, _| {
         let (mut lo, mut hi) = ([vdupq_n_s32(0); T], [vdupq_n_s32(0); T]);
         for cp in 0..4 {
             let c = 2 * cp;
@@ -387,8 +375,7 @@ fn tile_q8<const T: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize
 #[target_feature(enable = "neon")]
 fn tile_q4<const T: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
     let m4 = vdupq_n_u8(0x0f);
-    let prep = |_: &[&ActQ8; T]| ();
-    rows16_tile(w, x, nb, t0, out, prep, |sb, r, a, _| {
+    rows16_tile!((w, x, nb, t0, out), |_a| (), |sb, r, a, _| {
         // Each i16 lane gets 8 products of at most 15·128: ≤ 15360, no overflow.
         let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
         for c in 0..4 {
@@ -441,8 +428,7 @@ fn tile_coded<B: NeonCoded, const T: usize>(
 ) {
     // Widen after each half.
     let sep = B::SPLIT || B::HIGH_BITS == 2;
-    let prep = |_: &[&ActQ8; T]| ();
-    coded_tile(w, x, nb, t0, out, prep, |sb, s, r, a, _, sc, acc_r| {
+    coded_tile!((w, x, nb, t0, out), |_a| (), |sb, s, r, a, _, sc, acc_r| {
         let mut isum = [vdupq_n_s32(0); T];
         let (mut lo, mut hi) = ([vdupq_n_s16(0); T], [vdupq_n_s16(0); T]);
         for h in 0..2 {
@@ -464,13 +450,12 @@ fn tile_coded<B: NeonCoded, const T: usize>(
                 isum = std::array::from_fn(|t| vaddq_s32(isum[t], part[t]));
             }
         }
-        if B::SPLIT {
-            return;
+        if !B::SPLIT {
+            if !sep {
+                isum = std::array::from_fn(|t| row_sums16(lo[t], hi[t]));
+            }
+            fma_slots::<B, T>(acc_r, &isum, sc, s, r, a, 0);
         }
-        if !sep {
-            isum = std::array::from_fn(|t| row_sums16(lo[t], hi[t]));
-        }
-        fma_slots::<B, T>(acc_r, &isum, sc, s, r, a, 0);
     });
 }
 
