@@ -14,9 +14,9 @@
 
 use std::arch::aarch64::*;
 
-use super::coded::{coded_table, codes_half, dsum, slot, NeonCoded, Sc};
+use super::coded::{coded_table, codes_half, slot, NeonCoded, Sc};
 use super::dotprod::{self, DOTPROD};
-use super::neon::{ld_s8, ld_u8, load_act, scales16, store4, token_rows};
+use super::neon::{ld_s8, ld_u8, load_act, scales16, store4};
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
 
@@ -63,24 +63,19 @@ fn zip_rows(c0: int8x16_t, c1: int8x16_t) -> [int8x16_t; 2] {
     ]
 }
 
-/// `[a, b, a, b]`: one value per token lane of a 2×2 tile.
-#[inline]
-#[target_feature(enable = "neon")]
-fn pair_f32(a: f32, b: f32) -> float32x4_t {
-    vzip1q_f32(vdupq_n_f32(a), vdupq_n_f32(b))
-}
-
 /// Per token pair `q` of a tile at block `b`: the four SMMLA activation operands
-/// (register `p` = values `8p..8p + 8` of both tokens), and the scales `[d0, d1, d0, d1]`.
+/// (register `p` = values `8p..8p + 8` of both tokens) and the scales `[d0, d1, d0, d1]`.
 #[inline]
 #[target_feature(enable = "neon,dotprod,i8mm")]
 fn act_pairs<const P: usize>(
     xs: &[[&[ActQ8]; 2]; P],
     b: usize,
-) -> ([[int8x16_t; 4]; P], [float32x4_t; P]) {
-    let ops = std::array::from_fn(|q| interleave(load_act(&xs[q][0][b]), load_act(&xs[q][1][b])));
-    let d = std::array::from_fn(|q| pair_f32(xs[q][0][b].d, xs[q][1][b].d));
-    (ops, d)
+) -> [([int8x16_t; 4], float32x4_t); P] {
+    std::array::from_fn(|q| {
+        let (a0, a1) = (&xs[q][0][b], &xs[q][1][b]);
+        let d = vzip1q_f32(vdupq_n_f32(a0.d), vdupq_n_f32(a1.d));
+        (interleave(load_act(a0), load_act(a1)), d)
+    })
 }
 
 /// Scale a row quad's 2×2 integer tiles and accumulate: `s[h][q]` holds rows
@@ -124,10 +119,12 @@ fn store_tiles<const P: usize>(acc: &[[[float32x4_t; P]; 2]; 4], t0: usize, out:
 #[inline]
 #[target_feature(enable = "neon,dotprod,i8mm")]
 fn tile_q8<const P: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
-    let xs: [[&[ActQ8]; 2]; P] = std::array::from_fn(|q| token_rows(x, nb, t0 + 2 * q));
+    let xs: [[&[ActQ8]; 2]; P] =
+        std::array::from_fn(|q| std::array::from_fn(|j| &x[(t0 + 2 * q + j) * nb..][..nb]));
     let mut acc = [[[vdupq_n_f32(0.0); P]; 2]; 4];
     for (b, sb) in w.iter().enumerate() {
-        let (xp, dx) = act_pairs(&xs, b);
+        let xp = act_pairs(&xs, b);
+        let dx: [float32x4_t; P] = std::array::from_fn(|q| xp[q].1);
         let dw = scales16(&sb.d);
         for (r, acc_r) in acc.iter_mut().enumerate() {
             let mut s = [[vdupq_n_s32(0); P]; 2];
@@ -137,9 +134,9 @@ fn tile_q8<const P: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize
                     ld_s8(&sb.qs, 128 * p + 16 * r),
                     ld_s8(&sb.qs, 128 * p + 64 + 16 * r),
                 );
-                for (q, xq) in xp.iter().enumerate() {
-                    s[0][q] = smmla(s[0][q], wz[0], xq[p]);
-                    s[1][q] = smmla(s[1][q], wz[1], xq[p]);
+                for q in 0..P {
+                    s[0][q] = smmla(s[0][q], wz[0], xp[q].0[p]);
+                    s[1][q] = smmla(s[1][q], wz[1], xp[q].0[p]);
                 }
             }
             accumulate(acc_r, &s, dw[r], &dx);
@@ -154,11 +151,13 @@ fn tile_q8<const P: usize>(w: &[BlockQ8_0x16], x: &[ActQ8], nb: usize, t0: usize
 #[inline]
 #[target_feature(enable = "neon,dotprod,i8mm")]
 fn tile_q4<const P: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize, out: &mut [f32]) {
-    let xs: [[&[ActQ8]; 2]; P] = std::array::from_fn(|q| token_rows(x, nb, t0 + 2 * q));
+    let xs: [[&[ActQ8]; 2]; P] =
+        std::array::from_fn(|q| std::array::from_fn(|j| &x[(t0 + 2 * q + j) * nb..][..nb]));
     let mut acc = [[[vdupq_n_f32(0.0); P]; 2]; 4];
     let m4 = vdupq_n_u8(0x0f);
     for (b, sb) in w.iter().enumerate() {
-        let (xp, dx) = act_pairs(&xs, b);
+        let xp = act_pairs(&xs, b);
+        let dx: [float32x4_t; P] = std::array::from_fn(|q| xp[q].1);
         let corr: [int32x4_t; P] = std::array::from_fn(|q| {
             let (s0, s1) = (xs[q][0][b].sum(), xs[q][1][b].sum());
             // [s0, s1, s0, s1], times −8.
@@ -177,8 +176,8 @@ fn tile_q4<const P: usize>(w: &[BlockQ4_0x16], x: &[ActQ8], nb: usize, t0: usize
                     let lo = vreinterpretq_s8_u8(vandq_u8(zh, m4));
                     let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(zh));
                     for q in 0..P {
-                        s[h][q] = smmla(s[h][q], lo, xp[q][pp]);
-                        s[h][q] = smmla(s[h][q], hi, xp[q][2 + pp]);
+                        s[h][q] = smmla(s[h][q], lo, xp[q].0[pp]);
+                        s[h][q] = smmla(s[h][q], hi, xp[q].0[2 + pp]);
                     }
                 }
             }
@@ -223,7 +222,8 @@ fn tile_coded<B: NeonCoded, const P: usize>(
     t0: usize,
     out: &mut [f32],
 ) {
-    let xs: [[&[ActQ8]; 2]; P] = std::array::from_fn(|q| token_rows(x, nb, t0 + 2 * q));
+    let xs: [[&[ActQ8]; 2]; P] =
+        std::array::from_fn(|q| std::array::from_fn(|j| &x[(t0 + 2 * q + j) * nb..][..nb]));
     let mut acc = [[[vdupq_n_f32(0.0); P]; 2]; 4];
     let mut sc = Sc::new();
     for (b, sb) in w.iter().enumerate() {
@@ -231,11 +231,15 @@ fn tile_coded<B: NeonCoded, const P: usize>(
         unsafe { sb.decode(&mut sc) };
         for s in 0..B::SUBS {
             let i = b * B::SUBS + s;
-            let (xp, dx) = act_pairs(&xs, i);
+            let xp = act_pairs(&xs, i);
+            let dx: [float32x4_t; P] = std::array::from_fn(|q| xp[q].1);
             // [d0·Σx0, d1·Σx1, d0·Σx0, d1·Σx1] of each half (SPLIT) or of the block.
             let ds: [[float32x4_t; P]; 2] = std::array::from_fn(|h| {
                 std::array::from_fn(|q| {
-                    pair_f32(dsum::<B>(&xs[q][0][i], h), dsum::<B>(&xs[q][1][i], h))
+                    let f =
+                        |a: &ActQ8| a.d * if B::SPLIT { a.sums[h] as i32 } else { a.sum() } as f32;
+                    let (a0, a1) = (&xs[q][0][i], &xs[q][1][i]);
+                    vzip1q_f32(vdupq_n_f32(f(a0)), vdupq_n_f32(f(a1)))
                 })
             });
             for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -245,8 +249,8 @@ fn tile_coded<B: NeonCoded, const P: usize>(
                     for p in 0..2 {
                         let wz = zip_rows(code[2 * p], code[2 * p + 1]);
                         for q in 0..P {
-                            st[0][q] = smmla(st[0][q], wz[0], xp[q][2 * h + p]);
-                            st[1][q] = smmla(st[1][q], wz[1], xp[q][2 * h + p]);
+                            st[0][q] = smmla(st[0][q], wz[0], xp[q].0[2 * h + p]);
+                            st[1][q] = smmla(st[1][q], wz[1], xp[q].0[2 * h + p]);
                         }
                     }
                     if B::SPLIT {
