@@ -279,12 +279,13 @@ macro_rules! coded_tile {
         |$sb:ident, $s:ident, $r:ident, $a:pat, $xv:pat, $sc:ident, $acc_r:ident| $quad:expr $(,)?
     ) => {{
         use $crate::kernels::arm::coded::Sc;
-        use $crate::kernels::arm::neon::{store_tile, token_rows};
-        use $crate::quant::interleave::ActQ8;
-        let xs: [&[ActQ8]; T] = token_rows($x, $nb, $t0);
+        use $crate::kernels::arm::neon::{store4, token_rows};
+        use $crate::quant::interleave::{ActQ8, GROUP};
+        let (w, x, nb, t0, out) = ($w, $x, $nb, $t0, $out);
+        let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
         let mut acc = [[::core::arch::aarch64::vdupq_n_f32(0.0); T]; 4];
         let mut sc = Sc::new();
-        for (b, sb) in $w.iter().enumerate() {
+        for (b, sb) in w.iter().enumerate() {
             // SAFETY: neon (the target features of the tile this expands in).
             unsafe { sb.decode(&mut sc) };
             for s in 0..B::SUBS {
@@ -299,7 +300,11 @@ macro_rules! coded_tile {
                 }
             }
         }
-        store_tile(&acc, $t0, $out);
+        for t in 0..T {
+            for (r, a) in acc.iter().enumerate() {
+                store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+            }
+        }
     }};
 }
 pub(super) use coded_tile;

@@ -222,18 +222,6 @@ pub(super) fn fma_scaled(
     vfmaq_f32(acc, vcvtq_f32_s32(isum), vmulq_n_f32(dw, d))
 }
 
-/// Write a tile of tokens `t0..t0 + T`: `acc[r][t]` holds rows `4r..4r + 4` of token
-/// `t0 + t`.
-#[inline]
-#[target_feature(enable = "neon")]
-pub(super) fn store_tile<const T: usize>(acc: &[[float32x4_t; T]; 4], t0: usize, out: &mut [f32]) {
-    for t in 0..T {
-        for (r, a) in acc.iter().enumerate() {
-            store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
-        }
-    }
-}
-
 /// Exact Σ w·x of 32 int8 pairs, as four partial int32 sums.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -318,11 +306,12 @@ macro_rules! rows16_tile {
         |$pa:ident| $prep:expr,
         |$sb:ident, $r:ident, $a:pat_param, $xv:pat_param| $quad:expr $(,)?
     ) => {{
-        use $crate::kernels::arm::neon::{fma_scaled, scales16, store_tile, token_rows};
-        use $crate::quant::interleave::ActQ8;
-        let xs: [&[ActQ8]; T] = token_rows($x, $nb, $t0);
+        use $crate::kernels::arm::neon::{fma_scaled, scales16, store4, token_rows};
+        use $crate::quant::interleave::{ActQ8, GROUP};
+        let (w, x, nb, t0, out) = ($w, $x, $nb, $t0, $out);
+        let xs: [&[ActQ8]; T] = token_rows(x, nb, t0);
         let mut acc = [[::core::arch::aarch64::vdupq_n_f32(0.0); T]; 4];
-        for (b, sb) in $w.iter().enumerate() {
+        for (b, sb) in w.iter().enumerate() {
             let blocks: [&ActQ8; T] = std::array::from_fn(|t| &xs[t][b]);
             let xv = {
                 let $pa = &blocks;
@@ -339,7 +328,12 @@ macro_rules! rows16_tile {
                 }
             }
         }
-        store_tile(&acc, $t0, $out);
+        // Written out: in release builds a shared store function was not inlined.
+        for t in 0..T {
+            for (r, a) in acc.iter().enumerate() {
+                store4(out, (t0 + t) * GROUP + 4 * r, a[t]);
+            }
+        }
     }};
 }
 pub(super) use rows16_tile;
