@@ -250,21 +250,6 @@ pub(super) fn dsum<B: CodedX16>(a: &ActQ8, h: usize) -> f32 {
     a.d * sum as f32
 }
 
-/// A `CodedKernels` table of `$f::<B>` for every coded type.
-macro_rules! coded_table {
-    ($f:ident) => {
-        $crate::kernels::CodedKernels {
-            q4_1: $f::<$crate::quant::kx16::BlockQ4_1x16>,
-            q5_0: $f::<$crate::quant::kx16::BlockQ5_0x16>,
-            q5_1: $f::<$crate::quant::kx16::BlockQ5_1x16>,
-            q4_k: $f::<$crate::quant::kx16::BlockQ4_Kx16>,
-            q5_k: $f::<$crate::quant::kx16::BlockQ5_Kx16>,
-            q6_k: $f::<$crate::quant::kx16::BlockQ6_Kx16>,
-        }
-    };
-}
-pub(super) use coded_table;
-
 /// The frame of the coded tiles of the neon and dotprod levels, expanded in a tile
 /// `fn<B: NeonCoded, const T: usize>(w, x, nb, t0, out)` for tokens `t0..t0 + T`: per
 /// superblock `$sb` the scales are decoded into `$sc` (an [`Sc`]); per sub-block `$s`,

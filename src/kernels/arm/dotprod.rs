@@ -11,7 +11,7 @@
 
 use std::arch::aarch64::*;
 
-use super::coded::{coded_table, coded_tile, codes_half, fma_slots, slot, NeonCoded};
+use super::coded::{coded_tile, codes_half, fma_slots, slot, NeonCoded};
 use super::neon::{ld_s8, ld_u8, load_act, rows16_tile, NEON};
 use crate::kernels::simd;
 use crate::kernels::Kernels;
@@ -24,7 +24,7 @@ pub(super) const DOTPROD: Kernels = Kernels {
     dot_q8_0,
     gemm_q8_0x16,
     gemm_q4_0x16,
-    coded: coded_table!(gemm_coded),
+    coded: crate::kernels::coded_table!(gemm_coded),
     ..NEON
 };
 

@@ -14,7 +14,7 @@
 
 use std::arch::aarch64::*;
 
-use super::coded::{coded_table, codes_half, slot, NeonCoded, Sc};
+use super::coded::{codes_half, slot, NeonCoded, Sc};
 use super::dotprod::{self, DOTPROD};
 use super::neon::{ld_s8, ld_u8, load_act, scales16, store4};
 use crate::kernels::Kernels;
@@ -25,7 +25,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     name: "i8mm",
     gemm_q8_0x16,
     gemm_q4_0x16,
-    coded: coded_table!(gemm_coded),
+    coded: crate::kernels::coded_table!(gemm_coded),
     ..DOTPROD
 };
 

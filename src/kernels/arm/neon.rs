@@ -10,7 +10,7 @@ use std::arch::aarch64::*;
 use half::f16;
 
 use super::activation::{silu_mul, softmax};
-use super::coded::{coded_table, coded_tile, codes_half, fma_slots, slot, NeonCoded};
+use super::coded::{coded_tile, codes_half, fma_slots, slot, NeonCoded};
 use crate::kernels::simd;
 use crate::kernels::Kernels;
 use crate::quant::interleave::{ActQ8, BlockQ4_0x16, BlockQ8_0x16, GROUP};
@@ -18,7 +18,7 @@ use crate::quant::{BlockQ8_0, QK};
 
 /// The neon table; the higher AArch64 levels start from it.
 pub(super) const NEON: Kernels =
-    crate::kernels::base_table!("neon", coded: coded_table!(gemm_coded));
+    crate::kernels::base_table!("neon", coded: crate::kernels::coded_table!(gemm_coded));
 
 pub(crate) static KERNELS: Kernels = NEON;
 
