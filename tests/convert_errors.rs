@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 /// A writable copy of the tiny GQA fixture.
 fn checkpoint_copy() -> tempfile::TempDir {
@@ -20,21 +19,8 @@ fn checkpoint_copy() -> tempfile::TempDir {
 }
 
 /// Rewrite model.safetensors after `edit` changes its tensors (name → (dtype, shape, bytes)).
-fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) {
-    let p = dir.join("model.safetensors");
-    let bytes = std::fs::read(&p).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut t: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    edit(&mut t);
-    let views: Vec<(String, TensorView)> = t
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, &p).unwrap();
+fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut common::Tensors)) {
+    common::edit_safetensors(&dir.join("model.safetensors"), edit)
 }
 
 /// Run `llq convert` and return (success, stderr); assert no output file remains on failure.

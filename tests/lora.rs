@@ -4,16 +4,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use common::gguf::{gstr, permute, write_gguf, T_F32, T_STRING, T_U32};
 use common::*;
 use llq::convert::{convert, open_checkpoint, Checkpoint, HfCheckpoint, Silent};
 use llq::format::{keys, Value};
 use llq::lora::{merge_adapters, Adapter, AdapterSet, MergedCheckpoint};
 use llq::model::{Logits, Model, State};
 use llq::quant::DType;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 const ADAPTERS: [&str; 2] = ["tiny-llama-gqa-lora-r8", "tiny-llama-gqa-lora-rslora"];
 /// As for the base fixtures (tests/hf_fixtures.rs): an f64 reference is within 4e-6 of the
@@ -208,24 +208,9 @@ fn adapter_copy(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tempfi
     dir
 }
 
-type Tensors = HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
-
 /// Rewrite a copy's adapter_model.safetensors after `edit` changes its tensors.
 fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut Tensors)) {
-    let p = dir.join("adapter_model.safetensors");
-    let bytes = std::fs::read(&p).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut t: Tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    edit(&mut t);
-    let views: Vec<(String, TensorView)> = t
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, &p).unwrap();
+    edit_safetensors(&dir.join("adapter_model.safetensors"), edit)
 }
 
 /// A wrong scaling rule must fail the comparison: the same adapters with `use_rslora`
@@ -571,63 +556,6 @@ fn cli_merge_and_refusal() {
 // them at import, so a LoRA B (trained in Hugging Face row order) must be added after that.
 // The fixture base is rewritten as a GGUF the way convert_hf_to_gguf.py writes one (as in
 // tests/gguf_rope_freqs.rs) and merged with the r8 adapter, which adapts q_proj and k_proj.
-
-const T_U32: u32 = 4;
-const T_F32: u32 = 6;
-const T_STRING: u32 = 8;
-
-fn gstr(s: &str) -> Vec<u8> {
-    let mut v = (s.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-/// A minimal GGUF v3 writer: metadata, then f32 tensors (`dims` innermost first).
-fn write_gguf(path: &Path, kvs: &[(&str, u32, Vec<u8>)], tensors: &[(String, Vec<u64>, Vec<f32>)]) {
-    const ALIGN: usize = 32;
-    let mut b = b"GGUF".to_vec();
-    b.extend(3u32.to_le_bytes());
-    b.extend((tensors.len() as u64).to_le_bytes());
-    b.extend((kvs.len() as u64).to_le_bytes());
-    for (k, ty, payload) in kvs {
-        b.extend(gstr(k));
-        b.extend(ty.to_le_bytes());
-        b.extend(payload);
-    }
-    let mut offset = 0usize;
-    for (name, dims, data) in tensors {
-        b.extend(gstr(name));
-        b.extend((dims.len() as u32).to_le_bytes());
-        for d in dims {
-            b.extend(d.to_le_bytes());
-        }
-        b.extend(0u32.to_le_bytes()); // GGML_TYPE_F32
-        b.extend((offset as u64).to_le_bytes());
-        offset = (offset + 4 * data.len()).next_multiple_of(ALIGN);
-    }
-    b.resize(b.len().next_multiple_of(ALIGN), 0);
-    for (_, _, data) in tensors {
-        b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-        b.resize(b.len().next_multiple_of(ALIGN), 0);
-    }
-    std::fs::write(path, b).unwrap();
-}
-
-/// llama.cpp's permutation of Q/K rows: within each head, HF row `s · hd/2 + j` moves to
-/// row `2j + s`.
-fn permute(w: &[f32], n_heads: usize, cols: usize) -> Vec<f32> {
-    let hd = w.len() / cols / n_heads;
-    let mut out = vec![0.0; w.len()];
-    for h in 0..n_heads {
-        for s in 0..2 {
-            for j in 0..hd / 2 {
-                let (from, to) = (h * hd + s * hd / 2 + j, h * hd + 2 * j + s);
-                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    out
-}
 
 fn base_as_gguf(path: &Path) {
     let dir = base_dir();

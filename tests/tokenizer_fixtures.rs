@@ -1,5 +1,7 @@
 //! Golden tokenizer vectors from `shared/fixtures/tokenizers` (see its README §2).
 
+mod common;
+
 use llq::chat::{ChatMessage, ChatTemplate};
 use llq::tokenizer::Tokenizer;
 use serde_json::Value;
@@ -71,7 +73,7 @@ fn check_encode(name: &str, tok: &Tokenizer, rel: &str, parse_special: bool) {
         let text = c["text"].as_str().unwrap();
         let want = ids(&c["ids"]);
         let got = tok.encode(text, parse_special);
-        if got != want {
+        if got != *want {
             failures.push(format!("  {text:?}\n    want {want:?}\n    got  {got:?}"));
         }
     }
@@ -174,24 +176,17 @@ fn llamacpp_vocab_vectors_with_spm_model() {
     let tok = llama2();
     let inp = String::from_utf8(read("llamacpp-vocab/ggml-vocab-llama-spm.gguf.inp")).unwrap();
     let out = String::from_utf8(read("llamacpp-vocab/ggml-vocab-llama-spm.gguf.out")).unwrap();
-    let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
-    assert_eq!(texts.pop(), Some(""));
-    let expected: Vec<&str> = out.lines().collect();
-    assert_eq!(texts.len(), expected.len());
+    let cases = common::llamacpp_vocab_cases(&inp, &out);
     let mut failures = Vec::new();
-    for (text, line) in texts.iter().zip(&expected) {
-        let want: Vec<u32> = line
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
+    for (text, want) in &cases {
         let got = tok.encode(text, false);
-        if got != want {
+        if got != *want {
             failures.push(format!("  {text:?}\n    want {want:?}\n    got  {got:?}"));
         }
     }
     report(
         "llamacpp-vocab (spm from tokenizer.model)",
-        texts.len(),
+        cases.len(),
         failures,
     );
 }
@@ -222,7 +217,7 @@ fn serialized_round_trip_matches() {
             let text = c["text"].as_str().unwrap();
             let want = ids(&c["ids"]);
             let got = back.encode(text, parse_special);
-            if got != want {
+            if got != *want {
                 failures.push(format!("  {text:?}: want {want:?} got {got:?}"));
             }
             if back.decode(&want, false) != tok.decode(&want, false) {

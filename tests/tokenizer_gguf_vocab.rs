@@ -2,6 +2,8 @@
 //! llq's GGUF reader and `Tokenizer::from_gguf_parts`, checked against its `.inp/.out`
 //! vectors.
 
+mod common;
+
 use llq::convert::gguf_tokenizer_parts;
 use llq::gguf::GgufFile;
 use llq::tokenizer::Tokenizer;
@@ -25,18 +27,11 @@ fn llamacpp_spm_vocab_via_gguf_parts() {
     );
     let inp = std::fs::read_to_string(format!("{dir}ggml-vocab-llama-spm.gguf.inp")).unwrap();
     let out = std::fs::read_to_string(format!("{dir}ggml-vocab-llama-spm.gguf.out")).unwrap();
-    let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
-    assert_eq!(texts.pop(), Some(""));
-    let expected: Vec<&str> = out.lines().collect();
-    assert_eq!(texts.len(), expected.len());
+    let cases = common::llamacpp_vocab_cases(&inp, &out);
     let mut failures = Vec::new();
-    for (text, line) in texts.iter().zip(&expected) {
-        let want: Vec<u32> = line
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
+    for (text, want) in &cases {
         let got = tok.encode(text, false);
-        if got != want {
+        if got != *want {
             failures.push(format!("  {text:?}\n    want {want:?}\n    got  {got:?}"));
         }
         // llama.cpp's test also checks that detokenizing gives the text back
@@ -48,8 +43,8 @@ fn llamacpp_spm_vocab_via_gguf_parts() {
     }
     println!(
         "llamacpp-vocab via gguf parts: {}/{} cases passed",
-        texts.len() - failures.len().min(texts.len()),
-        texts.len()
+        cases.len() - failures.len().min(cases.len()),
+        cases.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -2,11 +2,15 @@
 //! logit comparison metrics.
 #![allow(dead_code)]
 
+pub mod gguf;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use llq::convert::{convert, GgufCheckpoint, HfCheckpoint, Silent, Target};
 use llq::model::{Logits, Model, State};
 use llq::quant::DType;
+use safetensors::tensor::{Dtype, TensorView};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
@@ -289,4 +293,43 @@ impl Rng {
             *b = self.next() as u8;
         }
     }
+}
+
+/// A safetensors file's tensors by name: (dtype, shape, bytes).
+pub type Tensors = HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
+/// Rewrite the safetensors file `path` after `edit` changes its tensors.
+pub fn edit_safetensors(path: &Path, edit: impl FnOnce(&mut Tensors)) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut t: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut t);
+    let views: Vec<(String, TensorView)> = t
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// The cases of one of llama.cpp's vocab test files (`.inp` texts separated by
+/// `__ggml_vocab_test__` lines, `.out` the expected ids, a line per text).
+pub fn llamacpp_vocab_cases<'a>(inp: &'a str, out: &str) -> Vec<(&'a str, Vec<u32>)> {
+    let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    assert_eq!(texts.pop(), Some(""));
+    let expected: Vec<&str> = out.lines().collect();
+    assert_eq!(texts.len(), expected.len());
+    let ids = |line: &str| {
+        line.split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect()
+    };
+    texts
+        .into_iter()
+        .zip(expected)
+        .map(|(t, l)| (t, ids(l)))
+        .collect()
 }
