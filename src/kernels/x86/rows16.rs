@@ -40,6 +40,24 @@ fn x4(a: &ActQ8, c: usize) -> i32 {
     i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
 }
 
+/// `pub(super) fn $name(w, x, out)`: a level's table entry for one `rows16` type, covering
+/// the tokens with `$tile` in tiles of up to `$max` (see `drive_tokens!`).
+macro_rules! rows16_entry {
+    ($name:ident, $W:ty, $max:literal, $tile:ident) => {
+        pub(super) fn $name(w: &[$W], x: &[ActQ8], out: &mut [f32]) {
+            // SAFETY: the entry sits only in the tables of the level `$tile` is compiled
+            // for, which `x86::push_available` hands out after detecting its features.
+            unsafe {
+                drive_tokens!(
+                    group_dims(w.len(), x.len(), out.len()),
+                    $max,
+                    $tile(w, x, out)
+                )
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------
 // AVX-512 VNNI.
 
@@ -107,16 +125,7 @@ fn scales8v(d: &[u16; GROUP], h: usize) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().add(8 * h).cast()) })
 }
 
-pub(super) fn gemm_q4_0x16_vnni(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: as above.
-    unsafe {
-        drive_tokens!(
-            group_dims(w.len(), x.len(), out.len()),
-            8,
-            tile_q4_vnni(w, x, out)
-        )
-    }
-}
+rows16_entry!(gemm_q4_0x16_vnni, BlockQ4_0x16, 8, tile_q4_vnni);
 
 /// `T` tokens × 16 rows: `facc[t] += cvt(Σ_c dpbusd(w[c], x[t][c]) + start) · d_w · d_x[t]`.
 /// With one or two tokens the eight chunks go to two independent accumulator chains
@@ -246,28 +255,9 @@ fn tile_q4_vnni<const T: usize>(
 // AVX-VNNI: 256-bit `vpdpbusd` without AVX-512 (Intel since Alder Lake, AMD since Zen 5),
 // two halves of 8 rows per superblock as for AVX2, with the VNNI levels' arithmetic.
 
-pub(super) fn gemm_q8_0x16_avxvnni(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through the avxvnni table, installed after detecting avx2,
-    // fma, f16c and avxvnni.
-    unsafe {
-        drive_tokens!(
-            group_dims(w.len(), x.len(), out.len()),
-            4,
-            tile_q8_avxvnni(w, x, out)
-        )
-    }
-}
+rows16_entry!(gemm_q8_0x16_avxvnni, BlockQ8_0x16, 4, tile_q8_avxvnni);
 
-pub(super) fn gemm_q4_0x16_avxvnni(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: as above.
-    unsafe {
-        drive_tokens!(
-            group_dims(w.len(), x.len(), out.len()),
-            4,
-            tile_q4_avxvnni(w, x, out)
-        )
-    }
-}
+rows16_entry!(gemm_q4_0x16_avxvnni, BlockQ4_0x16, 4, tile_q4_avxvnni);
 
 /// One superblock's integer sums of `T` tokens × 16 rows (two halves of 8) into the
 /// float accumulators: `facc[t][h] += cvt(acc[t][h]) · d_w[8h..8h+8] · d_x[t]`.
@@ -390,27 +380,9 @@ fn tile_q4_avxvnni<const T: usize>(
 // ---------------------------------------------------------------------------------------
 // AVX2: two halves of 8 rows per superblock.
 
-pub(super) fn gemm_q8_0x16_avx2(w: &[BlockQ8_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: only reachable through tables whose level requires avx2, fma and f16c.
-    unsafe {
-        drive_tokens!(
-            group_dims(w.len(), x.len(), out.len()),
-            4,
-            tile_q8_avx2(w, x, out)
-        )
-    }
-}
+rows16_entry!(gemm_q8_0x16_avx2, BlockQ8_0x16, 4, tile_q8_avx2);
 
-pub(super) fn gemm_q4_0x16_avx2(w: &[BlockQ4_0x16], x: &[ActQ8], out: &mut [f32]) {
-    // SAFETY: as above.
-    unsafe {
-        drive_tokens!(
-            group_dims(w.len(), x.len(), out.len()),
-            4,
-            tile_q4_avx2(w, x, out)
-        )
-    }
-}
+rows16_entry!(gemm_q4_0x16_avx2, BlockQ4_0x16, 4, tile_q4_avx2);
 
 /// Scales of rows `8h..8h+8`.
 #[inline]
