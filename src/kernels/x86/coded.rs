@@ -453,6 +453,25 @@ fn scaled8(v: __m256, q: &[i8]) -> __m256 {
     _mm256_mul_ps(v, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)))
 }
 
+/// What a 256-bit level's [`Dot256::add_sub`] reads of sub-block `s`: the superblock, its
+/// scale fields and its rows' `d` as floats (halves of 8), and the tile's tokens'
+/// activation blocks for this sub-block.
+struct Sub<'a, B, const T: usize> {
+    sb: &'a B,
+    raw: &'a Raw<'a>,
+    dvs: &'a [__m256; 2],
+    xs: &'a [&'a ActQ8; T],
+    s: usize,
+}
+
+// By hand: a derive would require `B: Copy`, and only references are copied.
+impl<B, const T: usize> Clone for Sub<'_, B, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B, const T: usize> Copy for Sub<'_, B, T> {}
+
 /// How a 256-bit level turns one sub-block into float sums; the rest of the tile, written
 /// once, is [`tile256`].
 trait Dot256 {
@@ -466,21 +485,16 @@ trait Dot256 {
     /// superblock.
     fn per_superblock_d<B: Coded>() -> bool;
 
-    /// Sub-block `s` into `acc[t][r]` for each token `t` and the rows `8r..8r+8` of `pass`
+    /// Sub-block `sub.s` into `acc[t][r]` for each token `t` and the rows `8r..8r+8` of `pass`
     /// (`r = HALVES · pass + j`, `j < HALVES`): every slot's integer sum `I` (starting at
     /// `OFF · Σx`, see the module comment) times `S · d_x`, or `sc · d_x` if
     /// [`Dot256::per_superblock_d`]. The `B` term is [`tile256`]'s.
     ///
     /// # Safety
     /// The CPU must have avx2, fma, f16c and the level's own features.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn add_sub<B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
-        sb: &B,
-        raw: &Raw,
-        dvs: &[__m256; 2],
-        xs: &[&ActQ8; T],
-        s: usize,
+        sub: &Sub<B, T>,
         pass: usize,
     );
 }
@@ -510,15 +524,11 @@ impl Dot256 for Maddubs {
     #[inline(always)]
     unsafe fn add_sub<B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
-        sb: &B,
-        raw: &Raw,
-        dvs: &[__m256; 2],
-        xs: &[&ActQ8; T],
-        s: usize,
+        sub: &Sub<B, T>,
         pass: usize,
     ) {
         // SAFETY: the caller guarantees avx2, fma and f16c.
-        unsafe { add_sub_maddubs(acc, sb, raw, dvs, xs, s, pass) }
+        unsafe { add_sub_maddubs(acc, sub, pass) }
     }
 }
 
@@ -536,13 +546,16 @@ fn sum_pair(a: &ActQ8) -> i32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn add_sub_maddubs<B: Coded, const T: usize>(
     acc: &mut [[__m256; 2]; T],
-    sb: &B,
-    raw: &Raw,
-    dvs: &[__m256; 2],
-    xs: &[&ActQ8; T],
-    s: usize,
+    sub: &Sub<B, T>,
     r: usize,
 ) {
+    let Sub {
+        sb,
+        raw,
+        dvs,
+        xs,
+        s,
+    } = *sub;
     let slots = if B::SPLIT { 2 } else { 1 };
     // Each row's sub-scale of slot h in both i16 halves of its lane.
     let sc16: [__m256i; 2] = std::array::from_fn(|h| match raw.sc {
@@ -611,20 +624,16 @@ impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
     #[inline(always)]
     unsafe fn add_sub<B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
-        sb: &B,
-        raw: &Raw,
-        dvs: &[__m256; 2],
-        xs: &[&ActQ8; T],
-        s: usize,
+        sub: &Sub<B, T>,
         _pass: usize,
     ) {
         // Called once per slot rather than in a loop, which LLVM leaves rolled: the tile
         // then keeps its sums on the stack (Q6_K pp128 −13%, Zen 5).
         // SAFETY: the caller guarantees the features.
         unsafe {
-            add_slot::<EVEX, B, T>(acc, sb, raw, dvs, xs, s, 0);
+            add_slot::<EVEX, B, T>(acc, sub, 0);
             if B::SPLIT {
-                add_slot::<EVEX, B, T>(acc, sb, raw, dvs, xs, s, 1);
+                add_slot::<EVEX, B, T>(acc, sub, 1);
             }
         }
     }
@@ -635,37 +644,32 @@ impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
 ///
 /// # Safety
 /// As [`Vnni256::add_sub`], of which it is a part.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn add_slot<const EVEX: bool, B: Coded, const T: usize>(
     acc: &mut [[__m256; 2]; T],
-    sb: &B,
-    raw: &Raw,
-    dvs: &[__m256; 2],
-    xs: &[&ActQ8; T],
-    s: usize,
+    sub: &Sub<B, T>,
     h: usize,
 ) {
     // SAFETY: the caller guarantees avx2, fma, f16c and, for the encoding, avxvnni or
     // avx512f/bw/vl + avx512vnni.
     let isum = unsafe {
         if EVEX {
-            sums_evex256(sb, s, h, xs)
+            sums_evex256(sub.sb, sub.s, h, sub.xs)
         } else {
-            sums_avxvnni(sb, s, h, xs)
+            sums_avxvnni(sub.sb, sub.s, h, sub.xs)
         }
     };
-    let slot = if B::SPLIT { 2 * s + h } else { s };
+    let slot = if B::SPLIT { 2 * sub.s + h } else { sub.s };
     for r in 0..2 {
-        let sv = match raw.sc {
+        let sv = match sub.raw.sc {
             // SAFETY: as above.
-            Some(sc) => unsafe { scaled8(dvs[r], &sc[16 * slot + 8 * r..]) },
-            None => dvs[r],
+            Some(sc) => unsafe { scaled8(sub.dvs[r], &sc[16 * slot + 8 * r..]) },
+            None => sub.dvs[r],
         };
         for (t, i) in isum.iter().enumerate() {
             // SAFETY: as above.
             unsafe {
-                let d = _mm256_mul_ps(sv, _mm256_set1_ps(xs[t].d));
+                let d = _mm256_mul_ps(sv, _mm256_set1_ps(sub.xs[t].d));
                 acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[r]), d, acc[t][r]);
             }
         }
@@ -763,8 +767,15 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
                     &mut facc
                 };
                 std::hint::black_box(&mut *acc);
+                let sub = Sub {
+                    sb,
+                    raw: &raw,
+                    dvs: &dvs,
+                    xs: &xs,
+                    s,
+                };
                 // SAFETY: as above.
-                unsafe { K::add_sub::<B, T>(acc, sb, &raw, &dvs, &xs, s, pass) };
+                unsafe { K::add_sub::<B, T>(acc, &sub, pass) };
                 // B · d_x·Σx: with integer mins, Σ_s mn_s · d_x·Σx goes to `macc` (a chain of
                 // its own) and is scaled by the field once per superblock.
                 if let Some(mvs) = mvs {
