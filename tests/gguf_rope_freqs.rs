@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::gguf::{gstr, permute, write_gguf, T_F32, T_STRING, T_U32};
+use common::gguf::{llama_fixture_as_gguf, write_gguf};
 use common::*;
 use llq::convert::{convert, open_checkpoint, Silent};
 use llq::model::Model;
@@ -43,101 +43,11 @@ fn llama3_rope_factors(theta: f64, head_dim: usize, r: &serde_json::Value) -> Ve
 /// Build the GGUF twin of the fixture; `with_freqs` adds the `rope_freqs` tensor.
 fn fixture_as_gguf(path: &Path, with_freqs: bool) {
     let dir = fixtures().join("tiny-llama3-rope");
-    let cfg = read_json(&dir.join("config.json"));
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let get = |name: &str| -> (Vec<u64>, Vec<f32>) {
-        let t = st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), safetensors::Dtype::F32);
-        let data = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        // GGUF lists dimensions innermost first.
-        (t.shape().iter().rev().map(|&d| d as u64).collect(), data)
-    };
-    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
-    let (n_heads, n_kv) = (
-        u("num_attention_heads") as usize,
-        u("num_key_value_heads") as usize,
-    );
-    let theta = cfg["rope_theta"].as_f64().unwrap();
-    let head_dim = u("head_dim") as usize;
-    let kvs = vec![
-        ("general.architecture", T_STRING, gstr("llama")),
-        (
-            "llama.context_length",
-            T_U32,
-            u("max_position_embeddings").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.embedding_length",
-            T_U32,
-            u("hidden_size").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.feed_forward_length",
-            T_U32,
-            u("intermediate_size").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.block_count",
-            T_U32,
-            u("num_hidden_layers").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.attention.head_count",
-            T_U32,
-            (n_heads as u32).to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.attention.head_count_kv",
-            T_U32,
-            (n_kv as u32).to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.rope.freq_base",
-            T_F32,
-            (theta as f32).to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            T_F32,
-            (cfg["rms_norm_eps"].as_f64().unwrap() as f32)
-                .to_le_bytes()
-                .to_vec(),
-        ),
-    ];
-    let mut tensors = Vec::new();
-    let mut add = |gguf: String, hf: &str, heads: Option<usize>| {
-        let (dims, mut data) = get(hf);
-        if let Some(h) = heads {
-            data = permute(&data, h, dims[0] as usize);
-        }
-        tensors.push((gguf, dims, data));
-    };
-    add(
-        "token_embd.weight".into(),
-        "model.embed_tokens.weight",
-        None,
-    );
-    for i in 0..u("num_hidden_layers") {
-        let hf = |p: &str| format!("model.layers.{i}.{p}.weight");
-        let gg = |p: &str| format!("blk.{i}.{p}.weight");
-        add(gg("attn_norm"), &hf("input_layernorm"), None);
-        add(gg("attn_q"), &hf("self_attn.q_proj"), Some(n_heads));
-        add(gg("attn_k"), &hf("self_attn.k_proj"), Some(n_kv));
-        add(gg("attn_v"), &hf("self_attn.v_proj"), None);
-        add(gg("attn_output"), &hf("self_attn.o_proj"), None);
-        add(gg("ffn_norm"), &hf("post_attention_layernorm"), None);
-        add(gg("ffn_gate"), &hf("mlp.gate_proj"), None);
-        add(gg("ffn_up"), &hf("mlp.up_proj"), None);
-        add(gg("ffn_down"), &hf("mlp.down_proj"), None);
-    }
-    add("output_norm.weight".into(), "model.norm.weight", None);
-    add("output.weight".into(), "lm_head.weight", None);
+    let (kvs, mut tensors) = llama_fixture_as_gguf(&dir);
     if with_freqs {
+        let cfg = read_json(&dir.join("config.json"));
+        let theta = cfg["rope_theta"].as_f64().unwrap();
+        let head_dim = cfg["head_dim"].as_u64().unwrap() as usize;
         let f = llama3_rope_factors(theta, head_dim, &cfg["rope_scaling"]);
         tensors.push(("rope_freqs.weight".into(), vec![f.len() as u64], f));
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::gguf::{gstr, permute, write_gguf, T_F32, T_STRING, T_U32};
+use common::gguf::{gstr, llama_fixture_as_gguf, permute, write_gguf, T_F32, T_STRING};
 use common::*;
 use llq::convert::{convert, open_checkpoint, Checkpoint, HfCheckpoint, Silent};
 use llq::format::{keys, Value};
@@ -558,82 +558,7 @@ fn cli_merge_and_refusal() {
 // tests/gguf_rope_freqs.rs) and merged with the r8 adapter, which adapts q_proj and k_proj.
 
 fn base_as_gguf(path: &Path) {
-    let dir = base_dir();
-    let cfg = read_json(&dir.join("config.json"));
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
-    let (n_heads, n_kv) = (
-        u("num_attention_heads") as usize,
-        u("num_key_value_heads") as usize,
-    );
-    let le = |v: u32| v.to_le_bytes().to_vec();
-    let kvs = vec![
-        ("general.architecture", T_STRING, gstr("llama")),
-        (
-            "llama.context_length",
-            T_U32,
-            le(u("max_position_embeddings")),
-        ),
-        ("llama.embedding_length", T_U32, le(u("hidden_size"))),
-        (
-            "llama.feed_forward_length",
-            T_U32,
-            le(u("intermediate_size")),
-        ),
-        ("llama.block_count", T_U32, le(u("num_hidden_layers"))),
-        ("llama.attention.head_count", T_U32, le(n_heads as u32)),
-        ("llama.attention.head_count_kv", T_U32, le(n_kv as u32)),
-        (
-            "llama.rope.freq_base",
-            T_F32,
-            (cfg["rope_theta"].as_f64().unwrap_or(10000.0) as f32)
-                .to_le_bytes()
-                .to_vec(),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            T_F32,
-            (cfg["rms_norm_eps"].as_f64().unwrap() as f32)
-                .to_le_bytes()
-                .to_vec(),
-        ),
-    ];
-    let mut tensors = Vec::new();
-    let mut add = |gguf: String, hf: &str, heads: Option<usize>| {
-        let t = st.tensor(hf).unwrap();
-        assert_eq!(t.dtype(), Dtype::F32);
-        let mut data: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let dims: Vec<u64> = t.shape().iter().rev().map(|&d| d as u64).collect();
-        if let Some(h) = heads {
-            data = permute(&data, h, dims[0] as usize);
-        }
-        tensors.push((gguf, dims, data));
-    };
-    add(
-        "token_embd.weight".into(),
-        "model.embed_tokens.weight",
-        None,
-    );
-    for i in 0..u("num_hidden_layers") {
-        let hf = |p: &str| format!("model.layers.{i}.{p}.weight");
-        let gg = |p: &str| format!("blk.{i}.{p}.weight");
-        add(gg("attn_norm"), &hf("input_layernorm"), None);
-        add(gg("attn_q"), &hf("self_attn.q_proj"), Some(n_heads));
-        add(gg("attn_k"), &hf("self_attn.k_proj"), Some(n_kv));
-        add(gg("attn_v"), &hf("self_attn.v_proj"), None);
-        add(gg("attn_output"), &hf("self_attn.o_proj"), None);
-        add(gg("ffn_norm"), &hf("post_attention_layernorm"), None);
-        add(gg("ffn_gate"), &hf("mlp.gate_proj"), None);
-        add(gg("ffn_up"), &hf("mlp.up_proj"), None);
-        add(gg("ffn_down"), &hf("mlp.down_proj"), None);
-    }
-    add("output_norm.weight".into(), "model.norm.weight", None);
-    add("output.weight".into(), "lm_head.weight", None);
+    let (kvs, tensors) = llama_fixture_as_gguf(&base_dir());
     write_gguf(path, &kvs, &tensors);
 }
 

@@ -6,16 +6,8 @@ use llq::chat::{ChatMessage, ChatTemplate};
 use llq::tokenizer::Tokenizer;
 use serde_json::Value;
 
-fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/tokenizers"
-    ))
-    .to_path_buf()
-}
-
 fn read(rel: &str) -> Vec<u8> {
-    let p = fixtures().join(rel);
+    let p = common::fixtures().join("tokenizers").join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 

@@ -10,14 +10,8 @@ use llq::tokenizer::Tokenizer;
 
 #[test]
 fn llamacpp_spm_vocab_via_gguf_parts() {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/tokenizers/llamacpp-vocab/"
-    );
-    let f = GgufFile::open(std::path::Path::new(&format!(
-        "{dir}ggml-vocab-llama-spm.gguf"
-    )))
-    .unwrap();
+    let dir = common::fixtures().join("tokenizers/llamacpp-vocab");
+    let f = GgufFile::open(&dir.join("ggml-vocab-llama-spm.gguf")).unwrap();
     let parts = gguf_tokenizer_parts(&f).expect("the file has a tokenizer");
     assert_eq!(parts.model, "llama");
     let tok = Tokenizer::from_gguf_parts(parts).unwrap();
@@ -25,8 +19,8 @@ fn llamacpp_spm_vocab_via_gguf_parts() {
         (tok.bos_id(), tok.eos_id(), tok.unk_id()),
         (Some(1), Some(2), Some(0))
     );
-    let inp = std::fs::read_to_string(format!("{dir}ggml-vocab-llama-spm.gguf.inp")).unwrap();
-    let out = std::fs::read_to_string(format!("{dir}ggml-vocab-llama-spm.gguf.out")).unwrap();
+    let inp = std::fs::read_to_string(dir.join("ggml-vocab-llama-spm.gguf.inp")).unwrap();
+    let out = std::fs::read_to_string(dir.join("ggml-vocab-llama-spm.gguf.out")).unwrap();
     let cases = common::llamacpp_vocab_cases(&inp, &out);
     let mut failures = Vec::new();
     for (text, want) in &cases {

@@ -69,3 +69,109 @@ pub fn permute(w: &[f32], n_heads: usize, cols: usize) -> Vec<f32> {
     }
     out
 }
+
+/// Metadata entries of a GGUF: key, value type, value bytes.
+pub type Kvs = Vec<(&'static str, u32, Vec<u8>)>;
+/// f32 tensors of a GGUF: name, dimensions (innermost first), values.
+pub type F32Tensors = Vec<(String, Vec<u64>, Vec<f32>)>;
+
+/// A Llama fixture (`config.json` and an f32 `model.safetensors` in `dir`) the way
+/// llama.cpp's `convert_hf_to_gguf.py` writes it: the llama metadata keys (no rope-scaling
+/// keys) and every tensor under its GGUF name, Q/K rows permuted for interleaved RoPE.
+pub fn llama_fixture_as_gguf(dir: &Path) -> (Kvs, F32Tensors) {
+    let cfg = super::read_json(&dir.join("config.json"));
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let get = |name: &str| -> (Vec<u64>, Vec<f32>) {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F32);
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        // GGUF lists dimensions innermost first.
+        (t.shape().iter().rev().map(|&d| d as u64).collect(), data)
+    };
+    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
+    let (n_heads, n_kv) = (
+        u("num_attention_heads") as usize,
+        u("num_key_value_heads") as usize,
+    );
+    let kvs = vec![
+        ("general.architecture", T_STRING, gstr("llama")),
+        (
+            "llama.context_length",
+            T_U32,
+            u("max_position_embeddings").to_le_bytes().to_vec(),
+        ),
+        (
+            "llama.embedding_length",
+            T_U32,
+            u("hidden_size").to_le_bytes().to_vec(),
+        ),
+        (
+            "llama.feed_forward_length",
+            T_U32,
+            u("intermediate_size").to_le_bytes().to_vec(),
+        ),
+        (
+            "llama.block_count",
+            T_U32,
+            u("num_hidden_layers").to_le_bytes().to_vec(),
+        ),
+        (
+            "llama.attention.head_count",
+            T_U32,
+            (n_heads as u32).to_le_bytes().to_vec(),
+        ),
+        (
+            "llama.attention.head_count_kv",
+            T_U32,
+            (n_kv as u32).to_le_bytes().to_vec(),
+        ),
+        (
+            "llama.rope.freq_base",
+            T_F32,
+            (cfg["rope_theta"].as_f64().unwrap_or(10000.0) as f32)
+                .to_le_bytes()
+                .to_vec(),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            T_F32,
+            (cfg["rms_norm_eps"].as_f64().unwrap() as f32)
+                .to_le_bytes()
+                .to_vec(),
+        ),
+    ];
+    let mut tensors = Vec::new();
+    let mut add = |gguf: String, hf: &str, heads: Option<usize>| {
+        let (dims, mut data) = get(hf);
+        if let Some(h) = heads {
+            data = permute(&data, h, dims[0] as usize);
+        }
+        tensors.push((gguf, dims, data));
+    };
+    add(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight",
+        None,
+    );
+    for i in 0..u("num_hidden_layers") {
+        let hf = |p: &str| format!("model.layers.{i}.{p}.weight");
+        let gg = |p: &str| format!("blk.{i}.{p}.weight");
+        add(gg("attn_norm"), &hf("input_layernorm"), None);
+        add(gg("attn_q"), &hf("self_attn.q_proj"), Some(n_heads));
+        add(gg("attn_k"), &hf("self_attn.k_proj"), Some(n_kv));
+        add(gg("attn_v"), &hf("self_attn.v_proj"), None);
+        add(gg("attn_output"), &hf("self_attn.o_proj"), None);
+        add(gg("ffn_norm"), &hf("post_attention_layernorm"), None);
+        add(gg("ffn_gate"), &hf("mlp.gate_proj"), None);
+        add(gg("ffn_up"), &hf("mlp.up_proj"), None);
+        add(gg("ffn_down"), &hf("mlp.down_proj"), None);
+    }
+    add("output_norm.weight".into(), "model.norm.weight", None);
+    add("output.weight".into(), "lm_head.weight", None);
+    (kvs, tensors)
+}
