@@ -79,6 +79,13 @@ impl ActQ8 {
         self.sums[0] as i32 + self.sums[1] as i32
     }
 
+    /// The two 16-column sums `(Σx₀, Σx₁)` as the i16 pair of one 32-bit lane (low half
+    /// first), the operand of a `vpmaddwd` against per-half factors.
+    #[inline(always)]
+    pub fn sum_pair(&self) -> i32 {
+        (self.sums[0] as u16 as u32 | (self.sums[1] as u16 as u32) << 16) as i32
+    }
+
     /// The same numbers as a Q8_0 block (the scale rounded to f16 as Q8_0 stores it, so
     /// every kernel level agrees with the reference quantizer bit for bit).
     pub fn from_q8_0(b: &BlockQ8_0) -> ActQ8 {

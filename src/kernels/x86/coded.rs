@@ -532,12 +532,6 @@ impl Dot256 for Maddubs {
     }
 }
 
-/// The activations' two 16-column sums `(Σx₀, Σx₁)` as the i16 pair of one 32-bit lane.
-#[inline(always)]
-fn sum_pair(a: &ActQ8) -> i32 {
-    (a.sums[0] as u16 as u32 | (a.sums[1] as u16 as u32) << 16) as i32
-}
-
 /// Integers of this sum, for Q6_K (the widest case): pair sums ≤ 2·63·127, two chunks per
 /// i16 group (≤ 32004 < 2¹⁵); each `vpmaddwd` by sub-scales |sc| ≤ 128 gives ≤ 8.2·10⁶,
 /// four per sub-block and half ≤ 3.3·10⁷, and the start |32 · (sc₀Σx₀ + sc₁Σx₁)| ≤ 1.7·10⁷:
@@ -578,7 +572,7 @@ fn add_sub_maddubs<B: Coded, const T: usize>(
             _mm256_blend_epi16::<0xAA>(sc16[0], sc16[slots - 1]),
             _mm256_set1_epi16(B::OFF as i16),
         );
-        std::array::from_fn(|t| _mm256_madd_epi16(off, _mm256_set1_epi32(sum_pair(xs[t]))))
+        std::array::from_fn(|t| _mm256_madd_epi16(off, _mm256_set1_epi32(xs[t].sum_pair())))
     };
     let group = 8 >> B::HIGH_BITS;
     let mut acc16 = [_mm256_setzero_si256(); T];
