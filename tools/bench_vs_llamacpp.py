@@ -301,7 +301,8 @@ class LlamaCpp:
         self.n_ctx = n_ctx
         self.ctx = None
 
-    def context(self, threads, n_batch=512, logits_all=False, kv_f32=False, flash=None):
+    def context(self, threads, n_batch=512, logits_all=False, kv_f32=False, flash=None,
+                n_ubatch=None):
         L = self.L
         if self.ctx:
             L.llama_free(self.ctx)
@@ -318,7 +319,7 @@ class LlamaCpp:
                 cp.flash_attn = False
         cp.n_ctx = self.n_ctx
         cp.n_batch = n_batch
-        cp.n_ubatch = n_batch
+        cp.n_ubatch = n_ubatch or n_batch
         cp.n_threads = threads
         cp.n_threads_batch = threads
         self.ctx = L.llama_init_from_model(self.model, cp)
