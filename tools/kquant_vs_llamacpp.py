@@ -172,8 +172,9 @@ def main():
                                 B.WORK / f"smollm2-135m.{t}.llamacpp-ubatch1.kld", n_ubatch=1)
             row["llamacpp_ubatch1"] = base_vs_base(base, ub1)
             if args.other_venv:
-                other = other_build_base(args.other_venv, gg, args.threads,
-                                         B.WORK / f"smollm2-135m.{t}.llamacpp-other.kld")
+                other = other_build_base(
+                    args.other_venv, gg, args.threads,
+                    B.WORK / f"smollm2-135m.{t}.llamacpp-{args.other_venv.name}.kld")
                 row["llamacpp_other_build"] = base_vs_base(base, other)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -187,7 +188,7 @@ def main():
         out["self_note"] = ("llamacpp_ubatch1: the same build with n_ubatch 1 against the "
                             "same base; llamacpp_other_build: the build in other_venv")
         if args.other_venv:
-            out["other_venv"] = str(args.other_venv)
+            out["other_venv"] = str(args.other_venv).replace(str(Path.home()), "~", 1)
             out["other_llamacpp"] = system_info(args.other_venv)
     B.RESULTS.mkdir(parents=True, exist_ok=True)
     (B.RESULTS / "kquant_match.json").write_text(json.dumps(out, indent=1) + "\n")
