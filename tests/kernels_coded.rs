@@ -180,7 +180,7 @@ fn reference(c: &Case<impl CodedX16>, x: &[ActQ8], toks: usize) -> Vec<(f64, f64
     out
 }
 
-const TOKS: &[usize] = &[1, 2, 3, 5, 8, 17, 31];
+const TOKS: &[usize] = &[1, 2, 3, 5, 8, 17, 31, 51];
 
 /// The kernel of `B` in a level's table.
 trait Pick: CodedX16 + Sized {

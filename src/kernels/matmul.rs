@@ -87,8 +87,9 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// Tokens per call of a group kernel when `n > 1` (the results go through a small stack
-/// buffer and are then scattered into `out`).
-const TILE_TOKS: usize = 16;
+/// buffer and are then scattered into `out`): the largest tile any kernel takes (the
+/// avx512vnni coded tiles' 32).
+const TILE_TOKS: usize = 32;
 
 /// 16-row groups per parallel task: about 8 tasks per thread for load balance, at most 16
 /// groups (256 rows).

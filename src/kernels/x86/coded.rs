@@ -248,16 +248,18 @@ fn unpack_k4(p: &[u8; 12 * GROUP], out: &mut [i8; 256]) {
 
 fn gemm_vnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
-    // Tiles of up to 16 tokens: forming a sub-block's code vectors (up to ~30 operations
+    // Tiles of up to 32 tokens: forming a sub-block's code vectors (up to ~30 operations
     // for Q6_K) is shared by more tokens. Against tiles of 8, alternated pp64 medians on
-    // the 1.1B shape (Zen 5): Q6_K +6% (1 thread) and +9% (2), Q4_K_M +8%; SmolLM2 equal.
+    // the 1.1B shape (Zen 5): 16 tokens gave Q6_K +6% (1 thread) and +9% (2), Q4_K_M +8%,
+    // SmolLM2 equal. 32 against 16 (pp128, alternated medians, Zen 5): 1.1B Q6_K +2.4%
+    // (1 thread) and +6.0% (2), Q4_K_M +6.5% (2), SmolLM2 Q6_K +5.6% (2).
     // SAFETY: only reachable through the avx512vnni table, installed after detecting
     // avx2, fma, f16c, avx512f/bw/vl and avx512vnni.
     unsafe {
         if B::DECODE_256 && dims.1 == 1 {
             return tile_evex256::<B, 1>(w, x, dims.0, 0, out);
         }
-        drive_tokens!(dims, 16, tile_vnni::<B>(w, x, out))
+        drive_tokens!(dims, 32, tile_vnni::<B>(w, x, out))
     }
 }
 

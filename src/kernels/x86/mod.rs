@@ -1,13 +1,19 @@
 //! x86-64 kernel levels: AVX2 (+FMA, F16C), AVX-VNNI (AVX2 + 256-bit VNNI), AVX-512
 //! (F/BW/VL) and AVX-512 VNNI.
 
-/// Runs `$tile::<$G.., T>(w, x, nb, t0, out)` over all tokens: tiles of 16 (if `$max` is
-/// 16), 8 (if `$max` ≥ 8), then 4, 2, 1. `$dims` is `(nb, toks)`: activation blocks per
+/// Runs `$tile::<$G.., T>(w, x, nb, t0, out)` over all tokens: tiles of 32 (if `$max` is
+/// 32), 16 (if `$max` ≥ 16), 8 (if `$max` ≥ 8), then 4, 2, 1. `$dims` is `(nb, toks)`: activation blocks per
 /// token and token count.
 macro_rules! drive_tokens {
     ($dims:expr, $max:literal, $tile:ident $(::<$($g:ty),+>)? ($w:expr, $x:expr, $out:expr)) => {{
         let (nb, toks) = $dims;
         let mut t = 0;
+        if $max >= 32 {
+            while t + 32 <= toks {
+                $tile::<$($($g,)+)? 32>($w, $x, nb, t, $out);
+                t += 32;
+            }
+        }
         if $max >= 16 {
             while t + 16 <= toks {
                 $tile::<$($($g,)+)? 16>($w, $x, nb, t, $out);
