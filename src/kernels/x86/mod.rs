@@ -2,8 +2,8 @@
 //! (F/BW/VL) and AVX-512 VNNI.
 
 /// Runs `$tile::<$G.., T>(w, x, nb, t0, out)` over all tokens: tiles of 32 (if `$max` is
-/// 32), 16 (if `$max` ≥ 16), 8 (if `$max` ≥ 8), then 4, 2, 1. `$dims` is `(nb, toks)`: activation blocks per
-/// token and token count.
+/// 32), 16 (if `$max` ≥ 16), 8 (if `$max` ≥ 8), then 4, 2, 1. `$dims` is `(nb, toks)`:
+/// activation blocks per token and token count.
 macro_rules! drive_tokens {
     ($dims:expr, $max:literal, $tile:ident $(::<$($g:ty),+>)? ($w:expr, $x:expr, $out:expr)) => {{
         let (nb, toks) = $dims;
