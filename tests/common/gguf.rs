@@ -98,51 +98,24 @@ pub fn llama_fixture_as_gguf(dir: &Path) -> (Kvs, F32Tensors) {
         u("num_attention_heads") as usize,
         u("num_key_value_heads") as usize,
     );
+    // One metadata entry of each value type.
+    let u32_kv = |k, v: u32| (k, T_U32, v.to_le_bytes().to_vec());
+    let f32_kv = |k, v: f64| (k, T_F32, (v as f32).to_le_bytes().to_vec());
     let kvs = vec![
         ("general.architecture", T_STRING, gstr("llama")),
-        (
-            "llama.context_length",
-            T_U32,
-            u("max_position_embeddings").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.embedding_length",
-            T_U32,
-            u("hidden_size").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.feed_forward_length",
-            T_U32,
-            u("intermediate_size").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.block_count",
-            T_U32,
-            u("num_hidden_layers").to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.attention.head_count",
-            T_U32,
-            (n_heads as u32).to_le_bytes().to_vec(),
-        ),
-        (
-            "llama.attention.head_count_kv",
-            T_U32,
-            (n_kv as u32).to_le_bytes().to_vec(),
-        ),
-        (
+        u32_kv("llama.context_length", u("max_position_embeddings")),
+        u32_kv("llama.embedding_length", u("hidden_size")),
+        u32_kv("llama.feed_forward_length", u("intermediate_size")),
+        u32_kv("llama.block_count", u("num_hidden_layers")),
+        u32_kv("llama.attention.head_count", n_heads as u32),
+        u32_kv("llama.attention.head_count_kv", n_kv as u32),
+        f32_kv(
             "llama.rope.freq_base",
-            T_F32,
-            (cfg["rope_theta"].as_f64().unwrap_or(10000.0) as f32)
-                .to_le_bytes()
-                .to_vec(),
+            cfg["rope_theta"].as_f64().unwrap_or(10000.0),
         ),
-        (
+        f32_kv(
             "llama.attention.layer_norm_rms_epsilon",
-            T_F32,
-            (cfg["rms_norm_eps"].as_f64().unwrap() as f32)
-                .to_le_bytes()
-                .to_vec(),
+            cfg["rms_norm_eps"].as_f64().unwrap(),
         ),
     ];
     let mut tensors = Vec::new();
