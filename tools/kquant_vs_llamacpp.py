@@ -116,10 +116,15 @@ def other_build_base(venv, gguf_path, threads, out):
 
 
 def system_info(venv=None):
-    """The CPU features a llama.cpp build was compiled with (`llama_print_system_info`)."""
-    py = str(Path(venv) / "bin/python") if venv else sys.executable
+    """The CPU features a llama.cpp build was compiled with (`llama_print_system_info`):
+    this process's build, or the one in `venv` (asked through that virtualenv's python)."""
+    if venv is None:
+        import llama_cpp
+
+        return llama_cpp.llama_print_system_info().decode().strip()
     code = "import llama_cpp as L; print(L.llama_print_system_info().decode())"
-    return subprocess.run([py, "-c", code], capture_output=True, text=True).stdout.strip()
+    return subprocess.run([str(Path(venv) / "bin/python"), "-c", code], capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 def main():
