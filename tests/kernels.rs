@@ -680,7 +680,7 @@ fn matmul_matches_scalar() {
                     cols,
                     data,
                 };
-                for n in [1, 2, 3, 5, 8, 20] {
+                for n in [1, 2, 3, 5, 8, 20, 40, 300] {
                     let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
                     let mut want = vec![0.0; n * rows];
                     let mut got = vec![0.0; n * rows];

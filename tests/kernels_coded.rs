@@ -364,7 +364,10 @@ fn q6_k() {
 
 /// `matmul` routes every coded kind to its group kernel, pads the last group and splits
 /// the work: a Q4_K and a Q6_K matrix of 40 rows (3 groups, the last one partial) against
-/// the f64 product of dequantized weights and the activations as `matmul` quantizes them.
+/// the f64 product of dequantized weights and the activations as `matmul` quantizes them,
+/// for one token, a short batch, a batch whose results take the heap buffer (over 32
+/// tokens, with Q6_K's codes preformed on the 256-bit levels) and one of two kernel calls
+/// per group (over 256).
 #[test]
 fn matmul_of_coded_matrices() {
     fn one<B>(zero: B, kind: WeightKind, seed: u64)
@@ -404,7 +407,7 @@ fn matmul_of_coded_matrices() {
         };
         let mut deq = vec![0.0f32; rows * cols];
         dequantize(B::Plain::GGML, block_bytes(&native[..rows * nsb]), &mut deq).unwrap();
-        for n in [1, 5] {
+        for n in [1, 5, 40, 300] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
             let mut xq = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; n * cols / QK];
             quantize_row_q8_0(&x, &mut xq);

@@ -37,11 +37,12 @@ fn matmul_steady_state_does_not_allocate() {
         data: bytes,
     };
     let k = kernels();
-    let x: Vec<f32> = (0..8 * cols).map(|i| (i as f32 * 0.1).cos()).collect();
-    let mut out = vec![0.0; 8 * rows];
+    let x: Vec<f32> = (0..40 * cols).map(|i| (i as f32 * 0.1).cos()).collect();
+    let mut out = vec![0.0; 40 * rows];
     let mut s = MatmulScratch::default();
     let mut run = |s: &mut MatmulScratch| {
-        for n in [8, 1, 3] {
+        // 40: over 32 tokens the results go through a per-thread buffer, not the stack.
+        for n in [8, 1, 3, 40] {
             matmul(k, &w, &x[..n * cols], n, &mut out[..n * rows], s);
         }
     };
@@ -57,14 +58,14 @@ fn matmul_steady_state_does_not_allocate() {
                 run(&mut s);
             }
             let n = ALLOCS.load(Ordering::Relaxed) - before;
-            eprintln!("{threads} thread(s), 150 matmuls inside the pool: {n} allocations");
+            eprintln!("{threads} thread(s), 200 matmuls inside the pool: {n} allocations");
             // matmul itself allocates nothing (one thread: exactly 0); with two, rayon's
             // work-stealing internals allocate rarely (amortized, a few per hundred calls).
             if threads == 1 {
                 assert_eq!(n, 0, "one thread, inside the pool: {n} allocations");
             }
             assert!(
-                n <= 150 / 16,
+                n <= 200 / 16,
                 "{threads} thread(s), inside the pool: {n} allocations"
             );
         });
@@ -76,10 +77,10 @@ fn matmul_steady_state_does_not_allocate() {
         }
         let n = ALLOCS.load(Ordering::Relaxed) - before;
         eprintln!(
-            "{threads} thread(s), 150 matmuls injected from outside the pool: {n} allocations"
+            "{threads} thread(s), 200 matmuls injected from outside the pool: {n} allocations"
         );
         assert!(
-            n <= 150 / 16,
+            n <= 200 / 16,
             "{threads} thread(s), outside the pool: {n} allocations"
         );
     }

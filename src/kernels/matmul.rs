@@ -1,6 +1,8 @@
 //! `out = x · Wᵀ` for a weight matrix stored in the mapped file, split across the rayon
 //! pool by chunks of output rows.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::{GroupFn, Kernels};
@@ -86,10 +88,21 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Tokens per call of a group kernel when `n > 1` (the results go through a small stack
-/// buffer and are then scattered into `out`): the largest tile any kernel takes (the
-/// avx512vnni coded tiles' 32).
-const TILE_TOKS: usize = 32;
+/// Tokens per call of a group kernel (its results go through a buffer and are then
+/// scattered into `out`): a whole batch of the forward pass, so that a kernel that
+/// prepares a row group's weights once for all its token tiles (the 256-bit levels'
+/// preformed codes, `x86::coded`) does so once per batch.
+const TILE_TOKS: usize = 256;
+
+/// Tokens whose results go through a buffer on the stack (decode, short batches); more go
+/// through [`RESULTS`].
+const STACK_TOKS: usize = 32;
+
+thread_local! {
+    /// The results buffer of a group kernel call over more than [`STACK_TOKS`] tokens: one
+    /// per thread, grown once, so a prompt's matmuls allocate nothing in steady state.
+    static RESULTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// 16-row groups per parallel task: about 8 tasks per thread for load balance, at most 16
 /// groups (256 rows).
@@ -230,9 +243,8 @@ fn matmul_groups(
     let groups = first[ws.len()];
     let chunk = chunk_groups(groups, threads);
 
-    let body = |c: usize| {
+    let tiles = |c: usize, buf: &mut [f32]| {
         let ptrs = &ptrs;
-        let mut buf = [0.0f32; GROUP * TILE_TOKS];
         let mut m = 0;
         for gg in c * chunk..((c + 1) * chunk).min(groups) {
             while gg >= first[m + 1] {
@@ -263,6 +275,16 @@ fn matmul_groups(
                     }
                 }
             }
+        }
+    };
+    let body = |c: usize| {
+        if n <= STACK_TOKS {
+            tiles(c, &mut [0.0; GROUP * STACK_TOKS]);
+        } else {
+            RESULTS.with_borrow_mut(|buf| {
+                buf.resize(GROUP * n.min(TILE_TOKS), 0.0);
+                tiles(c, buf)
+            });
         }
     };
     let n_chunks = groups.div_ceil(chunk);

@@ -17,6 +17,9 @@
 //!   `8 >> HIGH_BITS` chunks (≤ 8·2·15·128, 4·2·31·128, 2·2·63·128, all < 2^15) before
 //!   `vpmaddwd` widens them; for the K-quants it widens them against the sub-scales, so
 //!   AVX2 applies those in integers (see [`Maddubs`]).
+//! * Code vectors: the 256-bit levels form them once per row group into a buffer when a
+//!   prompt's tiles share them and forming is dear (see [`preform`]); otherwise, and on
+//!   avx512vnni (whose tiles of up to 32 tokens share each one already), per tile.
 //! * Scales: per superblock, [`Coded::raw`] exposes the rows' f16 `d` (one `vcvtph2ps`),
 //!   the integer sub-scales as 16 i8 per slot (Q6_K's are stored so; Q4_K's and Q5_K's
 //!   packed 6-bit scales and mins are unpacked for the 16 rows with byte ops), and `B`'s
@@ -33,10 +36,11 @@
 //! after `is_x86_feature_detected!` confirmed the features each function enables.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 use std::ops::Range;
 
-use super::prefetch_ahead;
 use super::rows16::load64;
+use super::{prefetch_ahead, prefetch_at};
 use crate::kernels::{group_dims_sub, CodedKernels};
 use crate::quant::interleave::{ActQ8, GROUP};
 use crate::quant::kx16::{
@@ -257,7 +261,7 @@ fn gemm_vnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     // avx2, fma, f16c, avx512f/bw/vl and avx512vnni.
     unsafe {
         if B::DECODE_256 && dims.1 == 1 {
-            return tile_evex256::<B, 1>(w, x, dims.0, 0, out);
+            return tile_evex256::<B, Unpack, 1>((w, &[]), x, dims.0, 0, out);
         }
         drive_tokens!(dims, 32, tile_vnni::<B>(w, x, out))
     }
@@ -409,8 +413,102 @@ fn tile_vnni<B: Coded, const T: usize>(
 
 fn gemm_avx2<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
-    // SAFETY: only reachable through tables whose level requires avx2, fma and f16c.
-    unsafe { drive_tokens!(dims, 4, tile_avx2::<B>(w, x, out)) }
+    // SAFETY (both calls): only reachable through tables whose level requires avx2, fma
+    // and f16c.
+    if preform::<B>(dims.1) {
+        unsafe {
+            with_preformed(w, |pre| {
+                drive_tokens!(dims, 4, tile_avx2::<B, Preformed>((w, pre), x, out))
+            })
+        }
+    } else {
+        unsafe { drive_tokens!(dims, 4, tile_avx2::<B, Unpack>((w, &[]), x, out)) }
+    }
+}
+
+/// Whether a 256-bit tile over `toks` tokens reads its code vectors from a buffer formed
+/// once for the row group ([`with_preformed`]) instead of forming them from the superblock
+/// for every 4-token tile ([`code256`]). At 256 bits the tile is bound by its vector
+/// operations, and forming a code vector with high bits takes five to seven of them
+/// (about a quarter of the `avx2` Q6_K tile's); the 4-bit types form one in two or three,
+/// where reading twice their bytes back cost more than it saved. pp128, one thread, Zen 5
+/// forced to `avx2` / `avxvnni`, alternated medians against forming per tile: the 1.1B
+/// shape's Q6_K +16% / +17% (two threads, `avx2`: +14%), Q4_K_M +2% / +2%, SmolLM2's
+/// Q4_K_M (mostly Q5_0) +17% / +35%; with Q4_K preformed too, the 1.1B Q4_K_M lost 5% / 7%.
+/// Every integer sum is the one forming per tile gives, so the results are unchanged.
+#[inline(always)]
+fn preform<B: Coded>(toks: usize) -> bool {
+    B::HIGH_BITS > 0 && toks >= 8
+}
+
+thread_local! {
+    /// [`with_preformed`]'s buffer, kept per thread so a prompt's matrices reuse it.
+    static PREFORMED: RefCell<Vec<[u8; 32]>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the code vectors of every superblock of the row group `w`, formed once:
+/// superblock `b`, sub-block `s`, rows `8r..8r+8`, chunk `c` at `16·(SUBS·b + s) + 8r + c`.
+/// The buffer (16 bytes per column of the group) is this thread's and is reused.
+///
+/// # Safety
+/// The CPU must have avx2, fma and f16c.
+unsafe fn with_preformed<B: CodedX16, R>(w: &[B], f: impl FnOnce(&[[u8; 32]]) -> R) -> R {
+    PREFORMED.with_borrow_mut(|pre| {
+        // SAFETY: the caller guarantees the features.
+        unsafe { form_codes(w, pre) };
+        f(pre)
+    })
+}
+
+/// [`with_preformed`]'s buffer filled for the row group `w`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn form_codes<B: CodedX16>(w: &[B], pre: &mut Vec<[u8; 32]>) {
+    pre.clear();
+    pre.reserve(w.len() * B::SUBS * 16);
+    for sb in w {
+        for s in 0..B::SUBS {
+            for r in 0..2 {
+                for c in 0..8 {
+                    let mut v = [0u8; 32];
+                    // SAFETY: `v` is 32 writable bytes; unaligned store.
+                    unsafe { _mm256_storeu_si256(v.as_mut_ptr().cast(), code256(sb, s, r, c)) };
+                    pre.push(v);
+                }
+            }
+        }
+    }
+}
+
+/// Where a 256-bit tile takes a chunk's code vector from (see [`preform`]).
+trait Codes {
+    /// From the buffer of [`with_preformed`]; else formed by [`code256`].
+    const PREFORMED: bool;
+}
+
+/// Codes formed from the superblock at each use.
+struct Unpack;
+impl Codes for Unpack {
+    const PREFORMED: bool = false;
+}
+
+/// Codes read from the row group's preformed buffer.
+struct Preformed;
+impl Codes for Preformed {
+    const PREFORMED: bool = true;
+}
+
+/// Chunk `c` of rows `8r..8r+8` of sub-block `sub.s`, from where `C` says.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn code_of<C: Codes, B: CodedX16, const T: usize>(sub: &Sub<B, T>, r: usize, c: usize) -> __m256i {
+    if C::PREFORMED {
+        debug_assert!(r < 2 && c < 8 && sub.pre.len() == 16);
+        // SAFETY: `sub.pre` holds the sub-block's 16 vectors (`tile256`) and r < 2, c < 8
+        // at every call; 32 readable bytes, unaligned load.
+        unsafe { _mm256_loadu_si256(sub.pre.get_unchecked(8 * r + c).as_ptr().cast()) }
+    } else {
+        code256(sub.sb, sub.s, r, c)
+    }
 }
 
 /// Chunk `c` of sub-block `s`, rows `8r..8r+8`: codes `4c..4c+4` of each row.
@@ -464,6 +562,8 @@ struct Sub<'a, B, const T: usize> {
     dvs: &'a [__m256; 2],
     xs: &'a [&'a ActQ8; T],
     s: usize,
+    /// This sub-block's 16 preformed code vectors (empty when formed at each use).
+    pre: &'a [[u8; 32]],
 }
 
 // By hand: a derive would require `B: Copy`, and only references are copied.
@@ -494,7 +594,7 @@ trait Dot256 {
     ///
     /// # Safety
     /// The CPU must have avx2, fma, f16c and the level's own features.
-    unsafe fn add_sub<B: Coded, const T: usize>(
+    unsafe fn add_sub<C: Codes, B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
         sub: &Sub<B, T>,
         pass: usize,
@@ -524,13 +624,13 @@ impl Dot256 for Maddubs {
     /// # Safety
     /// As [`Dot256::add_sub`]: the CPU must have this level's features.
     #[inline(always)]
-    unsafe fn add_sub<B: Coded, const T: usize>(
+    unsafe fn add_sub<C: Codes, B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
         sub: &Sub<B, T>,
         pass: usize,
     ) {
         // SAFETY: the caller guarantees avx2, fma and f16c.
-        unsafe { add_sub_maddubs(acc, sub, pass) }
+        unsafe { add_sub_maddubs::<C, B, T>(acc, sub, pass) }
     }
 }
 
@@ -540,17 +640,13 @@ impl Dot256 for Maddubs {
 /// far inside i32. (Q4_K, Q5_K: sub-scales ≤ 63 and one or two groups per sub-block.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn add_sub_maddubs<B: Coded, const T: usize>(
+fn add_sub_maddubs<C: Codes, B: Coded, const T: usize>(
     acc: &mut [[__m256; 2]; T],
     sub: &Sub<B, T>,
     r: usize,
 ) {
     let Sub {
-        sb,
-        raw,
-        dvs,
-        xs,
-        s,
+        raw, dvs, xs, s, ..
     } = *sub;
     let slots = if B::SPLIT { 2 } else { 1 };
     // Each row's sub-scale of slot h in both i16 halves of its lane.
@@ -580,7 +676,7 @@ fn add_sub_maddubs<B: Coded, const T: usize>(
     let mut acc16 = [_mm256_setzero_si256(); T];
     for (h, sch) in sc16.iter().enumerate().take(slots) {
         for c in B::chunks(h) {
-            let code = code256(sb, s, r, c);
+            let code = code_of::<C, B, T>(sub, r, c);
             for (a, xt) in acc16.iter_mut().zip(xs) {
                 let p = _mm256_maddubs_epi16(code, _mm256_set1_epi32(x4(xt, c)));
                 *a = _mm256_add_epi16(*a, p);
@@ -618,7 +714,7 @@ impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
     /// # Safety
     /// As [`Dot256::add_sub`]: the CPU must have this level's features.
     #[inline(always)]
-    unsafe fn add_sub<B: Coded, const T: usize>(
+    unsafe fn add_sub<C: Codes, B: Coded, const T: usize>(
         acc: &mut [[__m256; 2]; T],
         sub: &Sub<B, T>,
         _pass: usize,
@@ -627,9 +723,9 @@ impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
         // then keeps its sums on the stack (Q6_K pp128 −13%, Zen 5).
         // SAFETY: the caller guarantees the features.
         unsafe {
-            add_slot::<EVEX, B, T>(acc, sub, 0);
+            add_slot::<EVEX, C, B, T>(acc, sub, 0);
             if B::SPLIT {
-                add_slot::<EVEX, B, T>(acc, sub, 1);
+                add_slot::<EVEX, C, B, T>(acc, sub, 1);
             }
         }
     }
@@ -641,7 +737,7 @@ impl<const EVEX: bool> Dot256 for Vnni256<EVEX> {
 /// # Safety
 /// As [`Vnni256::add_sub`], of which it is a part.
 #[inline(always)]
-unsafe fn add_slot<const EVEX: bool, B: Coded, const T: usize>(
+unsafe fn add_slot<const EVEX: bool, C: Codes, B: Coded, const T: usize>(
     acc: &mut [[__m256; 2]; T],
     sub: &Sub<B, T>,
     h: usize,
@@ -650,9 +746,9 @@ unsafe fn add_slot<const EVEX: bool, B: Coded, const T: usize>(
     // avx512f/bw/vl + avx512vnni.
     let isum = unsafe {
         if EVEX {
-            sums_evex256(sub.sb, sub.s, h, sub.xs)
+            sums_evex256::<C, B, T>(sub, h)
         } else {
-            sums_avxvnni(sub.sb, sub.s, h, sub.xs)
+            sums_avxvnni::<C, B, T>(sub, h)
         }
     };
     let slot = if B::SPLIT { 2 * sub.s + h } else { sub.s };
@@ -678,16 +774,15 @@ macro_rules! sums_vnni256 {
     ($name:ident, $features:literal, $dpbusd:ident) => {
         #[inline]
         #[target_feature(enable = $features)]
-        fn $name<B: Coded, const T: usize>(
-            sb: &B,
-            s: usize,
+        fn $name<C: Codes, B: Coded, const T: usize>(
+            sub: &Sub<B, T>,
             h: usize,
-            xs: &[&ActQ8; T],
         ) -> [[__m256i; 2]; T] {
+            let xs = sub.xs;
             let mut acc: [[__m256i; 2]; T] =
                 std::array::from_fn(|t| [_mm256_set1_epi32(B::start(xs[t], h)); 2]);
             for c in B::chunks(h) {
-                let code = [code256(sb, s, 0, c), code256(sb, s, 1, c)];
+                let code = [code_of::<C, B, T>(sub, 0, c), code_of::<C, B, T>(sub, 1, c)];
                 for (a, xt) in acc.iter_mut().zip(xs) {
                     let bx = _mm256_set1_epi32(x4(xt, c));
                     for (ar, cr) in a.iter_mut().zip(code) {
@@ -718,8 +813,8 @@ sums_vnni256!(
 /// The CPU must have avx2, fma, f16c and `K`'s features. Called from a `#[target_feature]`
 /// function that enables them (below), into which it and `K`'s code inline.
 #[inline(always)]
-unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
-    w: &[B],
+unsafe fn tile256<K: Dot256, C: Codes, B: Coded, const T: usize>(
+    (w, pre): (&[B], &[[u8; 32]]),
     x: &[ActQ8],
     nb: usize,
     t0: usize,
@@ -744,7 +839,15 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
             }
         });
         for s in 0..B::SUBS {
-            prefetch_ahead(sb, s, B::SUBS, T);
+            if C::PREFORMED {
+                // The codes come from the buffer: what is read next from the weights is
+                // the next row group's (by `form_codes`, after this group's tiles), so
+                // fetch that, one group ahead. `form_codes`' share of a Q6_K prompt went
+                // from 4.4% to 2.3% (pp128 +3%, 1.1B shape, `avx2`, Zen 5).
+                prefetch_at(sb, s, B::SUBS, std::mem::size_of_val(w));
+            } else {
+                prefetch_ahead(sb, s, B::SUBS, T);
+            }
             // What the activations bring to every row, formed once per sub-block as
             // scalars (each use is then one broadcast from memory, and no vector register
             // is held across passes): each slot's integer sum starts at `OFF · Σx`, then
@@ -769,9 +872,14 @@ unsafe fn tile256<K: Dot256, B: Coded, const T: usize>(
                     dvs: &dvs,
                     xs: &xs,
                     s,
+                    pre: if C::PREFORMED {
+                        &pre[16 * (B::SUBS * b + s)..][..16]
+                    } else {
+                        &[]
+                    },
                 };
                 // SAFETY: as above.
-                unsafe { K::add_sub::<B, T>(acc, &sub, pass) };
+                unsafe { K::add_sub::<C, B, T>(acc, &sub, pass) };
                 // B · d_x·Σx: with integer mins, Σ_s mn_s · d_x·Σx goes to `macc` (a chain of
                 // its own) and is scaled by the field once per superblock.
                 if let Some(mvs) = mvs {
@@ -835,15 +943,15 @@ macro_rules! tile256_entry {
     ($name:ident, $features:literal, $dot:ty) => {
         #[inline]
         #[target_feature(enable = $features)]
-        fn $name<B: Coded, const T: usize>(
-            w: &[B],
+        fn $name<B: Coded, C: Codes, const T: usize>(
+            w: (&[B], &[[u8; 32]]),
             x: &[ActQ8],
             nb: usize,
             t0: usize,
             out: &mut [f32],
         ) {
             // SAFETY: every feature `tile256` and this `Dot256` need is enabled here.
-            unsafe { tile256::<$dot, B, T>(w, x, nb, t0, out) }
+            unsafe { tile256::<$dot, C, B, T>(w, x, nb, t0, out) }
         }
     };
 }
@@ -860,7 +968,15 @@ tile256_entry!(
 
 fn gemm_avxvnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
     let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
-    // SAFETY: only reachable through the avxvnni table, installed after detecting avx2,
-    // fma, f16c and avxvnni.
-    unsafe { drive_tokens!(dims, 4, tile_avxvnni::<B>(w, x, out)) }
+    // SAFETY (both calls): only reachable through the avxvnni table, installed after
+    // detecting avx2, fma, f16c and avxvnni.
+    if preform::<B>(dims.1) {
+        unsafe {
+            with_preformed(w, |pre| {
+                drive_tokens!(dims, 4, tile_avxvnni::<B, Preformed>((w, pre), x, out))
+            })
+        }
+    } else {
+        unsafe { drive_tokens!(dims, 4, tile_avxvnni::<B, Unpack>((w, &[]), x, out)) }
+    }
 }

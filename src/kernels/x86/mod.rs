@@ -72,6 +72,12 @@ pub(super) fn prefetch_ahead<B>(b: &B, part: usize, parts: usize, tokens: usize)
     } else {
         DECODE_PREFETCH
     };
+    prefetch_at(b, part, parts, ahead);
+}
+
+/// As [`prefetch_ahead`], `ahead` bytes past `b`.
+#[inline(always)]
+pub(super) fn prefetch_at<B>(b: &B, part: usize, parts: usize, ahead: usize) {
     let base = (b as *const B).cast::<u8>().wrapping_add(ahead);
     let lines = std::mem::size_of::<B>().div_ceil(64);
     let per = lines.div_ceil(parts);
