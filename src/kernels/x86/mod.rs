@@ -2,10 +2,10 @@
 //! (F/BW/VL) and AVX-512 VNNI.
 
 /// Runs `$tile::<$G.., T>(w, x, nb, t0, out)` over all tokens: tiles of 32 (if `$max` is
-/// 32), 16 (if `$max` ≥ 16), 8 (if `$max` ≥ 8), then 4, 2, 1. `$dims` is `(nb, toks)`:
-/// activation blocks per token and token count.
+/// 32), 16 (if `$max` ≥ 16), 8 (if `$max` ≥ 8), 6 (if `$max` is 6), then 4, 2, 1. `$dims`
+/// is `(nb, toks)`: activation blocks per token and token count. `$max` is a constant.
 macro_rules! drive_tokens {
-    ($dims:expr, $max:literal, $tile:ident $(::<$($g:ty),+>)? ($w:expr, $x:expr, $out:expr)) => {{
+    ($dims:expr, $max:expr, $tile:ident $(::<$($g:ty),+>)? ($w:expr, $x:expr, $out:expr)) => {{
         let (nb, toks) = $dims;
         let mut t = 0;
         if $max >= 32 {
@@ -24,6 +24,12 @@ macro_rules! drive_tokens {
             while t + 8 <= toks {
                 $tile::<$($($g,)+)? 8>($w, $x, nb, t, $out);
                 t += 8;
+            }
+        }
+        if $max == 6 {
+            while t + 6 <= toks {
+                $tile::<$($($g,)+)? 6>($w, $x, nb, t, $out);
+                t += 6;
             }
         }
         while t + 4 <= toks {
