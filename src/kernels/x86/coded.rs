@@ -411,27 +411,35 @@ fn tile_vnni<B: Coded, const T: usize>(
 // 256-bit levels (AVX2, AVX-VNNI): two halves of 8 rows (`r`) per superblock, one tile
 // skeleton over each level's integer dot product.
 
-fn gemm_avx2<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
-    let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
-    // SAFETY (both calls): only reachable through tables whose level requires avx2, fma
-    // and f16c.
-    if preform::<B>(dims.1) {
-        // Q6_K (two slots per sub-block) in tiles of 6 tokens: +7% pp128 at one and two
-        // threads on the 1.1B shape (Zen 5, alternated medians); the other types lost
-        // 2–7% with 6 and Q6_K gained nothing with 8 (its i16 and i32 sums alone would
-        // fill the 16 registers).
-        unsafe {
-            with_preformed(w, |pre| {
-                drive_tokens!(
-                    dims,
-                    if B::SPLIT { 6 } else { 4 },
-                    tile_avx2::<B, Preformed>((w, pre), x, out)
-                )
-            })
+/// The body of a 256-bit level's coded entry point for type `B`: `$tile` over all tokens,
+/// with the row group's codes preformed when [`preform`] says so (then in tiles of up to
+/// `$pre_max` tokens), else formed per 4-token tile. Only expanded in functions that the
+/// level's table alone reaches, after its features were detected.
+macro_rules! drive256 {
+    ($w:expr, $x:expr, $out:expr, $tile:ident, $pre_max:expr) => {{
+        let (w, x, out) = ($w, $x, $out);
+        let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
+        if preform::<B>(dims.1) {
+            // SAFETY: the table holding this entry point is installed only after its
+            // level's features (those of `$tile` and `with_preformed`) were detected.
+            unsafe {
+                with_preformed(w, |pre| {
+                    drive_tokens!(dims, $pre_max, $tile::<B, Preformed>((w, pre), x, out))
+                })
+            }
+        } else {
+            // SAFETY: as above; `$tile` needs no more than its level's features.
+            unsafe { drive_tokens!(dims, 4, $tile::<B, Unpack>((w, &[]), x, out)) }
         }
-    } else {
-        unsafe { drive_tokens!(dims, 4, tile_avx2::<B, Unpack>((w, &[]), x, out)) }
-    }
+    }};
+}
+
+fn gemm_avx2<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
+    // Q6_K (two slots per sub-block) in tiles of 6 tokens when preformed: +7% pp128 at one
+    // and two threads on the 1.1B shape (Zen 5, alternated medians); the other types lost
+    // 2–7% with 6 and Q6_K gained nothing with 8 (its i16 and i32 sums alone would fill
+    // the 16 registers).
+    drive256!(w, x, out, tile_avx2, if B::SPLIT { 6 } else { 4 })
 }
 
 /// Whether a 256-bit tile over `toks` tokens reads its code vectors from a buffer formed
@@ -975,16 +983,5 @@ tile256_entry!(
 // AVX-VNNI: 256-bit `vpdpbusd`, both halves of 8 rows in one pass.
 
 fn gemm_avxvnni<B: Coded>(w: &[B], x: &[ActQ8], out: &mut [f32]) {
-    let dims = group_dims_sub(w.len(), B::SUBS, x.len(), out.len());
-    // SAFETY (both calls): only reachable through the avxvnni table, installed after
-    // detecting avx2, fma, f16c and avxvnni.
-    if preform::<B>(dims.1) {
-        unsafe {
-            with_preformed(w, |pre| {
-                drive_tokens!(dims, 4, tile_avxvnni::<B, Preformed>((w, pre), x, out))
-            })
-        }
-    } else {
-        unsafe { drive_tokens!(dims, 4, tile_avxvnni::<B, Unpack>((w, &[]), x, out)) }
-    }
+    drive256!(w, x, out, tile_avxvnni, 4)
 }
