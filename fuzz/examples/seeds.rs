@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use llq::convert::{convert, open_checkpoint, Silent};
+use llq::convert::{convert, open_checkpoint, Silent, Target};
 use llq::kv::prompt_cache::save;
 use llq::kv::{CacheType, KvCache, KvConfig};
 use llq::model::Model;
@@ -28,6 +28,19 @@ fn main() {
             &std::fs::read(&out).unwrap(),
         );
     }
+    // The wide GGUF of the gguf corpus (its last byte is that target's type selector)
+    // with every matrix kept as stored: one .llq holding every coded layout.
+    let wide = std::fs::read("corpus/gguf/tiny-wide-every-kept-type").unwrap();
+    let wide_gguf = tmp.path().join("wide.gguf");
+    std::fs::write(&wide_gguf, &wide[..wide.len() - 1]).unwrap();
+    let ck = open_checkpoint(&wide_gguf).unwrap();
+    let out = tmp.path().join("wide.llq");
+    let keep = Target::Keep {
+        fallback: DType::Q8_0,
+    };
+    convert(ck.as_ref(), keep, &out, &Silent).unwrap();
+    put("llq_open", "tiny-wide-kept", &std::fs::read(&out).unwrap());
+
     let m = Model::open(&tmp.path().join("q4_0.llq")).unwrap();
     let tok = m.tokenizer().unwrap();
     let text = b"Hello world! \xc3\xa9 <|im_start|>";

@@ -1,9 +1,10 @@
 //! GGUF: parse from bytes, dequantize every (modest) tensor, build the tokenizer from
-//! `tokenizer.ggml.*`, then open it as a checkpoint and convert it to `.llq` in a temp dir.
+//! `tokenizer.ggml.*`, then open it as a checkpoint, convert it to `.llq` in a temp dir and
+//! run the result briefly.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llq::convert::{convert, Silent};
+use llq::convert::{convert, Mix, Silent, Target};
 use llq::convert::{gguf_tokenizer_parts, GgufCheckpoint};
 use llq::gguf::GgufFile;
 use llq::quant::DType;
@@ -13,9 +14,20 @@ use llq::tokenizer::Tokenizer;
 const MAX_DEQUANT: u64 = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
-    // The last byte (when present) picks the conversion's target type.
-    let target =
-        [DType::Q8_0, DType::Q4_0, DType::F16, DType::F32][*data.last().unwrap_or(&0) as usize % 4];
+    // The last byte (when present) picks the conversion's target: keeping the stored types
+    // (the command line's default for a GGUF), one type, or a K-quant mixture.
+    let target = [
+        Target::Keep {
+            fallback: DType::Q8_0,
+        },
+        Target::Type(DType::Q8_0),
+        Target::Type(DType::Q4_0),
+        Target::Type(DType::F16),
+        Target::Type(DType::F32),
+        Target::Mix(Mix::Q4KM),
+        Target::Type(DType::Q5_1),
+        Target::Type(DType::Q6_K),
+    ][*data.last().unwrap_or(&0) as usize % 8];
     let Ok(f) = GgufFile::from_bytes(data.to_vec()) else {
         return;
     };
@@ -41,7 +53,8 @@ fuzz_target!(|data: &[u8]| {
     let out = dir.join("gguf-out.llq");
     let _ = std::fs::remove_file(&out);
     if convert(&ck, target, &out, &Silent).is_ok() {
-        // What convert writes, the runtime must open.
-        llq::model::Model::open(&out).expect("a converted GGUF opens");
+        // What convert writes, the runtime must open and run.
+        let m = llq::model::Model::open(&out).expect("a converted GGUF opens");
+        llq_fuzz::run_briefly(&m);
     }
 });

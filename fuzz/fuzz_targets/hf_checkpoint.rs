@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let out = llq_fuzz::scratch().join("hf-out.llq");
     let _ = std::fs::remove_file(&out);
     if convert(&ck, DType::Q8_0, &out, &Silent).is_ok() {
-        llq::model::Model::open(&out).expect("a converted checkpoint opens");
+        let m = llq::model::Model::open(&out).expect("a converted checkpoint opens");
+        llq_fuzz::run_briefly(&m);
     }
 });

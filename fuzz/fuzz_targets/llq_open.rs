@@ -1,5 +1,5 @@
-//! `.llq` open (mapped and read into memory) and every tensor view of the model, with the
-//! header CRC recomputed by the harness.
+//! `.llq` open (mapped and read into memory), every tensor view of the model and, for a
+//! small model, a short forward pass, with the header CRC recomputed by the harness.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -66,6 +66,9 @@ fuzz_target!(|data: &[u8]| {
             for t in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
                 touch_weight(&m, t);
             }
+        }
+        if !in_memory {
+            llq_fuzz::run_briefly(&m);
         }
         if let Some(tok) = &m.tokenizer {
             llq_fuzz::exercise_tokenizer(tok, "Hello, world! <s> 日本");

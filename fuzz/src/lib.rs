@@ -108,3 +108,26 @@ pub fn exercise_tokenizer(tok: &Tokenizer, text: &str) {
         let _ = tok.is_special(id);
     }
 }
+
+/// Weights above this are only opened, not run: a forward pass is linear in them.
+const MAX_RUN_BYTES: usize = 16 << 20;
+
+/// Run a model that opened: a 3-token prompt (every logit), then one more token, through
+/// the kernels this CPU has. Whatever a file's weights and hyper-parameters are, once
+/// `Model::open` accepted it the forward pass must not panic or read out of bounds.
+pub fn run_briefly(m: &Model) {
+    use llq::model::{Logits, State};
+    if m.weight_bytes() > MAX_RUN_BYTES {
+        return;
+    }
+    let c = &m.config;
+    let Ok(mut st) = State::with_config(m, 8, llq::kv::KvConfig::default()) else {
+        return;
+    };
+    let v = c.vocab_size as u32;
+    let prompt = [1 % v, 2 % v, v - 1];
+    let logits = m.forward(&mut st, &prompt, Logits::All).expect("prompt");
+    assert_eq!(logits.len(), 3 * c.vocab_size);
+    let logits = m.forward(&mut st, &[0], Logits::Last).expect("one token");
+    assert_eq!(logits.len(), c.vocab_size);
+}

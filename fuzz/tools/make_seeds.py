@@ -171,6 +171,42 @@ for ty, bs, bb in TYPES:
     qt.append((f"t{ty}", [256], ty, bytes(raw)))
 put("gguf", "every-type", gguf([kv_str("general.architecture", "llama")], qt))
 
+# A wide tiny llama (dim 256, so that rows are whole K-quant superblocks) whose matrices are
+# stored in every type `convert` keeps as it is (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K):
+# random code bytes with finite scales (the converter refuses non-finite ones). Converted
+# with the default (keep) target it reaches every coded layout, the K-quant kernels and
+# their kept-tensor checks; `cargo run --example seeds` also turns it into .llq seeds
+# (reading it back from the gguf corpus).
+WDIM, WHEADS, WKV, WHD, WFFN = 256, 2, 1, 128, 256
+# ggml type: (block size, bytes per block, byte offsets of the block's f16 scales)
+KEPT = {2: (32, 18, [0]), 3: (32, 20, [0, 2]), 6: (32, 22, [0]), 7: (32, 24, [0, 2]),
+        8: (32, 34, [0]), 12: (256, 144, [0, 2]), 13: (256, 176, [0, 2]), 14: (256, 210, [208])}
+def kept_tensor(rows, cols, ty):
+    bs, bb, scales = KEPT[ty]
+    out = bytearray()
+    for _ in range(rows * cols // bs):
+        blk = bytearray(rnd.getrandbits(8) for _ in range(bb))
+        for o in scales:
+            blk[o:o + 2] = struct.pack("<e", rnd.uniform(0.002, 0.02))
+        out += blk
+    return bytes(out)
+wide = [("token_embd.weight", VOCAB, WDIM, 12), ("blk.0.attn_q.weight", WHEADS * WHD, WDIM, 6),
+        ("blk.0.attn_k.weight", WKV * WHD, WDIM, 3), ("blk.0.attn_v.weight", WKV * WHD, WDIM, 14),
+        ("blk.0.attn_output.weight", WDIM, WHEADS * WHD, 7), ("blk.0.ffn_gate.weight", WFFN, WDIM, 2),
+        ("blk.0.ffn_up.weight", WFFN, WDIM, 13), ("blk.0.ffn_down.weight", WDIM, WFFN, 8),
+        ("output.weight", VOCAB, WDIM, 14)]
+wts = [(nm, [cols, rows], ty, kept_tensor(rows, cols, ty)) for nm, rows, cols, ty in wide]
+wts += [(nm, [WDIM], 0, struct.pack(f"<{WDIM}f", *[rnd.uniform(0.5, 1.5) for _ in range(WDIM)]))
+        for nm in ("blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight")]
+whp = [kv_str("general.architecture", "llama"), kv_str("general.name", "tiny-wide"),
+       kv_u32("llama.embedding_length", WDIM), kv_u32("llama.block_count", 1),
+       kv_u32("llama.feed_forward_length", WFFN), kv_u32("llama.attention.head_count", WHEADS),
+       kv_u32("llama.attention.head_count_kv", WKV), kv_u32("llama.context_length", 128),
+       kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-6), kv_f32("llama.rope.freq_base", 10000.0)]
+wide_gguf = gguf(whp + vocab_kvs, wts)
+# The gguf target's last byte picks the conversion target; 0 is "keep".
+put("gguf", "tiny-wide-every-kept-type", wide_gguf + b"\0")
+
 # --- tokenizer: selector byte, then tokenizer bytes SEP text [SEP tokenizer_config.json]
 text = "Hello world! The quick brown fox, 1234 — héllo 日本語 \n\t  <|im_start|>user".encode()
 put("tokenizer", "hf-json-tiny", b"\x00" + tok_json + SEP + text + SEP + tok_cfg)
