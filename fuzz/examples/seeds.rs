@@ -41,6 +41,20 @@ fn main() {
     convert(ck.as_ref(), keep, &out, &Silent).unwrap();
     put("llq_open", "tiny-wide-kept", &std::fs::read(&out).unwrap());
 
+    // llq adapter files (`llq convert --lora-only`) from the fixtures' r8 PEFT adapter,
+    // f16 and f32; selector byte 1: one adapter file, scale 1.
+    let peft = llq_fuzz::fixtures().join("lora/tiny-llama-gqa-lora-r8");
+    let adapter = llq::lora::open_peft(&peft).unwrap();
+    for dtype in [DType::F16, DType::F32] {
+        let out = tmp.path().join(format!("adapter-{}.llq", dtype.name()));
+        llq::lora::write_adapter(&adapter, dtype, &out).unwrap();
+        put(
+            "lora",
+            &format!("llq-adapter-r8-{}", dtype.name()),
+            &[&[1u8][..], &std::fs::read(&out).unwrap()].concat(),
+        );
+    }
+
     let m = Model::open(&tmp.path().join("q4_0.llq")).unwrap();
     let tok = m.tokenizer().unwrap();
     let text = b"Hello world! \xc3\xa9 <|im_start|>";

@@ -116,6 +116,11 @@ const MAX_RUN_BYTES: usize = 16 << 20;
 /// the kernels this CPU has. Whatever a file's weights and hyper-parameters are, once
 /// `Model::open` accepted it the forward pass must not panic or read out of bounds.
 pub fn run_briefly(m: &Model) {
+    run_with_adapters(m, llq::lora::AdapterSet::default());
+}
+
+/// [`run_briefly`] with run-time LoRA adapters set on the context.
+pub fn run_with_adapters(m: &Model, adapters: llq::lora::AdapterSet) {
     use llq::model::{Logits, State};
     if m.weight_bytes() > MAX_RUN_BYTES {
         return;
@@ -124,10 +129,34 @@ pub fn run_briefly(m: &Model) {
     let Ok(mut st) = State::with_config(m, 8, llq::kv::KvConfig::default()) else {
         return;
     };
+    st.set_adapters(adapters);
     let v = c.vocab_size as u32;
     let prompt = [1 % v, 2 % v, v - 1];
     let logits = m.forward(&mut st, &prompt, Logits::All).expect("prompt");
     assert_eq!(logits.len(), 3 * c.vocab_size);
     let logits = m.forward(&mut st, &[0], Logits::Last).expect("one token");
     assert_eq!(logits.len(), c.vocab_size);
+}
+
+/// The fixtures' `tiny-llama-gqa` (the base of their PEFT adapters: hidden 64, 2 layers,
+/// 4 heads / 2 kv heads, ffn 172, vocab 512) as a checkpoint, opened anew for each use.
+pub fn lora_base() -> Box<dyn llq::convert::Checkpoint> {
+    llq::convert::open_checkpoint(&fixtures().join("tiny-llama-gqa")).expect("fixture base")
+}
+
+/// [`lora_base`] converted to q8_0 once per process: the model run-time adapters apply to.
+pub fn lora_base_model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let out = dir.join("base.llq");
+        llq::convert::convert(
+            lora_base().as_ref(),
+            DType::Q8_0,
+            &out,
+            &llq::convert::Silent,
+        )
+        .unwrap();
+        Model::open(&out).unwrap()
+    })
 }

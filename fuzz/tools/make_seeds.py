@@ -247,6 +247,36 @@ for i, line in enumerate(open(os.path.join(FIX, "tokenizers/smollm2-bpe/cases.js
         put("tokenizer", f"fixed-bpe-{i}", b"\x03" + t.encode())
         put("tokenizer", f"fixed-spm-{i}", b"\x04" + t.encode())
 
+# --- lora: selector byte (bit 0: PEFT directory or one adapter file; bits 1-2: the scale),
+# then `adapter_config.json` SEP `adapter_model.safetensors`, or the file. The fixtures'
+# PEFT adapters for tiny-llama-gqa, and a llama.cpp GGUF LoRA made from the r8 one (lora_a
+# ne = [in, r], lora_b ne = [r, out], f32; llama.cpp's q/k row permutation is skipped: a
+# seed needs the structure, not the numbers). `cargo run --example seeds` adds llq adapter
+# files written from it.
+def read_safetensors(raw):
+    hl = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + hl])
+    body = raw[8 + hl:]
+    return {k: (v["shape"], body[v["data_offsets"][0]:v["data_offsets"][1]])
+            for k, v in header.items() if k != "__metadata__"}
+LORA = os.path.join(FIX, "lora")
+for i, name in enumerate(["tiny-llama-gqa-lora-r8", "tiny-llama-gqa-lora-rslora"]):
+    cfgb = open(os.path.join(LORA, name, "adapter_config.json"), "rb").read()
+    st = open(os.path.join(LORA, name, "adapter_model.safetensors"), "rb").read()
+    put("lora", f"peft-{name}", bytes([2 * i]) + cfgb + SEP + st)
+PEFT_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                "mlp.down_proj": "ffn_down"}
+lts = []
+for key, (shape, raw) in sorted(read_safetensors(open(os.path.join(LORA, "tiny-llama-gqa-lora-r8",
+                                                                     "adapter_model.safetensors"), "rb").read()).items()):
+    parts = key.split(".")  # base_model.model.model.layers.L.<module>.<proj>.lora_X.weight
+    layer, module, ab = parts[4], ".".join(parts[5:7]), parts[7]
+    lts.append((f"blk.{layer}.{PEFT_TO_GGUF[module]}.weight.{ab.lower()}", list(reversed(shape)), 0, raw))
+lkv = [kv_str("general.architecture", "llama"), kv_str("general.type", "adapter"),
+       kv_str("adapter.type", "lora"), kv_f32("adapter.lora.alpha", 16.0)]
+put("lora", "gguf-lora-r8", b"\x01" + gguf(lkv, lts))
+
 # --- chat_template: flags, template SEP messages
 cases = [json.loads(l) for l in open(os.path.join(FIX, "tokenizers/smollm2-bpe/chat_template_cases.jsonl"), encoding="utf-8")]
 for i, c in enumerate(cases):
