@@ -111,8 +111,8 @@ impl Imatrix {
 
     /// Parse a file's bytes. Every count and length is checked against the bytes that
     /// remain before anything is allocated, so a hostile file gives an error, never a
-    /// huge allocation or a panic. The trailer is optional (older files); bytes after it
-    /// are refused.
+    /// huge allocation or a panic. Values must be finite and ≥ 0 (they are sums of
+    /// squares). The trailer is optional (older files); bytes after it are refused.
     pub fn parse(bytes: &[u8]) -> std::result::Result<Imatrix, String> {
         let mut r = Reader { bytes, at: 0 };
         let n = r.i32("entry count")?;
@@ -134,10 +134,19 @@ impl Imatrix {
                     "values",
                 )
                 .map_err(ctx)?;
-            let values = raw
+            let values: Vec<f32> = raw
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
+            // Mean squares are finite and never negative; anything else would steer the
+            // encoder's weighted search towards larger errors (negative) or nowhere (NaN).
+            if let Some(c) = values.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+                return Err(format!(
+                    "entry '{name}': value {} at column {c} is not a mean square (finite and \
+                     >= 0): the file is corrupt",
+                    values[c]
+                ));
+            }
             if entries.iter().any(|e| e.name == name) {
                 return Err(format!("entry '{name}' appears twice"));
             }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use llq::convert::{Checkpoint, HfCheckpoint};
+use llq::convert::{convert_with, Checkpoint, HfCheckpoint, Silent};
 use llq::imatrix::{compute, Imatrix, ImatrixEntry, ImatrixParams};
 use llq::quant::DType;
 
@@ -86,6 +86,16 @@ fn hostile_files_are_refused() {
     assert!(Imatrix::parse(&extra)
         .unwrap_err()
         .contains("unexpected bytes"));
+    // Values are mean squares: a NaN, an infinity or a negative one is a corrupt file.
+    for bad in [f32::NAN, f32::INFINITY, -1.0, -0.0001] {
+        let mut m = sample();
+        m.entries[1].values[1] = bad;
+        let e = Imatrix::parse(&m.to_bytes().unwrap()).unwrap_err();
+        assert!(
+            e.contains("blk.0.ffn_down.weight") && e.contains("column 1"),
+            "{e}"
+        );
+    }
     let mut dup = sample();
     dup.entries[1].name = dup.entries[0].name.clone();
     assert!(Imatrix::parse(&dup.to_bytes().unwrap())
@@ -172,4 +182,50 @@ fn fixture_statistics_match_an_independent_computation() {
     .unwrap();
     assert_eq!((one.last_chunk, one.entries[0].ncall), (1, 1));
     assert!(compute(&model, &tokens[..10], &params, |_, _| {}).is_err());
+}
+
+/// An importance matrix made for another model is refused before anything is written:
+/// an entry of another width (as llama-quantize refuses it), or no entry naming any of
+/// the model's matrices. Entries for matrices the model lacks are otherwise ignored.
+#[test]
+fn imatrix_for_another_model_is_refused() {
+    let ck = HfCheckpoint::open(&common::fixtures().join("tiny-llama-gqa")).unwrap();
+    let dim = ck.config().dim;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.llq");
+    let entry = |name: &str, width: usize| ImatrixEntry {
+        name: name.into(),
+        ncall: 1,
+        values: vec![1.0; width],
+    };
+    let with = |entries: Vec<ImatrixEntry>| {
+        let m = Imatrix {
+            entries,
+            ..Imatrix::default()
+        };
+        convert_with(&ck, DType::Q4_0, &out, &Silent, Some(&m))
+    };
+    let e = with(vec![entry("blk.0.attn_q.weight", dim + 1)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'blk.0.attn_q.weight' has 65 columns, the tensor 64"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing is written");
+    let e = with(vec![entry("blk.99.ffn_up.weight", dim)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("none of the importance matrix's 1 entries"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing is written");
+    // One matching entry among others for layers the model does not have: accepted.
+    with(vec![
+        entry("blk.0.attn_q.weight", dim),
+        entry("blk.99.ffn_up.weight", 7),
+    ])
+    .unwrap();
+    assert!(out.exists());
 }

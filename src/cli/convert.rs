@@ -36,7 +36,8 @@ pub struct Args {
     dtype: Option<TypeArg>,
     /// An importance matrix (llama.cpp's imatrix.dat, e.g. from `llq imatrix`): each
     /// matrix with an entry is encoded minimising the error weighted by its columns' mean
-    /// squared activations.
+    /// squared activations. A file made for another model (an entry of another width, or
+    /// no entry for any of this model's matrices) is refused.
     #[arg(long)]
     imatrix: Option<PathBuf>,
     /// Convert only a PEFT LoRA adapter directory into a run-time adapter file (its A and

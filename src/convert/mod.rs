@@ -219,8 +219,9 @@ pub fn convert(
 }
 
 /// [`convert`] with an importance matrix (llama.cpp's `imatrix.dat`, see
-/// [`crate::imatrix`]): a matrix with an entry of the right width is encoded minimising
-/// the error weighted by its columns' mean squared activations.
+/// [`crate::imatrix`]; checked against the model before anything is written): a matrix
+/// with an entry is encoded minimising the error weighted by its columns' mean squared
+/// activations.
 pub fn convert_with(
     src: &dyn Checkpoint,
     target: impl Into<Target>,
@@ -255,6 +256,9 @@ pub fn convert_with(
     ));
     meta.extend(src.extra_metadata()?);
 
+    if let Some(m) = imatrix {
+        check_imatrix(m, &plans)?;
+    }
     let mut w = LlqWriter::create(out, meta, plans.clone())?;
     // Progress counts the file's bytes, header and alignment included, so its total is
     // the size of the file written (the tensors alone fall short by the tokenizer and
@@ -297,10 +301,11 @@ pub fn convert_with(
         }
         buf.clear();
         buf.resize(n_bytes, 0u8);
+        // Widths were checked by `check_imatrix`; values are finite and ≥ 0 (`parse`).
         let from_imatrix = imatrix
             .and_then(|m| m.get(&p.name))
             .map(|e| e.importance())
-            .filter(|v| v.len() == cols && v.iter().all(|x| x.is_finite()));
+            .filter(|v| v.iter().all(|x| x.is_finite()));
         let weights = match (p.kind.dtype().is_quantized(), from_imatrix) {
             (false, _) => None,
             (true, Some(v)) => Some(v),
@@ -315,6 +320,35 @@ pub fn convert_with(
     }
     w.finish()?;
     progress.finish();
+    Ok(())
+}
+
+/// An importance matrix must be for this model: every entry that names one of its
+/// matrices has that matrix's width (llama-quantize refuses the same), and at least one
+/// entry names one. Checked before anything is written.
+fn check_imatrix(m: &Imatrix, plans: &[TensorPlan]) -> Result<()> {
+    let mut used = 0;
+    for p in plans {
+        let Some(e) = m.get(&p.name) else { continue };
+        let cols = *p.shape.last().unwrap() as usize;
+        if e.values.len() != cols {
+            return Err(Error::usage(format!(
+                "the importance matrix's entry '{}' has {} columns, the tensor {cols}: an \
+                 importance matrix made for another model?",
+                p.name,
+                e.values.len()
+            )));
+        }
+        used += 1;
+    }
+    if used == 0 && !m.entries.is_empty() {
+        return Err(Error::usage(format!(
+            "none of the importance matrix's {} entries (e.g. '{}') names a matrix of this \
+             model: an importance matrix made for another model?",
+            m.entries.len(),
+            m.entries[0].name
+        )));
+    }
     Ok(())
 }
 
