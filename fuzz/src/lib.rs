@@ -112,7 +112,7 @@ pub fn exercise_tokenizer(tok: &Tokenizer, text: &str) {
 /// Weights above this are only opened, not run: a forward pass is linear in them.
 const MAX_RUN_BYTES: usize = 16 << 20;
 
-/// Run a model that opened: a 3-token prompt (every logit), then one more token, through
+/// Run a model that opened: a 9-token prompt (every logit), then one more token, through
 /// the kernels this CPU has. Whatever a file's weights and hyper-parameters are, once
 /// `Model::open` accepted it the forward pass must not panic or read out of bounds.
 pub fn run_briefly(m: &Model) {
@@ -126,14 +126,15 @@ pub fn run_with_adapters(m: &Model, adapters: llq::lora::AdapterSet) {
         return;
     }
     let c = &m.config;
-    let Ok(mut st) = State::with_config(m, 8, llq::kv::KvConfig::default()) else {
+    let Ok(mut st) = State::with_config(m, 16, llq::kv::KvConfig::default()) else {
         return;
     };
     st.set_adapters(adapters);
     let v = c.vocab_size as u32;
-    let prompt = [1 % v, 2 % v, v - 1];
+    // 9 tokens: the prompt kernels' paths for batches of 8 or more, and a remainder.
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 37 + 1) % v).collect();
     let logits = m.forward(&mut st, &prompt, Logits::All).expect("prompt");
-    assert_eq!(logits.len(), 3 * c.vocab_size);
+    assert_eq!(logits.len(), prompt.len() * c.vocab_size);
     let logits = m.forward(&mut st, &[0], Logits::Last).expect("one token");
     assert_eq!(logits.len(), c.vocab_size);
 }
