@@ -315,11 +315,19 @@ fn llama_cpp_habits() {
 }
 
 /// `-m` also takes a Hugging Face checkpoint directory: it is converted once into the
-/// cache, said on stderr, and reused by the next run.
+/// cache, said on stderr, and reused by the next run. When the source changes, it is
+/// converted again and the conversion of the earlier version is removed.
 #[test]
 fn run_takes_a_checkpoint_directory() {
     let cache = tempfile::tempdir().unwrap();
-    let src = common::fixtures().join("tiny-llama-gqa");
+    // A copy, whose modification time the test changes.
+    let copy = tempfile::tempdir().unwrap();
+    let src = copy.path().join("tiny-llama-gqa");
+    std::fs::create_dir(&src).unwrap();
+    for e in std::fs::read_dir(common::fixtures().join("tiny-llama-gqa")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
+    }
     let run = || {
         let o = Command::new(env!("CARGO_BIN_EXE_llq"))
             .args([
@@ -347,11 +355,27 @@ fn run_takes_a_checkpoint_directory() {
     let (second, err) = run();
     assert!(!err.contains("converting"), "{err}");
     assert_eq!(first, second);
-    let converted: Vec<_> = std::fs::read_dir(cache.path().join("converted"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(cache.path().join("converted"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let converted = listing();
     assert_eq!(converted.len(), 1, "{converted:?}");
+    // A file added to the checkpoint changes the directory's time: a new version.
+    std::fs::write(src.join("README.md"), "updated").unwrap();
+    let (third, err) = run();
+    assert!(err.contains("converting it once"), "{err}");
+    assert!(
+        err.contains("the conversion of an earlier version of"),
+        "{err}"
+    );
+    assert_eq!(third, first);
+    let after = listing();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, converted);
+    let converted = after;
     assert!(converted[0].starts_with("tiny-llama-gqa-") && converted[0].ends_with(".llq"));
     // A safetensors checkpoint has no stored types llq keeps: its matrices become q8_0.
     let f =

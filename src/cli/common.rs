@@ -24,8 +24,9 @@ fn sampler_default() -> SamplerParams {
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
     /// The model: a .llq file, or a GGUF file or Hugging Face checkpoint directory, which
-    /// is converted to q8_0 once and kept in the cache (~/.cache/llq/converted, or
-    /// $LLQ_CACHE/converted).
+    /// is converted once (a GGUF's own types kept where llq has them, else q8_0) and kept
+    /// in the cache (~/.cache/llq/converted, or $LLQ_CACHE/converted); a source that
+    /// changed is converted again, and its old conversion removed.
     #[arg(short, long)]
     pub model: PathBuf,
     /// Accepted for llama.cpp habits and ignored: llq runs on the CPU.
@@ -127,8 +128,10 @@ pub fn warn_if_past_training(model: &Model, n_ctx: usize) {
 
 /// The `.llq` file to open for `path`: `path` itself when it is one; a GGUF file or a
 /// Hugging Face checkpoint directory is converted to q8_0 once into the cache, keyed by
-/// the source's path, size and modification time, and reused from then on. Anything else
-/// is an error saying what the path holds and what to give instead.
+/// the source's path, size and modification time, and reused from then on. A conversion
+/// of an earlier version of the same source (another size or time) is removed once the
+/// new one is complete, so updating a model does not leave its old copies behind.
+/// Anything else is an error saying what the path holds and what to give instead.
 pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     use llq::convert::detect::{inspect, not_a_model, PathKind};
     let found = inspect(path)?;
@@ -147,17 +150,20 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    let key = fnv1a(format!("{}\0{}\0{mtime}", canonical.display(), meta.len()).as_bytes());
+    // `{stem}-{source}-{version}.llq`: the source's path, then its size and time.
+    let source = fnv1a(canonical.display().to_string().as_bytes());
+    let version = fnv1a(format!("{}\0{}\0{mtime}", canonical.display(), meta.len()).as_bytes());
     let stem = canonical
         .file_stem()
         .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let prefix = format!("{stem}-{source:016x}-");
     // A GGUF's own types are kept where llq has them (lossless); the rest become q8_0.
     let target = llq::convert::Target::Keep {
         fallback: llq::quant::DType::Q8_0,
     };
     let out = cache_dir()?
         .join("converted")
-        .join(format!("{stem}-{key:016x}.llq"));
+        .join(format!("{prefix}{version:016x}.llq"));
     if out.is_file() {
         return Ok(out);
     }
@@ -173,7 +179,34 @@ pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     llq::format::temp::install_signal_cleanup();
     llq::convert::convert(ck.as_ref(), target, &out, &ConvertProgress::new())?;
+    remove_earlier_conversions(dir, &prefix, &out, path);
     Ok(out)
+}
+
+/// Remove the cached conversions of earlier versions of `source` (the files in `dir`
+/// named `prefix*.llq` other than `keep`). A process still running one keeps its mapping:
+/// removing a file only unlinks its name. Failures are reported, not fatal.
+fn remove_earlier_conversions(dir: &Path, prefix: &str, keep: &Path, source: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let p = e.path();
+        if !name.starts_with(prefix) || !name.ends_with(".llq") || p == keep {
+            continue;
+        }
+        let mib = e.metadata().map_or(0, |m| m.len()) as f64 / (1 << 20) as f64;
+        match std::fs::remove_file(&p) {
+            Ok(()) => eprintln!(
+                "llq: removed {} ({mib:.1} MiB), the conversion of an earlier version of {}",
+                p.display(),
+                source.display()
+            ),
+            Err(err) => eprintln!("llq: warning: could not remove {}: {err}", p.display()),
+        }
+    }
 }
 
 /// `$LLQ_CACHE`, or `~/.cache/llq`.
