@@ -8,12 +8,12 @@
 # New corpus entries go to a temporary directory, so the checked-in corpus is not changed.
 # One fuzzer per core (FUZZ_SMOKE_JOBS, default: the number of cores): each target is a
 # single-threaded libFuzzer process, so on this 2-core machine two run side by side and
-# the seven 30 s smokes take about 2 minutes.
+# the eight 30 s smokes take about 2 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${FUZZ_SMOKE_SECS:-30}
-targets=(llq_open gguf hf_checkpoint tokenizer prompt_cache chat_template lora)
+targets=(llq_open gguf hf_checkpoint tokenizer prompt_cache chat_template lora imatrix)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked

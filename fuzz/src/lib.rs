@@ -48,6 +48,28 @@ pub fn scratch() -> &'static Path {
         .path()
 }
 
+/// `seeds/tiny-hf`: the tiny Hugging Face checkpoint (dim 64; written by
+/// `tools/make_seeds.py`).
+pub fn tiny_hf() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/tiny-hf"))
+}
+
+/// The wide tiny llama of the gguf corpus (dim 256, every matrix in a type `convert`
+/// keeps) as a GGUF file in the scratch directory, written once per process.
+pub fn tiny_wide_gguf() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let src =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/gguf/tiny-wide-every-kept-type");
+        let bytes = std::fs::read(src).expect("the wide seed");
+        // Its last byte is the gguf target's type selector.
+        let p = scratch().join("tiny-wide.gguf");
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        p
+    })
+}
+
 /// The tiny checkpoint of `seeds/tiny-hf` (written by `tools/make_seeds.py`; head_dim 32,
 /// so that a q8_0 cache can be made for it) converted to q8_0 once per process: the
 /// prompt-cache target needs a real model's identity and dimensions.

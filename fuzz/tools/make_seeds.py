@@ -277,6 +277,19 @@ lkv = [kv_str("general.architecture", "llama"), kv_str("general.type", "adapter"
        kv_str("adapter.type", "lora"), kv_f32("adapter.lora.alpha", 16.0)]
 put("lora", "gguf-lora-r8", b"\x01" + gguf(lkv, lts))
 
+# --- imatrix: an imatrix.dat (llama.cpp's legacy layout), then one byte: 0 weights a q4_0
+# conversion of seeds/tiny-hf, 1 a Q4_K_M conversion of the wide GGUF above.
+def imatrix(widths, ncall=10, dataset=b"calibration.txt"):
+    out = struct.pack("<i", len(widths))
+    for name, w in widths:
+        nb = name.encode()
+        vals = [rnd.uniform(0.0, 4.0) * ncall for _ in range(w)]
+        out += struct.pack("<i", len(nb)) + nb + struct.pack("<ii", ncall, w) + struct.pack(f"<{w}f", *vals)
+    return out + struct.pack("<ii", ncall, len(dataset)) + dataset
+PARTS = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+put("imatrix", "tiny-hf-q4_0", imatrix([(f"blk.0.{p}.weight", DIM) for p in PARTS]) + b"\0")
+put("imatrix", "tiny-wide-q4_k_m", imatrix([(f"blk.0.{p}.weight", WDIM) for p in PARTS]) + b"\1")
+
 # --- chat_template: flags, template SEP messages
 cases = [json.loads(l) for l in open(os.path.join(FIX, "tokenizers/smollm2-bpe/chat_template_cases.jsonl"), encoding="utf-8")]
 for i, c in enumerate(cases):
