@@ -127,11 +127,12 @@ pub fn warn_if_past_training(model: &Model, n_ctx: usize) {
 }
 
 /// The `.llq` file to open for `path`: `path` itself when it is one; a GGUF file or a
-/// Hugging Face checkpoint directory is converted to q8_0 once into the cache, keyed by
-/// the source's path, size and modification time, and reused from then on. A conversion
-/// of an earlier version of the same source (another size or time) is removed once the
-/// new one is complete, so updating a model does not leave its old copies behind.
-/// Anything else is an error saying what the path holds and what to give instead.
+/// Hugging Face checkpoint directory is converted once into the cache (a GGUF's own types
+/// kept where llq has them, else q8_0), keyed by the source's path, size and modification
+/// time, and reused from then on. A conversion of an earlier version of the same source
+/// (another size or time) is removed once the new one is complete, so updating a model
+/// does not leave its old copies behind. Anything else is an error saying what the path
+/// holds and what to give instead.
 pub fn llq_path_for(path: &Path) -> Result<PathBuf> {
     use llq::convert::detect::{inspect, not_a_model, PathKind};
     let found = inspect(path)?;
