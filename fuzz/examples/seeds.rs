@@ -18,7 +18,7 @@ fn put(target: &str, name: &str, data: &[u8]) {
 
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    let ck = open_checkpoint(Path::new("seeds/tiny-hf")).unwrap();
+    let ck = open_checkpoint(llq_fuzz::tiny_hf()).unwrap();
     for dtype in [DType::Q4_0, DType::Q8_0, DType::F16] {
         let out = tmp.path().join(format!("{}.llq", dtype.name()));
         convert(ck.as_ref(), dtype, &out, &Silent).unwrap();
@@ -30,10 +30,7 @@ fn main() {
     }
     // The wide GGUF of the gguf corpus (its last byte is that target's type selector)
     // with every matrix kept as stored: one .llq holding every coded layout.
-    let wide = std::fs::read("corpus/gguf/tiny-wide-every-kept-type").unwrap();
-    let wide_gguf = tmp.path().join("wide.gguf");
-    std::fs::write(&wide_gguf, &wide[..wide.len() - 1]).unwrap();
-    let ck = open_checkpoint(&wide_gguf).unwrap();
+    let ck = open_checkpoint(llq_fuzz::tiny_wide_gguf()).unwrap();
     let out = tmp.path().join("wide.llq");
     let keep = Target::Keep {
         fallback: DType::Q8_0,

@@ -78,8 +78,7 @@ pub fn tiny_model() -> &'static Model {
     M.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir").keep();
         let out = dir.join("tiny.llq");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/tiny-hf");
-        let ck = llq::convert::open_checkpoint(&src).unwrap();
+        let ck = llq::convert::open_checkpoint(tiny_hf()).unwrap();
         llq::convert::convert(ck.as_ref(), DType::Q8_0, &out, &llq::convert::Silent).unwrap();
         Model::open(&out).unwrap()
     })
