@@ -854,7 +854,9 @@ fn blocked_attention_matches_scalar() {
         for (tokens, heads) in [(1usize, 1usize), (2, 3), (5, 8), (22, 3), (3, 1)] {
             for hd in [4usize, 13, 64, 80] {
                 for depth in [0usize, 63, 200] {
-                    for ragged in [false, true] {
+                    for (ragged, window) in
+                        [(false, 0), (true, 0), (false, 1), (false, 70), (true, 9)]
+                    {
                         let lens: Vec<usize> = (0..tokens)
                             .map(|t| {
                                 if ragged {
@@ -864,6 +866,11 @@ fn blocked_attention_matches_scalar() {
                                 }
                             })
                             .collect();
+                        // A sliding window of `window` rows (Gemma 3), or none.
+                        let starts: Vec<usize> = match window {
+                            0 => Vec::new(),
+                            w => lens.iter().map(|l| l.saturating_sub(w)).collect(),
+                        };
                         let rows = *lens.iter().max().unwrap();
                         let stride = hd * 2 + 3;
                         let len = (rows - 1) * stride + hd;
@@ -878,6 +885,7 @@ fn blocked_attention_matches_scalar() {
                             heads,
                             stride,
                             lens: &lens,
+                            starts: &starts,
                             scale: 1.0 / (hd as f32).sqrt(),
                         };
                         // A score's rounding error is at most ~hd·ε of Σ|q·k|·scale (here
@@ -887,7 +895,9 @@ fn blocked_attention_matches_scalar() {
                         let tol = 4.0
                             * (4.0 * eps * hd as f64 * 4.0 * (hd as f64).sqrt()
                                 + 4.0 * eps * (rows + hd) as f64);
-                        let what = format!("tokens={tokens} heads={heads} hd={hd} lens={lens:?}");
+                        let what = format!(
+                            "tokens={tokens} heads={heads} hd={hd} lens={lens:?} starts={starts:?}"
+                        );
                         for f16_cache in [false, true] {
                             let (mut want, mut got) =
                                 (vec![0.0f32; nq * hd], vec![9.0f32; nq * hd]);
@@ -936,16 +946,17 @@ fn blocked_attention_matches_scalar() {
     }
 }
 
-/// The blocked kernel refuses a token that would attend to nothing and caches too short
-/// for the longest token.
+/// The blocked kernel refuses a token that would attend to nothing (no keys, or a window
+/// that starts past them) and caches too short for the longest token.
 #[test]
 fn blocked_attention_checks_its_shape() {
-    let run = |lens: &[usize], cache: usize| {
+    let run = |lens: &[usize], starts: &[usize], cache: usize| {
         let b = AttnBlock {
             hd: 4,
             heads: 2,
             stride: 4,
             lens,
+            starts,
             scale: 0.5,
         };
         let nq = lens.len() * 2;
@@ -958,9 +969,15 @@ fn blocked_attention_checks_its_shape() {
         })
         .is_ok()
     };
-    assert!(run(&[1, 3], 12));
-    assert!(!run(&[0, 3], 12), "a token without keys");
-    assert!(!run(&[1, 4], 12), "4 rows of 4 in 12 values");
+    assert!(run(&[1, 3], &[], 12));
+    assert!(run(&[1, 3], &[0, 2], 12));
+    assert!(!run(&[0, 3], &[], 12), "a token without keys");
+    assert!(!run(&[1, 4], &[], 12), "4 rows of 4 in 12 values");
+    assert!(
+        !run(&[1, 3], &[0, 3], 12),
+        "a window past its token's last key"
+    );
+    assert!(!run(&[1, 3], &[0], 12), "one start for two tokens");
 }
 
 /// The grouped kernels refuse shapes their slices cannot hold.

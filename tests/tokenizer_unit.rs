@@ -256,6 +256,7 @@ fn gguf_parts_reproduce_fixtures() {
         eot_id: None,
         add_bos: Some(true),
         add_eos: Some(false),
+        add_space_prefix: None,
     };
     let g = Tokenizer::from_gguf_parts(parts).unwrap();
     let cases = String::from_utf8(read("llama2-spm/cases.jsonl")).unwrap();
@@ -305,6 +306,7 @@ fn gguf_parts_reproduce_fixtures() {
         eot_id: None,
         add_bos: Some(false),
         add_eos: None,
+        add_space_prefix: None,
     })
     .unwrap();
     let cases = String::from_utf8(read("smollm2-bpe/cases.jsonl")).unwrap();

@@ -1,9 +1,10 @@
-//! GGUF files (llama.cpp's format) as a conversion source, `llama` architecture.
+//! GGUF files (llama.cpp's format) as a conversion source, `llama` and `gemma3`
+//! architectures.
 //!
 //! GGUF stores tensor dims innermost first and, for LLaMA, the rows of Q and K permuted so
 //! that RoPE rotates adjacent pairs (llama.cpp's convention). llq keeps Hugging Face's
 //! rotate-half order, so those rows are put back here and the forward pass needs no
-//! second RoPE variant.
+//! second RoPE variant. (Gemma 3 files keep Hugging Face's order already.)
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{keys, Value};
 use crate::gguf::{GgmlType, GgufFile};
-use crate::model::{names, ModelConfig, RopeScaling};
+use crate::model::{names, Gemma3, ModelConfig, RopeScaling};
 use crate::quant::DType;
 use crate::tokenizer::{GgufTokenizerParts, Tokenizer};
 
@@ -46,8 +47,10 @@ impl GgufCheckpoint {
             return Err(Error::invalid(
                 path,
                 format!(
-                    "unexpected tensor '{}' for a {}-layer llama model",
-                    t.name, ck.config.n_layers
+                    "unexpected tensor '{}' for a {}-layer {} model",
+                    t.name,
+                    ck.config.n_layers,
+                    ck.config.arch_name()
                 ),
             ));
         }
@@ -73,13 +76,17 @@ impl GgufCheckpoint {
 impl GgufCheckpoint {
     /// Q and K rows back in Hugging Face's order (values or whole rows of blocks).
     /// Whether [`Self::unpermute`] reorders tensor `name`'s rows.
+    /// (Gemma 3's GGUF files keep Hugging Face's order: llama.cpp rotates them as NeoX.)
     fn unpermuted(&self, name: &str) -> bool {
-        name.ends_with(".attn_q.weight") || name.ends_with(".attn_k.weight")
+        self.config.gemma3.is_none()
+            && (name.ends_with(".attn_q.weight") || name.ends_with(".attn_k.weight"))
     }
 
     fn unpermute<T: Copy + Default>(&self, name: &str, w: Vec<T>) -> Vec<T> {
         let cfg = &self.config;
-        if name.ends_with(".attn_q.weight") {
+        if !self.unpermuted(name) {
+            w
+        } else if name.ends_with(".attn_q.weight") {
             unpermute_rows(&w, cfg.n_heads, cfg.head_dim)
         } else if name.ends_with(".attn_k.weight") {
             unpermute_rows(&w, cfg.n_kv_heads, cfg.head_dim)
@@ -192,6 +199,7 @@ pub fn gguf_tokenizer_parts(f: &GgufFile) -> Option<GgufTokenizerParts> {
         eot_id: f.get_u32("tokenizer.ggml.eot_token_id"),
         add_bos: f.get_bool("tokenizer.ggml.add_bos_token"),
         add_eos: f.get_bool("tokenizer.ggml.add_eos_token"),
+        add_space_prefix: f.get_bool("tokenizer.ggml.add_space_prefix"),
     })
 }
 
@@ -223,35 +231,43 @@ pub(crate) fn unpermute_rows<T: Copy + Default>(
 fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
     let bad = |msg: String| Error::invalid(path, msg);
     let arch = f.get_str("general.architecture").unwrap_or("");
-    if arch != "llama" {
+    if !matches!(arch, "llama" | "gemma3") {
         return Err(bad(format!(
-            "general.architecture '{arch}' is not supported (llama expected)"
+            "general.architecture '{arch}' is not supported (llama or gemma3 expected)"
         )));
     }
+    // Every hyper-parameter key is under the architecture's name.
+    let key = |k: &str| format!("{arch}.{k}");
     let need = |k: &str| -> Result<usize> {
-        f.get_u64(k)
-            .map(|v| v as usize)
-            .ok_or_else(|| bad(format!("metadata '{k}' is missing or not an integer")))
+        f.get_u64(&key(k)).map(|v| v as usize).ok_or_else(|| {
+            bad(format!(
+                "metadata '{}' is missing or not an integer",
+                key(k)
+            ))
+        })
     };
-    let opt = |k: &str| f.get_u64(k).map(|v| v as usize);
-    let dim = need("llama.embedding_length")?;
-    let n_heads = need("llama.attention.head_count")?;
+    let opt = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
+    let dim = need("embedding_length")?;
+    let n_heads = need("attention.head_count")?;
     if n_heads == 0 {
-        return Err(bad("llama.attention.head_count is 0".into()));
+        return Err(bad(format!("{} is 0", key("attention.head_count"))));
     }
-    let head_dim = opt("llama.attention.key_length").unwrap_or(dim / n_heads);
+    let head_dim = opt("attention.key_length").unwrap_or(dim / n_heads);
     let embd = f
         .tensor(names::TOKEN_EMBD)
         .ok_or_else(|| bad(format!("tensor '{}' is missing", names::TOKEN_EMBD)))?;
-    let vocab_size = opt("llama.vocab_size")
+    let vocab_size = opt("vocab_size")
         .or_else(|| f.get_str_array("tokenizer.ggml.tokens").map(|t| t.len()))
         .or_else(|| embd.dims.get(1).map(|&d| d as usize))
         .unwrap_or(0);
-    let rope_scaling = match f.get_str("llama.rope.scaling.type") {
+    let rope_scaling = match f.get_str(&key("rope.scaling.type")) {
         None | Some("none") => RopeScaling::None,
         Some("linear") => RopeScaling::Linear {
-            factor: f.get_f32("llama.rope.scaling.factor").ok_or_else(|| {
-                bad("linear rope scaling without llama.rope.scaling.factor".into())
+            factor: f.get_f32(&key("rope.scaling.factor")).ok_or_else(|| {
+                bad(format!(
+                    "linear rope scaling without {}",
+                    key("rope.scaling.factor")
+                ))
             })?,
         },
         Some(t) => return Err(bad(format!("rope scaling type '{t}' is not supported"))),
@@ -272,27 +288,78 @@ fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
             }
         }
     }
+    let n_layers = need("block_count")?;
+    let gemma3 = match arch {
+        "gemma3" => Some(gemma3_params(path, f, n_layers, dim, n_heads, head_dim)?),
+        _ => None,
+    };
     let cfg = ModelConfig {
         vocab_size,
         dim,
-        ffn_dim: need("llama.feed_forward_length")?,
-        n_layers: need("llama.block_count")?,
+        ffn_dim: need("feed_forward_length")?,
+        n_layers,
         n_heads,
-        n_kv_heads: opt("llama.attention.head_count_kv").unwrap_or(n_heads),
+        n_kv_heads: opt("attention.head_count_kv").unwrap_or(n_heads),
         head_dim,
         rms_eps: f
-            .get_f32("llama.attention.layer_norm_rms_epsilon")
+            .get_f32(&key("attention.layer_norm_rms_epsilon"))
             .unwrap_or(1e-5),
-        rope_theta: f.get_f32("llama.rope.freq_base").unwrap_or(10000.0),
+        rope_theta: f.get_f32(&key("rope.freq_base")).unwrap_or(10000.0),
         rope_scaling,
         rope_freq_factors,
-        context_length: opt("llama.context_length").unwrap_or(2048),
+        context_length: opt("context_length").unwrap_or(2048),
         tie_embeddings: f.tensor(names::OUTPUT).is_none(),
         bos_id: f.get_u32("tokenizer.ggml.bos_token_id"),
         eos_ids,
+        gemma3,
     };
     cfg.validate().map_err(bad)?;
     Ok(cfg)
+}
+
+/// Gemma 3's hyper-parameters beyond LLaMA's, as llama.cpp reads them: the window from
+/// `gemma3.attention.sliding_window`; every sixth layer global unless the file says
+/// otherwise; sliding-window layers rotating with base 10000 (llama.cpp's fixed
+/// `rope_freq_base_train_swa`); scores scaled by the head size, or by `dim / heads` for
+/// the 62-layer 27B (llama.cpp's rule; transformers' `query_pre_attn_scalar`).
+fn gemma3_params(
+    path: &Path,
+    f: &GgufFile,
+    n_layers: usize,
+    dim: usize,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<Gemma3> {
+    let bad = |msg: String| Error::invalid(path, msg);
+    let window = f
+        .get_u64("gemma3.attention.sliding_window")
+        .ok_or_else(|| bad("metadata 'gemma3.attention.sliding_window' is missing".into()))?;
+    let pattern = match f.get("gemma3.attention.sliding_window_pattern") {
+        None => 6,
+        Some(_) => f
+            .get_u64("gemma3.attention.sliding_window_pattern")
+            .ok_or_else(|| {
+                bad("gemma3.attention.sliding_window_pattern: only one integer is supported".into())
+            })?,
+    };
+    if let Some(c) = f.get_f32("gemma3.final_logit_softcapping") {
+        if c != 0.0 {
+            return Err(bad(format!(
+                "gemma3.final_logit_softcapping = {c}: logit soft-capping is not supported"
+            )));
+        }
+    }
+    let query_pre_attn_scalar = if n_layers == 62 {
+        (dim / n_heads) as f32
+    } else {
+        head_dim as f32
+    };
+    Ok(Gemma3 {
+        sliding_window: usize::try_from(window).unwrap_or(usize::MAX),
+        pattern: usize::try_from(pattern).unwrap_or(usize::MAX),
+        rope_theta_local: f.get_f32("gemma3.rope.freq_base_swa").unwrap_or(10000.0),
+        query_pre_attn_scalar,
+    })
 }
 
 #[cfg(test)]

@@ -353,6 +353,7 @@ pub fn parse_config(p: &Path, bytes: &[u8]) -> Result<ModelConfig> {
             .unwrap_or(false),
         bos_id: int("bos_token_id")?.map(|v| v as u32),
         eos_ids,
+        gemma3: None,
     };
     cfg.validate().map_err(bad)?;
     Ok(cfg)

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use super::handles::{self, Handled};
 use super::marshal::{non_null, opt_token, path_from, put};
 use super::*;
-use crate::format::keys;
 use crate::generate::stop_ids;
 use crate::model::Model;
 
@@ -103,12 +102,7 @@ pub unsafe extern "C" fn llq_model_open(
         if params.use_mlock {
             mlock(&model)?;
         }
-        let arch = model
-            .file
-            .get(keys::ARCHITECTURE)
-            .and_then(|v| v.as_str())
-            .unwrap_or("llama");
-        let arch = CString::new(arch).unwrap_or_default();
+        let arch = CString::new(model.config.arch_name()).unwrap_or_default();
         let chat_template = model
             .chat_template
             .as_deref()
@@ -133,7 +127,7 @@ pub extern "C" fn llq_model_free(model: *mut llq_model) -> llq_status {
     guard(|| handles::free::<ModelObj>(model, "model"))
 }
 
-/// The architecture name ("llama"); NULL for an invalid handle. Valid while the model is.
+/// The architecture name ("llama" or "gemma3"); NULL for an invalid handle. Valid while the model is.
 #[no_mangle]
 pub extern "C" fn llq_model_architecture(model: *const llq_model) -> *const c_char {
     guard_value(std::ptr::null(), || Ok(model_ref(model)?.arch.as_ptr()))

@@ -130,6 +130,12 @@ pub mod keys {
     pub const ROPE_SCALING_ORIG_CTX: &str = "llama.rope.scaling.original_context_length";
     pub const ROPE_FREQ_FACTORS: &str = "llama.rope.freq_factors";
     pub const TIED_EMBEDDINGS: &str = "llama.tie_word_embeddings";
+    // Gemma 3 only (`general.architecture` = "gemma3"; the `llama.*` keys above hold
+    // the hyper-parameters it shares with LLaMA).
+    pub const GEMMA3_SLIDING_WINDOW: &str = "gemma3.attention.sliding_window";
+    pub const GEMMA3_SLIDING_PATTERN: &str = "gemma3.attention.sliding_window_pattern";
+    pub const GEMMA3_ROPE_THETA_LOCAL: &str = "gemma3.rope.freq_base_local";
+    pub const GEMMA3_QUERY_PRE_ATTN_SCALAR: &str = "gemma3.attention.query_pre_attn_scalar";
 
     pub const BOS_ID: &str = "tokenizer.bos_token_id";
     pub const EOS_IDS: &str = "tokenizer.eos_token_ids";

@@ -40,6 +40,9 @@ pub struct AttnBlock<'a> {
     pub stride: usize,
     /// Per token, how many cache rows (from the first) it attends to; each at least 1.
     pub lens: &'a [usize],
+    /// Per token, the first of those rows it sees (a sliding window hides the earlier
+    /// ones): `starts[t] < lens[t]`. Empty: every token sees its rows from the first.
+    pub starts: &'a [usize],
     /// Factor applied to every score before the softmax (`1/√hd`).
     pub scale: f32,
 }
@@ -71,6 +74,12 @@ impl AttnBlock<'_> {
             self.lens.iter().all(|&l| l > 0),
             "attention block: a token attends to no key"
         );
+        assert!(
+            self.starts.is_empty()
+                || (self.starts.len() == self.lens.len()
+                    && self.starts.iter().zip(self.lens).all(|(s, l)| s < l)),
+            "attention block: a window starts past its token's last key"
+        );
         let nq = self
             .lens
             .len()
@@ -86,6 +95,11 @@ impl AttnBlock<'_> {
         super::attn_dims(rows, self.hd, self.stride, keys);
         super::attn_dims(rows, self.hd, self.stride, vals);
         (nq, rows)
+    }
+
+    /// The first row token `t` sees.
+    pub(crate) fn start(&self, t: usize) -> usize {
+        self.starts.get(t).copied().unwrap_or(0)
     }
 }
 
@@ -205,8 +219,11 @@ pub(crate) fn attn_block<S: F32Simd, E: CacheElem, const ROWS: usize>(
             qt[d * nqp + i] = v * b.scale;
         }
     }
-    max.fill(f32::NEG_INFINITY);
-    for j0 in (0..rows).step_by(TILE) {
+    // The running maxima start at the lowest finite value, not −∞: under a sliding
+    // window a query may see no key of a whole tile, and e^(−∞ − (−∞)) would be NaN.
+    max.fill(f32::MIN);
+    let first = (0..b.lens.len()).map(|t| b.start(t)).min().unwrap_or(0);
+    for j0 in (first..rows).step_by(TILE) {
         let nk = TILE.min(rows - j0);
         for j in 0..nk {
             let at = (j0 + j) * b.stride / E::PER;
@@ -312,12 +329,14 @@ fn scores_tile<S: F32Simd, const ROWS: usize, const V: usize>(
     }
 }
 
-/// Sets the scores of keys a query must not see (tile rows `j0 + j >= lens[token]`) to
-/// `fill`. Only the last tiles of a block have any.
+/// Sets the scores of keys a query must not see (tile rows `j0 + j >= lens[token]`, or
+/// `< starts[token]`) to `fill`. Only the last tiles of a block have any, and under a
+/// sliding window the first ones.
 fn mask(b: &AttnBlock, sh: Tile, j0: usize, st: &mut [f32], fill: f32) {
     for i in 0..sh.nq {
-        let len = b.lens[i / b.heads];
-        for j in len.saturating_sub(j0)..sh.nk {
+        let t = i / b.heads;
+        let (start, len) = (b.start(t), b.lens[t]);
+        for j in (0..start.saturating_sub(j0).min(sh.nk)).chain(len.saturating_sub(j0)..sh.nk) {
             st[j * sh.nqp + i] = fill;
         }
     }

@@ -160,7 +160,7 @@ fn values_per_query<E: CacheElem>(g: &AttnGroup, o: &mut [f32], p: &[f32], vals:
 }
 
 /// Reference: per query, [`attn_scores_f32`], scaled, [`softmax`] and [`attn_values_f32`]
-/// over the first `lens[token]` rows (no tiles, no online softmax).
+/// over rows `starts[token]..lens[token]` (no tiles, no online softmax).
 pub fn attn_block_f32(
     b: &AttnBlock,
     q: &[f32],
@@ -228,14 +228,15 @@ fn block_per_query<E: CacheElem>(
         .zip(out.chunks_exact_mut(b.hd))
         .enumerate()
     {
-        let len = b.lens[i / b.heads];
+        let (start, len) = (b.start(i / b.heads), b.lens[i / b.heads]);
         scores.clear();
-        scores.resize(len, 0.0);
-        attn_scores(qi, keys, b.stride, scores);
+        scores.resize(len - start, 0.0);
+        let at = start * b.stride;
+        attn_scores(qi, &keys[at..], b.stride, scores);
         scores.iter_mut().for_each(|v| *v *= b.scale);
         softmax(scores);
         oi.fill(0.0);
-        attn_values(oi, scores, vals, b.stride);
+        attn_values(oi, scores, &vals[at..], b.stride);
     }
 }
 

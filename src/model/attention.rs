@@ -29,15 +29,19 @@ pub(super) struct SinkRotation<'a> {
 /// head): with a float cache and no slot overwritten by a later token of the batch, each
 /// key and value row is read once for the whole group ([`attend_group`]); otherwise head
 /// by head ([`attend`]). Slot order is position order until the window wraps.
+///
+/// A layer with a sliding `window` (Gemma 3) hides from each query the keys `window` or
+/// more positions back (see [`distance`] once the ring has wrapped).
 pub(super) fn attention(
     k: &Kernels,
     cfg: &ModelConfig,
     q: &[f32],
     view: &LayerView<'_>,
     sink: &SinkRotation<'_>,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
-    if attention_blocked(k, cfg, q, view, out) {
+    if attention_blocked(k, cfg, q, view, window, out) {
         return;
     }
     thread_local! {
@@ -45,7 +49,7 @@ pub(super) fn attention(
     }
     let (hd, n_kv, kv_dim) = (cfg.head_dim, cfg.n_kv_heads, cfg.kv_dim());
     let group = cfg.n_heads / cfg.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = cfg.attn_scale();
     let half = hd / 2;
     // Heads are laid out token by token, the `group` heads of a kv head next to each
     // other, so chunk `i` is kv head `i % n_kv` of token `i / n_kv`.
@@ -53,7 +57,7 @@ pub(super) fn attention(
         .enumerate()
         .for_each(|(i, o)| {
             let (t, kvh) = (i / n_kv, i % n_kv);
-            let slots = Slots::new(view, t, kvh * hd, hd, kv_dim);
+            let slots = Slots::new(view, t, kvh * hd, hd, kv_dim, window);
             let rot = (
                 &sink.cos[t * half..(t + 1) * half],
                 &sink.sin[t * half..(t + 1) * half],
@@ -84,6 +88,7 @@ fn attention_blocked(
     cfg: &ModelConfig,
     q: &[f32],
     view: &LayerView<'_>,
+    window: Option<usize>,
     out: &mut [f32],
 ) -> bool {
     if view.n < 2 || view.pos + view.n > view.n_ctx {
@@ -91,13 +96,13 @@ fn attention_blocked(
     }
     match (view.k, view.v) {
         (StoreRef::F32(kc), StoreRef::F32(vc)) => {
-            blocks_in(k.attn_block_f32, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_f32, cfg, q, kc, vc, view, window, out)
         }
         (StoreRef::F16(kc), StoreRef::F16(vc)) => {
-            blocks_in(k.attn_block_f16, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_f16, cfg, q, kc, vc, view, window, out)
         }
         (StoreRef::Q8_0(kc), StoreRef::Q8_0(vc)) => {
-            blocks_in(k.attn_block_q8_0, cfg, q, kc, vc, view, out)
+            blocks_in(k.attn_block_q8_0, cfg, q, kc, vc, view, window, out)
         }
         _ => return false,
     }
@@ -105,6 +110,7 @@ fn attention_blocked(
 }
 
 /// [`attention_blocked`] for one cache element type.
+#[allow(clippy::too_many_arguments)]
 fn blocks_in<E: CacheElem + Sync>(
     kernel: AttnBlockFn<E>,
     cfg: &ModelConfig,
@@ -112,6 +118,7 @@ fn blocks_in<E: CacheElem + Sync>(
     kc: &[E],
     vc: &[E],
     view: &LayerView<'_>,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
     #[derive(Default)]
@@ -119,6 +126,7 @@ fn blocks_in<E: CacheElem + Sync>(
         q: Vec<f32>,
         out: Vec<f32>,
         lens: Vec<usize>,
+        starts: Vec<usize>,
         work: Vec<f32>,
     }
     thread_local! {
@@ -138,17 +146,23 @@ fn blocks_in<E: CacheElem + Sync>(
         let (t, h) = (i / n_kv, i % n_kv);
         pieces[t / tokens * n_kv + h].push(chunk);
     }
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = cfg.attn_scale();
     pieces.into_par_iter().enumerate().for_each(|(p, chunks)| {
         let (b, h) = (p / n_kv, p % n_kv);
         let t0 = b * tokens;
         SCRATCH.with_borrow_mut(|sc| {
             sc.q.clear();
             sc.lens.clear();
+            sc.starts.clear();
             for t in t0..t0 + chunks.len() {
                 let i = t * n_kv + h;
                 sc.q.extend_from_slice(&q[i * width..(i + 1) * width]);
-                sc.lens.push(view.visible(t));
+                let len = view.visible(t);
+                sc.lens.push(len);
+                // Unwrapped, slot j holds position j: the window is the last w slots.
+                if let Some(w) = window {
+                    sc.starts.push(len.saturating_sub(w));
+                }
             }
             sc.out.resize(sc.q.len(), 0.0);
             let shape = AttnBlock {
@@ -156,6 +170,7 @@ fn blocks_in<E: CacheElem + Sync>(
                 heads: group,
                 stride: cfg.kv_dim(),
                 lens: &sc.lens,
+                starts: &sc.starts,
                 scale,
             };
             let off = h * hd / E::PER;
@@ -254,7 +269,9 @@ fn attend_group_in<E>(
     (g.scores)(&shape(len - ns), qg, &kc[rest..], &mut scores[ns..]);
     for row in scores.chunks_exact_mut(len) {
         row.iter_mut().for_each(|x| *x *= scale);
+        s.hide_outside_window(row, f32::NEG_INFINITY);
         (k.softmax)(row);
+        s.hide_outside_window(row, 0.0);
     }
     o.fill(0.0);
     (g.values)(&shape(len), o, scores, &vc[off..]);
@@ -263,7 +280,10 @@ fn attend_group_in<E>(
 /// One query head: scores against the visible slots, softmax, weighted sum of values.
 fn attend(k: &Kernels, q: &Queries, s: &Slots, scale: f32, scores: &mut Vec<f32>, o: &mut [f32]) {
     key_scores(k, q, s, scale, scores);
+    s.hide_outside_window(scores, f32::NEG_INFINITY);
     (k.softmax)(scores);
+    // The SIMD softmax's e^−∞ is a tiny positive, not 0.
+    s.hide_outside_window(scores, 0.0);
     o.fill(0.0);
     weighted_values(k, scores, s, o);
 }
@@ -342,17 +362,26 @@ struct Slots<'a, 'v> {
     /// Whether a later token of the batch overwrote a slot this query reads; then rows
     /// are looked up one by one through [`Slots::row`].
     future: bool,
+    /// A sliding window whose hidden slots are masked in the scores (once the ring has
+    /// wrapped, or when rows come from the saved old contents). Otherwise a window just
+    /// moves `off` and `len` to the slots it shows.
+    mask_window: Option<usize>,
 }
 
 impl<'a, 'v> Slots<'a, 'v> {
-    fn new(view: &'a LayerView<'v>, t: usize, off: usize, hd: usize, kv_dim: usize) -> Self {
+    fn new(
+        view: &'a LayerView<'v>,
+        t: usize,
+        off: usize,
+        hd: usize,
+        kv_dim: usize,
+        window: Option<usize>,
+    ) -> Self {
         let len = view.visible(t);
-        let n_sinks = if view.sink_delta(t) > 0 {
-            view.keep.min(len)
-        } else {
-            0
-        };
-        Slots {
+        let wrapped = view.sink_delta(t) > 0;
+        let n_sinks = if wrapped { view.keep.min(len) } else { 0 };
+        let future = view.has_future_evictions(t);
+        let mut s = Slots {
             view,
             t,
             off,
@@ -360,7 +389,29 @@ impl<'a, 'v> Slots<'a, 'v> {
             kv_dim,
             len,
             n_sinks,
-            future: view.has_future_evictions(t),
+            future,
+            mask_window: None,
+        };
+        match window {
+            // Slot j holds position j: the window is the last `w` slots, read in place.
+            Some(w) if !wrapped && !future => {
+                let first = len.saturating_sub(w);
+                s.off += first * kv_dim;
+                s.len -= first;
+            }
+            w => s.mask_window = w,
+        }
+        s
+    }
+
+    /// Set the scores (or probabilities) of the slots outside the window to `fill`.
+    fn hide_outside_window(&self, scores: &mut [f32], fill: f32) {
+        if let Some(w) = self.mask_window {
+            for (j, v) in scores.iter_mut().enumerate() {
+                if distance(self.view, self.t, j) >= w {
+                    *v = fill;
+                }
+            }
         }
     }
 
@@ -386,6 +437,24 @@ impl<'a, 'v> Slots<'a, 'v> {
     fn blocks(&self, j: usize) -> Range<usize> {
         let at = j * self.kv_dim + self.off;
         at / QK..(at + self.hd) / QK
+    }
+}
+
+/// How many positions back from batch token `t` the row that `t` reads in slot `j` is
+/// (0: its own). Before the ring wraps, slot j holds position j (or held it, for a row a
+/// later token of the batch overwrote). After, a window slot holds the latest position
+/// that maps to it, at most `t`'s; a sink counts at the place the sink rotation gives it,
+/// just before the oldest window row (the layout `[sinks][window]`, see `crate::kv`).
+fn distance(view: &LayerView<'_>, t: usize, j: usize) -> usize {
+    let p = view.pos + t;
+    if p < view.n_ctx {
+        p - j
+    } else if j < view.keep {
+        view.n_ctx - 1 - j
+    } else {
+        let ring = view.n_ctx - view.keep;
+        let own = view.keep + (p - view.keep) % ring;
+        (own + ring - j) % ring
     }
 }
 

@@ -1,4 +1,5 @@
-//! LLaMA hyper-parameters: what the forward pass needs, stored as `.llq` metadata.
+//! LLaMA hyper-parameters: what the forward pass needs, stored as `.llq` metadata; plus
+//! what Gemma 3 changes in the LLaMA block ([`Gemma3`]).
 
 use crate::error::{Error, Result};
 use crate::format::{keys, LlqFile, Value};
@@ -17,6 +18,27 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_context: u32,
     },
+}
+
+/// What a Gemma 3 model changes in the LLaMA block (llama.cpp's `gemma3`, transformers'
+/// `Gemma3ForCausalLM`): token embeddings scaled by `√dim`; an RMSNorm on each query and
+/// key head before RoPE; RMSNorms on the attention's and the MLP's outputs before their
+/// residual adds; GeGLU (`gelu_tanh(gate) · up`) for SwiGLU; and sliding-window layers,
+/// which see only the last [`Gemma3::sliding_window`] positions and rotate with their own
+/// RoPE base. Norm weights are stored as applied (`1 + w` in transformers' terms, as
+/// llama.cpp's GGUF files hold them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemma3 {
+    /// Positions a sliding-window layer's query sees, itself included.
+    pub sliding_window: usize,
+    /// Layer `i` is global when `(i + 1) % pattern == 0`, sliding-window otherwise
+    /// (llama.cpp's `set_swa_pattern`; 6 for every Gemma 3).
+    pub pattern: usize,
+    /// RoPE base of the sliding-window layers (no scaling); global layers use
+    /// `rope_theta` and `rope_scaling`.
+    pub rope_theta_local: f32,
+    /// Scores are scaled by `1 / √query_pre_attn_scalar` (the head size but for the 27B).
+    pub query_pre_attn_scalar: f32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +60,8 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     pub bos_id: Option<u32>,
     pub eos_ids: Vec<u32>,
+    /// Gemma 3's changes to the LLaMA block; `None` for LLaMA itself.
+    pub gemma3: Option<Gemma3>,
 }
 
 impl ModelConfig {
@@ -47,6 +71,29 @@ impl ModelConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+
+    /// The architecture's name in `.llq` metadata and in `llq info`.
+    pub fn arch_name(&self) -> &'static str {
+        match self.gemma3 {
+            None => "llama",
+            Some(_) => "gemma3",
+        }
+    }
+
+    /// The sliding window of layer `l` (positions its queries see, themselves included);
+    /// `None` for a layer that sees the whole context.
+    pub fn layer_window(&self, l: usize) -> Option<usize> {
+        let g = self.gemma3.as_ref()?;
+        (!(l + 1).is_multiple_of(g.pattern)).then_some(g.sliding_window)
+    }
+
+    /// The factor applied to every attention score.
+    pub fn attn_scale(&self) -> f32 {
+        match &self.gemma3 {
+            None => 1.0 / (self.head_dim as f32).sqrt(),
+            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
+        }
     }
 
     /// The most layers a model may declare. The largest LLaMA-family models have about
@@ -130,6 +177,26 @@ impl ModelConfig {
                 }
             }
         }
+        if let Some(g) = &self.gemma3 {
+            if g.sliding_window == 0 || g.sliding_window > MAX || g.pattern == 0 {
+                return Err(format!(
+                    "sliding window {} / pattern {} is out of range",
+                    g.sliding_window, g.pattern
+                ));
+            }
+            if !(g.rope_theta_local.is_finite() && g.rope_theta_local > 1.0) {
+                return Err(format!(
+                    "local rope theta {} is out of range",
+                    g.rope_theta_local
+                ));
+            }
+            if !(g.query_pre_attn_scalar.is_finite() && g.query_pre_attn_scalar > 0.0) {
+                return Err(format!(
+                    "query_pre_attn_scalar {} is out of range",
+                    g.query_pre_attn_scalar
+                ));
+            }
+        }
         // Prompts start with BOS and generation stops at EOS: an id with no row in the
         // embedding (and no logit) would be an out-of-range lookup, or a stop never seen.
         let n = self.vocab_size;
@@ -146,7 +213,10 @@ impl ModelConfig {
     pub fn to_metadata(&self) -> Vec<(String, Value)> {
         let u = |k: &str, v: usize| (k.to_string(), Value::U32(v as u32));
         let mut m = vec![
-            (keys::ARCHITECTURE.to_string(), Value::Str("llama".into())),
+            (
+                keys::ARCHITECTURE.to_string(),
+                Value::Str(self.arch_name().into()),
+            ),
             u(keys::VOCAB_SIZE, self.vocab_size),
             u(keys::CONTEXT_LENGTH, self.context_length),
             u(keys::EMBEDDING_LENGTH, self.dim),
@@ -189,6 +259,15 @@ impl ModelConfig {
                 Value::ArrF32(f.clone()),
             ));
         }
+        if let Some(g) = &self.gemma3 {
+            m.push(u(keys::GEMMA3_SLIDING_WINDOW, g.sliding_window));
+            m.push(u(keys::GEMMA3_SLIDING_PATTERN, g.pattern));
+            m.push(f(keys::GEMMA3_ROPE_THETA_LOCAL, g.rope_theta_local));
+            m.push(f(
+                keys::GEMMA3_QUERY_PRE_ATTN_SCALAR,
+                g.query_pre_attn_scalar,
+            ));
+        }
         if let Some(b) = self.bos_id {
             m.push((keys::BOS_ID.to_string(), Value::U32(b)));
         }
@@ -209,9 +288,9 @@ impl ModelConfig {
                     .into(),
             ));
         }
-        if arch != Some("llama") {
+        if !matches!(arch, Some("llama" | "gemma3")) {
             return Err(bad(format!(
-                "architecture {arch:?} is not supported (llama expected)"
+                "architecture {arch:?} is not supported (llama or gemma3 expected)"
             )));
         }
         let int = |k: &str| -> Result<usize> {
@@ -263,6 +342,15 @@ impl ModelConfig {
             eos_ids: match f.get(keys::EOS_IDS) {
                 Some(Value::ArrU32(v)) => v.clone(),
                 _ => Vec::new(),
+            },
+            gemma3: match arch {
+                Some("gemma3") => Some(Gemma3 {
+                    sliding_window: int(keys::GEMMA3_SLIDING_WINDOW)?,
+                    pattern: int(keys::GEMMA3_SLIDING_PATTERN)?,
+                    rope_theta_local: float(keys::GEMMA3_ROPE_THETA_LOCAL)?,
+                    query_pre_attn_scalar: float(keys::GEMMA3_QUERY_PRE_ATTN_SCALAR)?,
+                }),
+                _ => None,
             },
         };
         cfg.validate().map_err(bad)?;

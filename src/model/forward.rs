@@ -3,6 +3,11 @@
 //! RoPE → KV cache → attention → output projection → residual;
 //! `mlp_block`: RMSNorm → SwiGLU MLP → residual } → final RMSNorm →
 //! logits. Attention itself lives in `attention.rs`.
+//!
+//! Gemma 3 ([`crate::model::Gemma3`]) changes a few steps in place: the embeddings are
+//! scaled by `√dim`, each query and key head is RMS-normed before RoPE, sliding-window
+//! layers rotate with their own base and see only the last positions, both blocks' outputs
+//! are RMS-normed before the residual add, and the MLP is GeGLU.
 
 use rayon::prelude::*;
 
@@ -66,6 +71,14 @@ pub struct State {
 }
 
 #[derive(Default)]
+struct RopeTables {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    sink_cos: Vec<f32>,
+    sink_sin: Vec<f32>,
+}
+
+#[derive(Default)]
 struct Buffers {
     x: Vec<f32>,
     xb: Vec<f32>,
@@ -82,6 +95,8 @@ struct Buffers {
     /// Per batch token: cos and -sin of the sink shift (see `crate::kv`).
     sink_cos: Vec<f32>,
     sink_sin: Vec<f32>,
+    /// The same four tables for Gemma 3's sliding-window layers (their own RoPE base).
+    local: RopeTables,
     mm: MatmulScratch,
     lora: LoraScratch,
 }
@@ -188,10 +203,14 @@ impl Model {
         // Every layer rotates by the same angles: computed once per call, not per layer.
         self.rope_tables(&cache.layer(0, n), b);
 
-        // Token embeddings.
+        // Token embeddings (Gemma scales them by √dim).
         let embd = self.weight(&self.token_embd);
+        let embd_scale = cfg.gemma3.as_ref().map(|_| (cfg.dim as f32).sqrt());
         for (t, x) in tokens.iter().zip(b.x.chunks_exact_mut(cfg.dim)) {
             embd.dequantize_row(*t as usize, x);
+            if let Some(c) = embd_scale {
+                x.iter_mut().for_each(|v| *v *= c);
+            }
         }
         for (l, lw) in self.layers.iter().enumerate() {
             self.attention_block(k, l, lw, cache, b, ad, obs, n);
@@ -230,16 +249,35 @@ impl Model {
     /// they are the same in every layer).
     fn rope_tables(&self, view: &LayerView<'_>, b: &mut Buffers) {
         let half = self.config.head_dim / 2;
-        for t in 0..view.n {
-            let r = t * half..(t + 1) * half;
-            self.rope
-                .angles(view.pos + t, &mut b.cos[r.clone()], &mut b.sin[r.clone()]);
-            let delta = view.sink_delta(t);
-            if delta > 0 {
-                let (c, s) = (&mut b.sink_cos[r.clone()], &mut b.sink_sin[r]);
-                self.rope.angles(delta, c, s);
-                s.iter_mut().for_each(|v| *v = -*v);
-            }
+        let fill =
+            |rope: &Rope, cos: &mut [f32], sin: &mut [f32], sc: &mut [f32], ss: &mut [f32]| {
+                for t in 0..view.n {
+                    let r = t * half..(t + 1) * half;
+                    rope.angles(view.pos + t, &mut cos[r.clone()], &mut sin[r.clone()]);
+                    let delta = view.sink_delta(t);
+                    if delta > 0 {
+                        let (c, s) = (&mut sc[r.clone()], &mut ss[r]);
+                        rope.angles(delta, c, s);
+                        s.iter_mut().for_each(|v| *v = -*v);
+                    }
+                }
+            };
+        fill(
+            &self.rope,
+            &mut b.cos,
+            &mut b.sin,
+            &mut b.sink_cos,
+            &mut b.sink_sin,
+        );
+        if let Some(rope) = &self.rope_local {
+            let t = &mut b.local;
+            fill(
+                rope,
+                &mut t.cos,
+                &mut t.sin,
+                &mut t.sink_cos,
+                &mut t.sink_sin,
+            );
         }
     }
 
@@ -273,19 +311,48 @@ impl Model {
             ad.apply(k, l, Proj::K, &b.xb, n, &mut b.k, &mut b.lora);
             ad.apply(k, l, Proj::V, &b.xb, n, &mut b.v, &mut b.lora);
         }
-        rotate_qk(cfg, &mut b.q, &mut b.k, &b.cos, &b.sin, n);
+        if let Some(g) = &lw.gemma3 {
+            let hd = cfg.head_dim;
+            rmsnorm_in_place(
+                &mut b.q[..n * cfg.q_dim()],
+                self.vector(&g.q_norm),
+                cfg.rms_eps,
+                hd,
+            );
+            rmsnorm_in_place(
+                &mut b.k[..n * cfg.kv_dim()],
+                self.vector(&g.k_norm),
+                cfg.rms_eps,
+                hd,
+            );
+        }
+        let window = cfg.layer_window(l);
+        let (cos, sin, sink_cos, sink_sin) = match window {
+            Some(_) => (
+                &b.local.cos,
+                &b.local.sin,
+                &b.local.sink_cos,
+                &b.local.sink_sin,
+            ),
+            None => (&b.cos, &b.sin, &b.sink_cos, &b.sink_sin),
+        };
+        rotate_qk(cfg, &mut b.q, &mut b.k, cos, sin, n);
         cache.store(l, &b.k, &b.v);
         let sink = SinkRotation {
-            cos: &b.sink_cos,
-            sin: &b.sink_sin,
+            cos: sink_cos,
+            sin: sink_sin,
         };
-        attention(k, cfg, &b.q, &cache.layer(l, n), &sink, &mut b.att);
+        attention(k, cfg, &b.q, &cache.layer(l, n), &sink, window, &mut b.att);
         if let Some(o) = obs {
             o(l, MatmulInput::Attention, &b.att[..n * cfg.q_dim()]);
         }
         matmul(k, &self.weight(&lw.wo), &b.att, n, &mut b.xb, &mut b.mm);
         if !ad.is_empty() {
             ad.apply(k, l, Proj::O, &b.att, n, &mut b.xb, &mut b.lora);
+        }
+        if let Some(g) = &lw.gemma3 {
+            let w = self.vector(&g.post_attn_norm);
+            rmsnorm_in_place(&mut b.xb[..n * cfg.dim], w, cfg.rms_eps, cfg.dim);
         }
         add(&mut b.x, &b.xb);
     }
@@ -330,7 +397,10 @@ impl Model {
             ad.apply(k, l, Proj::Gate, &b.xb, n, &mut b.gate, &mut b.lora);
             ad.apply(k, l, Proj::Up, &b.xb, n, &mut b.up, &mut b.lora);
         }
-        swiglu(k, &mut b.gate, &b.up, cfg.ffn_dim, n);
+        match lw.gemma3 {
+            None => swiglu(k, &mut b.gate, &b.up, cfg.ffn_dim, n),
+            Some(_) => geglu(k, &mut b.gate, &mut b.up, cfg.ffn_dim, n),
+        }
         if let Some(o) = obs {
             o(l, MatmulInput::FfnAct, &b.gate[..n * cfg.ffn_dim]);
         }
@@ -344,6 +414,10 @@ impl Model {
         );
         if !ad.is_empty() {
             ad.apply(k, l, Proj::Down, &b.gate, n, &mut b.xb, &mut b.lora);
+        }
+        if let Some(g) = &lw.gemma3 {
+            let w = self.vector(&g.post_ffw_norm);
+            rmsnorm_in_place(&mut b.xb[..n * cfg.dim], w, cfg.rms_eps, cfg.dim);
         }
         add(&mut b.x, &b.xb);
     }
@@ -393,6 +467,12 @@ impl Buffers {
         ] {
             v.resize(len, 0.0);
         }
+        if cfg.gemma3.is_some() {
+            let t = &mut self.local;
+            for v in [&mut t.cos, &mut t.sin, &mut t.sink_cos, &mut t.sink_sin] {
+                v.resize(n * half, 0.0);
+            }
+        }
     }
 }
 
@@ -425,6 +505,48 @@ fn swiglu(k: &Kernels, gate: &mut [f32], up: &[f32], ffn: usize, n: usize) {
             .for_each(row);
     } else {
         row((gate, up));
+    }
+}
+
+/// GeGLU's gate, `g = gelu_tanh(g) ⊙ u` (Gemma), row by row (rows of `ffn`), through the
+/// vectorized `silu_mul`: with `a = √(8/π)·(x + 0.044715·x³)`,
+/// `gelu_tanh(x) = x·σ(a) = silu(a) · x / a`, and `x / a = 1 / (√(8/π)·(1 + 0.044715·x²))`
+/// has no pole, so `g ← a`, `u ← u · x / a`, then `g = silu(g) · u`. `u` is overwritten.
+fn geglu(k: &Kernels, gate: &mut [f32], up: &mut [f32], ffn: usize, n: usize) {
+    const C: f32 = 1.595_769; // √(8/π)
+    const A: f32 = 0.044_715;
+    let row = |(g, u): (&mut [f32], &mut [f32])| {
+        for (g, u) in g.iter_mut().zip(u.iter_mut()) {
+            let (x, x2) = (*g, *g * *g);
+            *g = C * (x + A * x2 * x);
+            *u /= C * (1.0 + A * x2);
+        }
+        (k.silu_mul)(g, u)
+    };
+    if n > 1 {
+        gate.par_chunks_mut(ffn)
+            .zip(up.par_chunks_mut(ffn))
+            .for_each(row);
+    } else {
+        row((gate, up));
+    }
+}
+
+/// `x = x / rms(x) * w` in place, row by row (rows of `dim`: Gemma's per-head and output
+/// norms).
+fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
+    let row = |xr: &mut [f32]| {
+        let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+        let inv = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
+        for (x, w) in xr.iter_mut().zip(w) {
+            *x = w * (*x * inv);
+        }
+    };
+    // Per head, one token's rows are a few hundred values: not worth the pool.
+    if x.len() >= 16 * 1024 {
+        x.par_chunks_mut(dim).for_each(row);
+    } else {
+        x.chunks_mut(dim).for_each(row);
     }
 }
 

@@ -5,7 +5,7 @@ mod config;
 mod forward;
 mod rope;
 
-pub use config::{ModelConfig, RopeScaling};
+pub use config::{Gemma3, ModelConfig, RopeScaling};
 pub use forward::{Logits, MatmulInput, Observer, State};
 pub use rope::Rope;
 
@@ -36,6 +36,20 @@ pub struct LayerWeights {
     pub w_gate: TensorRef,
     pub w_up: TensorRef,
     pub w_down: TensorRef,
+    /// Gemma 3's extra norms; `None` for LLaMA.
+    pub gemma3: Option<Gemma3Norms>,
+}
+
+/// A Gemma 3 layer's norms beyond LLaMA's two (see [`Gemma3`]).
+pub struct Gemma3Norms {
+    /// Per query head, before RoPE (`head_dim`).
+    pub q_norm: TensorRef,
+    /// Per key head, before RoPE (`head_dim`).
+    pub k_norm: TensorRef,
+    /// On the attention block's output, before the residual add (`dim`).
+    pub post_attn_norm: TensorRef,
+    /// On the MLP's output, before the residual add (`dim`).
+    pub post_ffw_norm: TensorRef,
 }
 
 pub struct Model {
@@ -47,6 +61,8 @@ pub struct Model {
     /// `output.weight`, or the token embedding when they are tied.
     pub output: TensorRef,
     pub rope: Rope,
+    /// Gemma 3's sliding-window layers' rotation (their own base, no scaling).
+    pub rope_local: Option<Rope>,
     /// The tokenizer stored in the file, if the checkpoint had one.
     pub tokenizer: Option<Tokenizer>,
     /// The model's own Jinja chat template, if it has one.
@@ -75,6 +91,14 @@ pub mod names {
         "ffn_up",
         "ffn_down",
     ];
+
+    /// Gemma 3's per-layer norms, after [`LAYER_PARTS`] in file order.
+    pub const GEMMA3_LAYER_NORMS: [&str; 4] = [
+        "attn_q_norm",
+        "attn_k_norm",
+        "post_attention_norm",
+        "post_ffw_norm",
+    ];
 }
 
 impl ModelConfig {
@@ -102,6 +126,13 @@ impl ModelConfig {
             ];
             for (part, shape) in names::LAYER_PARTS.iter().zip(shapes) {
                 t.push((names::layer(i, part), shape));
+            }
+            if self.gemma3.is_some() {
+                let h = self.head_dim as u64;
+                let shapes = [vec![h], vec![h], vec![d], vec![d]];
+                for (part, shape) in names::GEMMA3_LAYER_NORMS.iter().zip(shapes) {
+                    t.push((names::layer(i, part), shape));
+                }
             }
         }
         t.push((names::OUTPUT_NORM.to_string(), vec![d]));
@@ -161,6 +192,15 @@ impl Model {
                 w_gate: next()?,
                 w_up: next()?,
                 w_down: next()?,
+                gemma3: match config.gemma3 {
+                    None => None,
+                    Some(_) => Some(Gemma3Norms {
+                        q_norm: next()?,
+                        k_norm: next()?,
+                        post_attn_norm: next()?,
+                        post_ffw_norm: next()?,
+                    }),
+                },
             });
         }
         let output_norm = next()?;
@@ -175,9 +215,19 @@ impl Model {
         for (i, l) in layers.iter().enumerate() {
             check_finite_vector(path, &file, &l.attn_norm, || names::layer(i, "attn_norm"))?;
             check_finite_vector(path, &file, &l.ffn_norm, || names::layer(i, "ffn_norm"))?;
+            if let Some(g) = &l.gemma3 {
+                let norms = [&g.q_norm, &g.k_norm, &g.post_attn_norm, &g.post_ffw_norm];
+                for (t, part) in norms.into_iter().zip(names::GEMMA3_LAYER_NORMS) {
+                    check_finite_vector(path, &file, t, || names::layer(i, part))?;
+                }
+            }
         }
         check_finite_vector(path, &file, &output_norm, || names::OUTPUT_NORM.into())?;
         let rope = Rope::new(&config);
+        let rope_local = config
+            .gemma3
+            .as_ref()
+            .map(|g| Rope::plain(config.head_dim, g.rope_theta_local));
         let tokenizer = match file.get_bytes(keys::TOKENIZER) {
             None => None,
             Some(b) => Some(Tokenizer::from_bytes(b).map_err(|e| {
@@ -199,6 +249,7 @@ impl Model {
             output_norm,
             output,
             rope,
+            rope_local,
             tokenizer,
             chat_template,
         })

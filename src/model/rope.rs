@@ -45,6 +45,14 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// Base `theta` with no scaling (Gemma 3's sliding-window layers).
+    pub fn plain(head_dim: usize, theta: f32) -> Rope {
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        Rope { inv_freq }
+    }
+
     /// Fill `cos`/`sin` (length head_dim/2) for one position. Below 2^16 the angle is the
     /// f32 product transformers computes; beyond (endless generation with a ring cache)
     /// it is computed in f64, as f32 would lose the high-frequency angles.

@@ -26,6 +26,9 @@ pub struct GgufTokenizerParts {
     pub eot_id: Option<u32>,
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix`: SentencePiece's dummy prefix (default true;
+    /// false for Gemma).
+    pub add_space_prefix: Option<bool>,
 }
 
 pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> {
@@ -89,7 +92,7 @@ pub(crate) fn build(p: GgufTokenizerParts) -> Result<Tokenizer, TokenizerError> 
     let mut merge_list = Vec::new();
     let kind = if is_spm {
         ModelKind::Spm(SpmConfig {
-            add_dummy_prefix: true,
+            add_dummy_prefix: p.add_space_prefix.unwrap_or(true),
             remove_extra_whitespaces: false,
             escape_whitespaces: true,
             split_digits: false,

@@ -115,6 +115,18 @@ pub fn convert_smollm2_kept() -> PathBuf {
     )
 }
 
+/// Gemma 3 270M with the GGUF's own tensors kept (Q4_K, Q6_K, Q5_0, Q8_0), converted once.
+pub fn convert_gemma3_kept() -> PathBuf {
+    let ck = GgufCheckpoint::open(&gemma3_gguf()).unwrap();
+    convert_once(
+        "gemma3",
+        Target::Keep {
+            fallback: DType::Q8_0,
+        },
+        &ck,
+    )
+}
+
 /// SmolLM2 at `dtype`, opened for the rest of the process.
 pub fn open_smollm2(dtype: DType) -> Model {
     Model::open(&convert_smollm2_to_scratch(dtype)).unwrap()
