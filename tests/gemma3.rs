@@ -203,3 +203,103 @@ fn shifted_window_sees_what_an_unshifted_one_sees() {
         assert!(kl < 1e-2, "batches of {batch}: shift vs stop mean KL {kl}");
     }
 }
+
+/// A tiny Gemma 3 GGUF (6 layers, f32, no tokenizer) with `extra` metadata.
+fn tiny_gemma3(dir: &std::path::Path, extra: common::gguf::Kvs) -> std::path::PathBuf {
+    use common::gguf::{write_gguf, T_STRING, T_U32};
+    let (dim, heads, hd, ffn, vocab, layers) = (64u64, 2u64, 32u64, 96u64, 50u64, 6);
+    let u = |v: u64| (v as u32).to_le_bytes().to_vec();
+    let mut kvs: common::gguf::Kvs = vec![
+        (
+            "general.architecture",
+            T_STRING,
+            common::gguf::gstr("gemma3"),
+        ),
+        ("gemma3.embedding_length", T_U32, u(dim)),
+        ("gemma3.block_count", T_U32, u(layers)),
+        ("gemma3.feed_forward_length", T_U32, u(ffn)),
+        ("gemma3.attention.head_count", T_U32, u(heads)),
+        ("gemma3.attention.head_count_kv", T_U32, u(1)),
+        ("gemma3.attention.key_length", T_U32, u(hd)),
+        ("gemma3.context_length", T_U32, u(64)),
+    ];
+    kvs.extend(extra);
+    let mut rng = common::Rng(5);
+    let mut t = |name: String, dims: Vec<u64>| {
+        let n = dims.iter().product::<u64>() as usize;
+        let v = (0..n).map(|_| rng.f() * 0.5).collect();
+        (name, dims, v)
+    };
+    let mut ts = vec![t("token_embd.weight".into(), vec![dim, vocab])];
+    for l in 0..layers {
+        let b = |p: &str| format!("blk.{l}.{p}.weight");
+        ts.extend([
+            t(b("attn_norm"), vec![dim]),
+            t(b("attn_q"), vec![dim, heads * hd]),
+            t(b("attn_k"), vec![dim, hd]),
+            t(b("attn_v"), vec![dim, hd]),
+            t(b("attn_output"), vec![heads * hd, dim]),
+            t(b("ffn_norm"), vec![dim]),
+            t(b("ffn_gate"), vec![dim, ffn]),
+            t(b("ffn_up"), vec![dim, ffn]),
+            t(b("ffn_down"), vec![ffn, dim]),
+            t(b("attn_q_norm"), vec![hd]),
+            t(b("attn_k_norm"), vec![hd]),
+            t(b("post_attention_norm"), vec![dim]),
+            t(b("post_ffw_norm"), vec![dim]),
+        ]);
+    }
+    ts.push(t("output_norm.weight".into(), vec![dim]));
+    let p = dir.join("tiny-gemma3.gguf");
+    write_gguf(&p, &kvs, &ts);
+    p
+}
+
+/// The metadata of a Gemma 3 GGUF read as llama.cpp reads it: every sixth layer global;
+/// no `sliding_window` (or 0): no sliding-window layer; soft-capping refused by name.
+#[test]
+fn gemma3_gguf_metadata_is_read_as_llamacpp_reads_it() {
+    use common::gguf::{T_F32, T_U32};
+    use llq::convert::{Checkpoint, GgufCheckpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let window = vec![(
+        "gemma3.attention.sliding_window",
+        T_U32,
+        4u32.to_le_bytes().to_vec(),
+    )];
+    let ck = GgufCheckpoint::open(&tiny_gemma3(dir.path(), window.clone())).unwrap();
+    let cfg = ck.config();
+    let windows: Vec<_> = (0..6).map(|l| cfg.layer_window(l)).collect();
+    assert_eq!(windows, [Some(4), Some(4), Some(4), Some(4), Some(4), None]);
+    assert_eq!(cfg.gemma3.as_ref().unwrap().rope_theta_local, 10000.0);
+    assert_eq!(cfg.attn_scale(), 1.0 / 32f32.sqrt());
+
+    // It converts, and the result runs past its window in one batch and token by token.
+    let out = dir.path().join("tiny.llq");
+    llq::convert::convert(&ck, llq::quant::DType::F32, &out, &llq::convert::Silent).unwrap();
+    let m = Model::open(&out).unwrap();
+    assert_eq!(m.config, *cfg);
+    let ids: Vec<u32> = (0..12).map(|i| i * 3 % 50).collect();
+    let all = common::all_logits(&m, &ids);
+    let mut st = State::new(&m, 16);
+    for (i, &t) in ids.iter().enumerate() {
+        let row = m.forward(&mut st, &[t], Logits::Last).unwrap();
+        let want = &all[i * 50..(i + 1) * 50];
+        assert!(common::max_abs_diff(row, want) < 1e-3, "position {i}");
+    }
+
+    let ck = GgufCheckpoint::open(&tiny_gemma3(dir.path(), vec![])).unwrap();
+    assert!((0..6).all(|l| ck.config().layer_window(l).is_none()));
+
+    let mut capped = window;
+    capped.push((
+        "gemma3.final_logit_softcapping",
+        T_F32,
+        30f32.to_le_bytes().to_vec(),
+    ));
+    let e = GgufCheckpoint::open(&tiny_gemma3(dir.path(), capped))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("soft-capping is not supported"), "{e}");
+}

@@ -20,6 +20,8 @@ Models: SmolLM2-135M-Instruct (source: the Q4_1 GGUF that tools/fetch_smollm2.sh
 both runtimes requantize from it: llama.cpp with allow_requantize, llq by dequantizing in
 `llq convert`) and the TinyLlama-shaped 1.1B random model of tools/make_bench_model.py
 (source: its f16 GGUF). llama.cpp's quantizations are made with llama_model_quantize.
+`--models gemma3`: Gemma 3 270M, the Q4_K_M GGUF that tools/fetch_gemma3.sh fetches;
+`--types gguf` runs that file itself in both engines (llq keeping every tensor's type).
 
 The virtualenv ~/.cache/llq/venv-llamacpp (llama-cpp-python, gguf, numpy, matplotlib,
 safetensors) is created when missing and the script re-runs itself inside it;
@@ -55,6 +57,7 @@ VENV_PKGS = ["llama-cpp-python", "gguf", "numpy", "matplotlib", "safetensors"]
 WORK = ROOT / ".cache/bench-vs-llamacpp"
 RESULTS = ROOT / "docs/bench"
 SMOL_GGUF = Path.home() / ".cache/llq/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_GGUF = Path.home() / ".cache/llq/gemma3/gemma-3-270m-q4_k_m.gguf"
 DITHERED_GGUF = Path.home() / ".cache/llq/smollm2/SmolLM2-135M-Instruct.dithered.f32.gguf"
 # llama.cpp's command-line tools (llama-imatrix, llama-quantize) for the importance-matrix
 # rows: llama-cpp-python ships only the library; tools/build_llamacpp_tools.sh builds them
@@ -202,6 +205,10 @@ def models(args):
         if not src.exists():
             subprocess.run([sys.executable, str(ROOT / "tools/make_bench_model.py")], check=True)
         out["tinyllama-1.1b-shape"] = src
+    if "gemma3" in args.models:
+        if not GEMMA_GGUF.exists():
+            subprocess.run(["bash", str(ROOT / "tools/fetch_gemma3.sh")], check=True)
+        out["gemma3-270m"] = GEMMA_GGUF
     return out
 
 
@@ -246,6 +253,11 @@ def prepare(llq, name, src, qtype, same_weights=False):
     """llama.cpp's file of `qtype` and llq's. With `same_weights` (speed) llq imports
     llama.cpp's K-quant file as it is; otherwise (quality) llq quantizes the source itself."""
     WORK.mkdir(parents=True, exist_ok=True)
+    if qtype == "gguf":
+        # The source file itself in both engines, every tensor keeping its type.
+        lq = WORK / f"{name}.llq.gguf.kept.llq"
+        convert_llq(llq, src, lq, None)
+        return src, lq
     gg = WORK / f"{name}.llamacpp.{qtype}.gguf"
     kept = same_weights and qtype in KEPT_TYPES
     lq = WORK / f"{name}.llq.{qtype}{'.kept' if kept else ''}.llq"
@@ -746,6 +758,8 @@ MATMUL_PARAMS = {
     "smollm2-135m": 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + 49152 * 576,
     # 22 layers × (q,o 2048² + k,v 2048·256 + 3 · 2048·5632) + output 32000·2048
     "tinyllama-1.1b-shape": 22 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 5632) + 32000 * 2048,
+    # 18 layers × (q,o 640·1024 + k,v 640·256 + 3 · 640·2048) + output (tied) 262144·640
+    "gemma3-270m": 18 * (2 * 640 * 1024 + 2 * 640 * 256 + 3 * 640 * 2048) + 262144 * 640,
 }
 
 
@@ -1442,8 +1456,11 @@ def main():
     ap.add_argument("mode", nargs="?", default="all",
                     choices=["all", "perf", "kernels", "quality", "quality-self", "report"])
     ap.add_argument("--llq", help="llq binary (default: cargo build --release)")
-    ap.add_argument("--models", default="smollm2,tinyllama")
-    ap.add_argument("--types", default="q8_0,q4_0")
+    ap.add_argument("--models", default="smollm2,tinyllama",
+                    help="comma-separated: smollm2, tinyllama, gemma3")
+    ap.add_argument("--types", default="q8_0,q4_0",
+                    help="q8_0, q4_0, q4_k_m, q5_k_m, q6_k (quantized by llama.cpp from the "
+                         "model's source), or gguf (the source file itself)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("-p", "--n-prompt", type=int, default=128)
     ap.add_argument("-n", "--n-gen", type=int, default=64)

@@ -38,6 +38,16 @@ fn main() {
     convert(ck.as_ref(), keep, &out, &Silent).unwrap();
     put("llq_open", "tiny-wide-kept", &std::fs::read(&out).unwrap());
 
+    // The tiny Gemma 3 of the gguf corpus (sliding window of 4, one global layer) at
+    // q8_0: the gemma3 metadata and tensors through the .llq reader.
+    let bytes = std::fs::read("corpus/gguf/tiny-gemma3-f32").unwrap();
+    let src = tmp.path().join("gemma3.gguf");
+    std::fs::write(&src, &bytes[..bytes.len() - 1]).unwrap();
+    let ck = open_checkpoint(&src).unwrap();
+    let out = tmp.path().join("gemma3.llq");
+    convert(ck.as_ref(), DType::Q8_0, &out, &Silent).unwrap();
+    put("llq_open", "tiny-gemma3-q8_0", &std::fs::read(&out).unwrap());
+
     // llq adapter files (`llq convert --lora-only`) from the fixtures' r8 PEFT adapter,
     // f16 and f32; selector byte 1: one adapter file, scale 1.
     let peft = llq_fuzz::fixtures().join("lora/tiny-llama-gqa-lora-r8");

@@ -306,4 +306,35 @@ llama3 = (b"{% set loop_messages = messages %}{% for message in loop_messages %}
           b"{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
           b"{{ strftime_now('%d %b %Y') }}{% for i in range(3) %}{{ i ~ messages|length }}{% endfor %}{{ messages|tojson }}")
 put("chat_template", "llama3-ish", b"\x02" + llama3 + SEP + b'[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]')
+# --- gguf: a tiny Gemma 3 (after everything above, so the earlier seeds keep their bytes):
+# two layers, the first with a 4-position sliding window (pattern 2: the second is
+# global), so the harness's 9-token prompt and its next token reach the window's masks.
+GKV = [kv_str("general.architecture", "gemma3"), kv_str("general.name", "tiny-gemma3"),
+       kv_u32("gemma3.embedding_length", DIM), kv_u32("gemma3.block_count", 2),
+       kv_u32("gemma3.feed_forward_length", FFN), kv_u32("gemma3.attention.head_count", HEADS),
+       kv_u32("gemma3.attention.head_count_kv", KV), kv_u32("gemma3.attention.key_length", HD),
+       kv_u32("gemma3.attention.value_length", HD), kv_u32("gemma3.context_length", 128),
+       kv_f32("gemma3.attention.layer_norm_rms_epsilon", 1e-6), kv_f32("gemma3.rope.freq_base", 1e6),
+       kv_u32("gemma3.attention.sliding_window", 4), kv_u32("gemma3.attention.sliding_window_pattern", 2),
+       kv_bool("tokenizer.ggml.add_space_prefix", 0)]
+def f32s(k, lo=-0.5, hi=0.5):
+    return struct.pack(f"<{k}f", *[rnd.uniform(lo, hi) for _ in range(k)])
+gts = [("token_embd.weight", [DIM, VOCAB], 0, f32s(DIM * VOCAB))]
+for l in range(2):
+    b = f"blk.{l}."
+    gts += [(b + "attn_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)),
+            (b + "attn_q.weight", [DIM, HEADS * HD], 0, f32s(DIM * HEADS * HD)),
+            (b + "attn_k.weight", [DIM, KV * HD], 0, f32s(DIM * KV * HD)),
+            (b + "attn_v.weight", [DIM, KV * HD], 0, f32s(DIM * KV * HD)),
+            (b + "attn_output.weight", [HEADS * HD, DIM], 0, f32s(DIM * HEADS * HD)),
+            (b + "ffn_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)),
+            (b + "ffn_gate.weight", [DIM, FFN], 0, f32s(DIM * FFN)),
+            (b + "ffn_up.weight", [DIM, FFN], 0, f32s(DIM * FFN)),
+            (b + "ffn_down.weight", [FFN, DIM], 0, f32s(DIM * FFN)),
+            (b + "attn_q_norm.weight", [HD], 0, f32s(HD, 0.5, 1.5)),
+            (b + "attn_k_norm.weight", [HD], 0, f32s(HD, 0.5, 1.5)),
+            (b + "post_attention_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)),
+            (b + "post_ffw_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5))]
+gts.append(("output_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)))
+put("gguf", "tiny-gemma3-f32", gguf(GKV + vocab_kvs, gts) + b"\0")
 print("seeds written")

@@ -318,10 +318,12 @@ fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
 }
 
 /// Gemma 3's hyper-parameters beyond LLaMA's, as llama.cpp reads them: the window from
-/// `gemma3.attention.sliding_window`; every sixth layer global unless the file says
-/// otherwise; sliding-window layers rotating with base 10000 (llama.cpp's fixed
-/// `rope_freq_base_train_swa`); scores scaled by the head size, or by `dim / heads` for
-/// the 62-layer 27B (llama.cpp's rule; transformers' `query_pre_attn_scalar`).
+/// `gemma3.attention.sliding_window` (missing or 0: no sliding-window layer, every layer
+/// global); every sixth layer global (llama.cpp's fixed pattern; an integer
+/// `gemma3.attention.sliding_window_pattern` overrides it); sliding-window layers
+/// rotating with base 10000 (llama.cpp's fixed `rope_freq_base_train_swa`); scores scaled
+/// by the head size, or by `dim / heads` for the 62-layer 27B (llama.cpp's rule;
+/// transformers' `query_pre_attn_scalar`).
 fn gemma3_params(
     path: &Path,
     f: &GgufFile,
@@ -331,17 +333,6 @@ fn gemma3_params(
     head_dim: usize,
 ) -> Result<Gemma3> {
     let bad = |msg: String| Error::invalid(path, msg);
-    let window = f
-        .get_u64("gemma3.attention.sliding_window")
-        .ok_or_else(|| bad("metadata 'gemma3.attention.sliding_window' is missing".into()))?;
-    let pattern = match f.get("gemma3.attention.sliding_window_pattern") {
-        None => 6,
-        Some(_) => f
-            .get_u64("gemma3.attention.sliding_window_pattern")
-            .ok_or_else(|| {
-                bad("gemma3.attention.sliding_window_pattern: only one integer is supported".into())
-            })?,
-    };
     if let Some(c) = f.get_f32("gemma3.final_logit_softcapping") {
         if c != 0.0 {
             return Err(bad(format!(
@@ -349,14 +340,24 @@ fn gemma3_params(
             )));
         }
     }
+    let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let (sliding_window, pattern) = match f.get_u64("gemma3.attention.sliding_window") {
+        None | Some(0) => (1, 1),
+        Some(w) => {
+            let pattern = f
+                .get_u64("gemma3.attention.sliding_window_pattern")
+                .unwrap_or(6);
+            (to_usize(w), to_usize(pattern))
+        }
+    };
     let query_pre_attn_scalar = if n_layers == 62 {
         (dim / n_heads) as f32
     } else {
         head_dim as f32
     };
     Ok(Gemma3 {
-        sliding_window: usize::try_from(window).unwrap_or(usize::MAX),
-        pattern: usize::try_from(pattern).unwrap_or(usize::MAX),
+        sliding_window,
+        pattern,
         rope_theta_local: f.get_f32("gemma3.rope.freq_base_swa").unwrap_or(10000.0),
         query_pre_attn_scalar,
     })

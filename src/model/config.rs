@@ -32,7 +32,7 @@ pub struct Gemma3 {
     /// Positions a sliding-window layer's query sees, itself included.
     pub sliding_window: usize,
     /// Layer `i` is global when `(i + 1) % pattern == 0`, sliding-window otherwise
-    /// (llama.cpp's `set_swa_pattern`; 6 for every Gemma 3).
+    /// (llama.cpp's `set_swa_pattern`; 6 for every Gemma 3, 1 for none).
     pub pattern: usize,
     /// RoPE base of the sliding-window layers (no scaling); global layers use
     /// `rope_theta` and `rope_scaling`.
