@@ -601,7 +601,7 @@ LLQ_API
 llq_status llq_model_free(llq_model *model);
 
 /**
- * The architecture name ("llama" or "gemma3"); NULL for an invalid handle. Valid while the model is.
+ * The architecture name ("llama", "qwen2", "qwen3" or "gemma3"); NULL for an invalid handle. Valid while the model is.
  */
 LLQ_API
 const char *llq_model_architecture(const llq_model *model);

@@ -156,7 +156,10 @@ fn shifted_window_sees_what_an_unshifted_one_sees() {
     // Every layer a sliding-window one: then a ring larger than the window must give
     // what a context that never wraps gives, since no query sees past 512 positions.
     let mut m = model();
-    m.config.gemma3.as_mut().unwrap().pattern = usize::MAX;
+    let llq::model::Arch::Gemma3(g) = &mut m.config.arch else {
+        panic!("not a Gemma 3")
+    };
+    g.pattern = usize::MAX;
     assert!((0..m.config.n_layers).all(|l| m.config.layer_window(l) == Some(512)));
     let vocab = m.config.vocab_size;
     // A ring of 526 slots behind 4 sinks: past position 530 the layers must mask the
@@ -271,7 +274,7 @@ fn gemma3_gguf_metadata_is_read_as_llamacpp_reads_it() {
     let cfg = ck.config();
     let windows: Vec<_> = (0..6).map(|l| cfg.layer_window(l)).collect();
     assert_eq!(windows, [Some(4), Some(4), Some(4), Some(4), Some(4), None]);
-    assert_eq!(cfg.gemma3.as_ref().unwrap().rope_theta_local, 10000.0);
+    assert_eq!(cfg.arch.gemma3().unwrap().rope_theta_local, 10000.0);
     assert_eq!(cfg.attn_scale(), 1.0 / 32f32.sqrt());
 
     // It converts, and the result runs past its window in one batch and token by token.

@@ -35,7 +35,7 @@ cargo test --release --all-targets
 # and the C API's contract do not depend on the level and ran once above.
 levels=$(cargo run --release --quiet -- info --kernels)
 kernel_tests=(--lib --test kernels --test hf_fixtures --test gguf_rope_freqs --test kv_cache
-              --test kv_alloc --test matmul_alloc --test smollm2 --test gemma3)
+              --test kv_alloc --test matmul_alloc --test smollm2 --test gemma3 --test qwen)
 # In those binaries, the tests of conversion, signals and input handling run no kernel.
 level_independent=(--skip run_takes_a_gguf_file --skip interrupted_convert_leaves_nothing
                    --skip tokenizer_matches_llamacpp

@@ -1,10 +1,10 @@
-//! GGUF files (llama.cpp's format) as a conversion source, `llama` and `gemma3`
-//! architectures.
+//! GGUF files (llama.cpp's format) as a conversion source: `llama`, `qwen2`, `qwen3` and
+//! `gemma3` architectures.
 //!
 //! GGUF stores tensor dims innermost first and, for LLaMA, the rows of Q and K permuted so
 //! that RoPE rotates adjacent pairs (llama.cpp's convention). llq keeps Hugging Face's
 //! rotate-half order, so those rows are put back here and the forward pass needs no
-//! second RoPE variant. (Gemma 3 files keep Hugging Face's order already.)
+//! second RoPE variant. (Qwen and Gemma 3 files keep Hugging Face's order already.)
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{keys, Value};
 use crate::gguf::{GgmlType, GgufFile};
-use crate::model::{names, Gemma3, ModelConfig, RopeScaling};
+use crate::model::{names, Arch, Gemma3, ModelConfig, RopeScaling};
 use crate::quant::DType;
 use crate::tokenizer::{GgufTokenizerParts, Tokenizer};
 
@@ -76,9 +76,10 @@ impl GgufCheckpoint {
 impl GgufCheckpoint {
     /// Q and K rows back in Hugging Face's order (values or whole rows of blocks).
     /// Whether [`Self::unpermute`] reorders tensor `name`'s rows.
-    /// (Gemma 3's GGUF files keep Hugging Face's order: llama.cpp rotates them as NeoX.)
+    /// (Qwen's and Gemma 3's GGUF files keep Hugging Face's order: llama.cpp rotates them
+    /// as NeoX.)
     fn unpermuted(&self, name: &str) -> bool {
-        self.config.gemma3.is_none()
+        self.config.arch == Arch::Llama
             && (name.ends_with(".attn_q.weight") || name.ends_with(".attn_k.weight"))
     }
 
@@ -178,6 +179,10 @@ impl Checkpoint for GgufCheckpoint {
 /// The tokenizer described by `tokenizer.ggml.*`, if the file has one.
 pub fn gguf_tokenizer_parts(f: &GgufFile) -> Option<GgufTokenizerParts> {
     let model = f.get_str("tokenizer.ggml.model")?.to_string();
+    // llama.cpp's names for a file without a vocabulary (token ids in, logits out).
+    if matches!(model.as_str(), "none" | "no_vocab") {
+        return None;
+    }
     let tokens = f
         .get_str_array("tokenizer.ggml.tokens")?
         .iter()
@@ -231,9 +236,10 @@ pub(crate) fn unpermute_rows<T: Copy + Default>(
 fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
     let bad = |msg: String| Error::invalid(path, msg);
     let arch = f.get_str("general.architecture").unwrap_or("");
-    if !matches!(arch, "llama" | "gemma3") {
+    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "gemma3") {
         return Err(bad(format!(
-            "general.architecture '{arch}' is not supported (llama or gemma3 expected)"
+            "general.architecture '{arch}' is not supported (llama, qwen2, qwen3 or gemma3 \
+             expected)"
         )));
     }
     // Every hyper-parameter key is under the architecture's name.
@@ -289,9 +295,11 @@ fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
         }
     }
     let n_layers = need("block_count")?;
-    let gemma3 = match arch {
-        "gemma3" => Some(gemma3_params(path, f, n_layers, dim, n_heads, head_dim)?),
-        _ => None,
+    let arch = match arch {
+        "gemma3" => Arch::Gemma3(gemma3_params(path, f, n_layers, dim, n_heads, head_dim)?),
+        "qwen2" => Arch::Qwen2,
+        "qwen3" => Arch::Qwen3,
+        _ => Arch::Llama,
     };
     let cfg = ModelConfig {
         vocab_size,
@@ -311,7 +319,7 @@ fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
         tie_embeddings: f.tensor(names::OUTPUT).is_none(),
         bos_id: f.get_u32("tokenizer.ggml.bos_token_id"),
         eos_ids,
-        gemma3,
+        arch,
     };
     cfg.validate().map_err(bad)?;
     Ok(cfg)

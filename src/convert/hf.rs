@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{keys, Value};
-use crate::model::{names, ModelConfig, RopeScaling};
+use crate::model::{names, Arch, ModelConfig, RopeScaling};
 use crate::tokenizer::Tokenizer;
 
 struct Shard {
@@ -234,10 +234,21 @@ pub fn parse_config(p: &Path, bytes: &[u8]) -> Result<ModelConfig> {
         .and_then(|a| a.get(0))
         .and_then(Json::as_str)
         .unwrap_or("");
-    if !matches!(arch, "LlamaForCausalLM" | "MistralForCausalLM") {
-        return Err(bad(format!(
-            "architecture '{arch}' is not supported (LlamaForCausalLM or MistralForCausalLM expected)"
-        )));
+    let arch = match arch {
+        "LlamaForCausalLM" | "MistralForCausalLM" => Arch::Llama,
+        "Qwen2ForCausalLM" => Arch::Qwen2,
+        "Qwen3ForCausalLM" => Arch::Qwen3,
+        _ => {
+            return Err(bad(format!(
+                "architecture '{arch}' is not supported (LlamaForCausalLM, MistralForCausalLM, \
+                 Qwen2ForCausalLM or Qwen3ForCausalLM expected)"
+            )))
+        }
+    };
+    if arch != Arch::Llama && j.get("use_sliding_window").and_then(Json::as_bool) == Some(true) {
+        return Err(bad(
+            "use_sliding_window = true is not supported (Qwen's sliding-window attention)".into(),
+        ));
     }
     let int = |k: &str| -> Result<Option<usize>> {
         match j.get(k) {
@@ -353,7 +364,7 @@ pub fn parse_config(p: &Path, bytes: &[u8]) -> Result<ModelConfig> {
             .unwrap_or(false),
         bos_id: int("bos_token_id")?.map(|v| v as u32),
         eos_ids,
-        gemma3: None,
+        arch,
     };
     cfg.validate().map_err(bad)?;
     Ok(cfg)
@@ -427,17 +438,25 @@ fn open_shard(path: &Path) -> Result<Shard> {
     })
 }
 
-/// HF per-layer tensor suffix ↔ llq per-layer part.
-const LAYER_PARTS: [(&str, &str); 9] = [
-    ("input_layernorm.weight", "attn_norm"),
-    ("self_attn.q_proj.weight", "attn_q"),
-    ("self_attn.k_proj.weight", "attn_k"),
-    ("self_attn.v_proj.weight", "attn_v"),
-    ("self_attn.o_proj.weight", "attn_output"),
-    ("post_attention_layernorm.weight", "ffn_norm"),
-    ("mlp.gate_proj.weight", "ffn_gate"),
-    ("mlp.up_proj.weight", "ffn_up"),
-    ("mlp.down_proj.weight", "ffn_down"),
+/// HF per-layer tensor suffix ↔ llq per-layer suffix (`blk.N.` then this). Which of them
+/// a model must have is the architecture's (`ModelConfig::expected_tensors`).
+const LAYER_PARTS: [(&str, &str); 14] = [
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("self_attn.q_proj.weight", "attn_q.weight"),
+    ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.v_proj.weight", "attn_v.weight"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+    // Qwen2
+    ("self_attn.q_proj.bias", "attn_q.bias"),
+    ("self_attn.k_proj.bias", "attn_k.bias"),
+    ("self_attn.v_proj.bias", "attn_v.bias"),
+    // Qwen3
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
 ];
 const GLOBAL: [(&str, &str); 3] = [
     ("model.embed_tokens.weight", names::TOKEN_EMBD),
@@ -457,7 +476,7 @@ fn llq_name(hf: &str) -> Option<Option<String>> {
         return Some(None);
     }
     let (_, p) = LAYER_PARTS.iter().find(|(h, _)| *h == part)?;
-    Some(Some(names::layer(i, p)))
+    Some(Some(format!("blk.{i}.{p}")))
 }
 
 /// llq name → HF name, for error messages.
@@ -465,7 +484,7 @@ fn hf_name(llq: &str) -> String {
     if let Some((h, _)) = GLOBAL.iter().find(|(_, l)| *l == llq) {
         return h.to_string();
     }
-    let mut it = llq.split('.');
+    let mut it = llq.splitn(3, '.');
     let (i, part) = (it.nth(1).unwrap_or("?"), it.next().unwrap_or("?"));
     let suffix = LAYER_PARTS
         .iter()

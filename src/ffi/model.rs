@@ -127,7 +127,7 @@ pub extern "C" fn llq_model_free(model: *mut llq_model) -> llq_status {
     guard(|| handles::free::<ModelObj>(model, "model"))
 }
 
-/// The architecture name ("llama" or "gemma3"); NULL for an invalid handle. Valid while the model is.
+/// The architecture name ("llama", "qwen2", "qwen3" or "gemma3"); NULL for an invalid handle. Valid while the model is.
 #[no_mangle]
 pub extern "C" fn llq_model_architecture(model: *const llq_model) -> *const c_char {
     guard_value(std::ptr::null(), || Ok(model_ref(model)?.arch.as_ptr()))

@@ -1,5 +1,5 @@
 //! LLaMA hyper-parameters: what the forward pass needs, stored as `.llq` metadata; plus
-//! what Gemma 3 changes in the LLaMA block ([`Gemma3`]).
+//! what the close relatives change in the LLaMA block ([`Arch`]).
 
 use crate::error::{Error, Result};
 use crate::format::{keys, LlqFile, Value};
@@ -41,6 +41,48 @@ pub struct Gemma3 {
     pub query_pre_attn_scalar: f32,
 }
 
+/// The architecture: LLaMA's block, or a close relative that changes a few pieces of it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arch {
+    /// LLaMA 1/2/3, TinyLlama, SmolLM, Mistral-style models.
+    Llama,
+    /// Qwen2 and Qwen2.5: biases on the Q, K and V projections.
+    Qwen2,
+    /// Qwen3 (dense): an RMSNorm on each query and key head before RoPE.
+    Qwen3,
+    /// Gemma 3 (see [`Gemma3`]).
+    Gemma3(Gemma3),
+}
+
+impl Arch {
+    /// The name in `.llq` and GGUF metadata (`general.architecture`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3(_) => "gemma3",
+        }
+    }
+
+    /// Whether Q, K and V have bias vectors (`attn_{q,k,v}.bias`).
+    pub fn qkv_bias(&self) -> bool {
+        matches!(self, Arch::Qwen2)
+    }
+
+    /// Whether each query and key head is RMS-normed before RoPE (`attn_{q,k}_norm`).
+    pub fn qk_norm(&self) -> bool {
+        matches!(self, Arch::Qwen3 | Arch::Gemma3(_))
+    }
+
+    pub fn gemma3(&self) -> Option<&Gemma3> {
+        match self {
+            Arch::Gemma3(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub vocab_size: usize,
@@ -60,8 +102,8 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     pub bos_id: Option<u32>,
     pub eos_ids: Vec<u32>,
-    /// Gemma 3's changes to the LLaMA block; `None` for LLaMA itself.
-    pub gemma3: Option<Gemma3>,
+    /// LLaMA, or which relative (and its own hyper-parameters).
+    pub arch: Arch,
 }
 
 impl ModelConfig {
@@ -75,22 +117,19 @@ impl ModelConfig {
 
     /// The architecture's name in `.llq` metadata and in `llq info`.
     pub fn arch_name(&self) -> &'static str {
-        match self.gemma3 {
-            None => "llama",
-            Some(_) => "gemma3",
-        }
+        self.arch.name()
     }
 
     /// The sliding window of layer `l` (positions its queries see, themselves included);
     /// `None` for a layer that sees the whole context.
     pub fn layer_window(&self, l: usize) -> Option<usize> {
-        let g = self.gemma3.as_ref()?;
+        let g = self.arch.gemma3()?;
         (!(l + 1).is_multiple_of(g.pattern)).then_some(g.sliding_window)
     }
 
     /// The factor applied to every attention score.
     pub fn attn_scale(&self) -> f32 {
-        match &self.gemma3 {
+        match self.arch.gemma3() {
             None => 1.0 / (self.head_dim as f32).sqrt(),
             Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
         }
@@ -177,7 +216,7 @@ impl ModelConfig {
                 }
             }
         }
-        if let Some(g) = &self.gemma3 {
+        if let Some(g) = self.arch.gemma3() {
             if g.sliding_window == 0 || g.sliding_window > MAX || g.pattern == 0 {
                 return Err(format!(
                     "sliding window {} / pattern {} is out of range",
@@ -259,7 +298,7 @@ impl ModelConfig {
                 Value::ArrF32(f.clone()),
             ));
         }
-        if let Some(g) = &self.gemma3 {
+        if let Some(g) = self.arch.gemma3() {
             m.push(u(keys::GEMMA3_SLIDING_WINDOW, g.sliding_window));
             m.push(u(keys::GEMMA3_SLIDING_PATTERN, g.pattern));
             m.push(f(keys::GEMMA3_ROPE_THETA_LOCAL, g.rope_theta_local));
@@ -288,9 +327,9 @@ impl ModelConfig {
                     .into(),
             ));
         }
-        if !matches!(arch, Some("llama" | "gemma3")) {
+        if !matches!(arch, Some("llama" | "qwen2" | "qwen3" | "gemma3")) {
             return Err(bad(format!(
-                "architecture {arch:?} is not supported (llama or gemma3 expected)"
+                "architecture {arch:?} is not supported (llama, qwen2, qwen3 or gemma3 expected)"
             )));
         }
         let int = |k: &str| -> Result<usize> {
@@ -343,14 +382,16 @@ impl ModelConfig {
                 Some(Value::ArrU32(v)) => v.clone(),
                 _ => Vec::new(),
             },
-            gemma3: match arch {
-                Some("gemma3") => Some(Gemma3 {
+            arch: match arch {
+                Some("gemma3") => Arch::Gemma3(Gemma3 {
                     sliding_window: int(keys::GEMMA3_SLIDING_WINDOW)?,
                     pattern: int(keys::GEMMA3_SLIDING_PATTERN)?,
                     rope_theta_local: float(keys::GEMMA3_ROPE_THETA_LOCAL)?,
                     query_pre_attn_scalar: float(keys::GEMMA3_QUERY_PRE_ATTN_SCALAR)?,
                 }),
-                _ => None,
+                Some("qwen2") => Arch::Qwen2,
+                Some("qwen3") => Arch::Qwen3,
+                _ => Arch::Llama,
             },
         };
         cfg.validate().map_err(bad)?;

@@ -4,6 +4,7 @@
 //! `mlp_block`: RMSNorm → SwiGLU MLP → residual } → final RMSNorm →
 //! logits. Attention itself lives in `attention.rs`.
 //!
+//! Qwen2 adds biases to Q, K and V; Qwen3 RMS-norms each query and key head before RoPE.
 //! Gemma 3 ([`crate::model::Gemma3`]) changes a few steps in place: the embeddings are
 //! scaled by `√dim`, each query and key head is RMS-normed before RoPE, sliding-window
 //! layers rotate with their own base and see only the last positions, both blocks' outputs
@@ -205,7 +206,7 @@ impl Model {
 
         // Token embeddings (Gemma scales them by √dim).
         let embd = self.weight(&self.token_embd);
-        let embd_scale = cfg.gemma3.as_ref().map(|_| (cfg.dim as f32).sqrt());
+        let embd_scale = cfg.arch.gemma3().map(|_| (cfg.dim as f32).sqrt());
         for (t, x) in tokens.iter().zip(b.x.chunks_exact_mut(cfg.dim)) {
             embd.dequantize_row(*t as usize, x);
             if let Some(c) = embd_scale {
@@ -311,20 +312,25 @@ impl Model {
             ad.apply(k, l, Proj::K, &b.xb, n, &mut b.k, &mut b.lora);
             ad.apply(k, l, Proj::V, &b.xb, n, &mut b.v, &mut b.lora);
         }
-        if let Some(g) = &lw.gemma3 {
-            let hd = cfg.head_dim;
-            rmsnorm_in_place(
-                &mut b.q[..n * cfg.q_dim()],
-                self.vector(&g.q_norm),
-                cfg.rms_eps,
-                hd,
-            );
-            rmsnorm_in_place(
-                &mut b.k[..n * cfg.kv_dim()],
-                self.vector(&g.k_norm),
-                cfg.rms_eps,
-                hd,
-            );
+        // Qwen2's biases, then Qwen3's and Gemma 3's per-head norms.
+        let (e, hd) = (&lw.extra, cfg.head_dim);
+        let (q, kv) = (n * cfg.q_dim(), n * cfg.kv_dim());
+        let biased = [
+            (&mut b.q[..q], &e.q_bias),
+            (&mut b.k[..kv], &e.k_bias),
+            (&mut b.v[..kv], &e.v_bias),
+        ];
+        for (x, bias) in biased {
+            if let Some(bias) = bias {
+                let bias = self.vector(bias);
+                x.chunks_exact_mut(bias.len())
+                    .for_each(|row| add(row, bias));
+            }
+        }
+        for (x, norm) in [(&mut b.q[..q], &e.q_norm), (&mut b.k[..kv], &e.k_norm)] {
+            if let Some(norm) = norm {
+                rmsnorm_in_place(x, self.vector(norm), cfg.rms_eps, hd);
+            }
         }
         let window = cfg.layer_window(l);
         let (cos, sin, sink_cos, sink_sin) = match window {
@@ -350,8 +356,8 @@ impl Model {
         if !ad.is_empty() {
             ad.apply(k, l, Proj::O, &b.att, n, &mut b.xb, &mut b.lora);
         }
-        if let Some(g) = &lw.gemma3 {
-            let w = self.vector(&g.post_attn_norm);
+        if let Some(norm) = &lw.extra.post_attn_norm {
+            let w = self.vector(norm);
             rmsnorm_in_place(&mut b.xb[..n * cfg.dim], w, cfg.rms_eps, cfg.dim);
         }
         add(&mut b.x, &b.xb);
@@ -397,7 +403,7 @@ impl Model {
             ad.apply(k, l, Proj::Gate, &b.xb, n, &mut b.gate, &mut b.lora);
             ad.apply(k, l, Proj::Up, &b.xb, n, &mut b.up, &mut b.lora);
         }
-        match lw.gemma3 {
+        match cfg.arch.gemma3() {
             None => swiglu(k, &mut b.gate, &b.up, cfg.ffn_dim, n),
             Some(_) => geglu(k, &mut b.gate, &mut b.up, cfg.ffn_dim, n),
         }
@@ -415,8 +421,8 @@ impl Model {
         if !ad.is_empty() {
             ad.apply(k, l, Proj::Down, &b.gate, n, &mut b.xb, &mut b.lora);
         }
-        if let Some(g) = &lw.gemma3 {
-            let w = self.vector(&g.post_ffw_norm);
+        if let Some(norm) = &lw.extra.post_ffw_norm {
+            let w = self.vector(norm);
             rmsnorm_in_place(&mut b.xb[..n * cfg.dim], w, cfg.rms_eps, cfg.dim);
         }
         add(&mut b.x, &b.xb);
@@ -467,7 +473,7 @@ impl Buffers {
         ] {
             v.resize(len, 0.0);
         }
-        if cfg.gemma3.is_some() {
+        if cfg.arch.gemma3().is_some() {
             let t = &mut self.local;
             for v in [&mut t.cos, &mut t.sin, &mut t.sink_cos, &mut t.sink_sin] {
                 v.resize(n * half, 0.0);

@@ -5,7 +5,7 @@ mod config;
 mod forward;
 mod rope;
 
-pub use config::{Gemma3, ModelConfig, RopeScaling};
+pub use config::{Arch, Gemma3, ModelConfig, RopeScaling};
 pub use forward::{Logits, MatmulInput, Observer, State};
 pub use rope::Rope;
 
@@ -36,20 +36,41 @@ pub struct LayerWeights {
     pub w_gate: TensorRef,
     pub w_up: TensorRef,
     pub w_down: TensorRef,
-    /// Gemma 3's extra norms; `None` for LLaMA.
-    pub gemma3: Option<Gemma3Norms>,
+    /// What the relatives add to the layer (see [`Arch`]); all `None` for LLaMA.
+    pub extra: LayerExtras,
 }
 
-/// A Gemma 3 layer's norms beyond LLaMA's two (see [`Gemma3`]).
-pub struct Gemma3Norms {
-    /// Per query head, before RoPE (`head_dim`).
-    pub q_norm: TensorRef,
-    /// Per key head, before RoPE (`head_dim`).
-    pub k_norm: TensorRef,
-    /// On the attention block's output, before the residual add (`dim`).
-    pub post_attn_norm: TensorRef,
-    /// On the MLP's output, before the residual add (`dim`).
-    pub post_ffw_norm: TensorRef,
+/// A layer's vectors beyond LLaMA's, present as its [`Arch`] has them.
+#[derive(Default)]
+pub struct LayerExtras {
+    /// Qwen2: biases of the Q, K and V projections (`q_dim`, `kv_dim`, `kv_dim`).
+    pub q_bias: Option<TensorRef>,
+    pub k_bias: Option<TensorRef>,
+    pub v_bias: Option<TensorRef>,
+    /// Qwen3, Gemma 3: RMSNorm weights of each query / key head, before RoPE (`head_dim`).
+    pub q_norm: Option<TensorRef>,
+    pub k_norm: Option<TensorRef>,
+    /// Gemma 3: RMSNorm of the attention block's output, before the residual add (`dim`).
+    pub post_attn_norm: Option<TensorRef>,
+    /// Gemma 3: RMSNorm of the MLP's output, before the residual add (`dim`).
+    pub post_ffw_norm: Option<TensorRef>,
+}
+
+impl LayerExtras {
+    /// Every vector present, with its name in layer `i`.
+    fn named(&self, i: usize) -> impl Iterator<Item = (String, &TensorRef)> {
+        [
+            (names::layer_bias(i, "attn_q"), &self.q_bias),
+            (names::layer_bias(i, "attn_k"), &self.k_bias),
+            (names::layer_bias(i, "attn_v"), &self.v_bias),
+            (names::layer(i, "attn_q_norm"), &self.q_norm),
+            (names::layer(i, "attn_k_norm"), &self.k_norm),
+            (names::layer(i, "post_attention_norm"), &self.post_attn_norm),
+            (names::layer(i, "post_ffw_norm"), &self.post_ffw_norm),
+        ]
+        .into_iter()
+        .filter_map(|(n, t)| Some((n, t.as_ref()?)))
+    }
 }
 
 pub struct Model {
@@ -79,6 +100,11 @@ pub mod names {
         format!("blk.{i}.{part}.weight")
     }
 
+    /// A layer's bias vector (Qwen2's `attn_q.bias`, ...).
+    pub fn layer_bias(i: usize, part: &str) -> String {
+        format!("blk.{i}.{part}.bias")
+    }
+
     /// Per-layer parts in file order.
     pub const LAYER_PARTS: [&str; 9] = [
         "attn_norm",
@@ -92,13 +118,12 @@ pub mod names {
         "ffn_down",
     ];
 
-    /// Gemma 3's per-layer norms, after [`LAYER_PARTS`] in file order.
-    pub const GEMMA3_LAYER_NORMS: [&str; 4] = [
-        "attn_q_norm",
-        "attn_k_norm",
-        "post_attention_norm",
-        "post_ffw_norm",
-    ];
+    /// Qwen2's Q, K and V biases (`blk.N.{part}.bias`), after [`LAYER_PARTS`].
+    pub const QKV_BIASES: [&str; 3] = ["attn_q", "attn_k", "attn_v"];
+    /// Qwen3's and Gemma 3's per-head norms, after the biases.
+    pub const QK_NORMS: [&str; 2] = ["attn_q_norm", "attn_k_norm"];
+    /// Gemma 3's output norms, last in a layer.
+    pub const GEMMA3_POST_NORMS: [&str; 2] = ["post_attention_norm", "post_ffw_norm"];
 }
 
 impl ModelConfig {
@@ -127,11 +152,19 @@ impl ModelConfig {
             for (part, shape) in names::LAYER_PARTS.iter().zip(shapes) {
                 t.push((names::layer(i, part), shape));
             }
-            if self.gemma3.is_some() {
-                let h = self.head_dim as u64;
-                let shapes = [vec![h], vec![h], vec![d], vec![d]];
-                for (part, shape) in names::GEMMA3_LAYER_NORMS.iter().zip(shapes) {
-                    t.push((names::layer(i, part), shape));
+            if self.arch.qkv_bias() {
+                for (part, n) in names::QKV_BIASES.iter().zip([q, kv, kv]) {
+                    t.push((names::layer_bias(i, part), vec![n]));
+                }
+            }
+            if self.arch.qk_norm() {
+                for part in names::QK_NORMS {
+                    t.push((names::layer(i, part), vec![self.head_dim as u64]));
+                }
+            }
+            if self.arch.gemma3().is_some() {
+                for part in names::GEMMA3_POST_NORMS {
+                    t.push((names::layer(i, part), vec![d]));
                 }
             }
         }
@@ -192,14 +225,20 @@ impl Model {
                 w_gate: next()?,
                 w_up: next()?,
                 w_down: next()?,
-                gemma3: match config.gemma3 {
-                    None => None,
-                    Some(_) => Some(Gemma3Norms {
-                        q_norm: next()?,
-                        k_norm: next()?,
-                        post_attn_norm: next()?,
-                        post_ffw_norm: next()?,
-                    }),
+                extra: {
+                    let a = &config.arch;
+                    let mut e = LayerExtras::default();
+                    if a.qkv_bias() {
+                        (e.q_bias, e.k_bias, e.v_bias) =
+                            (Some(next()?), Some(next()?), Some(next()?));
+                    }
+                    if a.qk_norm() {
+                        (e.q_norm, e.k_norm) = (Some(next()?), Some(next()?));
+                    }
+                    if a.gemma3().is_some() {
+                        (e.post_attn_norm, e.post_ffw_norm) = (Some(next()?), Some(next()?));
+                    }
+                    e
                 },
             });
         }
@@ -215,18 +254,15 @@ impl Model {
         for (i, l) in layers.iter().enumerate() {
             check_finite_vector(path, &file, &l.attn_norm, || names::layer(i, "attn_norm"))?;
             check_finite_vector(path, &file, &l.ffn_norm, || names::layer(i, "ffn_norm"))?;
-            if let Some(g) = &l.gemma3 {
-                let norms = [&g.q_norm, &g.k_norm, &g.post_attn_norm, &g.post_ffw_norm];
-                for (t, part) in norms.into_iter().zip(names::GEMMA3_LAYER_NORMS) {
-                    check_finite_vector(path, &file, t, || names::layer(i, part))?;
-                }
+            for (name, t) in l.extra.named(i) {
+                check_finite_vector(path, &file, t, || name.clone())?;
             }
         }
         check_finite_vector(path, &file, &output_norm, || names::OUTPUT_NORM.into())?;
         let rope = Rope::new(&config);
         let rope_local = config
-            .gemma3
-            .as_ref()
+            .arch
+            .gemma3()
             .map(|g| Rope::plain(config.head_dim, g.rope_theta_local));
         let tokenizer = match file.get_bytes(keys::TOKENIZER) {
             None => None,
