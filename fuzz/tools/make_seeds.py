@@ -337,4 +337,35 @@ for l in range(2):
             (b + "post_ffw_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5))]
 gts.append(("output_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)))
 put("gguf", "tiny-gemma3-f32", gguf(GKV + vocab_kvs, gts) + b"\0")
+
+# --- gguf: tiny Qwen2 (Q/K/V biases) and Qwen3 (per-head Q/K norms, head size 32 with a
+# hidden size of 64 and 4 heads), one layer each, f32.
+for arch in ("qwen2", "qwen3"):
+    qheads = 4 if arch == "qwen3" else HEADS
+    qkv = [kv_str("general.architecture", arch), kv_str("general.name", f"tiny-{arch}"),
+           kv_u32(f"{arch}.embedding_length", DIM), kv_u32(f"{arch}.block_count", 1),
+           kv_u32(f"{arch}.feed_forward_length", FFN), kv_u32(f"{arch}.attention.head_count", qheads),
+           kv_u32(f"{arch}.attention.head_count_kv", KV), kv_u32(f"{arch}.attention.key_length", HD),
+           kv_u32(f"{arch}.context_length", 128),
+           kv_f32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6), kv_f32(f"{arch}.rope.freq_base", 1e6)]
+    b = "blk.0."
+    q = qheads * HD
+    qts = [("token_embd.weight", [DIM, VOCAB], 0, f32s(DIM * VOCAB)),
+           (b + "attn_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)),
+           (b + "attn_q.weight", [DIM, q], 0, f32s(DIM * q)),
+           (b + "attn_k.weight", [DIM, KV * HD], 0, f32s(DIM * KV * HD)),
+           (b + "attn_v.weight", [DIM, KV * HD], 0, f32s(DIM * KV * HD)),
+           (b + "attn_output.weight", [q, DIM], 0, f32s(DIM * q)),
+           (b + "ffn_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)),
+           (b + "ffn_gate.weight", [DIM, FFN], 0, f32s(DIM * FFN)),
+           (b + "ffn_up.weight", [DIM, FFN], 0, f32s(DIM * FFN)),
+           (b + "ffn_down.weight", [FFN, DIM], 0, f32s(DIM * FFN))]
+    if arch == "qwen2":
+        qts += [(b + "attn_q.bias", [q], 0, f32s(q)), (b + "attn_k.bias", [KV * HD], 0, f32s(KV * HD)),
+                (b + "attn_v.bias", [KV * HD], 0, f32s(KV * HD))]
+    else:
+        qts += [(b + "attn_q_norm.weight", [HD], 0, f32s(HD, 0.5, 1.5)),
+                (b + "attn_k_norm.weight", [HD], 0, f32s(HD, 0.5, 1.5))]
+    qts.append(("output_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)))
+    put("gguf", f"tiny-{arch}-f32", gguf(qkv + vocab_kvs, qts) + b"\0")
 print("seeds written")
