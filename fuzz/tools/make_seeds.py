@@ -368,4 +368,13 @@ for arch in ("qwen2", "qwen3"):
                 (b + "attn_k_norm.weight", [HD], 0, f32s(HD, 0.5, 1.5))]
     qts.append(("output_norm.weight", [DIM], 0, f32s(DIM, 0.5, 1.5)))
     put("gguf", f"tiny-{arch}-f32", gguf(qkv + vocab_kvs, qts) + b"\0")
+
+# --- hf_checkpoint: the tiny llama as Qwen2 (Q/K/V biases, tied) and Qwen3 (per-head norms).
+q2 = shapes(True) + [(f"model.layers.0.self_attn.{p}_proj.bias", [n]) for p, n in
+                     (("q", HEADS * HD), ("k", KV * HD), ("v", KV * HD))]
+put("hf_checkpoint", "qwen2-f16-tied", config(tied=True, architectures=["Qwen2ForCausalLM"],
+    model_type="qwen2", use_sliding_window=False) + SEP + safetensors(q2, "F16"))
+q3 = shapes() + [(f"model.layers.0.self_attn.{p}_norm.weight", [HD]) for p in "qk"]
+put("hf_checkpoint", "qwen3-bf16", config(architectures=["Qwen3ForCausalLM"], model_type="qwen3")
+    + SEP + safetensors(q3, "BF16"))
 print("seeds written")

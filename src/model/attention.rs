@@ -21,14 +21,15 @@ pub(super) struct SinkRotation<'a> {
     pub sin: &'a [f32],
 }
 
-/// `out = softmax(q·Kᵀ / √head_dim) · V` for every query head of every batch token, against
-/// the cache (which already holds the batch's keys and values). A batch of several tokens
-/// that does not wrap the cache goes by blocks of tokens per kv head through
-/// the blocked kernels ([`attention_blocked`]: tiles of keys, online softmax). Otherwise
-/// the query heads that share a kv head go together (split across threads by token and kv
-/// head): with a float cache and no slot overwritten by a later token of the batch, each
-/// key and value row is read once for the whole group ([`attend_group`]); otherwise head
-/// by head ([`attend`]). Slot order is position order until the window wraps.
+/// `out = softmax(q·Kᵀ · scale) · V` (`ModelConfig::attn_scale`: 1/√head_dim but for
+/// Gemma) for every query head of every batch token, against the cache (which already
+/// holds the batch's keys and values). A batch of several tokens that does not wrap the
+/// cache goes by blocks of tokens per kv head through the blocked kernels
+/// ([`attention_blocked`]: tiles of keys, online softmax). Otherwise the query heads that
+/// share a kv head go together (split across threads by token and kv head): with a float
+/// cache and no slot overwritten by a later token of the batch, each key and value row is
+/// read once for the whole group ([`attend_group`]); otherwise head by head ([`attend`]).
+/// Slot order is position order until the window wraps.
 ///
 /// A layer with a sliding `window` (Gemma 3) hides from each query the keys `window` or
 /// more positions back (see [`distance`] once the ring has wrapped).
