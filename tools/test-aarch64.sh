@@ -13,7 +13,7 @@ target=aarch64-unknown-linux-gnu
 # no debug info, to cut the cross build (5 min in the `test` profile on the CI machine);
 # the kernels are what is tested here.
 profile=(--profile cross-test)
-kernel_cpu=(--test kernels --test kernels_coded --test hf_fixtures)
+kernel_cpu=(--test kernels --test kernels_coded --test hf_fixtures --test qwen)
 once=(--test tokenizer_fixtures --test format --test gguf_hostile --test gguf_dequant)
 # Every binary in one build, so cargo compiles them in parallel.
 cargo test "${profile[@]}" --target "$target" "${kernel_cpu[@]}" "${once[@]}" --no-run
@@ -25,10 +25,11 @@ for pair in cortex-a72:neon cortex-a76:dotprod max:i8mm; do
         --test kernels_coded -- --nocapture 2>&1 | grep -E "available kernel levels|selected kernel level|test result|panicked|FAILED"
     test "${PIPESTATUS[0]}" -eq 0
     echo "   $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s"
-    # The fixture logits vs transformers under each CPU model: they hold the whole forward
-    # pass on each ARM kernel level to the references.
-    echo "== hf_fixtures, QEMU_CPU=$cpu"
-    QEMU_CPU=$cpu cargo test -q "${profile[@]}" --target "$target" --test hf_fixtures
+    # The fixture logits vs transformers, and the tiny Qwen2/Qwen3 vs llama.cpp, under each
+    # CPU model: they hold the whole forward pass (biases and per-head norms included) on
+    # each ARM kernel level to the references.
+    echo "== hf_fixtures and qwen, QEMU_CPU=$cpu"
+    QEMU_CPU=$cpu cargo test -q "${profile[@]}" --target "$target" --test hf_fixtures --test qwen
 done
 # Tokenizers and file formats run no kernel: once, on the oldest CPU model (ARM's
 # alignment and byte order under the parsers).

@@ -538,8 +538,8 @@ fn geglu(k: &Kernels, gate: &mut [f32], up: &mut [f32], ffn: usize, n: usize) {
     }
 }
 
-/// `x = x / rms(x) * w` in place, row by row (rows of `dim`: Gemma's per-head and output
-/// norms).
+/// `x = x / rms(x) * w` in place, row by row (rows of `dim`: the per-head norms of Qwen3
+/// and Gemma 3, Gemma's output norms).
 fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
     let row = |xr: &mut [f32]| {
         let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
