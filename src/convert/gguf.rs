@@ -236,10 +236,10 @@ pub(crate) fn unpermute_rows<T: Copy + Default>(
 fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
     let bad = |msg: String| Error::invalid(path, msg);
     let arch = f.get_str("general.architecture").unwrap_or("");
-    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "gemma3") {
+    if !Arch::NAMES.contains(&arch) {
         return Err(bad(format!(
-            "general.architecture '{arch}' is not supported (llama, qwen2, qwen3 or gemma3 \
-             expected)"
+            "general.architecture '{arch}' is not supported (one of {} expected)",
+            Arch::NAMES.join(", ")
         )));
     }
     // Every hyper-parameter key is under the architecture's name.
@@ -295,11 +295,9 @@ fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig> {
         }
     }
     let n_layers = need("block_count")?;
-    let arch = match arch {
-        "gemma3" => Arch::Gemma3(gemma3_params(path, f, n_layers, dim, n_heads, head_dim)?),
-        "qwen2" => Arch::Qwen2,
-        "qwen3" => Arch::Qwen3,
-        _ => Arch::Llama,
+    let arch = match Arch::plain(arch) {
+        Some(a) => a,
+        None => Arch::Gemma3(gemma3_params(path, f, n_layers, dim, n_heads, head_dim)?),
     };
     let cfg = ModelConfig {
         vocab_size,

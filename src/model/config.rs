@@ -55,6 +55,20 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// Every architecture's name, as [`Arch::name`] gives it.
+    pub const NAMES: [&'static str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
+
+    /// The architecture of `name`, except Gemma 3, whose hyper-parameters its reader
+    /// supplies (`None` for "gemma3" and for unknown names).
+    pub fn plain(name: &str) -> Option<Arch> {
+        match name {
+            "llama" => Some(Arch::Llama),
+            "qwen2" => Some(Arch::Qwen2),
+            "qwen3" => Some(Arch::Qwen3),
+            _ => None,
+        }
+    }
+
     /// The name in `.llq` and GGUF metadata (`general.architecture`).
     pub fn name(&self) -> &'static str {
         match self {
@@ -327,11 +341,12 @@ impl ModelConfig {
                     .into(),
             ));
         }
-        if !matches!(arch, Some("llama" | "qwen2" | "qwen3" | "gemma3")) {
+        let Some(arch) = arch.filter(|a| Arch::NAMES.contains(a)) else {
             return Err(bad(format!(
-                "architecture {arch:?} is not supported (llama, qwen2, qwen3 or gemma3 expected)"
+                "architecture {arch:?} is not supported (one of {} expected)",
+                Arch::NAMES.join(", ")
             )));
-        }
+        };
         let int = |k: &str| -> Result<usize> {
             f.get(k)
                 .and_then(Value::as_u64)
@@ -382,16 +397,14 @@ impl ModelConfig {
                 Some(Value::ArrU32(v)) => v.clone(),
                 _ => Vec::new(),
             },
-            arch: match arch {
-                Some("gemma3") => Arch::Gemma3(Gemma3 {
+            arch: match Arch::plain(arch) {
+                Some(a) => a,
+                None => Arch::Gemma3(Gemma3 {
                     sliding_window: int(keys::GEMMA3_SLIDING_WINDOW)?,
                     pattern: int(keys::GEMMA3_SLIDING_PATTERN)?,
                     rope_theta_local: float(keys::GEMMA3_ROPE_THETA_LOCAL)?,
                     query_pre_attn_scalar: float(keys::GEMMA3_QUERY_PRE_ATTN_SCALAR)?,
                 }),
-                Some("qwen2") => Arch::Qwen2,
-                Some("qwen3") => Arch::Qwen3,
-                _ => Arch::Llama,
             },
         };
         cfg.validate().map_err(bad)?;

@@ -71,12 +71,49 @@ pub struct State {
     observer: Option<Observer>,
 }
 
+/// One RoPE base's rotations for a batch.
 #[derive(Default)]
 struct RopeTables {
+    /// Per batch token: cos and sin of its position's rotation.
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// Per batch token: cos and -sin of the sink shift (see `crate::kv`).
     sink_cos: Vec<f32>,
     sink_sin: Vec<f32>,
+}
+
+impl RopeTables {
+    /// Room for `n` tokens of `half` angles each.
+    fn ensure(&mut self, n: usize, half: usize) {
+        for v in [
+            &mut self.cos,
+            &mut self.sin,
+            &mut self.sink_cos,
+            &mut self.sink_sin,
+        ] {
+            v.resize(n * half, 0.0);
+        }
+    }
+
+    /// `rope`'s angles for each batch token's position and, once the window has wrapped,
+    /// for the shift that moves its sinks next to the window (`view` gives the positions;
+    /// they are the same in every layer).
+    fn fill(&mut self, rope: &Rope, view: &LayerView<'_>, half: usize) {
+        for t in 0..view.n {
+            let r = t * half..(t + 1) * half;
+            rope.angles(
+                view.pos + t,
+                &mut self.cos[r.clone()],
+                &mut self.sin[r.clone()],
+            );
+            let delta = view.sink_delta(t);
+            if delta > 0 {
+                let (c, s) = (&mut self.sink_cos[r.clone()], &mut self.sink_sin[r]);
+                rope.angles(delta, c, s);
+                s.iter_mut().for_each(|v| *v = -*v);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -90,13 +127,9 @@ struct Buffers {
     gate: Vec<f32>,
     up: Vec<f32>,
     logits: Vec<f32>,
-    /// Per batch token: cos and sin of its position's rotation.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    /// Per batch token: cos and -sin of the sink shift (see `crate::kv`).
-    sink_cos: Vec<f32>,
-    sink_sin: Vec<f32>,
-    /// The same four tables for Gemma 3's sliding-window layers (their own RoPE base).
+    /// The rotations of every layer, or of Gemma 3's global ones.
+    rope: RopeTables,
+    /// Gemma 3's sliding-window layers' rotations (their own RoPE base).
     local: RopeTables,
     mm: MatmulScratch,
     lora: LoraScratch,
@@ -245,40 +278,12 @@ impl Model {
         Ok(())
     }
 
-    /// RoPE's cos/sin for each batch token's position and, once the window has wrapped,
-    /// for the shift that moves its sinks next to the window (`view` gives the positions;
-    /// they are the same in every layer).
+    /// The batch's rotations, once per call for every layer (see [`RopeTables::fill`]).
     fn rope_tables(&self, view: &LayerView<'_>, b: &mut Buffers) {
         let half = self.config.head_dim / 2;
-        let fill =
-            |rope: &Rope, cos: &mut [f32], sin: &mut [f32], sc: &mut [f32], ss: &mut [f32]| {
-                for t in 0..view.n {
-                    let r = t * half..(t + 1) * half;
-                    rope.angles(view.pos + t, &mut cos[r.clone()], &mut sin[r.clone()]);
-                    let delta = view.sink_delta(t);
-                    if delta > 0 {
-                        let (c, s) = (&mut sc[r.clone()], &mut ss[r]);
-                        rope.angles(delta, c, s);
-                        s.iter_mut().for_each(|v| *v = -*v);
-                    }
-                }
-            };
-        fill(
-            &self.rope,
-            &mut b.cos,
-            &mut b.sin,
-            &mut b.sink_cos,
-            &mut b.sink_sin,
-        );
+        b.rope.fill(&self.rope, view, half);
         if let Some(rope) = &self.rope_local {
-            let t = &mut b.local;
-            fill(
-                rope,
-                &mut t.cos,
-                &mut t.sin,
-                &mut t.sink_cos,
-                &mut t.sink_sin,
-            );
+            b.local.fill(rope, view, half);
         }
     }
 
@@ -333,20 +338,15 @@ impl Model {
             }
         }
         let window = cfg.layer_window(l);
-        let (cos, sin, sink_cos, sink_sin) = match window {
-            Some(_) => (
-                &b.local.cos,
-                &b.local.sin,
-                &b.local.sink_cos,
-                &b.local.sink_sin,
-            ),
-            None => (&b.cos, &b.sin, &b.sink_cos, &b.sink_sin),
+        let rt = match window {
+            Some(_) => &b.local,
+            None => &b.rope,
         };
-        rotate_qk(cfg, &mut b.q, &mut b.k, cos, sin, n);
+        rotate_qk(cfg, &mut b.q, &mut b.k, &rt.cos, &rt.sin, n);
         cache.store(l, &b.k, &b.v);
         let sink = SinkRotation {
-            cos: sink_cos,
-            sin: sink_sin,
+            cos: &rt.sink_cos,
+            sin: &rt.sink_sin,
         };
         attention(k, cfg, &b.q, &cache.layer(l, n), &sink, window, &mut b.att);
         if let Some(o) = obs {
@@ -466,18 +466,12 @@ impl Buffers {
             (&mut self.gate, n * ffn),
             (&mut self.up, n * ffn),
             (&mut self.logits, n_logits * cfg.vocab_size),
-            (&mut self.cos, n * half),
-            (&mut self.sin, n * half),
-            (&mut self.sink_cos, n * half),
-            (&mut self.sink_sin, n * half),
         ] {
             v.resize(len, 0.0);
         }
+        self.rope.ensure(n, half);
         if cfg.arch.gemma3().is_some() {
-            let t = &mut self.local;
-            for v in [&mut t.cos, &mut t.sin, &mut t.sink_cos, &mut t.sink_sin] {
-                v.resize(n * half, 0.0);
-            }
+            self.local.ensure(n, half);
         }
     }
 }
@@ -542,8 +536,7 @@ fn geglu(k: &Kernels, gate: &mut [f32], up: &mut [f32], ffn: usize, n: usize) {
 /// and Gemma 3, Gemma's output norms).
 fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
     let row = |xr: &mut [f32]| {
-        let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
-        let inv = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
+        let inv = inv_rms(xr, eps);
         for (x, w) in xr.iter_mut().zip(w) {
             *x = w * (*x * inv);
         }
@@ -560,8 +553,7 @@ fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
 /// they were a few percent of a 2-thread prompt).
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, dim: usize) {
     let row = |(o, xr): (&mut [f32], &[f32])| {
-        let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
-        let inv = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
+        let inv = inv_rms(xr, eps);
         for ((o, x), w) in o.iter_mut().zip(xr).zip(w) {
             *o = w * (x * inv);
         }
@@ -571,6 +563,12 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, dim: usize) {
     } else {
         out.chunks_mut(dim).zip(x.chunks(dim)).for_each(row);
     }
+}
+
+/// `1 / √(mean(x²) + eps)`, the sum of squares in f64.
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ss: f64 = x.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+    1.0 / ((ss / x.len() as f64) as f32 + eps).sqrt()
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
