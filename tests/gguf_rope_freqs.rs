@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::gguf::{llama_fixture_as_gguf, write_gguf};
+use common::gguf::{hf_fixture_as_gguf, write_gguf};
 use common::*;
 use llq::convert::{convert, open_checkpoint, Silent};
 use llq::model::Model;
@@ -43,7 +43,7 @@ fn llama3_rope_factors(theta: f64, head_dim: usize, r: &serde_json::Value) -> Ve
 /// Build the GGUF twin of the fixture; `with_freqs` adds the `rope_freqs` tensor.
 fn fixture_as_gguf(path: &Path, with_freqs: bool) {
     let dir = fixtures().join("tiny-llama3-rope");
-    let (kvs, mut tensors) = llama_fixture_as_gguf(&dir);
+    let (kvs, mut tensors) = hf_fixture_as_gguf(&dir, "llama");
     if with_freqs {
         let cfg = read_json(&dir.join("config.json"));
         let theta = cfg["rope_theta"].as_f64().unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::gguf::{gstr, llama_fixture_as_gguf, permute, write_gguf, T_F32, T_STRING};
+use common::gguf::{gstr, hf_fixture_as_gguf, permute, write_gguf, T_F32, T_STRING};
 use common::*;
 use llq::convert::{convert, open_checkpoint, Checkpoint, HfCheckpoint, Silent};
 use llq::format::{keys, Value};
@@ -558,7 +558,7 @@ fn cli_merge_and_refusal() {
 // tests/gguf_rope_freqs.rs) and merged with the r8 adapter, which adapts q_proj and k_proj.
 
 fn base_as_gguf(path: &Path) {
-    let (kvs, tensors) = llama_fixture_as_gguf(&base_dir());
+    let (kvs, tensors) = hf_fixture_as_gguf(&base_dir(), "llama");
     write_gguf(path, &kvs, &tensors);
 }
 

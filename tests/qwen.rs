@@ -13,7 +13,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::gguf::{gstr, write_gguf, T_F32, T_STRING, T_U32};
+use common::gguf::{hf_fixture_as_gguf, write_gguf};
 use llq::convert::{convert, Checkpoint, GgufCheckpoint, HfCheckpoint, Silent};
 use llq::model::{Arch, Logits, Model, State};
 use llq::quant::DType;
@@ -28,91 +28,6 @@ fn reference(arch: &str) -> (Vec<u32>, Vec<f32>) {
     let rows = j["logits"].as_array().unwrap();
     let logits = rows.iter().flat_map(common::floats).collect();
     (common::ids(&j["prompt"]), logits)
-}
-
-/// The checkpoint as llama.cpp's converter writes it: `<arch>.*` keys, GGUF names, rows in
-/// Hugging Face's order (llama.cpp rotates Qwen as NeoX), `tokenizer.ggml.model = none`.
-fn as_gguf(arch: &str, out: &Path) {
-    let dir = data(arch);
-    let cfg = common::read_json(&dir.join("config.json"));
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let u = |k: &str| (cfg[k].as_u64().unwrap() as u32).to_le_bytes().to_vec();
-    let f = |k: &str| (cfg[k].as_f64().unwrap() as f32).to_le_bytes().to_vec();
-    let key = |k: &str| format!("{arch}.{k}");
-    let mut kvs: Vec<(String, u32, Vec<u8>)> = vec![
-        ("general.architecture".into(), T_STRING, gstr(arch)),
-        (key("context_length"), T_U32, u("max_position_embeddings")),
-        (key("embedding_length"), T_U32, u("hidden_size")),
-        (key("block_count"), T_U32, u("num_hidden_layers")),
-        (key("feed_forward_length"), T_U32, u("intermediate_size")),
-        (key("attention.head_count"), T_U32, u("num_attention_heads")),
-        (
-            key("attention.head_count_kv"),
-            T_U32,
-            u("num_key_value_heads"),
-        ),
-        (
-            key("attention.layer_norm_rms_epsilon"),
-            T_F32,
-            f("rms_norm_eps"),
-        ),
-        (key("rope.freq_base"), T_F32, f("rope_theta")),
-        (key("vocab_size"), T_U32, u("vocab_size")),
-        ("tokenizer.ggml.model".into(), T_STRING, gstr("none")),
-    ];
-    if cfg.get("head_dim").is_some() {
-        kvs.push((key("attention.key_length"), T_U32, u("head_dim")));
-        kvs.push((key("attention.value_length"), T_U32, u("head_dim")));
-    }
-    const LAYER: [(&str, &str); 14] = [
-        ("input_layernorm.weight", "attn_norm.weight"),
-        ("self_attn.q_proj.weight", "attn_q.weight"),
-        ("self_attn.k_proj.weight", "attn_k.weight"),
-        ("self_attn.v_proj.weight", "attn_v.weight"),
-        ("self_attn.o_proj.weight", "attn_output.weight"),
-        ("post_attention_layernorm.weight", "ffn_norm.weight"),
-        ("mlp.gate_proj.weight", "ffn_gate.weight"),
-        ("mlp.up_proj.weight", "ffn_up.weight"),
-        ("mlp.down_proj.weight", "ffn_down.weight"),
-        ("self_attn.q_proj.bias", "attn_q.bias"),
-        ("self_attn.k_proj.bias", "attn_k.bias"),
-        ("self_attn.v_proj.bias", "attn_v.bias"),
-        ("self_attn.q_norm.weight", "attn_q_norm.weight"),
-        ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ];
-    let gguf_name = |hf: &str| match hf {
-        "model.embed_tokens.weight" => "token_embd.weight".to_string(),
-        "model.norm.weight" => "output_norm.weight".to_string(),
-        "lm_head.weight" => "output.weight".to_string(),
-        _ => {
-            let (l, rest) = hf["model.layers.".len()..].split_once('.').unwrap();
-            let (_, g) = LAYER.iter().find(|(h, _)| *h == rest).unwrap();
-            format!("blk.{l}.{g}")
-        }
-    };
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    let tensors: Vec<(String, Vec<u64>, Vec<f32>)> = names
-        .iter()
-        .map(|n| {
-            let t = st.tensor(n).unwrap();
-            let v = t.data().chunks_exact(4);
-            let v = v
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (
-                gguf_name(n),
-                t.shape().iter().rev().map(|&d| d as u64).collect(),
-                v,
-            )
-        })
-        .collect();
-    let kvs: Vec<(&str, u32, Vec<u8>)> = kvs
-        .iter()
-        .map(|(k, t, v)| (k.as_str(), *t, v.clone()))
-        .collect();
-    write_gguf(out, &kvs, &tensors);
 }
 
 /// llq's logits for the reference prompt, from `ck` converted to `dtype`: one batch, then
@@ -136,7 +51,8 @@ fn check(arch: &str, want: Arch) {
     let vocab = 128;
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("m.gguf");
-    as_gguf(arch, &gguf);
+    let (kvs, tensors) = hf_fixture_as_gguf(&data(arch), arch);
+    write_gguf(&gguf, &kvs, &tensors);
     let hf = HfCheckpoint::open(&data(arch)).unwrap();
     let gg = GgufCheckpoint::open(&gguf).unwrap();
     assert_eq!(hf.config().arch, want);

@@ -1,5 +1,6 @@
 //! A minimal GGUF v3 writer for tests that rewrite a fixture the way llama.cpp's
-//! `convert_hf_to_gguf.py` writes one (tests/gguf_rope_freqs.rs, tests/lora.rs).
+//! `convert_hf_to_gguf.py` writes one (tests/gguf_rope_freqs.rs, tests/lora.rs,
+//! tests/qwen.rs).
 
 use std::path::Path;
 
@@ -21,9 +22,9 @@ pub fn gstr(s: &str) -> Vec<u8> {
 
 /// A minimal GGUF v3 writer: metadata, then f32 tensors (`dims` innermost first, as GGUF
 /// stores them), data aligned to 32 bytes.
-pub fn write_gguf(
+pub fn write_gguf<K: AsRef<str>>(
     path: &Path,
-    kvs: &[(&str, u32, Vec<u8>)],
+    kvs: &[(K, u32, Vec<u8>)],
     tensors: &[(String, Vec<u64>, Vec<f32>)],
 ) {
     let mut b = b"GGUF".to_vec();
@@ -31,7 +32,7 @@ pub fn write_gguf(
     b.extend((tensors.len() as u64).to_le_bytes());
     b.extend((kvs.len() as u64).to_le_bytes());
     for (k, ty, payload) in kvs {
-        b.extend(gstr(k));
+        b.extend(gstr(k.as_ref()));
         b.extend(ty.to_le_bytes());
         b.extend(payload);
     }
@@ -75,76 +76,97 @@ pub type Kvs = Vec<(&'static str, u32, Vec<u8>)>;
 /// f32 tensors of a GGUF: name, dimensions (innermost first), values.
 pub type F32Tensors = Vec<(String, Vec<u64>, Vec<f32>)>;
 
-/// A Llama fixture (`config.json` and an f32 `model.safetensors` in `dir`) the way
-/// llama.cpp's `convert_hf_to_gguf.py` writes it: the llama metadata keys (no rope-scaling
-/// keys) and every tensor under its GGUF name, Q/K rows permuted for interleaved RoPE.
-pub fn llama_fixture_as_gguf(dir: &Path) -> (Kvs, F32Tensors) {
+/// A fixture checkpoint of `arch` (`llama`, `qwen2` or `qwen3`: a `config.json` and an f32
+/// `model.safetensors` in `dir`) the way llama.cpp's `convert_hf_to_gguf.py` writes it: the
+/// `<arch>.*` metadata keys (no rope-scaling keys), `tokenizer.ggml.model = none` (no
+/// vocabulary), and every tensor under its GGUF name. Llama's Q/K rows are permuted for
+/// interleaved RoPE; Qwen keeps Hugging Face's order (llama.cpp rotates it as NeoX).
+pub fn hf_fixture_as_gguf(dir: &Path, arch: &str) -> (Vec<(String, u32, Vec<u8>)>, F32Tensors) {
     let cfg = super::read_json(&dir.join("config.json"));
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let get = |name: &str| -> (Vec<u64>, Vec<f32>) {
-        let t = st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), safetensors::Dtype::F32);
-        let data = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        // GGUF lists dimensions innermost first.
-        (t.shape().iter().rev().map(|&d| d as u64).collect(), data)
-    };
-    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
-    let (n_heads, n_kv) = (
-        u("num_attention_heads") as usize,
-        u("num_key_value_heads") as usize,
-    );
-    // One metadata entry of each value type.
-    let u32_kv = |k, v: u32| (k, T_U32, v.to_le_bytes().to_vec());
-    let f32_kv = |k, v: f64| (k, T_F32, (v as f32).to_le_bytes().to_vec());
-    let kvs = vec![
-        ("general.architecture", T_STRING, gstr("llama")),
-        u32_kv("llama.context_length", u("max_position_embeddings")),
-        u32_kv("llama.embedding_length", u("hidden_size")),
-        u32_kv("llama.feed_forward_length", u("intermediate_size")),
-        u32_kv("llama.block_count", u("num_hidden_layers")),
-        u32_kv("llama.attention.head_count", n_heads as u32),
-        u32_kv("llama.attention.head_count_kv", n_kv as u32),
-        f32_kv(
-            "llama.rope.freq_base",
-            cfg["rope_theta"].as_f64().unwrap_or(10000.0),
+    let u = |k: &str| (cfg[k].as_u64().unwrap() as u32).to_le_bytes().to_vec();
+    let f = |v: f64| (v as f32).to_le_bytes().to_vec();
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut kvs = vec![
+        ("general.architecture".into(), T_STRING, gstr(arch)),
+        (key("context_length"), T_U32, u("max_position_embeddings")),
+        (key("embedding_length"), T_U32, u("hidden_size")),
+        (key("block_count"), T_U32, u("num_hidden_layers")),
+        (key("feed_forward_length"), T_U32, u("intermediate_size")),
+        (key("attention.head_count"), T_U32, u("num_attention_heads")),
+        (
+            key("attention.head_count_kv"),
+            T_U32,
+            u("num_key_value_heads"),
         ),
-        f32_kv(
-            "llama.attention.layer_norm_rms_epsilon",
-            cfg["rms_norm_eps"].as_f64().unwrap(),
+        (
+            key("attention.layer_norm_rms_epsilon"),
+            T_F32,
+            f(cfg["rms_norm_eps"].as_f64().unwrap()),
         ),
+        (
+            key("rope.freq_base"),
+            T_F32,
+            f(cfg["rope_theta"].as_f64().unwrap_or(10000.0)),
+        ),
+        (key("vocab_size"), T_U32, u("vocab_size")),
+        ("tokenizer.ggml.model".into(), T_STRING, gstr("none")),
     ];
-    let mut tensors = Vec::new();
-    let mut add = |gguf: String, hf: &str, heads: Option<usize>| {
-        let (dims, mut data) = get(hf);
-        if let Some(h) = heads {
-            data = permute(&data, h, dims[0] as usize);
-        }
-        tensors.push((gguf, dims, data));
-    };
-    add(
-        "token_embd.weight".into(),
-        "model.embed_tokens.weight",
-        None,
-    );
-    for i in 0..u("num_hidden_layers") {
-        let hf = |p: &str| format!("model.layers.{i}.{p}.weight");
-        let gg = |p: &str| format!("blk.{i}.{p}.weight");
-        add(gg("attn_norm"), &hf("input_layernorm"), None);
-        add(gg("attn_q"), &hf("self_attn.q_proj"), Some(n_heads));
-        add(gg("attn_k"), &hf("self_attn.k_proj"), Some(n_kv));
-        add(gg("attn_v"), &hf("self_attn.v_proj"), None);
-        add(gg("attn_output"), &hf("self_attn.o_proj"), None);
-        add(gg("ffn_norm"), &hf("post_attention_layernorm"), None);
-        add(gg("ffn_gate"), &hf("mlp.gate_proj"), None);
-        add(gg("ffn_up"), &hf("mlp.up_proj"), None);
-        add(gg("ffn_down"), &hf("mlp.down_proj"), None);
+    if cfg.get("head_dim").is_some() {
+        kvs.push((key("attention.key_length"), T_U32, u("head_dim")));
+        kvs.push((key("attention.value_length"), T_U32, u("head_dim")));
     }
-    add("output_norm.weight".into(), "model.norm.weight", None);
-    add("output.weight".into(), "lm_head.weight", None);
+    // Hugging Face's names within a layer, and GGUF's.
+    const LAYER: [(&str, &str); 14] = [
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+        ("self_attn.q_proj.bias", "attn_q.bias"),
+        ("self_attn.k_proj.bias", "attn_k.bias"),
+        ("self_attn.v_proj.bias", "attn_v.bias"),
+        ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+        ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ];
+    let gguf_name = |hf: &str| match hf {
+        "model.embed_tokens.weight" => "token_embd.weight".to_string(),
+        "model.norm.weight" => "output_norm.weight".to_string(),
+        "lm_head.weight" => "output.weight".to_string(),
+        _ => {
+            let (l, rest) = hf["model.layers.".len()..].split_once('.').unwrap();
+            let (_, g) = LAYER.iter().find(|(h, _)| *h == rest).unwrap();
+            format!("blk.{l}.{g}")
+        }
+    };
+    let heads = |k: &str| cfg[k].as_u64().unwrap() as usize;
+    let mut names: Vec<&str> = st.names();
+    names.sort();
+    let tensors = names
+        .iter()
+        .map(|&n| {
+            let t = st.tensor(n).unwrap();
+            assert_eq!(t.dtype(), safetensors::Dtype::F32, "{n}");
+            let mut data: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let cols = t.shape()[t.shape().len() - 1];
+            if arch == "llama" && n.ends_with("self_attn.q_proj.weight") {
+                data = permute(&data, heads("num_attention_heads"), cols);
+            } else if arch == "llama" && n.ends_with("self_attn.k_proj.weight") {
+                data = permute(&data, heads("num_key_value_heads"), cols);
+            }
+            // GGUF lists dimensions innermost first.
+            let dims = t.shape().iter().rev().map(|&d| d as u64).collect();
+            (gguf_name(n), dims, data)
+        })
+        .collect();
     (kvs, tensors)
 }
