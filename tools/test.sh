@@ -12,13 +12,32 @@ cd "$(dirname "$0")/.."
 
 tools/setup.sh
 
-# The builds (x86-64 and AArch64, ~5 GB) and the converted models the tests keep in
-# target/tmp (~1.5 GB) need room; say so up front rather than fail on ENOSPC an hour in.
-need_gb=8
+# The suite's binaries need no debug info (the release profile keeps line tables for
+# profilers): without it the x86-64 build is about half the size.
+export CARGO_PROFILE_RELEASE_DEBUG=false
+
+# The largest step on disk is the first two: the x86-64 build and the models the tests
+# convert into target/tmp (~1.5 GB); each later step's build goes when the step is done
+# (done_with below). Say so up front rather than fail on ENOSPC half an hour in.
+need_gb=5
 free_gb=$(df -P --block-size=1G . | awk 'NR==2 {print $4}')
 if [ "$free_gb" -lt "$need_gb" ]; then
   echo "warning: $free_gb GB free on $(df -P . | awk 'NR==2 {print $6}'); the suite needs about $need_gb GB" >&2
 fi
+
+# A step's own build directory is of no use once the step has passed, and CI runs on a
+# fresh clone whose disk may be small (one run ran out of space in the last step, the fuzz
+# build, with every earlier step's builds still on disk): each goes when its step is done.
+# LLQ_KEEP_BUILDS=1 keeps them, for a developer who runs the suite again.
+done_with() {
+  [ "${LLQ_KEEP_BUILDS:-0}" = 1 ] && return 0
+  local d
+  for d in "$@"; do
+    [ -e "$d" ] || continue
+    echo "== freeing $d ($(du -sh "$d" | cut -f1)); $(df -P --block-size=1M . | awk 'NR==2 {print $4}') MB were free" >&2
+    rm -rf "$d"
+  done
+}
 
 # Models converted by the tests are shared by every test binary and kernel level of this
 # run (tests/common: every kernel level's encoders write the same bytes), converted once each.
@@ -54,20 +73,30 @@ for level in $(echo "$levels" | tr ' ' '\n' | sed '$d'); do
   LLQ_KERNEL=$level LLQ_TEST_QUICK=$quick cargo test --release "${kernel_tests[@]}" -- "${level_independent[@]}"
 done
 
+# The real models' conversions are read by no later step (the AArch64 tests convert the
+# tiny fixtures they need).
+done_with "$LLQ_TEST_MODELS"
+
 echo "== C API under valgrind" >&2
 tools/valgrind-c-example.sh
 
 # The 16-thread stress program under ThreadSanitizer (nightly toolchain; skipped with a
 # message when none is installed). ~5 s of run; the instrumented library is built into
-# target-tsan/ (about 3 CPU-minutes cold, 1-2 min after a change to llq: cache it).
+# target-tsan/ (about 3 CPU-minutes cold, 1-2 min after a change to llq: LLQ_KEEP_BUILDS=1
+# keeps it).
 echo "== C API stress under ThreadSanitizer" >&2
 tools/tsan-c-stress.sh
 
+# The x86-64 release build (tests, llq, libllq) was the last step's.
+done_with target-tsan target/release
+
 echo "== AArch64 under qemu" >&2
 tools/test-aarch64.sh
+done_with target/aarch64-unknown-linux-gnu
 
 # Every fuzz target for a 30 s smoke on its checked-in corpus, one per core
 # (docs/RELIABILITY.md has the campaigns); a crash fails the run and leaves its input in
 # fuzz/artifacts/.
 echo "== fuzz smoke" >&2
 tools/fuzz-smoke.sh
+done_with fuzz/target

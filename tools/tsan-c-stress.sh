@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/c/stress.c (16 threads sharing one model, see docs/RELIABILITY.md) under
 # ThreadSanitizer: libllq built with `cargo +nightly` and -Zsanitizer=thread into its own
-# target directory (target-tsan/, ~6 min cold; keep it between CI runs), the program
+# target directory (target-tsan/, ~6 min cold; tools/test.sh frees it afterwards unless
+# LLQ_KEEP_BUILDS=1), the program
 # compiled with gcc -fsanitize=thread and linked with the nightly toolchain's own TSan
 # runtime (gcc 12's libtsan lacks __tsan_memcpy, which LLVM 22's instrumentation calls).
 #
@@ -42,6 +43,10 @@ start=$(date +%s)
 # --cfg llq_tsan: libllq's registry lock tells TSan what it orders (src/ffi/tsan.rs).
 # --cfg crossbeam_sanitize_thread: crossbeam's deques (rayon's job queues) use release
 # stores instead of the fences TSan does not model.
+# CARGO_PROFILE_RELEASE_DEBUG=limited: the release profile's own debug info, whatever the
+# caller set (tools/test.sh turns it off for its other builds), because the suppressions
+# match frames that only debug info names once inlined.
+CARGO_PROFILE_RELEASE_DEBUG=limited \
 RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer --cfg llq_tsan --cfg crossbeam_sanitize_thread" \
     cargo +nightly build --release --lib --target "$triple" \
     --target-dir "$root/target-tsan" --quiet
