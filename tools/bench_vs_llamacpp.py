@@ -772,6 +772,16 @@ def tests_of(p, e):
     return [f"pp{e.get('n_prompt', p['n_prompt'])}", f"tg{e.get('n_gen', p['n_gen'])}"]
 
 
+def machine_label(p):
+    m = p.get("machine", {})
+    return f"{p.get('cpu', '?')} (family {m.get('family')}, model {m.get('model')})"
+
+
+def same_cpu(a, b):
+    """Whether two perf results come from the same CPU model (a kind's rows may merge)."""
+    return machine_label(a) == machine_label(b)
+
+
 def run_key(p, e):
     """What a new run replaces in a kind's file: the same model, type and test shape."""
     return (e["model"], e["type"], e.get("n_prompt", p["n_prompt"]), e.get("n_gen", p["n_gen"]),
@@ -1491,11 +1501,16 @@ def main():
         res = perf(args, llq)
         # One file per machine kind, so BENCHMARKS.md holds every kind side by side.
         old = RESULTS / f"perf-{res['machine']['kind']}.json"
-        if old.exists() and not args.fresh:
+        prev = json.loads(old.read_text()) if old.exists() and not args.fresh else None
+        if prev is not None and same_cpu(prev, res):
             # Keep earlier runs of other models/types (e.g. run with different -r per model).
             keep = {run_key(res, e) for e in res["runs"]}
-            prev = json.loads(old.read_text())
             res["runs"] = [e for e in prev.get("runs", []) if run_key(prev, e) not in keep] + res["runs"]
+        elif prev is not None:
+            # A kind's section names one CPU: rows of another CPU model would be credited to
+            # this one (the older file stays in git's history).
+            print(f"{old.name}: the earlier runs were on {machine_label(prev)}, this one on "
+                  f"{machine_label(res)}: they are replaced, not merged", file=sys.stderr)
         old.write_text(json.dumps(res, indent=1))
     if args.mode in ("all", "kernels"):
         (RESULTS / "kernels.json").write_text(json.dumps(kernels(args), indent=1))
