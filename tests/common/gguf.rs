@@ -117,7 +117,9 @@ pub fn hf_fixture_as_gguf(dir: &Path, arch: &str) -> (Vec<(String, u32, Vec<u8>)
         kvs.push((key("attention.key_length"), T_U32, u("head_dim")));
         kvs.push((key("attention.value_length"), T_U32, u("head_dim")));
     }
-    // Hugging Face's names within a layer, and GGUF's.
+    // Hugging Face's names within a layer, and GGUF's, written out here rather than taken
+    // from llq's converter (src/convert/hf.rs has the same table): this file is the
+    // reference the GGUF route is checked against, so a wrong name there must not reach it.
     const LAYER: [(&str, &str); 14] = [
         ("input_layernorm.weight", "attn_norm.weight"),
         ("self_attn.q_proj.weight", "attn_q.weight"),
